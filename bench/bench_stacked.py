@@ -1,0 +1,151 @@
+"""Time stacked LoRA against PEFT LoRA and the bare base on the T5-small architecture (random weights).
+
+One run prints, each as the median of `--steps` timed repetitions after `--warmup` untimed ones:
+
+1. a training step (forward + backward + AdamW) of stacked LoRA stage 2 (weight-space relu, r1 = r2 = 8)
+   and of PEFT LoRA r = 8 on the same targets; target ratio <= 1.25x;
+2. an inference forward (no grad) of the merged stacked model and of the bare base; target ratio ~1.0x;
+3. one (512, 512) layer's forward + backward with the weight-space delta folded into the weight,
+   `F.linear(x, W0 + delta)`, against a second matmul, `F.linear(x, W0) + F.linear(x, delta)`.
+
+Usage: `python bench/bench_stacked.py [--batch 8] [--seq 128] [--steps 5] [--warmup 2]`. CPU, fp32, no hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from transformers import T5Config, T5ForConditionalGeneration
+
+from trainables.stacked_lora import StackedLoraConfig, apply_stacked_lora, merge_stacked_lora, start_stage2
+
+# t5-small's config.json, without its weights
+T5_SMALL = {
+    "vocab_size": 32128, "d_model": 512, "d_ff": 2048, "d_kv": 64, "num_layers": 6, "num_decoder_layers": 6,
+    "num_heads": 8, "relative_attention_num_buckets": 32, "dropout_rate": 0.1, "feed_forward_proj": "relu",
+    "tie_word_embeddings": True, "decoder_start_token_id": 0, "pad_token_id": 0, "eos_token_id": 1,
+}  # fmt: skip
+TARGETS = ("q", "v")
+
+
+def median_seconds(fn: Callable[[], object], *, warmup: int, steps: int) -> float:
+    """The median wall time of `fn()` over `steps` calls, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def base_model() -> T5ForConditionalGeneration:
+    torch.manual_seed(0)
+    return T5ForConditionalGeneration(T5Config.from_dict(T5_SMALL))
+
+
+def train_step_fn(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> Callable[[], None]:
+    """One AdamW step on the model's trainable parameters."""
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model.train()
+
+    def step() -> None:
+        loss = model(**inputs).loss
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+
+    return step
+
+
+def forward_fn(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> Callable[[], None]:
+    model.eval()
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(**inputs)
+
+    return forward
+
+
+def stacked_stage2() -> T5ForConditionalGeneration:
+    """Stacked LoRA after stage 1: B1 non-zero, stage 2 (weight-space relu) trainable."""
+    model = apply_stacked_lora(base_model(), StackedLoraConfig(r1=8, r2=8, f="relu", target_modules=TARGETS))
+    for name, p in model.named_parameters():
+        if name.endswith("lora_B1"):
+            torch.nn.init.normal_(p, std=0.01)
+    return start_stage2(model)
+
+
+def layer_fold_vs_split(tokens: int, *, warmup: int, steps: int) -> tuple[float, float]:
+    """Forward + backward of one (512, 512) layer, delta = relu(s2 B2 A2), folded vs a second matmul."""
+    torch.manual_seed(0)
+    x = torch.randn(tokens, 512, requires_grad=True)
+    w0 = torch.randn(512, 512) / 512**0.5
+    b2 = (torch.randn(512, 8) * 1e-3).requires_grad_()
+    a2 = (torch.randn(8, 512) / 512**0.5).requires_grad_()
+
+    def folded() -> None:
+        delta = F.relu(torch.mm(b2 * 2.0, a2))
+        F.linear(x, w0 + delta).sum().backward()
+
+    def split() -> None:
+        delta = F.relu(torch.mm(b2 * 2.0, a2))
+        (F.linear(x, w0) + F.linear(x, delta)).sum().backward()
+
+    return median_seconds(folded, warmup=warmup, steps=steps), median_seconds(
+        split, warmup=warmup, steps=steps
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5, help="timed repetitions (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed repetitions first")
+    args = parser.parse_args()
+    reps = {"warmup": args.warmup, "steps": args.steps}
+    g = torch.Generator().manual_seed(0)
+    shape = (args.batch, args.seq)
+    inputs = {
+        "input_ids": torch.randint(2, 32128, shape, generator=g),
+        "labels": torch.randint(2, 32128, shape, generator=g),
+    }
+    print(
+        f"T5-small architecture, batch {args.batch} x {args.seq} tokens, fp32, {torch.get_num_threads()} threads"
+    )
+    print(f"targets {TARGETS}, median of {args.steps} after {args.warmup} warmup\n")
+
+    lora = get_peft_model(base_model(), LoraConfig(r=8, lora_alpha=16, target_modules=list(TARGETS)))
+    t_lora = median_seconds(train_step_fn(lora, inputs), **reps)
+    del lora
+    stacked = stacked_stage2()
+    t_stacked = median_seconds(train_step_fn(stacked, inputs), **reps)
+    print(f"train step  PEFT LoRA r=8                      {t_lora * 1e3:8.0f} ms")
+    print(f"train step  stacked LoRA stage 2 (weight relu) {t_stacked * 1e3:8.0f} ms")
+    print(f"  ratio stacked / LoRA  {t_stacked / t_lora:.3f}  (target <= 1.25)\n")
+
+    t_merged = median_seconds(forward_fn(merge_stacked_lora(stacked), inputs), **reps)
+    del stacked
+    t_base = median_seconds(forward_fn(base_model(), inputs), **reps)
+    print(f"inference   bare base model                    {t_base * 1e3:8.0f} ms")
+    print(f"inference   merged stacked LoRA                {t_merged * 1e3:8.0f} ms")
+    print(f"  ratio merged / base   {t_merged / t_base:.3f}  (target ~1.0)\n")
+
+    t_fold, t_split = layer_fold_vs_split(args.batch * args.seq, **reps)
+    print(f"one (512, 512) layer fwd+bwd, {args.batch * args.seq} tokens:")
+    print(f"  F.linear(x, W0 + delta)               {t_fold * 1e3:8.2f} ms")
+    print(f"  F.linear(x, W0) + F.linear(x, delta)  {t_split * 1e3:8.2f} ms")
+    print(f"  ratio split / folded  {t_split / t_fold:.3f}")
+
+
+if __name__ == "__main__":
+    main()

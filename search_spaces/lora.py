@@ -1,0 +1,15 @@
+"""LoRA: the loop's learning rate, batch, warmup and epochs, and the adapter's rank, alpha, dropout, targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search_spaces.common import lora_params, train_params
+
+LR = (1e-4, 3e-3)
+"""LoRA trains few weights from a zero start, so it wants larger steps than full fine-tuning."""
+
+
+def space(trial: Any, *, base: dict[str, Any]) -> dict[str, Any]:
+    """One LoRA trial's flat config: `base` with the sampled settings on top."""
+    return {**base, **train_params(trial, base, lr=LR), **lora_params(trial)}

@@ -1,0 +1,252 @@
+"""Narrowing or overriding a search space from the command line or a YAML file, without editing code.
+
+    --space train/lr=1e-4..1e-3          a range; keeps the parameter's own scale (log for learning rates)
+    --space strategy/f=[relu,gelu]       choices
+    --space train/epochs=2               a constant
+    --space stacked:strategy/r2=[8,16]   for one method only
+    --space 'train/lr={low: 1e-4, high: 1e-2, log: true}'
+
+A YAML file (`--space-file`) holds the same specs: `key: spec` at the top level for every method, or under
+a method's name for that method alone. A spec for a key the space does not sample adds that key (a
+constant, a categorical, or a uniform range - log scale only if the spec says `log: true`).
+
+A search space sees overrides through `NarrowedTrial`, which answers its `suggest_*` calls from the
+override where there is one, so a space's code stays the one definition of its parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+GROUPS = ("train/", "strategy/")
+KINDS = ("fixed", "choices", "range")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_RANGE = re.compile(r"^\s*(\S+?)\s*\.\.\s*(\S+)\s*$")
+
+
+def _number(text: str) -> int | float | None:
+    """`'1e-4'` -> 0.0001, `'3'` -> 3 (YAML 1.1 reads `1e-4` as a string), anything else -> None."""
+    if not _NUMBER.match(text.strip()):
+        return None
+    value = float(text)
+    return int(value) if re.fullmatch(r"[+-]?\d+", text.strip()) else value
+
+
+def _coerce(value: Any) -> Any:
+    if isinstance(value, str):
+        number = _number(value)
+        return value if number is None else number
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class Override:
+    """How one parameter of one method's (or every method's) search space is replaced."""
+
+    key: str
+    """The flat trial-config key, e.g. `train/lr`, `strategy/f`, `train/eval/max_new_tokens`."""
+    kind: str
+    """fixed (one value), choices (categorical) or range (numbers between low and high)."""
+    value: Any = None
+    """The constant of a fixed override."""
+    choices: tuple = ()
+    """The values of a choices override."""
+    low: float | None = None
+    """Lower end of a range."""
+    high: float | None = None
+    """Upper end of a range."""
+    log: bool | None = None
+    """Log scale for a range; None keeps the scale the space gives the parameter."""
+    method: str | None = None
+    """The only method this applies to; None for every method that has the parameter."""
+
+    def __post_init__(self) -> None:
+        where = f"--space {self.key}"
+        if not self.key.startswith(GROUPS) or self.key.endswith("/"):
+            raise ValueError(f"{where}: a search parameter is train/<name> or strategy/<name>, got {self.key!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"{where}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "choices" and not self.choices:
+            raise ValueError(f"{where}: an empty list of choices")
+        if self.kind == "range":
+            if not (_is_number(self.low) and _is_number(self.high)) or self.low >= self.high:
+                raise ValueError(f"{where}: a range needs numbers low < high, got {self.low!r}..{self.high!r}")
+            if self.log and self.low <= 0:
+                raise ValueError(f"{where}: a log-scale range needs low > 0, got {self.low!r}")
+
+    @property
+    def integer(self) -> bool:
+        """A range of whole numbers (both ends written as integers)."""
+        return isinstance(self.low, int) and isinstance(self.high, int)
+
+    def accepts(self, value: Any) -> bool:
+        """Whether `value` is still possible under this override (used to filter enqueued points)."""
+        if self.kind == "fixed":
+            return value == self.value
+        if self.kind == "choices":
+            return value in self.choices
+        return _is_number(value) and self.low <= value <= self.high
+
+    def suggest(self, trial: Any, *, log: bool = False, integer: bool | None = None) -> Any:
+        """The value for one trial: the constant, or a suggestion from `trial` in the overridden domain."""
+        if self.kind == "fixed":
+            return self.value
+        if self.kind == "choices":
+            return trial.suggest_categorical(self.key, self.choices)
+        log = log if self.log is None else self.log
+        if self.integer if integer is None else integer:
+            return trial.suggest_int(self.key, int(self.low), int(self.high), log=log)
+        return trial.suggest_float(self.key, float(self.low), float(self.high), log=log)
+
+    def describe(self) -> str:
+        """The override as the user would write it."""
+        prefix = f"{self.method}:" if self.method else ""
+        if self.kind == "fixed":
+            return f"{prefix}{self.key}={self.value}"
+        if self.kind == "choices":
+            return f"{prefix}{self.key}=[{','.join(map(str, self.choices))}]"
+        scale = "" if self.log is None else (" (log)" if self.log else " (linear)")
+        return f"{prefix}{self.key}={self.low}..{self.high}{scale}"
+
+
+def spec_to_override(key: str, spec: Any, *, method: str | None = None) -> Override:
+    """An `Override` from a spec: a scalar, a list, a `{low, high, log}` mapping, or a `'low..high'` string."""
+    import yaml
+
+    if isinstance(spec, str):
+        match = _RANGE.match(spec)
+        if match and _number(match.group(1)) is not None and _number(match.group(2)) is not None:
+            low, high = _number(match.group(1)), _number(match.group(2))
+            return Override(key, "range", low=low, high=high, method=method)
+        if spec.strip().startswith(("[", "{")):
+            try:
+                spec = yaml.safe_load(spec)
+            except yaml.YAMLError as err:
+                raise ValueError(f"--space {key}: cannot read {spec!r} ({err.problem})") from None
+            return spec_to_override(key, spec, method=method)
+        return Override(key, "fixed", value=_coerce(yaml.safe_load(spec) if spec.strip() else ""), method=method)
+    if isinstance(spec, (list, tuple)):
+        return Override(key, "choices", choices=tuple(_coerce(v) for v in spec), method=method)
+    if isinstance(spec, Mapping):
+        unknown = sorted(set(spec) - {"low", "high", "log"})
+        if unknown or not {"low", "high"} <= set(spec):
+            raise ValueError(f"--space {key}: a range is {{low: ..., high: ..., log: true|false}}, got {dict(spec)}")
+        log = spec.get("log")
+        if log is not None and not isinstance(log, bool):
+            raise ValueError(f"--space {key}: log must be true or false, got {log!r}")
+        return Override(key, "range", low=_coerce(spec["low"]), high=_coerce(spec["high"]), log=log, method=method)
+    return Override(key, "fixed", value=spec, method=method)
+
+
+def parse_override(text: str, *, methods: Sequence[str]) -> Override:
+    """`'[method:]key=spec'` (a `--space` argument) -> `Override`.
+
+    Raises:
+        ValueError: for a missing `=`, an unknown method prefix or a malformed spec.
+    """
+    head, sep, spec = text.partition("=")
+    if not sep:
+        raise ValueError(f"--space expects [method:]key=spec, got {text!r}")
+    method, colon, key = head.strip().rpartition(":")
+    if colon and method not in methods:
+        raise ValueError(f"--space {text!r}: unknown method {method!r}; choose from {', '.join(methods)}")
+    return spec_to_override(key.strip(), spec, method=method or None)
+
+
+def load_space_file(path: str | Path, *, methods: Sequence[str]) -> list[Override]:
+    """The overrides in a YAML file: `key: spec` for every method, `<method>: {key: spec}` for one.
+
+    Raises:
+        ValueError: for a missing or malformed file, or an entry that is neither a key nor a method.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--space-file {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"--space-file {path}: not valid YAML ({err})") from None
+    if not isinstance(data, Mapping):
+        raise ValueError(f"--space-file {path}: expected a mapping of key: spec, got {type(data).__name__}")
+    overrides = []
+    for name, value in data.items():
+        if name in methods:
+            if not isinstance(value, Mapping):
+                raise ValueError(f"--space-file {path}: {name} should map keys to specs, got {value!r}")
+            overrides += [spec_to_override(str(k), v, method=name) for k, v in value.items()]
+        elif "/" in str(name):
+            overrides.append(spec_to_override(str(name), value))
+        else:
+            raise ValueError(f"--space-file {path}: {name!r} is neither a method ({', '.join(methods)}) nor a key")
+    return overrides
+
+
+def route(
+    overrides: Iterable[Override], keys_by_method: Mapping[str, set[str]]
+) -> dict[str, tuple[Override, ...]]:
+    """Which overrides each method gets: a prefixed one its method; an unprefixed one every method whose
+    space samples the key, or every method when none does (a key a method lacks is rejected later).
+
+    Raises:
+        ValueError: for a prefix naming a method that is not in this study, or one key overridden twice.
+    """
+    routed: dict[str, dict[str, Override]] = {m: {} for m in keys_by_method}
+    for override in overrides:
+        if override.method is not None and override.method not in keys_by_method:
+            raise ValueError(f"--space {override.describe()}: method {override.method!r} is not in this study")
+        if override.method is not None:
+            targets = [override.method]
+        else:
+            targets = [m for m, keys in keys_by_method.items() if override.key in keys] or list(keys_by_method)
+        for method in targets:
+            previous = routed[method].get(override.key)
+            if previous is not None and previous.method == override.method:
+                raise ValueError(f"--space {override.key} is given twice for method {method!r}")
+            if previous is None or override.method is not None:  # a method's own override wins
+                routed[method][override.key] = override
+    return {m: tuple(by_key.values()) for m, by_key in routed.items()}
+
+
+class NarrowedTrial:
+    """An Optuna trial whose `suggest_*` answers come from the overrides where the user gave one."""
+
+    def __init__(self, trial: Any, overrides: Mapping[str, Override]) -> None:
+        self._trial = trial
+        self._overrides = overrides
+        self.asked: set[str] = set()
+        """Keys the space asked for (overridden or not)."""
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False, step: float | None = None):
+        self.asked.add(name)
+        if name in self._overrides:
+            return self._overrides[name].suggest(self._trial, log=log, integer=False)
+        return self._trial.suggest_float(name, low, high, log=log, step=step)
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False):
+        self.asked.add(name)
+        if name in self._overrides:
+            return self._overrides[name].suggest(self._trial, log=log, integer=True)
+        return self._trial.suggest_int(name, low, high, step=step, log=log)
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]):
+        self.asked.add(name)
+        override = self._overrides.get(name)
+        if override is None:
+            return self._trial.suggest_categorical(name, choices)
+        if override.kind == "range":
+            raise ValueError(f"--space {name} is chosen from {list(choices)}: give a list or one value, not a range")
+        return override.suggest(self._trial)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)

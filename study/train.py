@@ -1,0 +1,96 @@
+"""Run one configuration without a search, through the same trial code as the study (for debugging).
+
+    python -m study.train --method stacked --preset tiny --set f=relu
+    python -m study.train --method lora_cot --preset tiny --set prompt_style=code --set lr=3e-3
+
+Prints each evaluation's metrics as a JSON line while it trains and the final metrics as JSON at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from study.errors import run_cli
+from study.presets import PRESET_NAMES, get_preset
+
+METHODS = ("lora", "lora_cot", "full", "qlora", "stacked")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m study.train",
+        description="Train and evaluate one configuration of one method (no search, no Ray).",
+    )
+    parser.add_argument("--method", required=True, choices=METHODS, help="the fine-tuning strategy")
+    parser.add_argument("--preset", default="tiny", choices=PRESET_NAMES, help="model, data and loop defaults")
+    parser.add_argument("--config", default="main", choices=("main", "socratic"), help="GSM8K config")
+    parser.add_argument("--model", help="base model: hub name or local path (default: the preset's)")
+    parser.add_argument("--data-dir", help="folder with gsm8k/ (and mbpp/) jsonl files; default: the preset's source")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting, e.g. f=relu, lr=1e-3, train/epochs=2, strategy/r=16, max_new_tokens=64 (repeatable)",
+    )
+    parser.add_argument(
+        "--code-dataset", choices=("mbpp", "gsm8k-programs"), help="stacked stage 1's data (default: the preset's)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds data splits and training")
+    parser.add_argument("--out", type=Path, help="folder for progress, checkpoint and generations (default: temp)")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out (the folder of the run to continue)")
+    from study.prepare import DEFAULT_CACHE, base_trial, parse_overrides, prepare, with_overrides
+    from trainables.reporting import LocalReporter
+    from trainables.trial import TrialConfig, run_trial
+
+    preset = get_preset(args.preset)
+    overrides = parse_overrides(args.overrides)
+    # Validate the settings before any data or model is loaded.
+    trial_dict = with_overrides(
+        base_trial(preset, method=args.method, model="?", data_config=args.config, seed=args.seed), overrides
+    )
+    TrialConfig.from_dict({**trial_dict, "model": "?"})
+    prepared = prepare(
+        preset,
+        methods=[args.method],
+        configs=[trial_dict["data_config"]],
+        data_dir=args.data_dir,
+        model=args.model,
+        seed=args.seed,
+        code_dataset=args.code_dataset,
+    )
+    for note in prepared.notes:
+        print(note, file=sys.stderr)
+    trial_dict["model"] = overrides.get("model", prepared.models[args.method])
+    trial = TrialConfig.from_dict(trial_dict)
+    out = args.out or Path(tempfile.mkdtemp(prefix="slm-train-"))
+    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    reporter = LocalReporter(out, resume=args.resume, echo=log)
+    final = run_trial(
+        trial,
+        splits=prepared.splits,
+        reporter=reporter,
+        code_records=prepared.code_records,
+        cache_dir=DEFAULT_CACHE / "stage1",
+        log=log,
+    )
+    (out / "final_metrics.json").write_text(json.dumps(final, indent=2))
+    print(json.dumps(final, indent=2))
+    print(f"outputs in {out}", file=sys.stderr)
+    return final
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,112 @@
+"""Shared fixtures: an offline hub, the real-data directory, and a seeded micro T5 built once per session.
+
+The hub is switched off before anything imports `huggingface_hub`, so a test that would download a model
+or a dataset fails at once instead of reaching for the network.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE"):
+    os.environ[_var] = "1"
+
+import operator  # noqa: E402  (the environment above must be set first)
+import random  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+MICRO_SEED = 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked `gpu` when there is no CUDA device (torch is imported only if one is marked)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real data (`gsm8k/`, `mbpp/`) from SLM_DATA_DIR; skips the test when it is unset or missing."""
+    raw = os.environ.get("SLM_DATA_DIR")
+    if not raw:
+        pytest.skip("SLM_DATA_DIR is not set; point it at the data directory (e.g. ../shared/data)")
+    path = Path(raw).expanduser()
+    if not path.is_dir():
+        pytest.skip(f"SLM_DATA_DIR={raw!r} is not a directory")
+    return path
+
+
+def _inline_math_texts(n: int, seed: int) -> list[str]:
+    """GSM8K-shaped questions, solutions and programs, for when `trainables.generator` is absent."""
+    rng = random.Random(seed)
+    ops = (
+        ("+", "buys", operator.add),
+        ("-", "gives away", operator.sub),
+        ("*", "multiplies them by", operator.mul),
+    )
+    texts = []
+    for _ in range(n):
+        a, b = sorted((rng.randint(2, 99), rng.randint(2, 99)), reverse=True)  # no negative counts
+        op, verb, fn = rng.choice(ops)
+        c = fn(a, b)
+        texts += [
+            f"Sam has {a} apples and {verb} {b}. How many apples does Sam have?",
+            f"Sam has {a} {op} {b} = <<{a}{op}{b}={c}>>{c} apples.\n#### {c}",
+            f"a = {a}; b = a {op} {b}; print(b)",
+        ]
+    return texts
+
+
+@pytest.fixture(scope="session")
+def micro_texts() -> list[str]:
+    """A few hundred short math texts (questions, solutions with calculator marks, programs)."""
+    try:
+        from trainables.generator import generate_problems
+    except ImportError:
+        return _inline_math_texts(100, MICRO_SEED)
+    records = generate_problems(100, seed=MICRO_SEED, min_steps=1, max_steps=3, max_operand=100)
+    texts = []
+    for record in records:
+        texts += [record.question, record.answer_text, record.solution]
+        if record.program:
+            texts.append(record.program)
+    return texts
+
+
+@pytest.fixture(scope="session")
+def micro_t5_dir(tmp_path_factory: pytest.TempPathFactory, micro_texts: list[str]) -> Path:
+    """A micro T5 (~157k parameters) and its tokenizer, saved once per session like a hub model."""
+    from trainables.models import build_tiny_t5
+
+    return build_tiny_t5(
+        tmp_path_factory.mktemp("models") / "micro-t5", texts=micro_texts, size="micro", seed=0
+    )
+
+
+@pytest.fixture
+def micro_t5(micro_t5_dir: Path):
+    """(model, tokenizer): a fresh copy of the micro T5 on the CPU, in eval mode, torch seeded with 0."""
+    import torch
+
+    from trainables.models import load_model, load_tokenizer
+
+    torch.manual_seed(MICRO_SEED)
+    return load_model(micro_t5_dir, device="cpu"), load_tokenizer(micro_t5_dir)
+
+
+@pytest.fixture
+def micro_tokenizer(micro_t5_dir: Path):
+    """The micro T5's tokenizer alone, freshly loaded (for tests that need no model)."""
+    from trainables.models import load_tokenizer
+
+    return load_tokenizer(micro_t5_dir)

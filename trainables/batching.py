@@ -1,0 +1,32 @@
+"""Tokenising (input, target) pairs once and padding them per batch, for training and perplexity."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], *, max_input_tokens: int, max_target_tokens: int) -> list[dict[str, list[int]]]:
+    """Tokenise (input, target) pairs once; padding happens per batch."""
+    inputs = tokenizer([p[0] for p in pairs], truncation=True, max_length=max_input_tokens)
+    targets = tokenizer(text_target=[p[1] for p in pairs], truncation=True, max_length=max_target_tokens)
+    return [
+        {"input_ids": i, "labels": t} for i, t in zip(inputs["input_ids"], targets["input_ids"], strict=True)
+    ]
+
+
+def collate(examples: Sequence[dict[str, list[int]]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Pad a batch: inputs with the pad id (masked), labels with -100 (ignored by the loss)."""
+    width = max(len(e["input_ids"]) for e in examples)
+    label_width = max(len(e["labels"]) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), label_width), -100, dtype=torch.long)
+    for row, example in enumerate(examples):
+        input_ids[row, : len(example["input_ids"])] = torch.tensor(example["input_ids"])
+        labels[row, : len(example["labels"])] = torch.tensor(example["labels"])
+    return {
+        "input_ids": input_ids.to(device),
+        "attention_mask": (input_ids != pad_id).long().to(device),
+        "labels": labels.to(device),
+    }

@@ -1,0 +1,179 @@
+"""Evaluating a model on a split: batched generation, answer extraction (or program runs), and metrics.
+
+Generation sorts inputs by length so each batch pads little, decodes greedily with the KV cache, and can
+let a calculator fill GSM8K's `<<expr=` annotations as it goes. Programs written for the `code` style run
+in the sandbox, never in this process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from trainables.batching import collate, encode_pairs
+from trainables.metrics import (
+    DEFAULT_SIMILARITY_MODEL,
+    answers_match,
+    bootstrap_ci,
+    extract_answer,
+    perplexity,
+    rouge1,
+    semantic_similarity,
+)
+from trainables.records import MathRecord
+
+METRICS = ("accuracy", "perplexity", "rouge1", "similarity")
+
+
+@dataclass
+class EvalSettings:
+    """How a split is evaluated (the `train/eval/...` keys of a trial's config)."""
+
+    batch_size: int = 32
+    """Sequences generated together."""
+    max_new_tokens: int = 128
+    """Generation stops after this many tokens."""
+    num_beams: int = 1
+    """1 = greedy decoding."""
+    metrics: tuple[str, ...] = METRICS
+    """Which metrics to compute on the dev split (accuracy is always computed)."""
+    similarity_model: str = DEFAULT_SIMILARITY_MODEL
+    """sentence-transformers model for the average semantic similarity."""
+    calculator: bool = True
+    """Evaluate the breakdown style's test split a second time with the calculator filling `<<expr=`."""
+    program_timeout_s: float = 2.0
+    """Wall-time limit of each generated program (code style)."""
+    max_examples: int | None = None
+    """Evaluate on at most this many records of the split (None = all)."""
+
+    def __post_init__(self) -> None:
+        self.metrics = tuple(self.metrics.split(",")) if isinstance(self.metrics, str) else tuple(self.metrics)
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; choose from {', '.join(METRICS)}")
+        for name in ("batch_size", "max_new_tokens", "num_beams"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"eval {name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class EvalResult:
+    """The metrics of one split and the per-example rows behind them."""
+
+    metrics: dict[str, float]
+    rows: list[dict] = field(default_factory=list)
+
+    def write_generations(self, path: Path) -> None:
+        """One JSON line per example: input, target, prediction, extracted answer, reference, correct."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as file:
+            for row in self.rows:
+                file.write(json.dumps(row) + "\n")
+
+
+@torch.no_grad()
+def generate(model, tokenizer, inputs: Sequence[str], settings: EvalSettings, *, calculator: bool = False) -> list[str]:
+    """Greedy batched generation in length-sorted batches; outputs in the order of `inputs`."""
+    device = next(model.parameters()).device
+    model.eval()
+    encoded = tokenizer(list(inputs), truncation=True, max_length=512)["input_ids"]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    processors = None
+    if calculator:
+        from trainables.calculator import make_calculator_processor
+
+        processors = [make_calculator_processor(tokenizer)]
+    outputs: list[str] = [""] * len(encoded)
+    for start in range(0, len(order), settings.batch_size):
+        ids = order[start : start + settings.batch_size]
+        batch = collate([{"input_ids": encoded[i], "labels": [0]} for i in ids], tokenizer.pad_token_id, device)
+        generated = model.generate(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            max_new_tokens=settings.max_new_tokens,
+            num_beams=settings.num_beams,
+            do_sample=False,
+            logits_processor=processors,
+        )
+        for i, text in zip(ids, tokenizer.batch_decode(generated, skip_special_tokens=True), strict=True):
+            outputs[i] = text.strip()
+    return outputs
+
+
+def extract_all(predictions: Sequence[str], *, style: str, settings: EvalSettings) -> tuple[list, list[str | None]]:
+    """The answer of each prediction: the number in the text, or what the program prints (code style)."""
+    if style != "code":
+        return [extract_answer(p) for p in predictions], [None] * len(predictions)
+    from trainables.sandbox import SandboxLimits, run_programs
+
+    results = run_programs(list(predictions), SandboxLimits(wall_seconds=settings.program_timeout_s))
+    extracted = [extract_answer(r.stdout, style="code") if r.ok else None for r in results]
+    return extracted, [r.stdout if r.ok else f"error: {r.error}" for r in results]
+
+
+def evaluate_split(
+    model,
+    tokenizer,
+    records: Sequence[MathRecord],
+    *,
+    style: str,
+    settings: EvalSettings,
+    calculator: bool = False,
+    metrics: Sequence[str] | None = None,
+) -> EvalResult:
+    """Generate for every record of a split and score the generations."""
+    from trainables.prompts import format_example, usable
+
+    records = [r for r in records if usable(r, style)][: settings.max_examples]
+    if not records:
+        raise ValueError(f"no records of this split can be used with prompt style {style!r}")
+    wanted = set(metrics if metrics is not None else settings.metrics) | {"accuracy"}
+    pairs = [format_example(r, style) for r in records]
+    predictions = generate(model, tokenizer, [p[0] for p in pairs], settings, calculator=calculator)
+    extracted, program_outputs = extract_all(predictions, style=style, settings=settings)
+    correct = [answers_match(x, r.answer) for x, r in zip(extracted, records, strict=True)]
+    low, high = bootstrap_ci(correct)
+    result = {"accuracy": sum(correct) / len(correct), "accuracy_low": low, "accuracy_high": high, "n": len(correct)}
+    targets = [p[1] for p in pairs]
+    if "perplexity" in wanted:
+        result["perplexity"] = _perplexity(model, tokenizer, pairs, settings)
+    if "rouge1" in wanted:
+        result["rouge1"] = rouge1(predictions, targets)
+    if "similarity" in wanted:
+        result["similarity"] = semantic_similarity(predictions, targets, model_name=settings.similarity_model)
+    rows = [
+        {
+            "input": pair[0],
+            "target": pair[1],
+            "prediction": prediction,
+            "program_output": output,
+            "extracted": _fraction_text(x),
+            "reference": record.answer,
+            "correct": ok,
+        }
+        for pair, prediction, output, x, record, ok in zip(
+            pairs, predictions, program_outputs, extracted, records, correct, strict=True
+        )
+    ]
+    return EvalResult(metrics=result, rows=rows)
+
+
+def _perplexity(model, tokenizer, pairs, settings: EvalSettings) -> float:
+    device = next(model.parameters()).device
+    examples = encode_pairs(tokenizer, pairs, max_input_tokens=512, max_target_tokens=512)
+    batches = (
+        collate(examples[i : i + settings.batch_size], tokenizer.pad_token_id, device)
+        for i in range(0, len(examples), settings.batch_size)
+    )
+    return perplexity(model, batches)
+
+
+def _fraction_text(value: Fraction | None) -> str | None:
+    if value is None:
+        return None
+    return str(value.numerator) if value.denominator == 1 else str(value)

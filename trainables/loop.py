@@ -1,0 +1,266 @@
+"""The one training and evaluation loop every strategy shares.
+
+A strategy has already decided which weights train; this module does the rest: tokenise the prompt style's
+(input, target) pairs, batch, AdamW with linear warmup and decay, gradient accumulation, bf16 autocast on
+GPUs (fp32 on CPU, where bf16 is many times slower), evaluation on the dev split, reporting and checkpoints,
+and the final test evaluation whose generations are written next to the trial's results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import resource
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from trainables.batching import collate, encode_pairs
+from trainables.evaluation import EvalSettings, evaluate_split
+from trainables.models import count_parameters
+from trainables.prompts import PROMPT_STYLES
+from trainables.reporting import Reporter
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the trial stops with this as its error."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the shared loop (the `train/...` keys of a trial's config)."""
+
+    lr: float = 3e-4
+    """Peak learning rate of AdamW."""
+    epochs: int = 3
+    """Passes over the training split."""
+    batch_size: int = 16
+    """Examples per optimiser step (before gradient accumulation)."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimiser step."""
+    warmup_ratio: float = 0.06
+    """Fraction of optimiser steps spent warming the learning rate up from 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    max_input_tokens: int = 256
+    """Inputs are truncated to this many tokens."""
+    max_target_tokens: int = 256
+    """Targets are truncated to this many tokens."""
+    prompt_style: str = "breakdown"
+    """How a record becomes (input, target): answer_only, breakdown, no_breakdown or code."""
+    evals_per_epoch: int = 1
+    """Dev evaluations (and reports, checkpoints) per epoch."""
+    seed: int = 0
+    """Seeds Python, NumPy and torch; the same seed and config give the same metrics on CPU."""
+    eval: EvalSettings | None = None
+    """Generation and metric settings; defaults when None."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.eval, dict):
+            self.eval = EvalSettings(**self.eval)
+        self.eval = self.eval or EvalSettings()
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"learning rate must be a positive number, got {self.lr}")
+        for name in ("epochs", "batch_size", "grad_accum", "max_input_tokens", "max_target_tokens", "evals_per_epoch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"unknown prompt_style {self.prompt_style!r}; choose from {', '.join(PROMPT_STYLES)}")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every random number generator a trial touches."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def batch_order(n: int, batch_size: int, *, seed: int, epoch: int) -> list[list[int]]:
+    """The shuffled batches of one epoch: a pure function of (seed, epoch), so a resumed trial sees the same."""
+    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+    order = torch.randperm(n, generator=generator).tolist()
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Only the weights that train: an adapter checkpoint holds kilobytes, not the base model."""
+    return {name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated, or the process's peak resident memory on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def fit(
+    model: torch.nn.Module,
+    tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    config: TrainConfig,
+    *,
+    on_eval: Callable[[dict], None] | None = None,
+    reporter: Reporter | None = None,
+    log: Callable[[str], None] = print,
+) -> int:
+    """Train `model`'s trainable weights on `pairs`; returns the number of optimiser steps taken.
+
+    At each evaluation point `on_eval(train_metrics)` is called; its `_save(directory)` entry writes a
+    checkpoint of that point. With a `reporter`, training resumes from the reporter's last checkpoint
+    (weights, optimiser, schedule and position), skipping the batches done before it.
+    """
+    device = next(model.parameters()).device
+    seed_everything(config.seed)
+    examples = encode_pairs(
+        tokenizer, pairs, max_input_tokens=config.max_input_tokens, max_target_tokens=config.max_target_tokens
+    )
+    micro_batch = max(1, config.batch_size // config.grad_accum)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the strategy left no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    batches_per_epoch = math.ceil(len(examples) / micro_batch)
+    total_steps = math.ceil(batches_per_epoch / config.grad_accum) * config.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    eval_points = {
+        round(batches_per_epoch * (k + 1) / config.evals_per_epoch) - 1 for k in range(config.evals_per_epoch)
+    }
+    start = _restore(model, optimizer, scheduler, reporter, log)
+    step, epoch0, batch0 = start["step"], start["epoch"], start["batch"]
+    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    loss_sum, loss_count, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    for epoch in range(epoch0, config.epochs):
+        model.train()
+        for index, batch_ids in enumerate(batch_order(len(examples), micro_batch, seed=config.seed, epoch=epoch)):
+            if epoch == epoch0 and index < batch0:
+                continue  # done before the checkpoint this trial resumed from
+            batch = collate([examples[i] for i in batch_ids], tokenizer.pad_token_id, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = model(**batch).loss
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} at step {step} (epoch {epoch}, lr {config.lr:g})")
+            (loss / config.grad_accum).backward()
+            loss_sum, loss_count, seen = loss_sum + loss.item(), loss_count + 1, seen + len(batch_ids)
+            if (index + 1) % config.grad_accum == 0 or index + 1 == batches_per_epoch:
+                if config.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+            if index in eval_points and on_eval is not None:
+                train_seconds = time.perf_counter() - t0
+                position = {"step": step, "epoch": epoch, "batch": index + 1}
+                if index + 1 == batches_per_epoch:
+                    position = {"step": step, "epoch": epoch + 1, "batch": 0}
+                on_eval(
+                    {
+                        "epoch": epoch + (index + 1) / batches_per_epoch,
+                        "step": step,
+                        "train/loss": loss_sum / max(loss_count, 1),
+                        "train/examples_per_s": seen / max(train_seconds, 1e-9),
+                        "_save": lambda directory, pos=position: _save(
+                            directory, model, optimizer, scheduler, pos
+                        ),
+                    }
+                )
+                model.train()
+                loss_sum, loss_count, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    return step
+
+
+def _save(directory: Path, model, optimizer, scheduler, position: dict) -> None:
+    torch.save(trainable_state(model), directory / "trainable.pt")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, directory / "optimizer.pt")
+    (directory / "position.json").write_text(json.dumps(position))
+
+
+def _restore(model, optimizer, scheduler, reporter: Reporter | None, log) -> dict:
+    directory = reporter.restore() if reporter is not None else None
+    if directory is None:
+        return {"step": 0, "epoch": 0, "batch": 0}
+    weights = torch.load(directory / "trainable.pt", map_location="cpu")
+    missing = model.load_state_dict(weights, strict=False)
+    if missing.unexpected_keys:
+        raise RuntimeError(f"checkpoint holds weights this model lacks: {missing.unexpected_keys[:3]}")
+    states = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(states["optimizer"])
+    scheduler.load_state_dict(states["scheduler"])
+    position = json.loads((directory / "position.json").read_text())
+    log(f"resumed from checkpoint at step {position['step']} (epoch {position['epoch']})")
+    return position
+
+
+def train_and_evaluate(
+    model: torch.nn.Module,
+    tokenizer,
+    splits,
+    config: TrainConfig,
+    reporter: Reporter,
+    *,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train on `splits.train`, report dev metrics at each evaluation point, test once at the end.
+
+    The last report carries the dev and the test metrics together, so a scheduler that stops a trial at its
+    final iteration cannot lose the test numbers. Returns that last report's metrics.
+    """
+    device = next(model.parameters()).device
+    trainable, total = count_parameters(model)
+    style = config.prompt_style
+    pairs, _ = _pairs(splits.train, style)
+    evaluations_total = config.epochs * config.evals_per_epoch
+    final: dict = {}
+    counter = {"n": 0}
+
+    def on_eval(train_metrics: dict) -> None:
+        counter["n"] += 1
+        save = train_metrics.pop("_save")
+        metrics = dict(train_metrics)
+        dev = evaluate_split(model, tokenizer, splits.dev, style=style, settings=config.eval, calculator=False)
+        metrics.update({f"dev/{k}": v for k, v in dev.metrics.items()})
+        metrics.update({"params/trainable": trainable, "params/total": total, "memory/peak_mb": peak_memory_mb(device)})
+        is_last = round(train_metrics["epoch"] * config.evals_per_epoch) >= evaluations_total
+        if is_last:
+            metrics.update(_test_metrics(model, tokenizer, splits.test, config, reporter.trial_dir()))
+            final.update(metrics)
+        reporter.report(metrics, save=save)
+
+    fit(model, tokenizer, pairs, config, on_eval=on_eval, reporter=reporter, log=log)
+    return final
+
+
+def _pairs(records, style: str):
+    from trainables.prompts import format_example, usable
+
+    kept = [r for r in records if usable(r, style)]
+    return [format_example(r, style) for r in kept], kept
+
+
+def _test_metrics(model, tokenizer, records, config: TrainConfig, trial_dir: Path) -> dict:
+    """Test-split metrics and the generations file; twice (without and with calculator) where it applies."""
+    style = config.prompt_style
+    result = evaluate_split(model, tokenizer, records, style=style, settings=config.eval, calculator=False)
+    result.write_generations(trial_dir / "generations_test.jsonl")
+    metrics = {f"test/{k}": v for k, v in result.metrics.items()}
+    if style == "breakdown" and config.eval.calculator:
+        with_calc = evaluate_split(
+            model, tokenizer, records, style=style, settings=config.eval, calculator=True, metrics=("accuracy",)
+        )
+        with_calc.write_generations(trial_dir / "generations_test_calculator.jsonl")
+        metrics["test/accuracy_calculator"] = with_calc.metrics["accuracy"]
+        metrics["test/accuracy_calculator_low"] = with_calc.metrics["accuracy_low"]
+        metrics["test/accuracy_calculator_high"] = with_calc.metrics["accuracy_high"]
+    return metrics
+

@@ -1,0 +1,97 @@
+"""Where a trial's metrics and checkpoints go: Ray Tune inside a study, a folder for `study.train`.
+
+The loop only sees the `Reporter` protocol, so one training code path serves both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+SaveCheckpoint = Callable[[Path], None]
+
+
+class Reporter(Protocol):
+    """What the loop needs from its surroundings."""
+
+    def report(self, metrics: dict, *, save: SaveCheckpoint | None = None) -> None:
+        """Record one evaluation's metrics; `save(directory)` writes the matching checkpoint."""
+
+    def restore(self) -> Path | None:
+        """The folder of the checkpoint to resume from, or None for a fresh start."""
+
+    def trial_dir(self) -> Path:
+        """The folder where the trial's artifacts (generations) go."""
+
+
+class RayReporter:
+    """Reports through `ray.tune.report`; checkpoints go through Ray Tune's checkpoint API."""
+
+    def __init__(self) -> None:
+        self._restored: Path | None = None
+
+    def report(self, metrics: dict, *, save: SaveCheckpoint | None = None) -> None:
+        from ray import tune
+
+        if save is None:
+            tune.report(dict(metrics))
+            return
+        with tempfile.TemporaryDirectory(prefix="slm-ckpt-") as directory:
+            save(Path(directory))
+            # Ray copies the folder to the trial's storage before report returns.
+            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(directory))
+
+    def restore(self) -> Path | None:
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        self._restored = Path(checkpoint.to_directory())
+        return self._restored
+
+    def trial_dir(self) -> Path:
+        from ray import tune
+
+        return Path(tune.get_context().get_trial_dir())
+
+
+class LocalReporter:
+    """Keeps reports in memory, prints them as JSON lines, and the latest checkpoint in `out_dir/checkpoint`."""
+
+    def __init__(self, out_dir: Path, *, resume: bool = False, echo: Callable[[str], None] | None = print) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.resume = resume
+        self.echo = echo
+        self.history: list[dict] = []
+
+    def report(self, metrics: dict, *, save: SaveCheckpoint | None = None) -> None:
+        self.history.append(dict(metrics))
+        with (self.out_dir / "progress.jsonl").open("a") as file:
+            file.write(json.dumps(_json_safe(metrics)) + "\n")
+        if self.echo is not None:
+            self.echo(json.dumps(_json_safe(metrics)))
+        if save is not None:
+            staging = self.out_dir / "checkpoint.tmp"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            save(staging)
+            shutil.rmtree(self.out_dir / "checkpoint", ignore_errors=True)
+            staging.rename(self.out_dir / "checkpoint")  # a crash mid-save leaves the previous checkpoint whole
+
+    def restore(self) -> Path | None:
+        checkpoint = self.out_dir / "checkpoint"
+        return checkpoint if self.resume and checkpoint.is_dir() else None
+
+    def trial_dir(self) -> Path:
+        return self.out_dir
+
+
+def _json_safe(metrics: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}

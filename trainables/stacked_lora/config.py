@@ -1,0 +1,142 @@
+"""Settings of a stacked LoRA adapter and the registry of the nonlinearities `f` it may apply.
+
+The adapter computes `W = W0 + s1 B1 A1 + f(s2 B2 A2)` with `s = alpha / r` (see `layer.py`). Stage 1
+(`r1`, `alpha1`, `target_modules`) is a plain LoRA; stage 2 (`r2`, `alpha2`, `f`, `f_space`, `init_scale`,
+`stage1_merge`) is what a study varies on top of one trained stage 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "identity": lambda t: t,
+    "relu": F.relu,
+    "leaky_relu": F.leaky_relu,  # negative slope 0.01
+    "gelu": F.gelu,  # exact (erf) form
+    "tanh": torch.tanh,
+    "silu": F.silu,
+}
+"""Name -> elementwise function for `f`. Add an entry to offer another `f` (any name here validates)."""
+
+F_SPACES = ("weight", "activation")
+
+
+def _is_number(value: Any) -> bool:
+    """True for an int or float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _has_zero_slope_at_zero(f: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+    """True when autograd gives f'(0) == 0 (torch's relu does): a zero-initialised B2 would never move."""
+    zero = torch.zeros(1, requires_grad=True)
+    (grad,) = torch.autograd.grad(f(zero).sum(), zero)
+    return grad.item() == 0.0
+
+
+@dataclass
+class StackedLoraConfig:
+    """Hyperparameters of a stacked LoRA adapter; validated on construction."""
+
+    r1: int = 8
+    """Rank of the stage-1 adapter: A1 is (r1, in), B1 is (out, r1)."""
+    alpha1: float = 16.0
+    """Stage-1 scale numerator: s1 = alpha1 / r1."""
+    r2: int = 8
+    """Rank of the stage-2 adapter: A2 is (r2, in), B2 is (out, r2)."""
+    alpha2: float = 16.0
+    """Stage-2 scale numerator: s2 = alpha2 / r2."""
+    f: str = "relu"
+    """Name of the elementwise nonlinearity applied to the stage-2 term (a key of `ACTIVATIONS`)."""
+    f_space: str = "weight"
+    """'weight': f(s2 B2 A2) on the (out, in) matrix; 'activation': s2 f(x A2^T) B2^T (a tiny MLP)."""
+    target_modules: tuple[str, ...] = ("q", "v")
+    """Names of the linear layers that get an adapter (the last part of a module's dotted name)."""
+    dropout: float = 0.0
+    """Dropout on the input of the adapter being trained (stage 1, then stage 2)."""
+    init_scale: float = 1e-3
+    """Std of the Gaussian init of B2 in weight space; 0 gives PEFT's zero B2 (not for relu)."""
+    stage1_merge: bool = False
+    """Fold stage 1 into W0 when stage 2 starts (the COLA-style merged-then-LoRA baseline)."""
+
+    def __post_init__(self) -> None:
+        for name in ("r1", "r2"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"stacked LoRA rank {name} must be a positive integer, got {value!r}")
+        for name in ("alpha1", "alpha2"):
+            value = getattr(self, name)
+            if not _is_number(value) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"stacked LoRA {name} must be a finite number > 0, got {value!r}")
+        if self.f not in ACTIVATIONS:
+            raise ValueError(f"unknown stacked LoRA f {self.f!r}; choose from {', '.join(ACTIVATIONS)}")
+        if self.f_space not in F_SPACES:
+            raise ValueError(
+                f"unknown stacked LoRA f_space {self.f_space!r}; choose from {', '.join(F_SPACES)}"
+            )
+        self.target_modules = self._parse_targets(self.target_modules)
+        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"stacked LoRA dropout must be in [0, 1), got {self.dropout!r}")
+        if not _is_number(self.init_scale) or not math.isfinite(self.init_scale) or self.init_scale < 0:
+            raise ValueError(f"stacked LoRA init_scale must be a finite number >= 0, got {self.init_scale!r}")
+        if not isinstance(self.stage1_merge, bool):
+            raise ValueError(f"stacked LoRA stage1_merge must be True or False, got {self.stage1_merge!r}")
+        if self.f_space == "weight" and self.init_scale == 0 and _has_zero_slope_at_zero(ACTIVATIONS[self.f]):
+            raise ValueError(
+                f"stacked LoRA f {self.f!r} with init_scale 0 never trains: f'(0) = 0, so a zero B2 gets no "
+                "gradient; use init_scale > 0"
+            )
+
+    @staticmethod
+    def _parse_targets(targets: Any) -> tuple[str, ...]:
+        """A tuple of module names from a tuple, a list (JSON) or a 'q,v' / 'q+v' string (search spaces)."""
+        if isinstance(targets, str):
+            targets = [t.strip() for t in targets.replace("+", ",").split(",")]
+        if not isinstance(targets, (tuple, list)):
+            raise ValueError(f"stacked LoRA target_modules must be a tuple of names, got {targets!r}")
+        bad = [t for t in targets if not isinstance(t, str) or not t.isidentifier()]
+        if not targets or bad:
+            raise ValueError(f"stacked LoRA target_modules {tuple(targets)!r} must be non-empty module names")
+        return tuple(targets)
+
+    @property
+    def scaling1(self) -> float:
+        """s1 = alpha1 / r1."""
+        return self.alpha1 / self.r1
+
+    @property
+    def scaling2(self) -> float:
+        """s2 = alpha2 / r2."""
+        return self.alpha2 / self.r2
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        values = dataclasses.asdict(self)
+        values["target_modules"] = list(self.target_modules)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> StackedLoraConfig:
+        """The config from `to_dict`'s output.
+
+        Raises:
+            ValueError: for a key that is not a field (rather than dropping it silently, as PEFT does).
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(
+                f"unknown stacked LoRA setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+            )
+        return cls(**values)
+
+    def stage1_fields(self) -> dict[str, Any]:
+        """The fields that define stage 1; a stage 2 can only stack on a stage 1 with equal values."""
+        return {"r1": self.r1, "alpha1": self.alpha1, "target_modules": self.target_modules}

@@ -1,0 +1,20 @@
+"""LoRA + chain-of-thought prompting: LoRA trained and evaluated with one prompt style.
+
+The style (`breakdown`, `no_breakdown`, `code`) is the trial's `train/prompt_style` setting, so the study can
+report accuracy per style and config; the adapter itself is plain LoRA.
+"""
+
+from __future__ import annotations
+
+from trainables.strategies.lora import LoraStrategyConfig, apply_lora
+from trainables.strategies.registry import register_strategy
+
+COT_STYLES = ("breakdown", "no_breakdown", "code")
+
+register_strategy(
+    name="lora_cot",
+    config_cls=LoraStrategyConfig,
+    apply=apply_lora,
+    default_prompt_style="breakdown",
+    description="LoRA with a chain-of-thought prompt style: breakdown, no_breakdown or code",
+)

@@ -1,0 +1,139 @@
+"""One trial: a Ray Tune config dict -> dataclasses -> strategy -> model -> the shared loop.
+
+`math_trainable` is what Ray Tune runs; `run_trial` is the same code with any `Reporter`, which is how
+`python -m study.train` runs one configuration without a search. Datasets arrive through
+`tune.with_parameters`, never through the config dict, and nothing here reads `sys.argv` or the environment.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainables.loop import TrainConfig, fit, seed_everything, train_and_evaluate
+from trainables.models import load_model, load_tokenizer, pick_device
+from trainables.records import CodeRecord
+from trainables.reporting import RayReporter, Reporter
+from trainables.strategies import get_strategy
+from trainables.strategies.registry import StrategyContext
+
+DATA_CONFIGS = ("main", "socratic")
+
+
+@dataclass
+class TrialConfig:
+    """Everything one trial needs to know, built from the (nested) Ray Tune config dict."""
+
+    method: str
+    """A registered strategy name."""
+    model: str
+    """Hub name or local path of the base T5."""
+    data_config: str
+    """GSM8K config: main or socratic."""
+    strategy: Any
+    """The strategy's own config dataclass."""
+    train: TrainConfig
+    """The shared loop's settings."""
+
+    def __post_init__(self) -> None:
+        if self.data_config not in DATA_CONFIGS:
+            raise ValueError(f"data_config must be one of {DATA_CONFIGS}, got {self.data_config!r}")
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> TrialConfig:
+        """Build from `{"method", "model", "data_config", "strategy": {...}, "train": {..., "eval": {...}}}`."""
+        unknown = sorted(set(config) - {"method", "model", "data_config", "strategy", "train"})
+        if unknown:
+            raise ValueError(f"unknown trial setting(s): {', '.join(unknown)}")
+        strategy = get_strategy(config["method"])
+        train = dict(config.get("train", {}))
+        train.setdefault("prompt_style", strategy.default_prompt_style)
+        try:
+            return cls(
+                method=strategy.name,
+                model=str(config["model"]),
+                data_config=config.get("data_config", "main"),
+                strategy=strategy.make_config(dict(config.get("strategy", {}))),
+                train=TrainConfig(**train),
+            )
+        except TypeError as error:  # a value of the wrong type, e.g. a word where a number belongs
+            raise ValueError(f"bad setting for method {strategy.name!r}: {error}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The nested dict form, as Ray Tune stores it."""
+        return {
+            "method": self.method,
+            "model": self.model,
+            "data_config": self.data_config,
+            "strategy": asdict(self.strategy),
+            "train": asdict(self.train),
+        }
+
+
+def stage_fitter(tokenizer, log: Callable[[str], None]) -> Callable[..., dict]:
+    """A `fit` for strategies with an earlier stage: trains on (input, target) pairs and logs the loss."""
+
+    def fit_stage(model: torch.nn.Module, pairs: Sequence[tuple[str, str]], config: TrainConfig) -> dict:
+        losses: list[float] = []
+        fit(model, tokenizer, pairs, config, on_eval=lambda m: losses.append(m["train/loss"]), log=log)
+        log(f"stage loss per epoch: {', '.join(f'{x:.4f}' for x in losses)}")
+        return {"loss": losses[-1] if losses else float("nan"), "losses": losses}
+
+    return fit_stage
+
+
+def run_trial(
+    trial: TrialConfig,
+    *,
+    splits: Mapping[str, Any],
+    reporter: Reporter,
+    code_records: Sequence[CodeRecord] | None = None,
+    cache_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Prepare the model with the trial's strategy, train, evaluate; returns the final metrics."""
+    if trial.data_config not in splits:
+        raise ValueError(f"no data loaded for config {trial.data_config!r} (have {', '.join(splits)})")
+    seed_everything(trial.train.seed)
+    strategy = get_strategy(trial.method)
+    device = pick_device()
+    model = load_model(trial.model, device=device, **strategy.load_kwargs(trial.strategy))
+    tokenizer = load_tokenizer(trial.model)
+    context = StrategyContext(
+        tokenizer=tokenizer,
+        fit=stage_fitter(tokenizer, log),
+        code_records=list(code_records or []),
+        cache_dir=cache_dir,
+        log=log,
+    )
+    try:
+        model = strategy.apply(model, trial.strategy, context)
+        return train_and_evaluate(model, tokenizer, splits[trial.data_config], trial.train, reporter, log=log)
+    finally:
+        # A trial stopped by ASHA or crashed must give its memory back to the worker that runs the next one.
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def math_trainable(
+    config: dict,
+    *,
+    splits: Mapping[str, Any],
+    code_records: Sequence[CodeRecord] | None = None,
+    cache_dir: str | None = None,
+) -> None:
+    """The Ray Tune function trainable (bind data with `tune.with_parameters`)."""
+    run_trial(
+        TrialConfig.from_dict(config),
+        splits=splits,
+        reporter=RayReporter(),
+        code_records=code_records,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+    )
