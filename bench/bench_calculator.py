@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument(
         "--gsm8k", help="a GSM8K jsonl file whose solutions the rows write (default: synthetic)"
     )
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the bench box is shared)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -149,10 +149,10 @@ def main() -> None:
     )
     print(f"without calculator: {BATCH_SIZE / base:8.1f} sequences/s")
     print(f"with calculator:    {BATCH_SIZE / calc:8.1f} sequences/s")
-    print(f"slowdown: {calc / base:.3f}x (target <= 1.3x)")
-    print(
-        f"inside the calculator: {own / MAX_NEW_TOKENS * 1e6:.0f} us per step, {own / base:.1%} of a batch's time"
-    )
+    print(f"slowdown, end to end: {calc / base:.3f}x (target <= 1.3x)")
+    # less noisy on a shared box: the time spent in the calculator added to the least disturbed plain run
+    print(f"inside the calculator: {own / MAX_NEW_TOKENS * 1e6:.0f} us per step, {own / base:.1%} of a batch")
+    print(f"slowdown, plain run + time inside the calculator: {(base + own) / base:.3f}x")
 
 
 if __name__ == "__main__":

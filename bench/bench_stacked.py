@@ -1,6 +1,6 @@
 """Time stacked LoRA against PEFT LoRA and the bare base on the T5-small architecture (random weights).
 
-One run prints, each as the median of `--steps` timed repetitions after `--warmup` untimed ones:
+One run prints, for `--steps` timed repetitions after `--warmup` untimed ones, the median and fastest times:
 
 1. a training step (forward + backward + AdamW) of stacked LoRA stage 2 (weight-space relu, r1 = r2 = 8)
    and of PEFT LoRA r = 8 on the same targets; target ratio <= 1.25x;
@@ -8,7 +8,10 @@ One run prints, each as the median of `--steps` timed repetitions after `--warmu
 3. one (512, 512) layer's forward + backward with the weight-space delta folded into the weight,
    `F.linear(x, W0 + delta)`, against a second matmul, `F.linear(x, W0) + F.linear(x, delta)`.
 
-Usage: `python bench/bench_stacked.py [--batch 8] [--seq 128] [--steps 5] [--warmup 2]`. CPU, fp32, no hub.
+Each pair runs alternately and the ratio is the median of per-pair ratios, so load from other processes on
+a shared machine hits both sides alike. Run from the repository root with the package importable
+(`pip install -e .`, or `PYTHONPATH=.`): `python bench/bench_stacked.py [--batch 8] [--seq 128] [--steps 4]
+[--warmup 1]`. CPU, fp32, nothing from the hub.
 """
 
 from __future__ import annotations
@@ -34,16 +37,35 @@ T5_SMALL = {
 TARGETS = ("q", "v")
 
 
-def median_seconds(fn: Callable[[], object], *, warmup: int, steps: int) -> float:
-    """The median wall time of `fn()` over `steps` calls, after `warmup` untimed calls."""
+class Timing:
+    """Wall times of repeated calls."""
+
+    def __init__(self, times: list[float]) -> None:
+        self.median, self.fastest = statistics.median(times), min(times)
+
+    def __str__(self) -> str:
+        return f"median {self.median * 1e3:8.1f} ms   fastest {self.fastest * 1e3:8.1f} ms"
+
+
+def paired_seconds(
+    fn_a: Callable[[], object], fn_b: Callable[[], object], *, warmup: int, steps: int
+) -> tuple:
+    """Median and fastest wall times of `fn_a()` and `fn_b()`, and the median of their per-pair ratio b / a.
+
+    The two run alternately, so a load change on a shared machine hits both alike; other processes only
+    ever add time, so the fastest run is the steadiest figure on a busy machine.
+    """
     for _ in range(warmup):
-        fn()
-    times = []
+        fn_a()
+        fn_b()
+    times_a, times_b = [], []
     for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    ratio = statistics.median(b / a for a, b in zip(times_a, times_b, strict=True))
+    return Timing(times_a), Timing(times_b), ratio
 
 
 def base_model() -> T5ForConditionalGeneration:
@@ -84,10 +106,10 @@ def stacked_stage2() -> T5ForConditionalGeneration:
     return start_stage2(model)
 
 
-def layer_fold_vs_split(tokens: int, *, warmup: int, steps: int) -> tuple[float, float]:
-    """Forward + backward of one (512, 512) layer, delta = relu(s2 B2 A2), folded vs a second matmul."""
+def layer_fold_vs_split(tokens: int, *, warmup: int, steps: int) -> tuple:
+    """Forward + backward of one (512, 512) layer, delta = relu(s2 B2 A2): folded, then a second matmul."""
     torch.manual_seed(0)
-    x = torch.randn(tokens, 512, requires_grad=True)
+    x = torch.randn(tokens, 512, requires_grad=True)  # inside a network the input needs its gradient too
     w0 = torch.randn(512, 512) / 512**0.5
     b2 = (torch.randn(512, 8) * 1e-3).requires_grad_()
     a2 = (torch.randn(8, 512) / 512**0.5).requires_grad_()
@@ -100,17 +122,15 @@ def layer_fold_vs_split(tokens: int, *, warmup: int, steps: int) -> tuple[float,
         delta = F.relu(torch.mm(b2 * 2.0, a2))
         (F.linear(x, w0) + F.linear(x, delta)).sum().backward()
 
-    return median_seconds(folded, warmup=warmup, steps=steps), median_seconds(
-        split, warmup=warmup, steps=steps
-    )
+    return paired_seconds(folded, split, warmup=warmup, steps=steps)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=5, help="timed repetitions (median reported)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed repetitions first")
+    parser.add_argument("--steps", type=int, default=4, help="timed repetitions (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed repetitions first")
     args = parser.parse_args()
     reps = {"warmup": args.warmup, "steps": args.steps}
     g = torch.Generator().manual_seed(0)
@@ -120,31 +140,41 @@ def main() -> None:
         "labels": torch.randint(2, 32128, shape, generator=g),
     }
     print(
-        f"T5-small architecture, batch {args.batch} x {args.seq} tokens, fp32, {torch.get_num_threads()} threads"
+        f"T5-small architecture, batch {args.batch} x {args.seq} tokens, fp32, "
+        f"{torch.get_num_threads()} threads"
     )
-    print(f"targets {TARGETS}, median of {args.steps} after {args.warmup} warmup\n")
+    print(f"targets {TARGETS}, medians of {args.steps} alternating pairs after {args.warmup} warmup\n")
 
     lora = get_peft_model(base_model(), LoraConfig(r=8, lora_alpha=16, target_modules=list(TARGETS)))
-    t_lora = median_seconds(train_step_fn(lora, inputs), **reps)
-    del lora
     stacked = stacked_stage2()
-    t_stacked = median_seconds(train_step_fn(stacked, inputs), **reps)
-    print(f"train step  PEFT LoRA r=8                      {t_lora * 1e3:8.0f} ms")
-    print(f"train step  stacked LoRA stage 2 (weight relu) {t_stacked * 1e3:8.0f} ms")
-    print(f"  ratio stacked / LoRA  {t_stacked / t_lora:.3f}  (target <= 1.25)\n")
+    t_lora, t_stacked, ratio = paired_seconds(
+        train_step_fn(lora, inputs), train_step_fn(stacked, inputs), **reps
+    )
+    del lora
+    print(f"train step  PEFT LoRA r=8                       {t_lora}")
+    print(f"train step  stacked LoRA stage 2 (weight relu)  {t_stacked}")
+    report("stacked / LoRA", ratio, t_stacked.fastest / t_lora.fastest, "target <= 1.25")
 
-    t_merged = median_seconds(forward_fn(merge_stacked_lora(stacked), inputs), **reps)
-    del stacked
-    t_base = median_seconds(forward_fn(base_model(), inputs), **reps)
-    print(f"inference   bare base model                    {t_base * 1e3:8.0f} ms")
-    print(f"inference   merged stacked LoRA                {t_merged * 1e3:8.0f} ms")
-    print(f"  ratio merged / base   {t_merged / t_base:.3f}  (target ~1.0)\n")
+    merged = merge_stacked_lora(stacked)
+    t_base, t_merged, ratio = paired_seconds(
+        forward_fn(base_model(), inputs), forward_fn(merged, inputs), **reps
+    )
+    del merged, stacked
+    print(f"inference   bare base model                     {t_base}")
+    print(f"inference   merged stacked LoRA                 {t_merged}")
+    report("merged / base", ratio, t_merged.fastest / t_base.fastest, "target ~1.0")
 
-    t_fold, t_split = layer_fold_vs_split(args.batch * args.seq, **reps)
-    print(f"one (512, 512) layer fwd+bwd, {args.batch * args.seq} tokens:")
-    print(f"  F.linear(x, W0 + delta)               {t_fold * 1e3:8.2f} ms")
-    print(f"  F.linear(x, W0) + F.linear(x, delta)  {t_split * 1e3:8.2f} ms")
-    print(f"  ratio split / folded  {t_split / t_fold:.3f}")
+    t_fold, t_split, ratio = layer_fold_vs_split(
+        args.batch * args.seq, warmup=args.warmup, steps=5 * args.steps
+    )
+    print(f"one (512, 512) layer, forward + backward, {args.batch * args.seq} tokens:")
+    print(f"  F.linear(x, W0 + delta)                       {t_fold}")
+    print(f"  F.linear(x, W0) + F.linear(x, delta)          {t_split}")
+    report("split / folded", ratio, t_split.fastest / t_fold.fastest, "folding saves a matmul")
+
+
+def report(name: str, paired: float, fastest: float, target: str) -> None:
+    print(f"  ratio {name}: {paired:.3f} (median of pairs), {fastest:.3f} (fastest runs)   {target}\n")
 
 
 if __name__ == "__main__":

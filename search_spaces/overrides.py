@@ -72,14 +72,18 @@ class Override:
     def __post_init__(self) -> None:
         where = f"--space {self.key}"
         if not self.key.startswith(GROUPS) or self.key.endswith("/"):
-            raise ValueError(f"{where}: a search parameter is train/<name> or strategy/<name>, got {self.key!r}")
+            raise ValueError(
+                f"{where}: a search parameter is train/<name> or strategy/<name>, got {self.key!r}"
+            )
         if self.kind not in KINDS:
             raise ValueError(f"{where}: kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind == "choices" and not self.choices:
             raise ValueError(f"{where}: an empty list of choices")
         if self.kind == "range":
             if not (_is_number(self.low) and _is_number(self.high)) or self.low >= self.high:
-                raise ValueError(f"{where}: a range needs numbers low < high, got {self.low!r}..{self.high!r}")
+                raise ValueError(
+                    f"{where}: a range needs numbers low < high, got {self.low!r}..{self.high!r}"
+                )
             if self.log and self.low <= 0:
                 raise ValueError(f"{where}: a log-scale range needs low > 0, got {self.low!r}")
 
@@ -133,17 +137,23 @@ def spec_to_override(key: str, spec: Any, *, method: str | None = None) -> Overr
             except yaml.YAMLError as err:
                 raise ValueError(f"--space {key}: cannot read {spec!r} ({err.problem})") from None
             return spec_to_override(key, spec, method=method)
-        return Override(key, "fixed", value=_coerce(yaml.safe_load(spec) if spec.strip() else ""), method=method)
+        return Override(
+            key, "fixed", value=_coerce(yaml.safe_load(spec) if spec.strip() else ""), method=method
+        )
     if isinstance(spec, (list, tuple)):
         return Override(key, "choices", choices=tuple(_coerce(v) for v in spec), method=method)
     if isinstance(spec, Mapping):
         unknown = sorted(set(spec) - {"low", "high", "log"})
         if unknown or not {"low", "high"} <= set(spec):
-            raise ValueError(f"--space {key}: a range is {{low: ..., high: ..., log: true|false}}, got {dict(spec)}")
+            raise ValueError(
+                f"--space {key}: a range is {{low: ..., high: ..., log: true|false}}, got {dict(spec)}"
+            )
         log = spec.get("log")
         if log is not None and not isinstance(log, bool):
             raise ValueError(f"--space {key}: log must be true or false, got {log!r}")
-        return Override(key, "range", low=_coerce(spec["low"]), high=_coerce(spec["high"]), log=log, method=method)
+        return Override(
+            key, "range", low=_coerce(spec["low"]), high=_coerce(spec["high"]), log=log, method=method
+        )
     return Override(key, "fixed", value=spec, method=method)
 
 
@@ -188,7 +198,9 @@ def load_space_file(path: str | Path, *, methods: Sequence[str]) -> list[Overrid
         elif "/" in str(name):
             overrides.append(spec_to_override(str(name), value))
         else:
-            raise ValueError(f"--space-file {path}: {name!r} is neither a method ({', '.join(methods)}) nor a key")
+            raise ValueError(
+                f"--space-file {path}: {name!r} is neither a method ({', '.join(methods)}) nor a key"
+            )
     return overrides
 
 
@@ -204,11 +216,15 @@ def route(
     routed: dict[str, dict[str, Override]] = {m: {} for m in keys_by_method}
     for override in overrides:
         if override.method is not None and override.method not in keys_by_method:
-            raise ValueError(f"--space {override.describe()}: method {override.method!r} is not in this study")
+            raise ValueError(
+                f"--space {override.describe()}: method {override.method!r} is not in this study"
+            )
         if override.method is not None:
             targets = [override.method]
         else:
-            targets = [m for m, keys in keys_by_method.items() if override.key in keys] or list(keys_by_method)
+            targets = [m for m, keys in keys_by_method.items() if override.key in keys] or list(
+                keys_by_method
+            )
         for method in targets:
             previous = routed[method].get(override.key)
             if previous is not None and previous.method == override.method:
@@ -227,7 +243,9 @@ class NarrowedTrial:
         self.asked: set[str] = set()
         """Keys the space asked for (overridden or not)."""
 
-    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False, step: float | None = None):
+    def suggest_float(
+        self, name: str, low: float, high: float, *, log: bool = False, step: float | None = None
+    ):
         self.asked.add(name)
         if name in self._overrides:
             return self._overrides[name].suggest(self._trial, log=log, integer=False)
@@ -245,7 +263,9 @@ class NarrowedTrial:
         if override is None:
             return self._trial.suggest_categorical(name, choices)
         if override.kind == "range":
-            raise ValueError(f"--space {name} is chosen from {list(choices)}: give a list or one value, not a range")
+            raise ValueError(
+                f"--space {name} is chosen from {list(choices)}: give a list or one value, not a range"
+            )
         return override.suggest(self._trial)
 
     def __getattr__(self, name: str) -> Any:

@@ -50,7 +50,9 @@ def prepare(
     cache_dir: Path = DEFAULT_CACHE,
 ) -> Prepared:
     """Load the data for `configs` and resolve each method's base model (building the tiny one if needed)."""
-    splits = {c: load_math_splits(data_config_for(preset, config=c, data_dir=data_dir, seed=seed)) for c in configs}
+    splits = {
+        c: load_math_splits(data_config_for(preset, config=c, data_dir=data_dir, seed=seed)) for c in configs
+    }
     notes = [s.description for s in splits.values()]
     code_records: list[CodeRecord] = []
     if "stacked" in methods:
@@ -72,7 +74,12 @@ def resolve_model(
     from trainables.models import cached_tiny_t5
 
     # The tokenizer learns the vocabulary of the texts the trials will see (questions, solutions, programs).
-    texts = [text for s in splits.values() for r in s.train for text in (r.question, r.answer_text, r.program or "")]
+    texts = [
+        text
+        for s in splits.values()
+        for r in s.train
+        for text in (r.question, r.answer_text, r.program or "")
+    ]
     return str(cached_tiny_t5(cache_dir / "models", texts=texts, size=preset.tiny_size, seed=0))
 
 
@@ -144,4 +151,3 @@ def base_trial(preset: Preset, *, method: str, model: str, data_config: str, see
     if method == "stacked":
         trial["strategy"] = dict(preset.stacked)
     return trial
-

@@ -46,9 +46,20 @@ PRESETS: dict[str, Preset] = {
         qlora_model="tiny",
         data_source="embedded",
         code_dataset="gsm8k-programs",
-        data={"train_size": 1500, "dev_size": 48, "test_size": 96, "min_steps": 1, "max_steps": 2, "max_operand": 20},
+        data={
+            "train_size": 1500,
+            "dev_size": 48,
+            "test_size": 96,
+            "min_steps": 1,
+            "max_steps": 2,
+            "max_operand": 20,
+        },
         train={"epochs": 3, "batch_size": 32, "max_input_tokens": 128, "max_target_tokens": 96},
-        eval={"batch_size": 48, "max_new_tokens": 72, "metrics": ("accuracy", "perplexity", "rouge1", "similarity")},
+        eval={
+            "batch_size": 48,
+            "max_new_tokens": 72,
+            "metrics": ("accuracy", "perplexity", "rouge1", "similarity"),
+        },
         stacked={"stage1_epochs": 1},
     ),
     "small": Preset(

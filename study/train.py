@@ -26,10 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train and evaluate one configuration of one method (no search, no Ray).",
     )
     parser.add_argument("--method", required=True, choices=METHODS, help="the fine-tuning strategy")
-    parser.add_argument("--preset", default="tiny", choices=PRESET_NAMES, help="model, data and loop defaults")
+    parser.add_argument(
+        "--preset", default="tiny", choices=PRESET_NAMES, help="model, data and loop defaults"
+    )
     parser.add_argument("--config", default="main", choices=("main", "socratic"), help="GSM8K config")
     parser.add_argument("--model", help="base model: hub name or local path (default: the preset's)")
-    parser.add_argument("--data-dir", help="folder with gsm8k/ (and mbpp/) jsonl files; default: the preset's source")
+    parser.add_argument(
+        "--data-dir", help="folder with gsm8k/ (and mbpp/) jsonl files; default: the preset's source"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -39,10 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a setting, e.g. f=relu, lr=1e-3, train/epochs=2, strategy/r=16, max_new_tokens=64 (repeatable)",
     )
     parser.add_argument(
-        "--code-dataset", choices=("mbpp", "gsm8k-programs"), help="stacked stage 1's data (default: the preset's)"
+        "--code-dataset",
+        choices=("mbpp", "gsm8k-programs"),
+        help="stacked stage 1's data (default: the preset's)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds data splits and training")
-    parser.add_argument("--out", type=Path, help="folder for progress, checkpoint and generations (default: temp)")
+    parser.add_argument(
+        "--out", type=Path, help="folder for progress, checkpoint and generations (default: temp)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     return parser
 

@@ -20,6 +20,13 @@ import pytest  # noqa: E402
 MICRO_SEED = 0
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread: micro models gain nothing from more, and tests must not fight over 2 cores."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip tests marked `gpu` when there is no CUDA device (torch is imported only if one is marked)."""
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
@@ -110,3 +117,14 @@ def micro_tokenizer(micro_t5_dir: Path):
     from trainables.models import load_tokenizer
 
     return load_tokenizer(micro_t5_dir)
+
+
+@pytest.fixture(scope="session")
+def micro_splits():
+    """Embedded generated problems: 64 train, 8 dev, 8 test records (one-step, small numbers)."""
+    from trainables.data import DataConfig, load_math_splits
+
+    config = DataConfig(
+        source="embedded", train_size=64, dev_size=8, test_size=8, seed=0, min_steps=1, max_steps=1, max_operand=9
+    )
+    return load_math_splits(config)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from fractions import Fraction
@@ -18,6 +17,7 @@ from transformers import (
     T5ForConditionalGeneration,
     T5Tokenizer,
 )
+from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
 
 from trainables.calculator import (
     CalculatorConfig,
@@ -28,7 +28,6 @@ from trainables.calculator import (
 )
 from trainables.tokenizer import train_tokenizer
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ANNOTATION = re.compile(r"<<([^=<>]*)=([^<>]*)>>")
 
 
@@ -45,8 +44,8 @@ def solution_lines() -> list[str]:
     return lines
 
 
-def train_sentencepiece(directory: Path, lines: list[str]) -> T5Tokenizer:
-    """A small SentencePiece unigram model loaded as a T5 tokenizer, the way a hub T5 checkpoint is."""
+def train_sentencepiece(directory: Path, lines: list[str]) -> Path:
+    """Train a small SentencePiece unigram model into `directory`/spiece.model, as a hub T5 checkpoint has."""
     import sentencepiece
 
     directory.mkdir()
@@ -65,8 +64,16 @@ def train_sentencepiece(directory: Path, lines: list[str]) -> T5Tokenizer:
         hard_vocab_limit=False,
         minloglevel=2,
     )
-    # transformers 5 ignores T5Tokenizer(vocab_file=...); from_pretrained converts the spiece.model
-    return T5Tokenizer.from_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # on the shared 2-core box, torch's second thread waits on busy cores: tiny generations take seconds
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +82,24 @@ def tiny_tok():
 
 
 @pytest.fixture(scope="module")
-def sp_tok(tmp_path_factory):
+def sp_dir(tmp_path_factory) -> Path:
     # as in T5's C4 vocabulary: natural text, no annotations, so `=24>>` is never one piece
-    lines = [ANNOTATION.sub("", line) for line in solution_lines()] + [
-        "if a < b and c > d then [x] holds"
-    ] * 3
-    return train_sentencepiece(tmp_path_factory.mktemp("sp") / "tok", lines)
+    lines = [ANNOTATION.sub("", line) for line in solution_lines()]
+    return train_sentencepiece(
+        tmp_path_factory.mktemp("sp") / "tok", lines + ["if a < b and c > d then [x]"] * 3
+    )
+
+
+@pytest.fixture(scope="module")
+def sp_tok(sp_dir):
+    # transformers 5 ignores T5Tokenizer(vocab_file=...); from_pretrained converts the spiece.model
+    return T5Tokenizer.from_pretrained(str(sp_dir))
+
+
+@pytest.fixture(scope="module")
+def sp_python_tok(sp_dir):
+    """The same model through the `sentencepiece` library itself: a tokenizer without `backend_tokenizer`."""
+    return SentencePieceBackend(vocab_file=str(sp_dir / "spiece.model"), pad_token="<pad>", eos_token="</s>")
 
 
 class Script(LogitsProcessor):
@@ -155,6 +174,7 @@ def force(processor, tok, prefix: str, *, steps: int = 12) -> str:
         ("560//10", Fraction(56)),
         ("2 * (3 - 1)", Fraction(4)),
         ("--1", Fraction(1)),
+        ("(" * 10 + "1" + ")" * 10, Fraction(1)),
         ("0.1+0.2", Fraction(3, 10)),  # exact: floats would give 0.30000000000000004
     ],
 )
@@ -171,6 +191,7 @@ def test_safe_eval_computes_exactly(expr, value):
         "2**10000",
         "__import__('os')",
         "(" * 5000 + "1" + ")" * 5000,
+        "(" * 11 + "1" + ")" * 11,  # nested deeper than max_depth
         "9" * 10000,
         "10**30",
         "1" + "0" * 31 + "+1",
@@ -246,21 +267,37 @@ def test_config_names_bad_value(kwargs, message):
         CalculatorConfig(**kwargs)
 
 
-def test_gsm8k_annotations_evaluate_to_written_values():
-    data_dir = os.environ.get("SLM_DATA_DIR")
-    path = Path(data_dir or "") / "gsm8k" / "test.jsonl"
-    if not data_dir or not path.is_file():
-        pytest.skip("SLM_DATA_DIR is unset or has no gsm8k/test.jsonl")
+@pytest.mark.parametrize(
+    ("name", "count", "agreement"),
+    [("test.jsonl", 4282, 0.963), pytest.param("train.jsonl", 23716, 0.971, marks=pytest.mark.slow)],
+)
+def test_gsm8k_annotations_evaluate_to_written_values(data_dir, name, count, agreement):
+    path = data_dir / "gsm8k" / name
     pairs = [
         m for line in path.read_text().splitlines() for m in ANNOTATION.findall(json.loads(line)["answer"])
     ]
     values = [safe_eval(expr) for expr, _ in pairs]
+    # every annotation holds its exact value; the misses in writing are GSM8K's `.5`, `20.00` and `3/4` styles
+    assert all(v == Fraction(r) for v, (_, r) in zip(values, pairs, strict=True))
     written_alike = sum(
         v is not None and format_number(v) == r for v, (_, r) in zip(values, pairs, strict=True)
     )
-    # the only value that is not a number is one `3/4=3/4`; the other misses are `.5` and `20.00` styles
-    assert sum(v != Fraction(r) for v, (_, r) in zip(values, pairs, strict=True)) <= 1
-    assert len(pairs) > 4000 and written_alike / len(pairs) > 0.96
+    assert len(pairs) == count and written_alike / count > agreement
+
+
+def test_sampling_is_forced_too(tiny_tok):
+    scripts = [tiny_tok.encode("x = <<3+4=8>> ok")]
+    model, inputs = tiny_t5(len(tiny_tok)), tiny_tok(["q"], return_tensors="pt")
+    out = model.generate(
+        **inputs,
+        do_sample=True,
+        max_new_tokens=len(scripts[0]),
+        logits_processor=[
+            Script(scripts),
+            make_calculator_processor(tiny_tok),
+        ],  # a plain list, as the loop passes
+    )
+    assert tiny_tok.batch_decode(out, skip_special_tokens=True) == ["x = <<3+4=7>> ok"]
 
 
 def test_forces_results_in_batch_at_different_steps(tiny_tok):
@@ -268,6 +305,7 @@ def test_forces_results_in_batch_at_different_steps(tiny_tok):
         "x = <<3+4=8>> ok",
         "so we have y = <<10/4=2.4>> ok",
         "no calculation here = 5 ok",
+        "x = <<5+2=88 ok",  # the same result at the same step as the first row; `>>` must be forced too
         "bad <<9**9**9=1>> ok",
         "deep <<" + "(" * 11 + "1" + ")" * 11 + "=2>> ok",  # nested deeper than max_depth
     ]
@@ -277,7 +315,24 @@ def test_forces_results_in_batch_at_different_steps(tiny_tok):
     assert generate(tiny_tok, scripts, calculator=calculator) == [
         "x = <<3+4=7>> ok",
         "so we have y = <<10/4=2.5>> ok",
-        *texts[2:],
+        texts[2],
+        "x = <<5+2=7>> ok",
+        *texts[4:],
+    ]
+
+
+def test_project_micro_t5_and_its_saved_tokenizer(micro_t5):
+    model, tok = micro_t5  # what the study trains: build_tiny_t5's model and tokenizer, loaded from disk
+    texts = ["She has 12*3 = <<12*3=35>>35 eggs", "It costs 7.5-2 = <<7.5-2=5.4>>5.4 dollars"]
+    scripts = [tok.encode(text) for text in texts]
+    inputs = tok(["How many?"] * 2, return_tensors="pt", padding=True)
+    processors = [Script(scripts), make_calculator_processor(tok)]
+    out = model.generate(
+        **inputs, max_new_tokens=max(map(len, scripts)), do_sample=False, logits_processor=processors
+    )
+    assert tok.batch_decode(out, skip_special_tokens=True) == [
+        "She has 12*3 = <<12*3=36>>35 eggs",
+        "It costs 7.5-2 = <<7.5-2=5.5>>5.4 dollars",
     ]
 
 
@@ -299,13 +354,13 @@ def test_beam_search_keeps_forcing(tiny_tok):
     assert texts == ["x = <<3+4=7>> ok", "so y = <<12/5=2.4>> ok"]
 
 
-@pytest.mark.parametrize("which", ["tiny", "sentencepiece"])
+@pytest.mark.parametrize("which", ["tiny", "sentencepiece", "sentencepiece-python"])
 @pytest.mark.parametrize(
     ("expr", "result"),
     [("48/2", "24"), ("10/4", "2.5"), ("2-5", "-3"), ("1/250", "0.004"), ("10*100", "1000")],
 )
-def test_forced_tokens_decode_exactly(which, expr, result, tiny_tok, sp_tok):
-    tok = tiny_tok if which == "tiny" else sp_tok
+def test_forced_tokens_decode_exactly(which, expr, result, tiny_tok, sp_tok, sp_python_tok):
+    tok = {"tiny": tiny_tok, "sentencepiece": sp_tok, "sentencepiece-python": sp_python_tok}[which]
     prefix = f"She sold 48 clips, so = <<{expr}="
     assert force(CalculatorLogitsProcessor(tok), tok, prefix) == prefix + result + ">>"
 
@@ -328,7 +383,7 @@ def test_sentencepiece_batch_generation(sp_tok):
 def test_marker_outside_vocabulary_is_refused_and_others_work(tmp_path):
     # like T5's real vocabulary, which has no `<`
     lines = [line.replace("<<", "[[").replace(">>", "]]") for line in solution_lines()]
-    tok = train_sentencepiece(tmp_path / "no_angle", lines)
+    tok = T5Tokenizer.from_pretrained(str(train_sentencepiece(tmp_path / "no_angle", lines)))
     with pytest.raises(ValueError, match=r"open_marker='<<' cannot be written by this tokenizer"):
         CalculatorLogitsProcessor(tok)
     brackets = CalculatorLogitsProcessor(tok, CalculatorConfig(open_marker="[[", close_marker="]]"))

@@ -1,9 +1,8 @@
-"""Stacked LoRA: the closed form, the two stages, the init that lets every f train, merge, save/load, 8-bit."""
+"""Stacked LoRA: closed form, stages, the init that lets every f train, merge, save/load, quantised bases."""
 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
@@ -33,7 +32,6 @@ try:  # imported here, once, so that no test's time includes it
 except ImportError:  # pragma: no cover - bitsandbytes is a dependency; this guards partial installs
     bnb = None
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 needs_bnb = pytest.mark.skipif(bnb is None, reason="bitsandbytes is not installed")
 F_NAMES = tuple(ACTIVATIONS)
 
@@ -213,12 +211,11 @@ def test_fresh_stage2_leaves_outputs_unchanged(f: str, f_space: str) -> None:
     x = torch.randn(4, 12)
     before = layer(x)
     layer.start_stage2()
-    assert (
-        layer.lora_B2.abs().sum() > 0
-        if f_space == "weight"
-        else torch.equal(layer.lora_B2, 0 * layer.lora_B2)
-    )
-    assert torch.equal(layer.stage2_delta(), torch.zeros(10, 12)) if f_space == "weight" else True
+    if f_space == "weight":
+        assert layer.lora_B2.abs().min() > 0  # small random values, not PEFT's zeros
+        assert torch.equal(layer.stage2_delta(), torch.zeros(10, 12))  # f(M) - f(M0): zero bit for bit
+    else:
+        assert not layer.lora_B2.any()  # PEFT's zero B
     torch.testing.assert_close(layer(x), before, rtol=0, atol=1e-6)
 
 
@@ -230,9 +227,11 @@ def test_fresh_stage2_gradients_reach_only_A2_and_B2(f: str, f_space: str) -> No
     nn.init.normal_(layer.lora_B1, std=0.3)
     layer.start_stage2()
     layer(torch.randn(4, 12)).pow(2).sum().backward()
-    assert layer.lora_B2.grad.abs().min() > 0 or f == "relu"  # relu masks the entries where M0 < 0
-    assert layer.lora_B2.grad.abs().sum() > 0
-    assert layer.lora_A2.grad.abs().sum() > 0 if f_space == "weight" else layer.lora_A2.grad.abs().sum() == 0
+    assert layer.lora_B2.grad.abs().sum() > 0 and layer.lora_B2.grad.isfinite().all()
+    if f_space == "weight":  # B2_0 != 0 carries the gradient on to A2 from the first step
+        assert layer.lora_A2.grad.abs().sum() > 0
+    else:  # B2 = 0 as in PEFT: A2 moves once B2 has
+        assert not layer.lora_A2.grad.any()
     assert all(p.grad is None for p in (layer.lora_A1, layer.lora_B1, layer.base_layer.weight))
 
 
@@ -314,7 +313,11 @@ def test_merged_equals_unmerged_and_unmerge_restores_w0(f: str) -> None:
     layer = model.encoder.block[0].layer[0].SelfAttention.q
     x = torch.randn(3, 32)
     assert torch.equal(layer(x), layer.base_layer(x))  # merged: the base layer alone
+    with pytest.raises(ValueError, match="already merged"):
+        merge_stacked_lora(model)
     unmerge_stacked_lora(model)
+    with pytest.raises(ValueError, match="not merged"):
+        unmerge_stacked_lora(model)
     for name, layer in stacked_layers(model).items():
         torch.testing.assert_close(layer.base_layer.weight, w0[name], rtol=0, atol=1e-6)
     torch.testing.assert_close(logits(model), unmerged)
@@ -456,8 +459,11 @@ def tiny_t5_dir(tmp_path_factory) -> str:
     return str(path)
 
 
-def load_8bit(path: str) -> T5ForConditionalGeneration:
-    quantization = BitsAndBytesConfig(load_in_8bit=True)
+def load_quantised(path: str, bits: int = 8) -> T5ForConditionalGeneration:
+    if bits == 8:
+        quantization = BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32)
     model = T5ForConditionalGeneration.from_pretrained(
         path, quantization_config=quantization, device_map={"": "cpu"}
     )
@@ -467,7 +473,7 @@ def load_8bit(path: str) -> T5ForConditionalGeneration:
 @needs_bnb
 @pytest.mark.slow  # two 8-bit loads and a backward: about a second
 def test_8bit_base_trains_only_A2_B2_and_refuses_merging(tiny_t5_dir: str, tmp_path) -> None:
-    model = load_8bit(tiny_t5_dir)
+    model = load_quantised(tiny_t5_dir)
     apply_stacked_lora(model, StackedLoraConfig(f="relu", target_modules=("q", "v", "wo")))
     q = model.encoder.block[0].layer[0].SelfAttention.q
     assert isinstance(q.base_layer, bnb.nn.Linear8bitLt) and q.quantized and q.lora_A1.dtype == torch.float32
@@ -485,24 +491,26 @@ def test_8bit_base_trains_only_A2_B2_and_refuses_merging(tiny_t5_dir: str, tmp_p
         merge_stacked_lora(model)
     model.eval()
     save_stacked_lora(model, tmp_path)
-    assert torch.equal(logits(load_stacked_lora(load_8bit(tiny_t5_dir), tmp_path)), logits(model))
+    assert torch.equal(logits(load_stacked_lora(load_quantised(tiny_t5_dir), tmp_path)), logits(model))
 
 
 @needs_bnb
-def test_8bit_base_output_matches_the_float_closed_form(tiny_t5_dir: str) -> None:
-    model = load_8bit(tiny_t5_dir)
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantised_base_output_is_the_base_layers_plus_the_float_delta(tiny_t5_dir: str, bits: int) -> None:
+    model = load_quantised(tiny_t5_dir, bits)
     apply_stacked_lora(model, StackedLoraConfig(f="tanh", target_modules=("q",)))
     layer = model.decoder.block[1].layer[1].EncDecAttention.q
     nn.init.normal_(layer.lora_B1, std=0.2)
     layer.start_stage2()
     with torch.no_grad():
         layer.lora_B2.normal_(std=0.2)
-    float_weight = tiny_t5().decoder.block[1].layer[1].EncDecAttention.q.weight
+    model.train()  # bitsandbytes' CPU 4-bit eval kernel needs in_features >= its block size (64); ours is 32
     x = torch.randn(4, 32)
-    with torch.no_grad():
+    torch.testing.assert_close(layer(x) - layer.base_layer(x), x @ layer.delta_weight().T)
+    if bits == 8:  # W0 differs from the float model's only by int8 rounding
+        float_weight = tiny_t5().decoder.block[1].layer[1].EncDecAttention.q.weight
         expected = x @ (float_weight + layer.delta_weight()).T
-        torch.testing.assert_close(layer(x), expected, rtol=0.05, atol=0.05)  # int8 rounding of W0 only
-        torch.testing.assert_close(layer(x) - layer.base_layer(x), x @ layer.delta_weight().T)
+        torch.testing.assert_close(layer(x), expected, rtol=0.05, atol=0.05)
     with pytest.raises(ValueError, match="stage1_merge needs a float base"):
         model.encoder.block[0].layer[0].SelfAttention.q.start_stage2(
             StackedLoraConfig(f="tanh", target_modules=("q",), stage1_merge=True)

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import torch
 
 
-def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], *, max_input_tokens: int, max_target_tokens: int) -> list[dict[str, list[int]]]:
+def encode_pairs(
+    tokenizer, pairs: Sequence[tuple[str, str]], *, max_input_tokens: int, max_target_tokens: int
+) -> list[dict[str, list[int]]]:
     """Tokenise (input, target) pairs once; padding happens per batch."""
     inputs = tokenizer([p[0] for p in pairs], truncation=True, max_length=max_input_tokens)
     targets = tokenizer(text_target=[p[1] for p in pairs], truncation=True, max_length=max_target_tokens)
@@ -16,7 +18,9 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], *, max_input_token
     ]
 
 
-def collate(examples: Sequence[dict[str, list[int]]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+def collate(
+    examples: Sequence[dict[str, list[int]]], pad_id: int, device: torch.device
+) -> dict[str, torch.Tensor]:
     """Pad a batch: inputs with the pad id (masked), labels with -100 (ignored by the loss)."""
     width = max(len(e["input_ids"]) for e in examples)
     label_width = max(len(e["labels"]) for e in examples)

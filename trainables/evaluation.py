@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from trainables.metrics import (
     answers_match,
     bootstrap_ci,
     extract_answer,
+    format_answer,
     perplexity,
     rouge1,
     semantic_similarity,
@@ -52,7 +52,9 @@ class EvalSettings:
     """Evaluate on at most this many records of the split (None = all)."""
 
     def __post_init__(self) -> None:
-        self.metrics = tuple(self.metrics.split(",")) if isinstance(self.metrics, str) else tuple(self.metrics)
+        self.metrics = (
+            tuple(self.metrics.split(",")) if isinstance(self.metrics, str) else tuple(self.metrics)
+        )
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; choose from {', '.join(METRICS)}")
@@ -77,7 +79,9 @@ class EvalResult:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, inputs: Sequence[str], settings: EvalSettings, *, calculator: bool = False) -> list[str]:
+def generate(
+    model, tokenizer, inputs: Sequence[str], settings: EvalSettings, *, calculator: bool = False
+) -> list[str]:
     """Greedy batched generation in length-sorted batches; outputs in the order of `inputs`."""
     device = next(model.parameters()).device
     model.eval()
@@ -91,7 +95,9 @@ def generate(model, tokenizer, inputs: Sequence[str], settings: EvalSettings, *,
     outputs: list[str] = [""] * len(encoded)
     for start in range(0, len(order), settings.batch_size):
         ids = order[start : start + settings.batch_size]
-        batch = collate([{"input_ids": encoded[i], "labels": [0]} for i in ids], tokenizer.pad_token_id, device)
+        batch = collate(
+            [{"input_ids": encoded[i], "labels": [0]} for i in ids], tokenizer.pad_token_id, device
+        )
         generated = model.generate(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
@@ -105,7 +111,9 @@ def generate(model, tokenizer, inputs: Sequence[str], settings: EvalSettings, *,
     return outputs
 
 
-def extract_all(predictions: Sequence[str], *, style: str, settings: EvalSettings) -> tuple[list, list[str | None]]:
+def extract_all(
+    predictions: Sequence[str], *, style: str, settings: EvalSettings
+) -> tuple[list, list[str | None]]:
     """The answer of each prediction: the number in the text, or what the program prints (code style)."""
     if style != "code":
         return [extract_answer(p) for p in predictions], [None] * len(predictions)
@@ -138,7 +146,12 @@ def evaluate_split(
     extracted, program_outputs = extract_all(predictions, style=style, settings=settings)
     correct = [answers_match(x, r.answer) for x, r in zip(extracted, records, strict=True)]
     low, high = bootstrap_ci(correct)
-    result = {"accuracy": sum(correct) / len(correct), "accuracy_low": low, "accuracy_high": high, "n": len(correct)}
+    result = {
+        "accuracy": sum(correct) / len(correct),
+        "accuracy_low": low,
+        "accuracy_high": high,
+        "n": len(correct),
+    }
     targets = [p[1] for p in pairs]
     if "perplexity" in wanted:
         result["perplexity"] = _perplexity(model, tokenizer, pairs, settings)
@@ -152,7 +165,7 @@ def evaluate_split(
             "target": pair[1],
             "prediction": prediction,
             "program_output": output,
-            "extracted": _fraction_text(x),
+            "extracted": format_answer(x),
             "reference": record.answer,
             "correct": ok,
         }
@@ -171,9 +184,3 @@ def _perplexity(model, tokenizer, pairs, settings: EvalSettings) -> float:
         for i in range(0, len(examples), settings.batch_size)
     )
     return perplexity(model, batches)
-
-
-def _fraction_text(value: Fraction | None) -> str | None:
-    if value is None:
-        return None
-    return str(value.numerator) if value.denominator == 1 else str(value)

@@ -2,14 +2,14 @@
 
 A problem is a little story about one quantity (a count of things, money, a cost or an age) that changes
 in one to several arithmetic steps. It starts from a given (`Ava has 7 marbles.`) or a first calculation
-(`Ava picks 3 apples in the morning and 4 apples in the afternoon.`), and each further step is a chained
+(`Ava collects 3 apples on Monday and 4 apples on Tuesday.`), and each further step is a chained
 template that uses the previous result and one fresh operand (`Ben has 2 times as many apples as Ava.`).
 The question is the story's facts followed by the last step's sub-question. Each record has GSM8K's
 format exactly, so every prompt style and metric treats it like real data:
 
-    question:     Ava picks 3 apples in the morning and 4 apples in the afternoon. Ben has 2 times as
-                  many apples as Ava. How many apples does Ben have?
-    answer_text:  How many apples does Ava pick in total? ** Ava picks 3 + 4 = <<3+4=7>>7 apples in total.
+    question:     Ava collects 3 apples on Monday and 4 apples on Tuesday. Ben has 2 times as many apples
+                  as Ava. How many apples does Ben have?
+    answer_text:  How many apples does Ava collect in total? ** Ava collects 3 + 4 = <<3+4=7>>7 apples in total.
                   How many apples does Ben have? ** Ben has 7 * 2 = <<7*2=14>>14 apples.
                   #### 14
     program:      a = 3 + 4; b = a * 2; print(b)

@@ -22,6 +22,7 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from trainables.batching import collate, encode_pairs
+from trainables.calculator import calculator_supported
 from trainables.evaluation import EvalSettings, evaluate_split
 from trainables.models import count_parameters
 from trainables.prompts import PROMPT_STYLES
@@ -69,13 +70,22 @@ class TrainConfig:
         self.eval = self.eval or EvalSettings()
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"learning rate must be a positive number, got {self.lr}")
-        for name in ("epochs", "batch_size", "grad_accum", "max_input_tokens", "max_target_tokens", "evals_per_epoch"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "grad_accum",
+            "max_input_tokens",
+            "max_target_tokens",
+            "evals_per_epoch",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.prompt_style not in PROMPT_STYLES:
-            raise ValueError(f"unknown prompt_style {self.prompt_style!r}; choose from {', '.join(PROMPT_STYLES)}")
+            raise ValueError(
+                f"unknown prompt_style {self.prompt_style!r}; choose from {', '.join(PROMPT_STYLES)}"
+            )
 
 
 def seed_everything(seed: int) -> None:
@@ -132,7 +142,9 @@ def fit(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     batches_per_epoch = math.ceil(len(examples) / micro_batch)
     total_steps = math.ceil(batches_per_epoch / config.grad_accum) * config.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(config.warmup_ratio * total_steps), total_steps
+    )
     eval_points = {
         round(batches_per_epoch * (k + 1) / config.evals_per_epoch) - 1 for k in range(config.evals_per_epoch)
     }
@@ -142,14 +154,18 @@ def fit(
     loss_sum, loss_count, seen, t0 = 0.0, 0, 0, time.perf_counter()
     for epoch in range(epoch0, config.epochs):
         model.train()
-        for index, batch_ids in enumerate(batch_order(len(examples), micro_batch, seed=config.seed, epoch=epoch)):
+        for index, batch_ids in enumerate(
+            batch_order(len(examples), micro_batch, seed=config.seed, epoch=epoch)
+        ):
             if epoch == epoch0 and index < batch0:
                 continue  # done before the checkpoint this trial resumed from
             batch = collate([examples[i] for i in batch_ids], tokenizer.pad_token_id, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = model(**batch).loss
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} at step {step} (epoch {epoch}, lr {config.lr:g})")
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at step {step} (epoch {epoch}, lr {config.lr:g})"
+                )
             (loss / config.grad_accum).backward()
             loss_sum, loss_count, seen = loss_sum + loss.item(), loss_count + 1, seen + len(batch_ids)
             if (index + 1) % config.grad_accum == 0 or index + 1 == batches_per_epoch:
@@ -182,7 +198,14 @@ def fit(
 
 def _save(directory: Path, model, optimizer, scheduler, position: dict) -> None:
     torch.save(trainable_state(model), directory / "trainable.pt")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, directory / "optimizer.pt")
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),  # dropout masks after a resume match an uninterrupted run
+        },
+        directory / "optimizer.pt",
+    )
     (directory / "position.json").write_text(json.dumps(position))
 
 
@@ -197,6 +220,7 @@ def _restore(model, optimizer, scheduler, reporter: Reporter | None, log) -> dic
     states = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=False)
     optimizer.load_state_dict(states["optimizer"])
     scheduler.load_state_dict(states["scheduler"])
+    torch.set_rng_state(states["torch_rng"])
     position = json.loads((directory / "position.json").read_text())
     log(f"resumed from checkpoint at step {position['step']} (epoch {position['epoch']})")
     return position
@@ -228,9 +252,13 @@ def train_and_evaluate(
         counter["n"] += 1
         save = train_metrics.pop("_save")
         metrics = dict(train_metrics)
-        dev = evaluate_split(model, tokenizer, splits.dev, style=style, settings=config.eval, calculator=False)
+        dev = evaluate_split(
+            model, tokenizer, splits.dev, style=style, settings=config.eval, calculator=False
+        )
         metrics.update({f"dev/{k}": v for k, v in dev.metrics.items()})
-        metrics.update({"params/trainable": trainable, "params/total": total, "memory/peak_mb": peak_memory_mb(device)})
+        metrics.update(
+            {"params/trainable": trainable, "params/total": total, "memory/peak_mb": peak_memory_mb(device)}
+        )
         is_last = round(train_metrics["epoch"] * config.evals_per_epoch) >= evaluations_total
         if is_last:
             metrics.update(_test_metrics(model, tokenizer, splits.test, config, reporter.trial_dir()))
@@ -254,13 +282,18 @@ def _test_metrics(model, tokenizer, records, config: TrainConfig, trial_dir: Pat
     result = evaluate_split(model, tokenizer, records, style=style, settings=config.eval, calculator=False)
     result.write_generations(trial_dir / "generations_test.jsonl")
     metrics = {f"test/{k}": v for k, v in result.metrics.items()}
-    if style == "breakdown" and config.eval.calculator:
+    if style == "breakdown" and config.eval.calculator and calculator_supported(tokenizer):
         with_calc = evaluate_split(
-            model, tokenizer, records, style=style, settings=config.eval, calculator=True, metrics=("accuracy",)
+            model,
+            tokenizer,
+            records,
+            style=style,
+            settings=config.eval,
+            calculator=True,
+            metrics=("accuracy",),
         )
         with_calc.write_generations(trial_dir / "generations_test_calculator.jsonl")
         metrics["test/accuracy_calculator"] = with_calc.metrics["accuracy"]
         metrics["test/accuracy_calculator_low"] = with_calc.metrics["accuracy_low"]
         metrics["test/accuracy_calculator_high"] = with_calc.metrics["accuracy_high"]
     return metrics
-

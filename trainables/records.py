@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 FINAL_ANSWER = re.compile(r"^####\s*(.+?)\s*$")
 NUMBER = re.compile(r"^-?\d+(\.\d+)?(/\d+)?$")
+# The Socratic separator; two official test lines end in a bare `**` (a sub-question with an empty step).
+SOCRATIC_SEPARATOR = re.compile(r"\s\*\*(?:\s|$)")
 
 
 class DataError(ValueError):
@@ -82,10 +84,11 @@ def parse_gsm8k_answer(question: str, answer_text: str, *, source: str = "gsm8k/
     steps, subquestions = [], []
     for line in lines[:-1]:
         # Socratic lines read 'How many eggs does Janet sell? ** Janet sells 16 - 3 - 4 = ...'
-        if " ** " in line:
-            sub, step = line.split(" ** ", 1)
-            subquestions.append(sub.strip())
-            steps.append(step.strip())
+        if SOCRATIC_SEPARATOR.search(line):
+            sub, step = SOCRATIC_SEPARATOR.split(line, maxsplit=1)
+            if step.strip():
+                subquestions.append(sub.strip())
+                steps.append(step.strip())
         else:
             steps.append(line)
     return MathRecord(

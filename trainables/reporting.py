@@ -64,7 +64,9 @@ class RayReporter:
 class LocalReporter:
     """Keeps reports in memory, prints them as JSON lines, and the latest checkpoint in `out_dir/checkpoint`."""
 
-    def __init__(self, out_dir: Path, *, resume: bool = False, echo: Callable[[str], None] | None = print) -> None:
+    def __init__(
+        self, out_dir: Path, *, resume: bool = False, echo: Callable[[str], None] | None = print
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.resume = resume
@@ -83,7 +85,9 @@ class LocalReporter:
             staging.mkdir()
             save(staging)
             shutil.rmtree(self.out_dir / "checkpoint", ignore_errors=True)
-            staging.rename(self.out_dir / "checkpoint")  # a crash mid-save leaves the previous checkpoint whole
+            staging.rename(
+                self.out_dir / "checkpoint"
+            )  # a crash mid-save leaves the previous checkpoint whole
 
     def restore(self) -> Path | None:
         checkpoint = self.out_dir / "checkpoint"

@@ -1,20 +1,22 @@
 """Run untrusted, model-written Python programs in a locked-down child process, never in this one.
 
-Each program gets a fresh `python -I -S` in its own session, whose cwd is an empty throwaway directory.
-Layers, each checked by a test with the others switched off where that is possible:
-1. Process: wall-time limit; the whole process group is SIGKILLed at a timeout and after a normal exit,
-   and the child dies with the evaluating process (PR_SET_PDEATHSIG).
-2. rlimits: address space (memory), CPU, file size (stdout goes to a file, so a flood ends at the cap),
-   open files, no core dumps, and RLIMIT_NPROC=1 (no fork, no threads).
-3. Identity: when this process is root, the child drops to an unprivileged uid/gid before running the
-   program, since root ignores RLIMIT_NPROC and file permissions.
-4. seccomp (Linux x86_64): the kernel refuses sockets, fork/clone/exec, signalling other processes,
-   opening files for writing and every other write to the file system.
-5. Audit hook (PEP 578), installed before the program runs and not removable by it: reading files
-   outside the standard library, writing any file, sockets, subprocesses, ctypes and the introspection
-   that could disarm the hook end the program at once with `blocked: <event>`.
-Modules the program names from a list of pure-computation ones are imported before the uid drop, so
-`import fractions` works even where the standard library is unreadable to the unprivileged user.
+Each program gets fresh interpreters in a new session, with an empty throwaway directory as cwd. Layers:
+1. Process: a wall-time limit; the whole process group is SIGKILLed at the timeout and after a normal
+   exit. The child also dies with the evaluating process (PR_SET_PDEATHSIG, and an interval timer for
+   when the uid drop below clears that).
+2. rlimits: address space (memory), CPU, file size (stdout is a file, so a flood ends at the cap), open
+   files, no core dumps, RLIMIT_NPROC=1 (no fork, no threads).
+3. Identity: when this process is root, the child drops to an unprivileged uid/gid, since root ignores
+   RLIMIT_NPROC and file permissions.
+4. seccomp (Linux x86_64), with no-new-privileges: the kernel refuses sockets, fork/clone, signals to
+   other processes, opening files for writing and every other change to the file system.
+5. Audit hook (PEP 578), which the program cannot remove: reading files outside the standard library,
+   writing any file, sockets, subprocesses, ctypes and the introspection that could disarm the hook end
+   the program at once with `blocked: <event>`.
+Stage 1 of the child sets up 1 and 4 through ctypes and then execs stage 2, so ctypes (a raw-memory
+toolkit that would let a program disarm the hook) is never loaded where the program runs. Stage 2 imports
+the modules a program names from PREIMPORTABLE before the uid drop, so `import fractions` works even where
+the standard library is unreadable to the unprivileged user (a Python under /root, for instance).
 """
 
 from __future__ import annotations
@@ -43,19 +45,18 @@ PREIMPORTABLE = frozenset(
     "fractions functools heapq itertools json math numbers operator random re statistics string "
     "textwrap time typing unicodedata".split()
 )
-"""Modules a program may name that are imported (as trusted standard library code) before the uid drop."""
-_IDENTIFIER_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
-_TO_SPACES = str.maketrans({chr(c): " " for c in range(128) if chr(c) not in _IDENTIFIER_CHARS})
+"""Pure-computation modules that stage 2 imports, as trusted code, before the uid drop when named."""
+_NOT_IN_NAMES = str.maketrans({c: " " for c in map(chr, range(128)) if not (c.isalnum() or c in "_.")})
 _DENIED_SYSCALLS = {  # x86_64 numbers (asm/unistd_64.h); the kernel answers EPERM
     # network
     "socket": 41, "connect": 42, "accept": 43, "bind": 49, "listen": 50, "socketpair": 53, "accept4": 288,
-    # new processes, threads and programs
-    "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "clone3": 435,
+    # new processes and threads (execve stays: stage 1 needs it; NO_NEW_PRIVS makes it gain nothing)
+    "clone": 56, "fork": 57, "vfork": 58, "clone3": 435, "execveat": 322,
     # other processes: signals, tracing, their memory
     "kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
     "pidfd_send_signal": 424, "pidfd_open": 434, "pidfd_getfd": 438, "ptrace": 101,
     "process_vm_readv": 310, "process_vm_writev": 311, "process_madvise": 440, "perf_event_open": 298,
-    # writing to the file system (open/openat with write flags are checked separately)
+    # changing the file system (open/openat with write flags are refused separately)
     "creat": 85, "openat2": 437, "mknod": 133, "mknodat": 259, "unlink": 87, "unlinkat": 263,
     "rename": 82, "renameat": 264, "renameat2": 316, "mkdir": 83, "mkdirat": 258, "rmdir": 84,
     "link": 86, "linkat": 265, "symlink": 88, "symlinkat": 266, "chmod": 90, "fchmod": 91,
@@ -85,24 +86,23 @@ class SandboxLimits:
     wall_seconds: float = 2.0
     """Wall-clock time for the program, from the end of the sandbox's setup to its exit."""
     memory_mb: int = 256
-    """Address-space limit (RLIMIT_AS) in MiB; the interpreter itself needs about 20."""
+    """Address-space limit (RLIMIT_AS) in MiB; the interpreter itself takes about 20."""
     max_output_bytes: int = 64 * 1024
     """Cap on stdout; a program that writes more fails with `output over N bytes`."""
     unprivileged_uid: int = 65534
-    """When the evaluating process is root, the uid and gid the program runs as (65534 is `nobody`)."""
+    """When the evaluating process is root, the uid and gid the program runs as (65534: `nobody`)."""
 
     def __post_init__(self) -> None:
         wall = self.wall_seconds
         if isinstance(wall, bool) or not isinstance(wall, (int, float)) or not 0 < wall <= 3600:
             raise ValueError(f"wall_seconds must be a number in (0, 3600], got {wall!r}")
-        for name, low, high in (
-            ("memory_mb", 32, 1 << 20),
-            ("max_output_bytes", 1, 1 << 30),
-            ("unprivileged_uid", 1, (1 << 32) - 2),
-        ):
+        for name, low, high in (("memory_mb", 32, 1 << 20), ("max_output_bytes", 1, 1 << 30)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}")
+        uid = self.unprivileged_uid
+        if isinstance(uid, bool) or not isinstance(uid, int) or not 0 < uid < (1 << 32) - 1:
+            raise ValueError(f"unprivileged_uid must be an int in [1, {(1 << 32) - 2}], got {uid!r}")
 
 
 @dataclass(frozen=True)
@@ -121,10 +121,11 @@ class ProgramResult:
 
 @dataclass(frozen=True)
 class _Layers:
-    """Which defences are on. Always all of them, except in tests proving one layer binds on its own."""
+    """Which defences are on: all of them, except in tests proving that one layer binds on its own."""
 
     audit_hook: bool = True
     seccomp: bool = True
+    drop_privileges: bool = True
     max_processes: int | None = 1
 
 
@@ -133,10 +134,10 @@ def run_program(source: str, limits: SandboxLimits | None = None) -> ProgramResu
 
     Args:
         source: the program text; it is compiled and run as `__main__` in the child.
-        limits: the limits it runs under (defaults to `SandboxLimits()`).
+        limits: the limits it runs under (default `SandboxLimits()`).
 
     Returns:
-        A `ProgramResult`; a misbehaving program is a failed result, never an exception here.
+        A `ProgramResult`: a misbehaving program is a failed result, never an exception here.
 
     Raises:
         TypeError: `source` is not a str.
@@ -150,11 +151,11 @@ def run_program(source: str, limits: SandboxLimits | None = None) -> ProgramResu
 def run_programs(
     sources: Sequence[str], limits: SandboxLimits | None = None, max_workers: int | None = None
 ) -> list[ProgramResult]:
-    """Run many programs in parallel sandboxes; results come back in the order of `sources`.
+    """Run many programs in parallel sandboxes; the results keep the order of `sources`.
 
     Args:
         sources: the program texts.
-        limits: the limits each program runs under (defaults to `SandboxLimits()`).
+        limits: the limits each program runs under (default `SandboxLimits()`).
         max_workers: programs running at once (default: the CPUs this process may use).
 
     Raises:
@@ -168,23 +169,15 @@ def run_programs(
     for i, source in enumerate(sources):
         if not isinstance(source, str):
             raise TypeError(f"sources[{i}] must be a str, got {type(source).__name__}")
-    if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)):
-        raise ValueError(f"max_workers must be a positive int or None, got {max_workers!r}")
-    if max_workers is not None and max_workers < 1:
+    bad_workers = isinstance(max_workers, bool) or not isinstance(max_workers, (int, type(None)))
+    if bad_workers or (max_workers is not None and max_workers < 1):
         raise ValueError(f"max_workers must be a positive int or None, got {max_workers!r}")
     if not sources:
         return []
-    limits = limits or SandboxLimits()
-    # Each worker thread only waits on its child (the GIL is released), so threads are enough.
-    workers = min(max_workers or _usable_cpus(), len(sources))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
-        return list(pool.map(functools.partial(_run_one, limits=limits), sources))
-
-
-def _usable_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # A worker thread only waits on its child, with the GIL released: threads are enough.
+    with ThreadPoolExecutor(max_workers=min(max_workers or cpus, len(sources))) as pool:
+        return list(pool.map(functools.partial(_run_one, limits=limits or SandboxLimits()), sources))
 
 
 def _run_one(source: str, limits: SandboxLimits, layers: _Layers = _Layers()) -> ProgramResult:
@@ -194,65 +187,63 @@ def _run_one(source: str, limits: SandboxLimits, layers: _Layers = _Layers()) ->
         return ProgramResult(
             ok=False, stdout="", error=f"source is not valid UTF-8: {exc.reason}", seconds=0.0
         )
-    with (
-        tempfile.TemporaryDirectory(prefix="sandbox-") as work,
-        tempfile.TemporaryFile() as out,
-        tempfile.TemporaryFile() as err,
-        tempfile.TemporaryFile() as status,
-    ):
-        with open(os.path.join(work, "program.py"), "wb") as f:
-            f.write(data)
-        setup_r, setup_w = os.pipe()
-        try:
-            proc = _start(source, limits, layers, work=work, files=(out, err, status), setup_w=setup_w)
-        finally:
-            os.close(setup_w)  # the child holds the only write end now: EOF when it closes it
-        try:
-            setup = _read_setup(setup_r)
-            start = time.perf_counter()
-            exited = setup == "ready" and _wait_for_exit(proc.pid, limits.wall_seconds)
-            seconds = time.perf_counter() - start
-        finally:
-            _kill_group(proc.pid)  # the leader is unreaped, so its group id cannot be reused yet
-            proc.wait()
-            os.close(setup_r)
-        if setup != "ready":
-            detail = setup.removeprefix("error: ") or _tail(err) or f"exit {proc.returncode}"
-            raise SandboxError(f"sandbox setup failed: {detail}")
-        error = _failure(proc.returncode, exited=exited, limits=limits, out=out, err=err, status=status)
+    with tempfile.TemporaryDirectory(prefix="sandbox-") as work, tempfile.TemporaryFile() as out:
+        with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as status:
+            with open(os.path.join(work, "program.py"), "wb") as f:
+                f.write(data)
+            setup_r, setup_w = os.pipe()
+            try:
+                proc = _start(source, limits, layers, cwd=work, files=(out, err, status), setup_fd=setup_w)
+            finally:
+                os.close(setup_w)  # the child holds the only write end now: EOF when it closes it
+            try:
+                setup = _read_setup(setup_r)
+                start = time.perf_counter()
+                exited = setup == "ready" and _wait_for_exit(proc.pid, limits.wall_seconds)
+                seconds = time.perf_counter() - start
+            finally:
+                _kill_group(proc.pid)  # the leader is not reaped yet, so its group id cannot be reused
+                proc.wait()
+                os.close(setup_r)
+            if setup != "ready":
+                detail = setup.removeprefix("error: ") or _tail(err) or f"exit {proc.returncode}"
+                raise SandboxError(f"sandbox setup failed: {detail}")
+            error = _failure(proc.returncode, exited=exited, limits=limits, out=out, err=err, status=status)
         out.seek(0)
         stdout = out.read(limits.max_output_bytes).decode("utf-8", "replace")
-        return ProgramResult(ok=error is None, stdout=stdout, error=error, seconds=seconds)
+    return ProgramResult(ok=error is None, stdout=stdout, error=error, seconds=seconds)
 
 
-def _start(source, limits, layers, *, work, files, setup_w) -> subprocess.Popen:
+def _start(source: str, limits: SandboxLimits, layers: _Layers, *, cwd, files, setup_fd) -> subprocess.Popen:
     out, err, status = files
-    root = os.geteuid() == 0
     seccomp = _seccomp_filter() if layers.seccomp else None
-    config = {
-        "setup_fd": setup_w,
+    settings = {
+        "setup_fd": setup_fd,
         "status_fd": status.fileno(),
         "parent": os.getpid(),
         "memory": limits.memory_mb << 20,
+        "wall": limits.wall_seconds,
         "cpu": math.ceil(limits.wall_seconds) + 1,  # a backstop: the wall-time limit comes first
         "fsize": limits.max_output_bytes + 1,  # one byte over the cap tells "over" from "exactly at"
         "nproc": -1 if layers.max_processes is None else layers.max_processes,
-        "uid": limits.unprivileged_uid if root else -1,
+        "uid": limits.unprivileged_uid if layers.drop_privileges and os.geteuid() == 0 else -1,
         "hook": int(layers.audit_hook),
         "seccomp": seccomp.hex() if seccomp else "",
         "preimport": ",".join(_preimports(source)),
     }
-    argv = [sys.executable, "-I", "-S", "-B", "-X", "utf8", "-c", _child_source()]
-    argv += [f"{key}={value}" for key, value in config.items()]
+    stage1, stage2 = _child_sources()
+    argv = [sys.executable, "-I", "-S", "-B", "-X", "utf8", "-c"]
+    argv += [stage1, stage2] if sys.platform == "linux" else [stage2]
+    argv += [f"{key}={value}" for key, value in settings.items()]
     try:
         return subprocess.Popen(
             argv,
-            cwd=work,
+            cwd=cwd,
             env={},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
-            pass_fds=(setup_w, status.fileno()),
+            pass_fds=(setup_fd, status.fileno()),
             start_new_session=True,  # its own process group, killed as a whole
         )
     except OSError as exc:
@@ -260,14 +251,12 @@ def _start(source, limits, layers, *, work, files, setup_w) -> subprocess.Popen:
 
 
 def _preimports(source: str) -> list[str]:
-    """The PREIMPORTABLE modules the source mentions (a word list, so `math.sqrt` counts as `math`)."""
+    """The PREIMPORTABLE modules the source names (as words: `math.sqrt` names `math`)."""
     wanted = set()
-    for word in set(source.translate(_TO_SPACES).split()):
+    for word in set(source.translate(_NOT_IN_NAMES).split()):
         parts = word.split(".")
-        wanted.update(
-            name for i in range(1, len(parts) + 1) if (name := ".".join(parts[:i])) in PREIMPORTABLE
-        )
-    if "strptime" in source:  # datetime and time import this lazily, after the uid drop
+        wanted.update(name for i in range(len(parts)) if (name := ".".join(parts[: i + 1])) in PREIMPORTABLE)
+    if "strptime" in source:  # datetime and time import this lazily, which would be after the uid drop
         wanted.add("_strptime")
     return sorted(wanted)
 
@@ -289,7 +278,7 @@ def _read_setup(fd: int) -> str:
 
 
 def _wait_for_exit(pid: int, timeout: float) -> bool:
-    """Whether the child exited within `timeout` seconds, leaving it unreaped."""
+    """Whether the child exited within `timeout` seconds. It is left unreaped either way."""
     try:
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):  # not Linux >= 5.3: poll without reaping
@@ -316,19 +305,18 @@ def _kill_group(pgid: int) -> None:
 
 def _tail(file, limit: int = 1024) -> str:
     """The last non-empty line among the last `limit` bytes of a file, cut to 200 characters."""
-    size = file.seek(0, os.SEEK_END)
-    file.seek(max(0, size - limit))
+    file.seek(max(0, file.seek(0, os.SEEK_END) - limit))
     lines = file.read(limit).decode("utf-8", "replace").splitlines()
     return next((line.strip()[:200] for line in reversed(lines) if line.strip()), "")
 
 
 def _failure(returncode: int, *, exited: bool, limits: SandboxLimits, out, err, status) -> str | None:
-    """Why the program failed, or None when it did not."""
-    if not exited:
+    """Why the program failed, or None when it did not. Its own status line can only make it fail."""
+    said = _tail(status)
+    if not exited or returncode == -signal.SIGALRM:  # the child's own timer, should the parent be late
         return f"timeout after {float(limits.wall_seconds)}s"
     if out.seek(0, os.SEEK_END) > limits.max_output_bytes:
         return f"output over {limits.max_output_bytes} bytes"
-    said = _tail(status)
     if said.startswith("blocked: ") or said == "memory limit":
         return said
     if returncode == 0:
@@ -342,17 +330,18 @@ def _failure(returncode: int, *, exited: bool, limits: SandboxLimits, out, err, 
     return f"exit {returncode}: {detail}" if detail else f"exit {returncode}"
 
 
+@functools.cache
 def _seccomp_filter() -> bytes | None:
-    """A classic-BPF seccomp program denying `_DENIED_SYSCALLS`, or None where unsupported (not x86_64)."""
+    """A classic-BPF seccomp program refusing `_DENIED_SYSCALLS`; None where unsupported (not x86_64)."""
     if sys.platform != "linux" or os.uname().machine != "x86_64":
         return None
-    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, ..., BPF_RET|K
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, ...
     allow, deny, kill = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x80000000
     writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    # (label, code, jump-if-true, jump-if-false, k); seccomp_data: nr @0, arch @4, args[i] @16+8i
+    # (label, code, jump if true, jump if false, k); struct seccomp_data: nr @0, arch @4, args[i] @16+8i
     program = [
         (None, ld, 0, 0, 4),
-        (None, jeq, 1, 0, 0xC000003E),  # AUDIT_ARCH_X86_64; any other ABI (int 0x80) is killed
+        (None, jeq, 1, 0, 0xC000003E),  # AUDIT_ARCH_X86_64: any other ABI (int 0x80) is killed
         (None, ret, 0, 0, kill),
         (None, ld, 0, 0, 0),
         (None, jge, "deny", 0, 0x40000000),  # the x32 ABI
@@ -364,7 +353,7 @@ def _seccomp_filter() -> bytes | None:
         (None, jset, "deny", "allow", writes),
         ("openat", ld, 0, 0, 32),  # openat(dirfd, path, flags): low word of args[2]
         (None, jset, "deny", "allow", writes),
-        ("allow", ret, 0, 0, allow),  # BPF jumps only forward, so both verdicts come last
+        ("allow", ret, 0, 0, allow),  # BPF jumps only forward, so the verdicts come last
         ("deny", ret, 0, 0, deny),
     ]
     where = {label: i for i, (label, *_) in enumerate(program) if label}
@@ -376,39 +365,75 @@ def _seccomp_filter() -> bytes | None:
 
 
 @functools.cache
-def _child_source() -> str:
-    return textwrap.dedent(inspect.getsource(_child_main)) + "\n_child_main()\n"
+def _child_sources() -> tuple[str, str]:
+    """The two stages' `-c` programs: each function's source, then a call of it."""
+    return tuple(textwrap.dedent(inspect.getsource(f)) + f"\n{f.__name__}()\n" for f in (_stage1, _stage2))
 
 
-def _child_main() -> None:  # pragma: no cover - runs in the child, whose source is this function alone
-    """The sandboxed interpreter: lock down, say 'ready' on the setup pipe, run program.py.
+# The two stages run in the child as `python -I -S -c <function source>`: they see no module globals,
+# import what they need, and take their settings as `key=value` arguments.
 
-    It gets nothing but this function's source (`python -I -S -c`), so it imports what it needs and reads
-    no module globals; its settings arrive as `key=value` arguments.
-    """
+
+def _stage1() -> None:  # pragma: no cover - runs in the child
+    """Process-wide kernel settings that need ctypes, then exec stage 2 (where ctypes never loads)."""
+    import ctypes
+    import os
+    import sys
+
+    stage2, *settings = sys.argv[1:]
+    cfg = dict(arg.split("=", 1) for arg in settings)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+
+        def prctl(name: str, *args: int) -> None:
+            if libc.prctl(*args, *[0] * (5 - len(args))) != 0:
+                raise OSError(ctypes.get_errno(), f"prctl {name} failed")
+
+        prctl("PR_SET_NO_NEW_PRIVS", 38, 1)  # needed for seccomp without privileges; exec gains nothing
+        prctl("PR_SET_PDEATHSIG", 1, 9)  # SIGKILL when the evaluating process dies
+        if os.getppid() != int(cfg["parent"]):
+            os._exit(70)  # it died before the line above
+        if cfg["seccomp"]:
+            code = bytes.fromhex(cfg["seccomp"])
+            buffer = ctypes.create_string_buffer(code, len(code))
+            # struct sock_fprog {u16 len; (padding); sock_filter *filter} as two words on x86_64
+            fprog = (ctypes.c_ulong * 2)(len(code) // 8, ctypes.addressof(buffer))
+            prctl("PR_SET_SECCOMP", 22, 2, ctypes.addressof(fprog))  # SECCOMP_MODE_FILTER
+        os.execv(sys.executable, [sys.executable, "-I", "-S", "-B", "-X", "utf8", "-c", stage2, *settings])
+    except BaseException as exc:
+        os.write(int(cfg["setup_fd"]), f"error: {type(exc).__name__}: {exc}\n".encode("utf-8", "replace"))
+        os._exit(70)
+
+
+def _stage2() -> None:  # pragma: no cover - runs in the child
+    """Limits, the uid drop and the audit hook; then say 'ready' on the setup pipe and run program.py."""
+    import _signal
+    import builtins
     import os
     import resource
     import sys
 
     cfg = dict(arg.split("=", 1) for arg in sys.argv[1:])
-    setup_fd, status_fd = int(cfg["setup_fd"]), int(cfg["status_fd"])
+    setup_fd, status_fd, uid = int(cfg["setup_fd"]), int(cfg["status_fd"]), int(cfg["uid"])
+    write, exit_now = os.write, os._exit  # bound now: the program may rebind os.write and os._exit
 
     def say(fd: int, text: str) -> None:
         try:
-            os.write(fd, (" ".join(text.split())[:300] + "\n").encode("utf-8", "backslashreplace"))
-        except OSError:
-            pass
+            write(fd, (" ".join(text.split())[:300] + "\n").encode("utf-8", "backslashreplace"))
+        except Exception:
+            pass  # the program closed the file or filled it to the cap
 
     def make_hook(roots: tuple[str, ...]):
-        """The audit hook. It uses only values bound as defaults now: a program can rebind any module
-        global or builtin, but changing a function's defaults or code is itself an audited event."""
-        blocked_imports = frozenset(
+        """The audit hook. It reads only values bound as its defaults here (a program can rebind module
+        globals and builtins), calls no Python code, and refuses any change to its own attributes."""
+        imports = frozenset(
             "ctypes _ctypes _posixsubprocess subprocess multiprocessing _multiprocessing _posixshmem "
             "socket _socket ssl _ssl pty termios fcntl mmap resource readline _sqlite3 sqlite3 dbm _dbm "
             "_gdbm tkinter _tkinter _xxsubinterpreters _xxinterpchannels _testcapi _testinternalcapi "
             "_testbuffer _testmultiphase _testsinglephase _testimportmultiple _testclinic".split()
         )
-        blocked_prefixes = (
+        events = (
             "socket.", "ctypes.", "subprocess.", "os.system", "os.exec", "os.spawn", "os.posix_spawn",
             "os.fork", "os.kill", "os.startfile", "os.chdir", "os.chmod", "os.chown", "os.chflags",
             "os.lchflags", "os.link", "os.symlink", "os.mkdir", "os.remove", "os.rename", "os.rmdir",
@@ -418,14 +443,13 @@ def _child_main() -> None:  # pragma: no cover - runs in the child, whose source
             "sys.settrace", "sys.setprofile", "sys._current_frames", "sys._current_exceptions", "gc.get_",
             "code.__new__", "marshal.load", "webbrowser.", "cpython._PySys_ClearAuditHooks",
         )  # fmt: skip
-        guarded_attributes = frozenset(("__code__", "__defaults__", "__kwdefaults__", "__globals__"))
         writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-        prefixes = tuple(root + "/" for root in roots)
+        dirs, under, function = frozenset(roots), tuple(r + "/" for r in roots), type(make_hook)
 
         def hook(
-            event, args, _imports=blocked_imports, _prefixes=blocked_prefixes, _attrs=guarded_attributes,
-            _writes=writes, _roots=frozenset(roots), _under=prefixes, _type=type, _str=str, _int=int,
-            _repr=repr, _len=len, _write=os.write, _exit=os._exit, _fd=status_fd,
+            event, args, _imports=imports, _events=events, _writes=writes, _roots=dirs, _under=under,
+            _type=type, _str=str, _int=int, _repr=repr, _function=function, _write=write, _exit=exit_now,
+            _fd=status_fd, _own_code=None,
         ):  # fmt: skip
             why = None
             if event == "open" or event == "os.listdir" or event == "os.scandir":
@@ -434,7 +458,11 @@ def _child_main() -> None:  # pragma: no cover - runs in the child, whose source
                     why = None if path in (0, 1, 2) else "open fd " + _repr(path)
                 elif _type(path) is not _str or _type(flags) is not _int or flags & _writes:
                     why = event + " " + _repr(path)[:200]
-                elif "/.." in path or not (path in _roots or path.startswith(_under)):
+                elif not (
+                    ("/.." not in path and (path in _roots or path.startswith(_under)))
+                    # a SyntaxError looks for its line in a file named '<program>' or '<string>': none
+                    or (event == "open" and path[:1] == "<" and path[-1:] == ">" and "/" not in path)
+                ):
                     why = event + " " + _repr(path)[:200]
             elif event == "import":
                 name = args[0]
@@ -443,110 +471,72 @@ def _child_main() -> None:  # pragma: no cover - runs in the child, whose source
                 elif name.partition(".")[0] in _imports or name.rpartition(".")[2] in _imports:
                     why = "import " + name
             elif event == "object.__setattr__" or event == "object.__delattr__":
-                if _len(args) > 1 and (_type(args[1]) is not _str or args[1] in _attrs):
-                    why = event + " " + _repr(args[1])[:100]
-            elif event.startswith(_prefixes):
+                if _type(args[0]) is _function and args[0].__code__ is _own_code:
+                    why = event + " on the audit hook"
+            elif event.startswith(_events):
                 why = event
-            if why is not None:  # end the program now: an exception could be caught by it
+            if why is not None:  # end the program now: it could catch an exception
                 try:
                     _write(_fd, ("blocked: " + why.replace("\n", " ") + "\n").encode("utf-8", "replace"))
                 finally:
                     _exit(86)
 
+        hook.__defaults__ = (*hook.__defaults__[:-1], hook.__code__)  # before it is installed
         return hook
 
     try:
         with open("program.py", "rb") as f:
             source = f.read()
-        limits = [
-            (resource.RLIMIT_AS, int(cfg["memory"])),
-            (resource.RLIMIT_FSIZE, int(cfg["fsize"])),
-            (resource.RLIMIT_NOFILE, 32),
-            (resource.RLIMIT_CORE, 0),
-        ]
-        if int(cfg["nproc"]) >= 0:
-            limits.append((resource.RLIMIT_NPROC, int(cfg["nproc"])))
-        for which, value in limits:
-            resource.setrlimit(which, (value, value))
-        cpu = int(cfg["cpu"])
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        cpu, nproc = int(cfg["cpu"]), int(cfg["nproc"])
+        limits = {"AS": int(cfg["memory"]), "FSIZE": int(cfg["fsize"]), "NOFILE": 32, "CORE": 0}
+        limits.update({"NPROC": nproc} if nproc >= 0 else {})
+        for name, value in limits.items():
+            resource.setrlimit(getattr(resource, "RLIMIT_" + name), (value, value))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU, then SIGKILL
         for name in filter(None, cfg["preimport"].split(",")):
-            __import__(name)  # trusted standard-library code, imported while it is still readable
+            __import__(name)  # trusted standard-library code, chosen by the parent, while still readable
         roots = tuple(os.path.realpath(p) for p in sys.path)
-        if sys.platform == "linux":
-            import ctypes  # before the uid drop, which may leave the standard library unreadable
-
-            libc = ctypes.CDLL(None, use_errno=True)
-        uid = int(cfg["uid"])
+        # Later imports compile the source: loading a .pyc would call marshal.loads, a blocked event.
+        sys.implementation.cache_tag = None
         if uid >= 0:  # root: drop every privilege, or RLIMIT_NPROC and file permissions do not bind
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
-            if os.getresuid() != (uid, uid, uid) or os.getresgid() != (uid, uid, uid):
+            if os.getresuid() != (uid,) * 3 or os.getresgid() != (uid,) * 3 or os.getgroups():
                 raise OSError(f"still uid {os.getresuid()} gid {os.getresgid()} after dropping to {uid}")
-        if sys.platform == "linux":
-            libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-
-            def prctl(option: int, value: int) -> None:
-                if libc.prctl(option, value, 0, 0, 0) != 0:
-                    raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
-
-            prctl(38, 1)  # PR_SET_NO_NEW_PRIVS: needed for seccomp without privileges
-            prctl(1, 9)  # PR_SET_PDEATHSIG = SIGKILL; set after setuid, which clears it
-            if os.getppid() != int(cfg["parent"]):
-                os._exit(70)  # the evaluating process died before the line above
-            if cfg["seccomp"]:
-                code = bytes.fromhex(cfg["seccomp"])
-                buffer = ctypes.create_string_buffer(code, len(code))
-
-                class SockFprog(ctypes.Structure):
-                    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-                fprog = SockFprog(len(code) // 8, ctypes.addressof(buffer))
-                libc.prctl.argtypes = [
-                    ctypes.c_int,
-                    ctypes.c_ulong,
-                    ctypes.c_void_p,
-                    ctypes.c_ulong,
-                    ctypes.c_ulong,
-                ]
-                if libc.prctl(22, 2, ctypes.addressof(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, MODE_FILTER
-                    raise OSError(ctypes.get_errno(), "installing the seccomp filter failed")
-            del libc, ctypes
-            for name in [m for m in sys.modules if m.partition(".")[0] in ("ctypes", "_ctypes", "resource")]:
-                del sys.modules[name]  # so that importing them again is an audited (blocked) event
+        del sys.modules["resource"]  # so that importing it again is an audited, blocked event
         if cfg["hook"] == "1":
             sys.addaudithook(make_hook(roots))
+        # SIGALRM (default action: exit) if the parent cannot kill it: the uid drop cleared PDEATHSIG.
+        _signal.setitimer(_signal.ITIMER_REAL, float(cfg["wall"]) + 0.1)
     except BaseException as exc:
         say(setup_fd, f"error: {type(exc).__name__}: {exc}")
-        os._exit(70)
+        exit_now(70)
     say(setup_fd, "ready")
     os.close(setup_fd)
 
-    import builtins
-
-    builtins.exit = builtins.quit = sys.exit  # what `site` (skipped by -S) would have provided
-    returncode = 0
+    builtins.exit = builtins.quit = sys.exit  # what `site`, skipped by -S, would have defined
+    returncode, status = 0, ""
     try:
         exec(compile(source, "<program>", "exec"), {"__name__": "__main__", "__builtins__": builtins})
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             returncode = (exc.code or 0) & 0xFF
         else:
-            returncode = 1
-            say(status_fd, f"exception: SystemExit: {exc.code}")
+            returncode, status = 1, f"exception: SystemExit: {exc.code}"
     except MemoryError:
-        returncode = 1
-        say(status_fd, "memory limit")
+        returncode, status = 1, "memory limit"
     except BaseException as exc:
         returncode = 1
         try:
-            say(status_fd, f"exception: {type(exc).__name__}: {exc}")
+            status = f"exception: {type(exc).__name__}: {exc}"
         except BaseException:
-            say(status_fd, "exception: (unprintable)")
+            status = f"exception: {type(exc).__name__}"
     for stream in (sys.stdout, sys.__stdout__, sys.stderr):
         try:
             stream.flush()
         except BaseException:
             pass  # over the file-size cap: the parent sees the size
-    os._exit(returncode)
+    if status:
+        say(status_fd, status)
+    exit_now(returncode)

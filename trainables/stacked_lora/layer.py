@@ -1,32 +1,34 @@
 """One stacked LoRA layer: `W = W0 + s1 B1 A1 + f(s2 B2 A2) - f(s2 B2_0 A2_0)`, with s = alpha / r.
 
-Stage 1 is a plain LoRA (`y = x W0^T + s1 (x A1^T) B1^T + b`, A1 Kaiming-uniform, B1 zero, as PEFT).
-Stage 2 freezes A1, B1 and trains A2 (r2, in), B2 (out, r2) through an elementwise `f`:
+Stage 1 is a plain LoRA (`y = x W0^T + s1 (x A1^T) B1^T + b`; A1 Kaiming-uniform, B1 zero, as in PEFT).
+Stage 2 freezes A1, B1 and trains A2 (r2, in) and B2 (out, r2) through an elementwise `f`:
 
-* weight space (`f_space="weight"`): f acts on the (out, in) matrix s2 B2 A2. The update is input-independent:
-  a fixed nonlinear reparametrisation of a weight delta, so it folds into W0 for inference.
-* activation space (`f_space="activation"`): `y += s2 f(x A2^T) B2^T`. The update depends on the input, like
-  a tiny bottleneck MLP beside the layer; it never builds an (out, in) matrix but cannot be merged
+* weight space (`f_space="weight"`): f acts on the (out, in) matrix s2 B2 A2. The update does not depend
+  on the input: a fixed nonlinear reparametrisation of a weight delta, so it folds into W0 for inference.
+* activation space (`f_space="activation"`): `y += s2 f(x A2^T) B2^T`. The update depends on the input,
+  like a tiny bottleneck MLP beside the layer; it never builds an (out, in) matrix but cannot be merged
   (except for f = identity, where both spaces are the same linear LoRA).
 
-Initialisation (why the `- f(s2 B2_0 A2_0)` term). PEFT's zero B would make f(s2 B2 A2) = f(0) with gradient
-f'(0) (G A2^T): torch's relu'(0) = 0, so relu's A2 and B2 would never move. Weight space therefore draws B2
-from N(0, init_scale^2) (1e-3: about one AdamW step, so training starts near the origin where f's kink
-matters) and subtracts the frozen constant f(s2 B2_0 A2_0) of the initial factors. A fresh stage 2 then
-leaves outputs exactly unchanged (f(M) - f(M) is bit-for-bit zero at init) and every f gets non-zero
-gradients in A2 and B2. The offset is recomputed each forward from frozen copies of B2_0, A2_0 (buffers of
-r2 (in + out) numbers, saved with the adapter) rather than stored as an (out, in) buffer per layer: that
-would cost as much memory as W0 itself (4x an 8-bit W0), while the recompute is an r2-rank product without
-gradient, about r2 / tokens of the layer's matmul. `init_scale=0` drops the offset and uses PEFT's zero B2
-(allowed only where f'(0) != 0). Activation space needs none of this: with B2 = 0, B2's gradient
-f(x A2^T)^T G is non-zero for every f, so it uses PEFT's init unchanged.
+Initialisation (why the constant `- f(s2 B2_0 A2_0)`). With PEFT's zero B2, f(s2 B2 A2) = f(0) and the
+gradient reaching B2 is s2 (f'(0) G) A2^T, G = dL/dW: torch's relu'(0) = 0, so relu's A2 and B2 would never
+move. Weight space therefore draws B2 from N(0, init_scale^2) (1e-3 by default: about one AdamW step at
+lr 1e-3, so training starts near the origin, where f's kink matters) and subtracts the frozen constant
+f(s2 B2_0 A2_0) of the initial factors (entries of order 1e-4). A fresh stage 2 then leaves outputs exactly
+unchanged (f(M) - f(M) is bit-for-bit zero at init) and every f gets non-zero gradients in A2 and B2.
+The constant is recomputed each forward from frozen copies of B2_0 and A2_0 (buffers of r2 (in + out)
+numbers, saved with the adapter) instead of kept as an (out, in) buffer per layer, which would cost as
+much memory as W0 itself (4x an 8-bit W0); the recompute is a rank-r2 product without gradient, about
+r2 / tokens of the layer's own matmul. `init_scale=0` drops the constant and keeps PEFT's zero B2 (allowed
+only where f'(0) != 0). Activation space needs none of this: with B2 = 0 the gradient of B2,
+s2 f(x A2^T)^T G, is non-zero for every f, so it keeps PEFT's init.
 
 Cost. Weight space computes its (out, in) delta once per forward, not per token, and folds it into the
-weight: `F.linear(x, W0 + s1 B1 A1 + delta2)`. That is one full matmul forward and two backward (dx and the
-(out, in) weight gradient that f's chain rule needs), against `F.linear(x, W0) + F.linear(x, delta)`'s two
-and three (bench/bench_stacked.py times both). On a quantised base (bitsandbytes Linear8bitLt) W0 is never
-dequantised: the base output comes from the 8-bit layer and `F.linear(x, delta2)` is added; the same
-unfolded form serves when dropout is active, since dropout touches only the adapter's input.
+weight: `F.linear(x, W0 + s1 B1 A1 + delta2)`, one full matmul forward and two backward (dx, and the
+(out, in) weight gradient that f's chain rule needs), where `F.linear(x, W0) + F.linear(x, delta)` takes
+two and three (bench/bench_stacked.py times both). On a quantised base (bitsandbytes Linear8bitLt or
+Linear4bit) W0 is never dequantised: the quantised layer gives the base output, stage 1 adds its low-rank
+path and `F.linear(x, delta2)` is added. The same unfolded form serves while dropout is active, since
+dropout touches only the trained adapter's input.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def _input_dependent_error(f: str) -> ValueError:
 
 
 class StackedLoraLinear(nn.Module):
-    """A linear layer (float or bitsandbytes 8-bit) with a stage-1 LoRA and, after `start_stage2`, an f-LoRA.
+    """A linear layer (float or bitsandbytes-quantised) with a LoRA and, after `start_stage2`, an f-LoRA.
 
     Attributes:
         base_layer: The wrapped layer; its parameters are never trained.
@@ -65,7 +67,7 @@ class StackedLoraLinear(nn.Module):
         self.config = config
         self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
         weight = base_layer.weight
-        # bitsandbytes keeps int8 weights: its layer computes the base output, adapters live in fp32 beside it
+        # bitsandbytes keeps int8 / packed 4-bit weights: its layer gives the base output, adapters are fp32
         self.quantized = not weight.dtype.is_floating_point
         factory = {"device": weight.device, "dtype": torch.float32 if self.quantized else weight.dtype}
         self.lora_A1 = nn.Parameter(torch.empty(config.r1, self.in_features, **factory))  # (r1, in)
@@ -99,20 +101,8 @@ class StackedLoraLinear(nn.Module):
         Raises:
             ValueError: if stage 2 already started, the layer is merged, or `config` changes stage 1.
         """
-        if self.stage == 2:
-            raise ValueError("stacked LoRA stage 2 has already started on this layer")
-        if self.merged:
-            raise ValueError("cannot start stage 2 on a merged stacked LoRA layer; unmerge it first")
         config = config or self.config
-        if config.stage1_fields() != self.config.stage1_fields():
-            raise ValueError(
-                f"stage-2 config's stage-1 settings {config.stage1_fields()} differ from the trained stage 1's "
-                f"{self.config.stage1_fields()}"
-            )
-        if config.stage1_merge and self.quantized:
-            raise ValueError(
-                "stage1_merge needs a float base layer: re-quantising W0 + s1 B1 A1 would be lossy"
-            )
+        self.check_stage2(config)
         self.config = config
         self.lora_A1.requires_grad_(False)
         self.lora_B1.requires_grad_(False)
@@ -130,6 +120,22 @@ class StackedLoraLinear(nn.Module):
             self.stage1_merged = True
         self.stage = 2
 
+    def check_stage2(self, config: StackedLoraConfig) -> None:
+        """Raise the reason stage 2 with `config` cannot start on this layer, if there is one."""
+        if self.stage == 2:
+            raise ValueError("stacked LoRA stage 2 has already started on this layer")
+        if self.merged:
+            raise ValueError("cannot start stage 2 on a merged stacked LoRA layer; unmerge it first")
+        if config.stage1_fields() != self.config.stage1_fields():
+            raise ValueError(
+                f"stage-2 config's stage-1 settings {config.stage1_fields()} differ from the trained "
+                f"stage 1's {self.config.stage1_fields()}"
+            )
+        if config.stage1_merge and self.quantized:
+            raise ValueError(
+                "stage1_merge needs a float base layer: re-quantising W0 + s1 B1 A1 would be lossy"
+            )
+
     def _f(self, t: torch.Tensor) -> torch.Tensor:
         return ACTIVATIONS[self.config.f](t)
 
@@ -138,11 +144,11 @@ class StackedLoraLinear(nn.Module):
         return torch.mm(self.lora_B1, self.lora_A1) * self.config.scaling1
 
     def _f_of_product(self, b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """f(s2 B A), (out, in). One code path for the trained factors and the offset keeps them bit-equal at init."""
+        """f(s2 B A), (out, in); one code path for the factors and the offset keeps them bit-equal at init."""
         return self._f(torch.mm(b * self.config.scaling2, a))
 
     def stage2_delta(self) -> torch.Tensor:
-        """The weight-space stage-2 term f(s2 B2 A2) - f(s2 B2_0 A2_0), (out, in); differentiable in A2, B2."""
+        """Weight-space stage 2: f(s2 B2 A2) - f(s2 B2_0 A2_0), (out, in), differentiable in A2 and B2."""
         delta = self._f_of_product(self.lora_B2, self.lora_A2)
         if self.lora_B2_init is not None:
             with torch.no_grad():

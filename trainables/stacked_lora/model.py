@@ -70,8 +70,15 @@ def start_stage2(model: nn.Module, config: StackedLoraConfig | None = None) -> n
         model: A model prepared by `apply_stacked_lora` (stage 1 trained, or loaded).
         config: Stage-2 settings (r2, alpha2, f, f_space, init_scale, stage1_merge, dropout) to use instead
             of the applied ones, e.g. a trial's on top of a cached stage 1; stage-1 fields must match.
+
+    Raises:
+        ValueError: if stage 2 already started, the model is merged, `config` changes stage 1, or
+            `stage1_merge` is asked of a quantised layer; checked on every layer before any changes.
     """
-    for layer in stacked_layers(model).values():
+    layers = stacked_layers(model).values()
+    for layer in layers:
+        layer.check_stage2(config or layer.config)
+    for layer in layers:
         layer.start_stage2(config)
     return model
 
@@ -194,15 +201,19 @@ def load_stacked_lora(model: nn.Module, path: str | Path, *, is_trainable: bool 
     """Apply the adapter saved in `path` to a fresh base `model` and load its tensors.
 
     Args:
-        model: The base model the adapter was trained on (float or 8-bit), without stacked layers.
+        model: The base model the adapter was trained on (float or bitsandbytes-quantised), without
+            stacked layers. On an error past reading the files it is left wrapped: load into a fresh one.
         path: A folder written by `save_stacked_lora`.
         is_trainable: Leave the saved stage's adapter trainable (to resume); else every parameter is frozen.
 
     Raises:
+        FileNotFoundError: if the folder lacks either file.
         ValueError: if the folder's adapter does not fit the model (see `read_stacked_lora_config`).
     """
     config, stage = read_stacked_lora_config(path)
     file = Path(path) / WEIGHTS_NAME
+    if not file.is_file():
+        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
     tensors = load_file(str(file), device="cpu")
     apply_stacked_lora(model, config)
     # stage 1 goes in first: with stage1_merge, starting stage 2 folds the loaded A1, B1 into W0

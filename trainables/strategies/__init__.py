@@ -1,6 +1,12 @@
 """Fine-tuning strategies. Importing this package registers every method in `STRATEGIES`."""
 
 from trainables.strategies import full, lora, lora_cot, qlora  # noqa: F401  (each registers itself)
-from trainables.strategies.registry import STRATEGIES, Strategy, StrategyContext, get_strategy, register_strategy
+from trainables.strategies.registry import (
+    STRATEGIES,
+    Strategy,
+    StrategyContext,
+    get_strategy,
+    register_strategy,
+)
 
 __all__ = ["STRATEGIES", "Strategy", "StrategyContext", "get_strategy", "register_strategy"]

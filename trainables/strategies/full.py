@@ -17,7 +17,9 @@ class FullStrategyConfig:
     """Keep the shared token embedding fixed (a common stabiliser for small data)."""
 
 
-def apply_full(model: torch.nn.Module, config: FullStrategyConfig, context: StrategyContext) -> torch.nn.Module:
+def apply_full(
+    model: torch.nn.Module, config: FullStrategyConfig, context: StrategyContext
+) -> torch.nn.Module:
     """Unfreeze every parameter (optionally all but the shared embedding)."""
     for parameter in model.parameters():
         parameter.requires_grad_(True)

@@ -52,7 +52,9 @@ def peft_lora_config(config: LoraStrategyConfig) -> LoraConfig:
     )
 
 
-def apply_lora(model: torch.nn.Module, config: LoraStrategyConfig, context: StrategyContext) -> torch.nn.Module:
+def apply_lora(
+    model: torch.nn.Module, config: LoraStrategyConfig, context: StrategyContext
+) -> torch.nn.Module:
     """Freeze the base model and add a trainable LoRA adapter."""
     return get_peft_model(model, peft_lora_config(config))
 

@@ -30,7 +30,9 @@ class QLoraStrategyConfig(LoraStrategyConfig):
             raise ValueError(f"QLoRA bits must be 4 or 8, got {self.bits}")
 
 
-def apply_qlora(model: torch.nn.Module, config: QLoraStrategyConfig, context: StrategyContext) -> torch.nn.Module:
+def apply_qlora(
+    model: torch.nn.Module, config: QLoraStrategyConfig, context: StrategyContext
+) -> torch.nn.Module:
     """Prepare the quantised base for training (fp32 norms, input grads) and add LoRA."""
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     return get_peft_model(model, peft_lora_config(config))

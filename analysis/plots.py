@@ -1,0 +1,240 @@
+"""The report's charts as PNG files, drawn on matplotlib's Agg canvas (no display, no pyplot state).
+
+Every chart has a title, axis labels with units and a legend. A row no trial exists for gets no bar but
+the word "missing" at its place, so a method not run yet never looks like a method that scored 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from analysis.diagnostics import SearchDiagnostics
+from analysis.published import METHOD_LABELS
+from analysis.tables import ACC, CALC, CALC_HIGH, CALC_LOW, HIGH, LOW, PUBLISHED, Table
+
+CONFIG_COLORS = {"main": "#4C72B0", "socratic": "#DD8452"}
+METHOD_COLORS = {"lora": "#4C72B0", "qlora": "#55A868", "full": "#C44E52", "stacked": "#8172B2", "lora_cot": "#CCB974"}
+DPI = 150
+
+
+def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(nrows, ncols, squeeze=False)
+    return figure, axes
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=DPI, facecolor="white")
+    return path
+
+
+def _bars(ax, x: np.ndarray, values, low, high, *, width: float, color: str, label: str, hatch: str = "") -> None:
+    """Bars with asymmetric error bars and value labels; NaN values get the word 'missing' instead."""
+    values, low, high = (np.asarray(a, dtype=float) for a in (values, low, high))
+    present = ~np.isnan(values)
+    errors = np.vstack([np.where(np.isnan(low), 0, values - low), np.where(np.isnan(high), 0, high - values)])
+    ax.bar(x[present], values[present], width, color=color, label=label, hatch=hatch, edgecolor="black", linewidth=0.5)
+    ax.errorbar(x[present], values[present], yerr=errors[:, present], fmt="none", ecolor="black", capsize=3, lw=1)
+    for xi, value, top in zip(x, values, np.where(np.isnan(high), values, high), strict=True):
+        if math.isnan(value):
+            ax.text(xi, 1, "missing", rotation=90, ha="center", va="bottom", fontsize=8, color="dimgray")
+        else:
+            ax.text(xi, top + 1, f"{value:.1f}", ha="center", va="bottom", fontsize=7)
+
+
+def _published(ax, x: np.ndarray, values) -> None:
+    values = np.asarray(values, dtype=float)
+    shown = ~np.isnan(values)
+    if shown.any():
+        ax.scatter(x[shown], values[shown], marker="D", s=40, color="black", zorder=5, label="published")
+
+
+def _percent_axis(ax, values: Sequence[float], ylabel: str) -> None:
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    ax.set_ylim(0, min(100.0, max(finite, default=10.0) * 1.2 + 5))
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot_accuracy_per_model(table: Table, path: Path) -> Path:
+    """Figure 2: test accuracy per model row with its bootstrap 95% interval, beside the published values."""
+    frame = table.frame
+    figure, axes = _figure(max(6.0, 0.9 * len(frame) + 2), 4.2)
+    ax = axes[0, 0]
+    x = np.arange(len(frame))
+    for config, color in CONFIG_COLORS.items():
+        rows = (frame["Config"] == config).to_numpy()
+        if rows.any():
+            _bars(ax, x[rows], frame[ACC][rows], frame[LOW][rows], frame[HIGH][rows], width=0.6, color=color,
+                  label=f"ours, GSM8K {config} (95% bootstrap CI)")
+    _published(ax, x, frame[ACC + PUBLISHED])
+    ax.set_xticks(x, [f"{m}\n{c}" for m, c in zip(frame["Model"], frame["Config"], strict=True)], fontsize=8)
+    _percent_axis(ax, [*frame[HIGH], *frame[ACC + PUBLISHED]], "Test accuracy (%)")
+    ax.set_xlabel("Model (best trial by dev metric)")
+    ax.set_title("Accuracy per model on the GSM8K test split")
+    ax.legend(fontsize=8, loc="upper right")
+    return _save(figure, path)
+
+
+def plot_cot(table: Table, path: Path) -> Path:
+    """Accuracy per chain-of-thought prompt style and config, with the breakdown style's calculator bar."""
+    frame = table.frame
+    styles = list(dict.fromkeys(frame["Prompt style"]))
+    categories = []
+    for style in styles:
+        categories.append((style, ACC, LOW, HIGH))
+        if style == "breakdown":
+            categories.append(("breakdown\n+ calculator", CALC, CALC_LOW, CALC_HIGH))
+    configs = [c for c in CONFIG_COLORS if c in set(frame["Config"])]
+    figure, axes = _figure(max(6.5, 1.6 * len(categories) + 1), 4.2)
+    ax = axes[0, 0]
+    width = 0.8 / max(len(configs), 1)
+    for k, config in enumerate(configs):
+        x = np.arange(len(categories)) + (k - (len(configs) - 1) / 2) * width
+        rows = [frame[(frame["Config"] == config) & (frame["Prompt style"] == c[0].split("\n")[0])].iloc[0] for c in categories]
+        values = [r.get(col, math.nan) for r, (_, col, _, _) in zip(rows, categories, strict=True)]
+        lows = [r.get(lo, math.nan) for r, (_, _, lo, _) in zip(rows, categories, strict=True)]
+        highs = [r.get(hi, math.nan) for r, (_, _, _, hi) in zip(rows, categories, strict=True)]
+        _bars(ax, x, values, lows, highs, width=width * 0.95, color=CONFIG_COLORS[config],
+              label=f"LoRA + CoT, GSM8K {config} (95% CI)")
+        published = [r[ACC + PUBLISHED] if c[1] == ACC else math.nan for r, c in zip(rows, categories, strict=True)]
+        _published(ax, x, published)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper right")
+    ax.set_xticks(np.arange(len(categories)), [c[0] for c in categories])
+    _percent_axis(ax, [*frame[HIGH], *frame.get(CALC_HIGH, []), *frame[ACC + PUBLISHED]], "Test accuracy (%)")
+    ax.set_xlabel("Prompt style (the code style's programs run in a sandbox)")
+    ax.set_title("Accuracy per chain-of-thought prompt style")
+    return _save(figure, path)
+
+
+def plot_stacked(table: Table, path: Path) -> Path:
+    """Stacked LoRA per f and its baselines: accuracy with 95% intervals, per config."""
+    frame = table.frame
+    variants = list(dict.fromkeys(frame["Variant"]))
+    configs = list(dict.fromkeys(frame["Config"]))
+    figure, axes = _figure(max(7.0, 0.9 * len(variants) + 2), 4.4)
+    ax = axes[0, 0]
+    width = 0.8 / max(len(configs), 1)
+    for k, config in enumerate(configs):
+        part = frame[frame["Config"] == config].set_index("Variant").reindex(variants)
+        x = np.arange(len(variants)) + (k - (len(configs) - 1) / 2) * width
+        _bars(ax, x, part[ACC], part[LOW], part[HIGH], width=width * 0.95,
+              color=CONFIG_COLORS.get(config, "gray"), label=f"GSM8K {config} (95% bootstrap CI)")
+    n_f = sum(v.startswith("f = ") for v in variants)
+    if 0 < n_f < len(variants):
+        ax.axvline(n_f - 0.5, color="gray", linestyle="--", lw=1)
+    ax.set_xticks(np.arange(len(variants)), [v.replace(" (", "\n(") for v in variants], fontsize=8, rotation=30, ha="right")
+    _percent_axis(ax, list(frame[HIGH]), "Test accuracy (%)")
+    ax.set_xlabel("W = W0 + A1B1 + f(A2B2): nonlinearity f (left), baselines (right)")
+    ax.set_title("Stacked LoRA per f and against its baselines")
+    ax.legend(fontsize=8, loc="upper right")
+    return _save(figure, path)
+
+
+def _pareto(points: pd.DataFrame, x: str) -> pd.DataFrame:
+    """The points no other point beats on both axes: fewer `x` (cost) and more accuracy."""
+    ordered = points.sort_values([x, "accuracy"], ascending=[True, False])
+    front, best = [], -math.inf
+    for _, row in ordered.iterrows():
+        if row["accuracy"] > best:
+            front.append(row)
+            best = row["accuracy"]
+    return pd.DataFrame(front)
+
+
+def plot_efficiency(trials: pd.DataFrame, table: Table, path: Path) -> Path:
+    """Accuracy against trainable parameters and against wall-clock hours, every finished trial, with the
+    Pareto front of the best trials per (method, config)."""
+    finished = trials[(trials["status"] == "finished") & trials["test/accuracy"].notna()] if "test/accuracy" in trials else trials.iloc[:0]
+    best = table.frame.dropna(subset=[ACC])
+    figure, axes = _figure(11.0, 4.4, ncols=2)
+    panels = (("params/trainable", "Trainable parameters", "Trainable parameters (count, log scale)"),
+              ("hours", "Best trial hours", "Wall-clock hours per trial (GPU or CPU, log scale)"))
+    for ax, (trial_column, table_column, xlabel) in zip(axes[0], panels, strict=True):
+        for method, group in finished.groupby("method"):
+            values = group[trial_column] if trial_column in group else pd.Series(dtype=float)
+            ax.scatter(values, 100 * group["test/accuracy"], s=14, alpha=0.35, color=METHOD_COLORS.get(method, "gray"),
+                       label=f"{METHOD_LABELS.get(method, method)} trials")
+        points = pd.DataFrame({"x": best[table_column], "accuracy": best[ACC], "label": best["Model"] + " " + best["Config"]})
+        points = points[points["x"] > 0]
+        ax.scatter(points["x"], points["accuracy"], s=60, marker="*", color="black", label="best trial per model", zorder=4)
+        for _, p in points.iterrows():
+            ax.annotate(p["label"], (p["x"], p["accuracy"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        front = _pareto(points, "x")
+        if len(front) > 1:
+            ax.step(front["x"], front["accuracy"], where="post", color="black", lw=1, linestyle="--", label="Pareto front")
+        if len(points) or len(finished):
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("Test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    axes[0, 0].set_title("Accuracy against trainable parameters")
+    axes[0, 1].set_title("Accuracy against compute time")
+    return _save(figure, path)
+
+
+def _grid(n: int, width: float, height: float):
+    ncols = min(3, max(n, 1))
+    nrows = max(1, math.ceil(n / ncols))
+    figure, axes = _figure(width * ncols, height * nrows, ncols=ncols, nrows=nrows)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return figure, flat[:n]
+
+
+def plot_search_history(diagnostics: Sequence[SearchDiagnostics], path: Path, *, metric: str) -> Path:
+    """The optimisation history of each experiment: every trial's dev metric and the best so far."""
+    figure, axes = _grid(len(diagnostics), 4.2, 3.3)
+    markers = {"finished": ("o", "tab:blue"), "early_stopped": ("x", "tab:orange"), "incomplete": ("s", "tab:gray")}
+    for ax, d in zip(axes, diagnostics, strict=True):
+        history = d.history
+        for status, (marker, color) in markers.items():
+            rows = history[(history["status"] == status) & history["value"].notna()]
+            ax.scatter(rows["number"], rows["value"], marker=marker, color=color, s=22, label=status.replace("_", " "))
+        ax.plot(history["number"], history["best_so_far"], color="black", lw=1.2, label="best so far")
+        failed = history[history["status"] == "error"]
+        for number in failed["number"]:
+            ax.axvline(number, color="tab:red", alpha=0.3, lw=1)
+        if len(failed):
+            ax.plot([], [], color="tab:red", alpha=0.5, label="error (no value)")
+        ax.set_title(f"{METHOD_LABELS.get(d.method, d.method)}, GSM8K {d.config}", fontsize=9)
+        ax.set_xlabel("Trial number (search order)")
+        ax.set_ylabel(f"{metric} (last report)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+    figure.suptitle(f"Optimisation history per experiment ({metric})")
+    return _save(figure, path)
+
+
+def plot_importance(diagnostics: Sequence[SearchDiagnostics], path: Path, *, metric: str) -> Path:
+    """fANOVA hyperparameter importance per experiment; an experiment with too few trials says so."""
+    figure, axes = _grid(len(diagnostics), 4.6, 3.3)
+    for ax, d in zip(axes, diagnostics, strict=True):
+        ax.set_title(f"{METHOD_LABELS.get(d.method, d.method)}, GSM8K {d.config}", fontsize=9)
+        ax.set_xlabel(f"Importance for {metric} (fANOVA, sums to 1)")
+        if not d.importances:
+            ax.text(0.5, 0.5, d.reason, ha="center", va="center", wrap=True, fontsize=8, transform=ax.transAxes)
+            ax.set_yticks([])
+            continue
+        names = list(d.importances)[::-1]
+        ax.barh(names, [d.importances[n] for n in names], color=METHOD_COLORS.get(d.method, "gray"),
+                label="importance")
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_xlim(0, 1)
+        ax.set_ylabel("Hyperparameter")
+        ax.legend(fontsize=7, loc="lower right")
+    figure.suptitle(f"Hyperparameter importance per experiment ({metric})")
+    return _save(figure, path)

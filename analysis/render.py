@@ -1,0 +1,194 @@
+"""A `Table` as Markdown, HTML or LaTeX, and a trial's generations as a browsable HTML page.
+
+Links are given per trial label: `TrialLinks(page, files)`, where `page` is the trial's generations page
+and `files` its result folder. Every number a trial produced links to that trial's page.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from analysis.tables import PUBLISHED, Table
+
+PAGE_STYLE = """
+body { font-family: system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
+table { border-collapse: collapse; margin: 0.6em 0 1.4em; font-size: 0.88em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: right; vertical-align: top; }
+th { background: #f0f2f5; }
+td.text, th.text { text-align: left; }
+td.missing { color: #999; font-style: italic; }
+td.published { background: #fafafa; color: #555; }
+tr.wrong td.mark { background: #fde2e2; } tr.right td.mark { background: #e1f5e1; }
+pre { white-space: pre-wrap; margin: 0; font-size: 0.95em; }
+img { max-width: 100%; border: 1px solid #ddd; }
+p.note { color: #555; font-size: 0.9em; }
+a { color: #1a5fb4; }
+"""
+
+
+@dataclass(frozen=True)
+class TrialLinks:
+    """Where a reader goes from a table cell: the trial's generations page and its result folder."""
+
+    page: str
+    """Path of the trial's generations page, relative to the report."""
+    files: str
+    """The trial's result folder: a path relative to the report, or a storage URI."""
+
+
+def _is_text_column(table: Table, column: str) -> bool:
+    return table.frame[column].map(lambda v: isinstance(v, str)).all()
+
+
+def _trial_label(trial: Any) -> str | None:
+    return None if trial is None or (isinstance(trial, float) and math.isnan(trial)) else str(trial)
+
+
+def _markdown_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def table_markdown(table: Table, links: Mapping[str, TrialLinks] | None = None) -> str:
+    """A GitHub-flavoured Markdown table; our numbers link to their trial's page, a last column to the trial."""
+    links = links or {}
+    columns = table.columns
+    has_trial = "trial" in table.frame
+    header = [*columns, "Trial"] if has_trial else columns
+    aligns = ["---" if _is_text_column(table, c) else "---:" for c in columns] + (["---"] if has_trial else [])
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(aligns) + " |"]
+    for index in table.frame.index:
+        trial = _trial_label(table.frame.at[index, "trial"]) if has_trial else None
+        link = links.get(trial) if trial else None
+        cells = []
+        for column in columns:
+            text = _markdown_escape(table.cell(index, column))
+            linkable = link and not column.endswith(PUBLISHED) and not _is_text_column(table, column) and text != "-"
+            cells.append(f"[{text}]({link.page})" if linkable else text)
+        if has_trial:
+            short = trial.rsplit("/", 1)[-1] if trial else "missing"
+            cells.append(f"[{short}]({link.page}) ([files]({link.files}))" if link else short)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table_html(table: Table, links: Mapping[str, TrialLinks] | None = None) -> str:
+    """An HTML table; missing numbers in grey italics, published ones shaded, ours linked to their trial."""
+    links = links or {}
+    columns = table.columns
+    has_trial = "trial" in table.frame
+    text_columns = {c for c in columns if _is_text_column(table, c)}
+    head = "".join(f'<th class="{"text" if c in text_columns else "num"}">{html.escape(c)}</th>' for c in columns)
+    head += '<th class="text">Trial</th>' if has_trial else ""
+    body = []
+    for index in table.frame.index:
+        trial = _trial_label(table.frame.at[index, "trial"]) if has_trial else None
+        link = links.get(trial) if trial else None
+        cells = []
+        for column in columns:
+            text = table.cell(index, column)
+            classes = ["text" if column in text_columns else "num"]
+            classes += ["published"] if column.endswith(PUBLISHED) else []
+            classes += ["missing"] if text == "missing" else []
+            content = html.escape(text)
+            if link and column not in text_columns and not column.endswith(PUBLISHED) and text != "-":
+                content = f'<a href="{html.escape(link.page)}">{content}</a>'
+            cells.append(f'<td class="{" ".join(classes)}">{content}</td>')
+        if has_trial:
+            if link:
+                short = html.escape(trial.rsplit("/", 1)[-1])
+                files = html.escape(link.files)
+                cells.append(f'<td class="text"><a href="{html.escape(link.page)}">{short}</a> (<a href="{files}">files</a>)</td>')
+            else:
+                cells.append('<td class="text missing">missing</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """`text` with LaTeX's special characters escaped."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def table_latex(table: Table) -> str:
+    """A booktabs `tabular` of the printed table (needs `\\usepackage{booktabs}`)."""
+    columns = table.columns
+    spec = "".join("l" if _is_text_column(table, c) else "r" for c in columns)
+    text = table.text_frame()
+    lines = [f"% {latex_escape(table.title)}", f"% {latex_escape(table.note)}", f"\\begin{{tabular}}{{{spec}}}",
+             "\\toprule", " & ".join(latex_escape(c) for c in columns) + r" \\", "\\midrule"]
+    for _, row in text.iterrows():
+        lines.append(" & ".join(latex_escape(str(row[c])) for c in columns) + r" \\")
+    lines += ["\\bottomrule", "\\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+def _generation_rows(rows: Sequence[Mapping[str, Any]]) -> str:
+    columns = ("input", "target", "prediction", "program_output", "extracted", "reference", "correct")
+    present = [c for c in columns if any(c in r for r in rows)]
+    head = "".join(f'<th class="text">{c}</th>' for c in ["#", *present])
+    body = []
+    for number, row in enumerate(rows):
+        state = "right" if row.get("correct") else "wrong"
+        cells = [f'<td class="mark">{number}</td>']
+        for column in present:
+            value = row.get(column)
+            cells.append(f'<td class="text"><pre>{html.escape("" if value is None else str(value))}</pre></td>')
+        body.append(f'<tr class="{state}">' + "".join(cells) + "</tr>")
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
+
+
+def generations_page(
+    trial: Mapping[str, Any],
+    *,
+    files: str,
+    generations: Sequence[Mapping[str, Any]] | None,
+    calculator: Sequence[Mapping[str, Any]] | None,
+) -> str:
+    """A self-contained HTML page: one trial's settings, final metrics and test generations."""
+    title = f"{trial['method']} / {trial['config']} / {trial['trial']}"
+    settings = {k.removeprefix("config/"): v for k, v in trial.items() if k.startswith("config/") and not pd.isna(v)}
+    metrics = {k: v for k, v in trial.items() if k.startswith(("test/", "dev/", "train/", "params/")) and not pd.isna(v)}
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             f'<p>Status: {html.escape(str(trial["status"]))}. Result folder: <a href="{html.escape(files)}">'
+             f"{html.escape(files)}</a></p>",
+             "<h2>Final metrics (last report)</h2>", _key_values(metrics),
+             "<h2>Settings</h2>", _key_values(settings)]
+    for heading, rows in (("Test generations", generations), ("Test generations with the calculator", calculator)):
+        if rows is None:
+            continue
+        correct = sum(bool(r.get("correct")) for r in rows)
+        parts += [f"<h2>{heading}</h2>", f"<p>{correct} of {len(rows)} correct (green: correct, red: wrong).</p>",
+                  _generation_rows(rows)]
+    if generations is None:
+        parts.append("<p>This trial left no generations file (it did not reach its test evaluation).</p>")
+    return _document(title, "\n".join(parts))
+
+
+def _key_values(values: Mapping[str, Any]) -> str:
+    rows = "".join(
+        f'<tr><td class="text">{html.escape(k)}</td><td class="text">{html.escape(_short(v))}</td></tr>'
+        for k, v in sorted(values.items())
+    )
+    return f"<table><tbody>{rows}</tbody></table>"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _document(title: str, body: str) -> str:
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+        f"<style>{PAGE_STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )

@@ -1,0 +1,364 @@
+"""The study's tables: each row is the best trial of a group, chosen by a dev metric, showing its test numbers.
+
+A `Table` keeps numbers as numbers (NaN where there is nothing) and the trial each row came from (`trial`,
+None for a row no trial exists for), so a missing method prints as "missing", never as 0. Accuracy and
+similarity are percentages (similarity is 100 x the average cosine, as the study publishes it), ROUGE-1 is
+a fraction in [0, 1], perplexity a plain number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from analysis.published import ACCURACY_PCT, COT_ACCURACY_PCT, METHOD_LABELS, MODEL_ROWS, TABLE_ONE, ModelRow
+from analysis.select import best_trials, check_metric, find_row
+from search_spaces.lora_cot import COT_STYLES
+from search_spaces.stacked import BASELINES, F_CHOICES
+
+CONFIGS = ("main", "socratic")
+PUBLISHED = " (published)"
+ACC, LOW, HIGH = "Accuracy %", "95% CI low %", "95% CI high %"
+ROUGE, PPL, SIM = "ROUGE-1", "Perplexity", "Similarity %"
+CALC, CALC_LOW, CALC_HIGH = "Accuracy with calculator %", "Calculator 95% CI low %", "Calculator 95% CI high %"
+MISSING = "missing"
+"""Printed for a number of a row that no trial exists for (a method not run yet)."""
+BASELINE_LABELS = {
+    "linear": "Linear stack (no f)",
+    "merged_then_lora": "Merged stage 1, then LoRA",
+    "single_lora": "Single LoRA (math only)",
+}
+_FORMATS = {ACC: "{:.1f}", LOW: "{:.1f}", HIGH: "{:.1f}", ROUGE: "{:.4f}", PPL: "{:.4f}", SIM: "{:.2f}"}
+_FORMATS |= {CALC: "{:.1f}", CALC_LOW: "{:.1f}", CALC_HIGH: "{:.1f}", "Calculator gain (points)": "{:+.1f}"}
+_FORMATS |= {"Trainable parameters": "{:,.0f}", "Total parameters": "{:,.0f}", "Trainable share %": "{:.3g}"}
+_FORMATS |= {"Peak memory MB": "{:,.0f}", "Best trial hours": "{:.3f}", "Search hours": "{:.3f}"}
+_FORMATS |= {"Test examples": "{:.0f}", "Trials": "{:.0f}", "Finished": "{:.0f}"}
+
+
+@dataclass
+class Table:
+    """One table of the report."""
+
+    key: str
+    """File stem of its CSV / LaTeX files."""
+    title: str
+    """Heading in the report."""
+    frame: pd.DataFrame
+    """The numbers; column `trial` names the trial each row came from (None: no trial, a missing row)."""
+    note: str = ""
+    """What a reader needs to know to read it (units, how trials were chosen)."""
+    formats: dict[str, str] = field(default_factory=lambda: dict(_FORMATS))
+    """Column -> format string."""
+
+    def cell(self, index: int, column: str) -> str:
+        """The printed text of one cell: formatted, `missing` in a missing row, `-` where nothing applies."""
+        value = self.frame.at[index, column]
+        if isinstance(value, str):
+            return value
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            has_trial = "trial" not in self.frame or not pd.isna(self.frame.at[index, "trial"])
+            return "-" if column.endswith(PUBLISHED) or has_trial else MISSING
+        return self.formats.get(column, "{}").format(value)
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns a reader sees (all but `trial`)."""
+        return [c for c in self.frame.columns if c != "trial"]
+
+    def text_frame(self) -> pd.DataFrame:
+        """The table as printed text (what the Markdown and LaTeX files show)."""
+        return pd.DataFrame({c: [self.cell(i, c) for i in self.frame.index] for c in self.columns})
+
+
+def _pct(row: Mapping[str, Any] | None, key: str) -> float:
+    value = None if row is None else row.get(key)
+    return 100.0 * float(value) if _number(value) else math.nan
+
+
+def _num(row: Mapping[str, Any] | None, key: str) -> float:
+    value = None if row is None else row.get(key)
+    return float(value) if _number(value) else math.nan
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _counts(row: Mapping[str, Any] | None, pool: pd.DataFrame, **keys: Any) -> dict[str, Any]:
+    """Trial counts of a group (also for a missing row, whose trials may all have failed) and its trial."""
+    mask = pd.Series(True, index=pool.index)
+    for column, value in keys.items():
+        mask &= pool[column] == value
+    group = pool[mask]
+    return {
+        "Trials": len(group),
+        "Finished": int((group["status"] == "finished").sum()),
+        "trial": None if row is None else row["trial"],
+    }
+
+
+def _accuracy(row: Mapping[str, Any] | None) -> dict[str, float]:
+    return {ACC: _pct(row, "test/accuracy"), LOW: _pct(row, "test/accuracy_low"), HIGH: _pct(row, "test/accuracy_high")}
+
+
+def _text_metrics(row: Mapping[str, Any] | None) -> dict[str, float]:
+    return {ROUGE: _num(row, "test/rouge1"), PPL: _num(row, "test/perplexity"), SIM: _pct(row, "test/similarity")}
+
+
+def model_pool(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials of Table 1's methods; for stacked LoRA only the stacked variant, not its baselines."""
+    methods = {row.method for row in MODEL_ROWS}
+    is_baseline = (trials["method"] == "stacked") & trials["baseline"].notna() & (trials["baseline"] != "stacked")
+    return trials[trials["method"].isin(methods) & ~is_baseline]
+
+
+def model_rows(trials: pd.DataFrame) -> list[ModelRow]:
+    """Table 1's rows, then any (method, config) of its methods that the study did not publish."""
+    rows = list(MODEL_ROWS)
+    known = {(r.method, r.config) for r in rows}
+    pool = model_pool(trials)
+    for method, config in sorted(set(zip(pool["method"], pool["config"], strict=True)) - known):
+        rows.append(ModelRow(METHOD_LABELS.get(method, method), method, config))
+    return rows
+
+
+def _rows_table(
+    rows: Sequence[Mapping[str, Any]], key: str, title: str, note: str, formats: Mapping[str, str] | None = None
+) -> Table:
+    table = Table(key=key, title=title, frame=pd.DataFrame(list(rows)), note=note)
+    table.formats.update(formats or {})
+    return table
+
+
+def models_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
+    """Table 1: ROUGE-1, perplexity and similarity of each model row, ours beside the published ones."""
+    pool = model_pool(trials)
+    best = best_trials(pool, ("method", "config"), metric=metric, mode=mode)
+    rows = []
+    for model in model_rows(trials):
+        row = find_row(best, method=model.method, config=model.config)
+        published = TABLE_ONE.get((model.method, model.config))
+        ours = _text_metrics(row)
+        rows.append(
+            {
+                "Model": model.label,
+                "Config": model.config,
+                ROUGE: ours[ROUGE],
+                ROUGE + PUBLISHED: published.rouge1 if published else math.nan,
+                PPL: ours[PPL],
+                PPL + PUBLISHED: published.perplexity if published else math.nan,
+                SIM: ours[SIM],
+                SIM + PUBLISHED: published.similarity_pct if published else math.nan,
+                **_counts(row, pool, method=model.method, config=model.config),
+            }
+        )
+    note = (
+        f"Test-split numbers of the best finished trial per (method, config), chosen by its last {metric} ({mode}). "
+        "Similarity is the average cosine similarity of sentence embeddings, shown as a percentage."
+    )
+    return _rows_table(rows, "table1_models", "Table 1: ROUGE-1, perplexity and semantic similarity per model", note)
+
+
+def accuracy_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
+    """Accuracy per model (the study's Figure 2) with the bootstrap 95% interval of each trial."""
+    pool = model_pool(trials)
+    best = best_trials(pool, ("method", "config"), metric=metric, mode=mode)
+    rows = []
+    for model in model_rows(trials):
+        row = find_row(best, method=model.method, config=model.config)
+        rows.append(
+            {
+                "Model": model.label,
+                "Config": model.config,
+                **_accuracy(row),
+                ACC + PUBLISHED: ACCURACY_PCT.get((model.method, model.config), math.nan),
+                "Test examples": _num(row, "test/n"),
+                **_counts(row, pool, method=model.method, config=model.config),
+            }
+        )
+    note = f"Test accuracy of the best trial per (method, config) by {metric} ({mode}); 95% bootstrap intervals."
+    return _rows_table(rows, "accuracy_per_model", "Accuracy per model (Figure 2)", note)
+
+
+def _styles(trials: pd.DataFrame) -> list[str]:
+    seen = trials.loc[trials["method"] == "lora_cot", "prompt_style"].dropna().unique().tolist()
+    return list(COT_STYLES) + sorted(set(seen) - set(COT_STYLES))
+
+
+def cot_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
+    """LoRA + chain-of-thought: accuracy per prompt style and config (with the calculator where it applies)."""
+    pool = trials[trials["method"] == "lora_cot"]
+    best = best_trials(pool, ("config", "prompt_style"), metric=metric, mode=mode)
+    rows = []
+    for config in CONFIGS:
+        for style in _styles(trials):
+            row = find_row(best, config=config, prompt_style=style)
+            rows.append(
+                {
+                    "Prompt style": style,
+                    "Config": config,
+                    **_accuracy(row),
+                    ACC + PUBLISHED: COT_ACCURACY_PCT.get((style, config), math.nan),
+                    CALC: _pct(row, "test/accuracy_calculator"),
+                    CALC_LOW: _pct(row, "test/accuracy_calculator_low"),
+                    CALC_HIGH: _pct(row, "test/accuracy_calculator_high"),
+                    **_counts(row, pool, config=config, prompt_style=style),
+                }
+            )
+    note = (
+        f"Best LoRA + CoT trial per (style, config) by {metric} ({mode}). The calculator column is the same "
+        "trial's test accuracy when a calculator fills each `<<expr=` step (breakdown style only)."
+    )
+    return _rows_table(rows, "cot_styles", "Accuracy per chain-of-thought prompt style", note)
+
+
+def calculator_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
+    """Accuracy without and with the calculator, for every breakdown-style row of the other tables."""
+    models = best_trials(model_pool(trials), ("method", "config"), metric=metric, mode=mode)
+    cot = best_trials(trials[trials["method"] == "lora_cot"], ("config", "prompt_style"), metric=metric, mode=mode)
+    wanted = [(m.label, m.method, m.config, find_row(models, method=m.method, config=m.config)) for m in model_rows(trials)]
+    wanted += [
+        (METHOD_LABELS["lora_cot"], "lora_cot", c, find_row(cot, config=c, prompt_style="breakdown")) for c in CONFIGS
+    ]
+    rows = []
+    for label, _method, config, row in wanted:
+        without, with_calc = _pct(row, "test/accuracy"), _pct(row, "test/accuracy_calculator")
+        rows.append(
+            {
+                "Model": label,
+                "Prompt style": "breakdown" if row is None else row["prompt_style"],
+                "Config": config,
+                ACC: without,
+                CALC: with_calc,
+                "Calculator gain (points)": with_calc - without,
+                CALC_LOW: _pct(row, "test/accuracy_calculator_low"),
+                CALC_HIGH: _pct(row, "test/accuracy_calculator_high"),
+                "trial": None if row is None else row["trial"],
+            }
+        )
+    note = (
+        "Each row is one trial's test split decoded twice: freely, and with a calculator that writes the result "
+        "of every `<<expr=` annotation. '-' where the trial's style has no annotations or the calculator was off."
+    )
+    return _rows_table(rows, "calculator", "Accuracy with and without the calculator", note)
+
+
+def stacked_pool(trials: pd.DataFrame) -> pd.DataFrame:
+    """Stacked LoRA trials with `baseline` filled in (a trial without one is the stacked variant)."""
+    pool = trials[trials["method"] == "stacked"].copy()
+    pool["baseline"] = pool["baseline"].fillna("stacked")
+    return pool
+
+
+def stacked_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
+    """Stacked LoRA per nonlinearity f, then its baselines, per config."""
+    pool = stacked_pool(trials)
+    best = best_trials(pool, ("config", "baseline", "f"), metric=metric, mode=mode)
+    configs = sorted(pool["config"].unique()) or ["main"]
+    variants = [("stacked", f, f"f = {f}") for f in F_CHOICES] + [(b, None, BASELINE_LABELS[b]) for b in BASELINES[1:]]
+    rows = []
+    for config in configs:
+        for baseline, f, label in variants:
+            row = find_row(best, config=config, baseline=baseline, f=f)
+            keys = {"config": config, "baseline": baseline} | ({"f": f} if f is not None else {})
+            rows.append(
+                {
+                    "Variant": label,
+                    "Config": config,
+                    "f space": "" if row is None or row.get("f_space") is None else row["f_space"],
+                    **_accuracy(row),
+                    **_text_metrics(row),
+                    **_counts(row, pool, **keys),
+                }
+            )
+    note = (
+        f"W = W0 + A1B1 + f(A2B2): the best trial per f, and per baseline, by {metric} ({mode}). Linear stack: "
+        "f is the identity; merged: stage 1 merged into W0 before a new LoRA; single: one LoRA on math only."
+    )
+    return _rows_table(rows, "stacked_lora", "Stacked LoRA per f and against its baselines", note)
+
+
+def efficiency_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
+    """Accuracy against trainable parameters, memory and wall time, per (method, config)."""
+    pool = trials[trials["method"].isin(set(METHOD_LABELS))]
+    best = best_trials(model_pool(trials), ("method", "config"), metric=metric, mode=mode)
+    cot = best_trials(pool[pool["method"] == "lora_cot"], ("method", "config"), metric=metric, mode=mode)
+    wanted = [(m.label, m.method, m.config) for m in model_rows(trials)]
+    wanted += [(METHOD_LABELS["lora_cot"], "lora_cot", c) for c in CONFIGS]
+    rows = []
+    for label, method, config in wanted:
+        row = find_row(cot if method == "lora_cot" else best, method=method, config=config)
+        group = pool[(pool["method"] == method) & (pool["config"] == config)]
+        trainable, total = _num(row, "params/trainable"), _num(row, "params/total")
+        rows.append(
+            {
+                "Model": label,
+                "Config": config,
+                ACC: _pct(row, "test/accuracy"),
+                "Trainable parameters": trainable,
+                "Total parameters": total,
+                "Trainable share %": 100 * trainable / total if total else math.nan,
+                "Peak memory MB": _num(row, "peak_memory_mb"),
+                "Best trial hours": _num(row, "hours"),
+                "Search hours": float(group["hours"].sum()) if len(group) else math.nan,
+                "Device": "" if row is None or row.get("device") is None else row["device"],
+                "trial": None if row is None else row["trial"],
+            }
+        )
+    note = (
+        "Hours are wall-clock time (GPU or CPU, as the Device column says; a shared GPU is counted whole). "
+        "Search hours add up every trial of the (method, config) experiment, stopped and failed ones included. "
+        "Peak memory is GPU memory on a GPU, the process's resident memory on a CPU."
+    )
+    return _rows_table(rows, "efficiency", "Efficiency: accuracy, trainable parameters, memory and time", note)
+
+
+def search_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
+    """One row per (method, config) experiment: how its trials ended and its best dev value."""
+    rows = []
+    for (method, config), group in trials.groupby(["method", "config"], sort=True):
+        best = best_trials(group, ("method", "config"), metric=metric, mode=mode)
+        statuses = group["status"].value_counts()
+        rows.append(
+            {
+                "Method": method,
+                "Config": config,
+                "Trials": len(group),
+                "Finished": int(statuses.get("finished", 0)),
+                "Early stopped": int(statuses.get("early_stopped", 0)),
+                "Error": int(statuses.get("error", 0)),
+                "Incomplete": int(statuses.get("incomplete", 0)),
+                f"Best {metric}": float(best[metric].iloc[0]) if len(best) else math.nan,
+                "Search hours": float(group["hours"].sum()),
+                "trial": best["trial"].iloc[0] if len(best) else None,
+            }
+        )
+    formats = {f"Best {metric}": "{:.4g}", "Early stopped": "{:.0f}", "Error": "{:.0f}", "Incomplete": "{:.0f}"}
+    note = f"The best trial is the best finished one by its last {metric} ({mode}); '-' where none finished."
+    return _rows_table(rows, "search_summary", "Search summary per experiment", note, formats)
+
+
+BUILDERS: tuple[Callable[..., Table], ...] = (
+    models_table,
+    accuracy_table,
+    cot_table,
+    calculator_table,
+    stacked_table,
+    efficiency_table,
+    search_table,
+)
+
+
+def build_tables(trials: pd.DataFrame, *, metric: str = "dev/accuracy", mode: str = "max") -> dict[str, Table]:
+    """Every table of the report, by key.
+
+    Raises:
+        ValueError: when `metric` cannot choose trials (a test metric, or one no trial reported).
+    """
+    check_metric(trials, metric, mode)
+    tables = [build(trials, metric=metric, mode=mode) for build in BUILDERS]
+    return {table.key: table for table in tables}

@@ -1,0 +1,164 @@
+"""What a study runs and where: its experiments, the data and models they share, each trial's resources.
+
+`plan_experiments` builds one sampled configuration per branch of every space into a `TrialConfig`, so a
+bad `--space` fails before anything loads; `prepare_inputs` loads data and checks models once in the
+driver, so a missing one stops the study before Ray starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from search_spaces import coverage_points, define_by_run, flatten, space_keys, unflatten
+from search_spaces.overrides import Override, route
+from study.config import StudyConfig, experiment_name
+from study.dashboard import ClusterInfo
+from study.prepare import Prepared, base_trial, prepare
+from study.presets import get_preset
+
+GPU_SHARE = {"lora": 0.25, "lora_cot": 0.25, "stacked": 0.25, "full": 0.5, "qlora": 0.5}
+"""Default GPU share per trial where the cluster has GPUs: four small T5 LoRA trials share one GPU."""
+
+
+@dataclass
+class Experiment:
+    """One (method, config) search."""
+
+    method: str
+    data_config: str
+    base: dict[str, Any]
+    """The flat fixed part of every trial's config."""
+    overrides: tuple[Override, ...]
+    points: list[dict[str, Any]]
+    """Enqueued before TPE samples: one trial per group (f, prompt style)."""
+    trials: int
+    max_iterations: int
+    """The most evaluations (reports) a trial can make: ASHA's max_t."""
+
+    @property
+    def name(self) -> str:
+        return experiment_name(self.method, self.data_config)
+
+
+def _upper(overrides: Sequence[Override], key: str, default: int) -> int:
+    """The largest value `key` can take under the overrides."""
+    for o in overrides:
+        if o.key == key:
+            return int(o.value if o.kind == "fixed" else max(o.choices) if o.kind == "choices" else o.high)
+    return int(default)
+
+
+def plan_experiments(config: StudyConfig) -> list[Experiment]:
+    """Every experiment's base config, overrides and coverage; each branch is sampled once and validated.
+
+    Raises:
+        ValueError: naming the method, for an override or setting its trial config rejects.
+    """
+    from trainables.loop import TrainConfig
+    from trainables.trial import TrialConfig
+
+    preset = get_preset(config.preset_name)
+    bases = {
+        (m, c): flatten(base_trial(preset, method=m, model="<model>", data_config=c, seed=config.seed))
+        for m, c in config.experiments()
+    }
+    keys = {m: space_keys(m, bases[(m, config.configs[0])]) for m in config.methods}
+    routed = route(config.overrides, keys)
+    evals_default = TrainConfig.__dataclass_fields__["evals_per_epoch"].default
+    experiments = []
+    for (method, data_config), base in bases.items():
+        overrides = routed[method]
+        points = coverage_points(method, overrides)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=config.seed))
+        for point in [{}, *points]:
+            if point:
+                study.enqueue_trial(point)
+            flat = define_by_run(method, base, overrides)(study.ask())
+            try:
+                TrialConfig.from_dict(unflatten(flat))
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"method {method}: {err}") from None
+        epochs = _upper(overrides, "train/epochs", base["train/epochs"])
+        evals = _upper(overrides, "train/evals_per_epoch", base.get("train/evals_per_epoch", evals_default))
+        trials = max(config.trials, len(points))
+        experiments.append(Experiment(method, data_config, base, overrides, points, trials, epochs * evals))
+    return experiments
+
+
+def prepare_inputs(config: StudyConfig) -> Prepared:
+    """Data and base models, once, in the driver; a missing one is one line naming it and the tiny preset.
+
+    Raises:
+        ValueError: when the data or a model cannot be had (hub, local cache, `--model`, `--data-dir`).
+    """
+    from trainables.models import ModelError, load_tokenizer
+
+    base = get_preset(config.preset_name)
+    preset = dataclasses.replace(base, data={**base.data, **config.data_overrides()})
+    hint = "" if config.preset == "tiny" else "; or run the tiny study: --preset tiny"
+    try:
+        prepared = prepare(
+            preset,
+            methods=config.methods,
+            configs=config.configs,
+            data_dir=config.data_dir,
+            model=config.model,
+            seed=config.seed,
+            code_dataset=config.code_dataset,
+        )
+        for name in sorted(set(prepared.models.values())):
+            load_tokenizer(name)  # a few kB: proves the model can be had before any trial needs it
+    except (ValueError, OSError, ModelError) as err:
+        message = str(err).strip().splitlines()[0]
+        raise ValueError(message if "--preset tiny" in message else message + hint) from None
+    return prepared
+
+
+def trial_resources(config: StudyConfig, method: str, cluster: ClusterInfo) -> dict[str, float]:
+    """CPUs and GPU share of one trial of `method` on `cluster`.
+
+    Raises:
+        ValueError: when a local cluster has no GPU for `--gpus-per-trial`, or qlora has neither a GPU nor
+            a working bitsandbytes CPU path.
+    """
+    cluster_gpus = cluster.resources.get("GPU", 0)
+    gpus = config.gpus_per_trial
+    if gpus is None:
+        gpus = GPU_SHARE[method] if cluster_gpus > 0 else 0.0
+    if gpus > 0 and cluster_gpus == 0 and cluster.started_here:
+        raise ValueError(f"--gpus-per-trial {gpus:g} but this machine has no GPU Ray can use")
+    if method == "qlora" and gpus == 0:
+        _check_cpu_quantization()
+    return {"cpu": config.cpus_per_trial or 1.0, "gpu": gpus}
+
+
+def _check_cpu_quantization() -> None:
+    """QLoRA without a GPU needs bitsandbytes' CPU int8 path; try it on one small layer."""
+    try:
+        import bitsandbytes as bnb
+        import torch
+
+        layer = bnb.nn.Linear8bitLt(64, 64, has_fp16_weights=False)
+        layer.load_state_dict(torch.nn.Linear(64, 64).state_dict())
+        layer(torch.randn(2, 64, requires_grad=True)).sum().backward()
+    except Exception as err:  # any failure means there is no CPU path
+        raise ValueError(
+            f"qlora needs a GPU (--gpus-per-trial > 0 on a cluster with GPUs) or bitsandbytes' CPU backend, "
+            f"which failed here: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from None
+
+
+def concurrency(config: StudyConfig, resources: Mapping[str, float], cluster: ClusterInfo) -> int:
+    """`--max-concurrent`, or as many trials as the cluster's CPUs (and GPUs) hold at once."""
+    if config.max_concurrent:
+        return config.max_concurrent
+    fit = cluster.resources.get("CPU", 1) / resources["cpu"]
+    if resources["gpu"]:
+        fit = min(fit, cluster.resources.get("GPU", 0) / resources["gpu"])
+    return max(1, math.floor(fit + 1e-9))

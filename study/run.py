@@ -1,0 +1,168 @@
+"""Run the hyperparameter study: one Ray Tune + Optuna experiment per (method, GSM8K config).
+
+    python -m study.run --method all --preset tiny --trials 4        # minutes on a 2-core CPU
+    python -m study.run --method stacked --trials 50                 # the real setting: T5-small, GSM8K
+    python -m study.run --method lora --address head-node:6379 --storage s3://bucket/studies
+
+Results go to `<storage>/<name>/<method>-<config>/` (Ray Tune's files plus `best_config.json`), and the
+best trial of each experiment is printed at the end. See docs/running.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+from study.config import CODE_DATASETS, DEFAULT_STORAGE, METHODS, SCHEDULERS, SEARCH_METRICS, StudyConfig
+from study.errors import run_cli
+from study.presets import PRESET_NAMES
+
+
+def _positive_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints the usage before a flag error; a study's user wants the one line that says what is wrong."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see python -m study.run --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog="python -m study.run",
+        description="Search the hyperparameters of T5 fine-tuning methods on GSM8K with Ray Tune and Optuna.",
+        epilog="Exit status 2 means bad input (a flag, a missing model or data, an unreachable cluster).",
+    )
+    what = parser.add_argument_group("what to study")
+    what.add_argument("--method", required=True, choices=(*METHODS, "all"), help="a method, or all of them")
+    what.add_argument("--config", default="main", choices=("main", "socratic", "both"), help="GSM8K config")
+    what.add_argument(
+        "--trials", type=int, default=50, help="trials per (method, config) experiment (default 50)"
+    )
+    what.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        help="tiny: generated problems and a ~0.4M-parameter T5 (minutes on a CPU); small: T5-small on a GSM8K "
+        "subset; paper: T5-small (T5-base for qlora) on full GSM8K. Default: paper, checked before Ray starts",
+    )
+    what.add_argument(
+        "--model", help="base model for every method: hub name or local path (default: the preset's)"
+    )
+    what.add_argument("--data-dir", help="folder with gsm8k/*.jsonl (and mbpp/mbpp.jsonl) instead of the hub")
+    what.add_argument("--train-size", type=int, help="training records (default: the preset's)")
+    what.add_argument(
+        "--dev-size", type=int, help="dev records trials are compared on (default: the preset's)"
+    )
+    what.add_argument(
+        "--test-size", type=int, help="test records scored at the end of a trial (default: the preset's)"
+    )
+    what.add_argument(
+        "--code-dataset", choices=CODE_DATASETS, help="stacked LoRA's stage-1 data (default: the preset's)"
+    )
+
+    search = parser.add_argument_group("search and scheduling")
+    search.add_argument(
+        "--metric", default="dev/accuracy", choices=tuple(SEARCH_METRICS), help="what TPE and ASHA optimise"
+    )
+    search.add_argument(
+        "--mode", choices=("max", "min"), help="whether --metric is maximised (default: its own)"
+    )
+    search.add_argument(
+        "--scheduler", default="asha", choices=SCHEDULERS, help="ASHA early stopping, or none"
+    )
+    search.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        metavar="[METHOD:]KEY=SPEC",
+        help="narrow or override a search parameter: train/lr=1e-4..1e-3, strategy/f=[relu,gelu], "
+        "train/epochs=2, stacked:strategy/r2=[8,16] (repeatable)",
+    )
+    search.add_argument(
+        "--space-file", help="YAML file of the same overrides (key: spec, or method: {key: spec})"
+    )
+    search.add_argument("--seed", type=int, default=0, help="seeds the data split, TPE and every trial")
+
+    where = parser.add_argument_group("resources and cluster")
+    where.add_argument(
+        "--max-concurrent", type=int, help="trials at once per experiment (default: what fits)"
+    )
+    where.add_argument("--cpus-per-trial", type=_positive_float, help="CPUs per trial (default 1)")
+    where.add_argument(
+        "--gpus-per-trial",
+        type=_positive_float,
+        help="GPU share per trial, fractions allowed: 0.25 runs four trials per GPU (default: by method)",
+    )
+    where.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial (default 2)")
+    where.add_argument(
+        "--address", help="join a running Ray cluster (host:port or auto) instead of starting one"
+    )
+    where.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster (default: all)")
+    where.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+
+    store = parser.add_argument_group("results")
+    store.add_argument(
+        "--storage", default=DEFAULT_STORAGE, help="local folder or URI, e.g. s3://bucket/path"
+    )
+    store.add_argument("--name", help="the study's folder under --storage (default: slm-<preset>)")
+    store.add_argument("--resume", action="store_true", help="continue the interrupted study --name")
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> StudyConfig:
+    """Command-line arguments -> a validated `StudyConfig` (raises ValueError for bad input)."""
+    from search_spaces.overrides import load_space_file, parse_override
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    overrides = [parse_override(text, methods=METHODS) for text in args.space]
+    if args.space_file:
+        overrides = load_space_file(args.space_file, methods=METHODS) + overrides
+    return StudyConfig(
+        methods=(args.method,),
+        configs=(args.config,),
+        trials=args.trials,
+        preset=args.preset,
+        model=args.model,
+        data_dir=args.data_dir,
+        train_size=args.train_size,
+        dev_size=args.dev_size,
+        test_size=args.test_size,
+        code_dataset=args.code_dataset,
+        scheduler=args.scheduler,
+        max_concurrent=args.max_concurrent,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        max_failures=args.max_failures,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        dashboard=not args.no_dashboard,
+        storage=args.storage,
+        name=args.name,
+        resume=args.resume,
+        seed=args.seed,
+        metric=args.metric,
+        mode=args.mode,
+        overrides=tuple(overrides),
+    )
+
+
+def _run(argv: list[str] | None) -> None:
+    config = parse_config(argv)
+    from study.tuner import run_study  # Ray, torch and the trainables are imported only now
+
+    run_study(config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `python -m study.run` / `slm-study` entry point: bad input exits 2 with one line."""
+    run_cli(lambda: _run(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""The search: one Ray Tune experiment per (method, GSM8K config), each a seeded Optuna TPE study with ASHA.
+
+`run_study(config)` goes top to bottom:
+1. plan each experiment (fixed base config, `--space` overrides, coverage points) and build one sampled
+   config per branch into a `TrialConfig`, so a bad override fails before anything loads;
+2. prepare the data and base models once in the driver (a missing model or dataset stops here, before Ray);
+3. start a local Ray cluster or join `--address`, and fit each trial's resources to it;
+4. run the experiments in turn - new ones, or restored ones with `--resume` - writing `best_config.json`
+   after each, and print the best trial of every experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import socket
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from search_spaces import define_by_run, space_keys
+from study.config import StudyConfig
+from study.dashboard import access_lines, connect
+from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs, trial_resources
+from study.prepare import DEFAULT_CACHE
+from study.results import COMPLETION_KEY, ExperimentSummary, format_table, read_text, summarize, write_json
+
+RESUME_CHECKED = (
+    "preset",
+    "model",
+    "data_dir",
+    "train_size",
+    "dev_size",
+    "test_size",
+    "seed",
+    "metric",
+    "mode",
+)
+PROGRESS_PARAMS = (
+    "train/lr",
+    "train/epochs",
+    "strategy/r",
+    "strategy/r2",
+    "train/prompt_style",
+    "strategy/f",
+)
+
+
+class PruneAwareOptunaSearch(OptunaSearch):
+    """`OptunaSearch` that tells Optuna which trials ASHA stopped early.
+
+    Ray's `OptunaSearch` reports every trial that ends without an error as COMPLETE with its last value,
+    so to TPE a trial stopped after one epoch looks like a finished one with a poor score. Only a
+    trial's last report carries the test metrics, so a trial that ends without them was stopped: it is
+    told to Optuna as PRUNED, with the value it was stopped at as its last intermediate value.
+    """
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if (
+            error
+            or not result
+            or COMPLETION_KEY in result
+            or ot_trial is None
+            or trial_id in self._completed_trials
+        ):
+            return super().on_trial_complete(trial_id, result=result, error=error)
+        value, step = result.get(self.metric), result.get("training_iteration")
+        if isinstance(value, (int, float)) and math.isfinite(value) and step is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna warns if this step was already reported
+                ot_trial.report(float(value), int(step))
+        self._ot_study.tell(ot_trial, None, state=optuna.trial.TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+
+def study_trainable(config: dict, *, splits, code_records, cache_dir: str) -> None:
+    """The trial: record where it runs (`placement.json`), then `trainables.trial.math_trainable`."""
+    import ray
+    from ray import tune as ray_tune
+
+    from trainables.trial import math_trainable
+
+    placement = {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+    }
+    trial_dir = Path(ray_tune.get_context().get_trial_dir())
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    (trial_dir / "placement.json").write_text(json.dumps(placement))
+    math_trainable(config, splits=splits, code_records=code_records, cache_dir=cache_dir)
+
+
+def trial_dirname(trial: Any) -> str:
+    """`trial_<id>`: the config is in the folder's params.json, not in a 200-character folder name."""
+    return f"trial_{trial.trial_id}"
+
+
+def build_tuner(
+    config: StudyConfig, experiment: Experiment, trainable: Any, *, max_concurrent: int, restore: bool
+) -> tune.Tuner:
+    """A new Tuner for `experiment`, or the interrupted one restored from storage."""
+    path = f"{config.study_path}/{experiment.name}"
+    if restore:
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # `group` is experimental
+        sampler = optuna.samplers.TPESampler(
+            seed=config.seed, multivariate=True, group=True, constant_liar=True
+        )
+    searcher = PruneAwareOptunaSearch(
+        space=define_by_run(experiment.method, experiment.base, experiment.overrides),
+        metric=config.metric,
+        mode=config.mode,
+        sampler=sampler,
+        points_to_evaluate=experiment.points or None,
+    )
+    scheduler = None
+    if config.scheduler == "asha":
+        scheduler = tune.schedulers.ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=experiment.max_iterations,
+            grace_period=min(config.grace_period, experiment.max_iterations),
+            reduction_factor=config.reduction_factor,
+        )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=config.metric,
+            mode=config.mode,
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
+            scheduler=scheduler,
+            num_samples=experiment.trials,
+            trial_dirname_creator=trial_dirname,
+            reuse_actors=True,  # a worker keeps torch imported between trials; run_trial frees the model
+        ),
+        run_config=tune.RunConfig(
+            name=experiment.name,
+            storage_path=config.study_path,
+            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            # One kept checkpoint per trial (Ray also keeps the latest, for resuming); with num_to_keep=1
+            # every reported checkpoint also forces an experiment snapshot, which is what --resume reads.
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=config.metric, checkpoint_score_order=config.mode
+            ),
+            sync_config=tune.SyncConfig(sync_artifacts=True),  # generations_test.jsonl, placement.json
+            progress_reporter=_progress_reporter(config, experiment),
+            log_to_file=True,  # each trial's output goes to its folder, not to this terminal
+            verbose=1,
+        ),
+    )
+
+
+def _progress_reporter(config: StudyConfig, experiment: Experiment) -> tune.CLIReporter:
+    keys = space_keys(experiment.method, experiment.base)
+    return tune.CLIReporter(
+        metric_columns={
+            "training_iteration": "iter",
+            config.metric: config.metric,
+            "test/accuracy": "test acc",
+        },
+        parameter_columns={k: k.split("/")[-1] for k in PROGRESS_PARAMS if k in keys},
+        sort_by_metric=True,
+        max_report_frequency=30,
+        max_progress_rows=12,
+    )
+
+
+def _check_resume(config: StudyConfig, experiments: Sequence[Experiment]) -> set[str]:
+    """Names of the experiments that exist in storage; refuses a clash with or without --resume."""
+    existing = {e.name for e in experiments if tune.Tuner.can_restore(f"{config.study_path}/{e.name}")}
+    if existing and not config.resume:
+        raise ValueError(
+            f"{config.study_path} already holds {', '.join(sorted(existing))}: pass --resume to continue, "
+            "or --name for a new study"
+        )
+    saved = read_text(f"{config.study_path}/study.json")
+    if config.resume and saved is None:
+        raise ValueError(f"nothing to resume: no study at {config.study_path}")
+    if saved is not None:
+        before = json.loads(saved)
+        changed = [k for k in RESUME_CHECKED if before.get(k) != getattr(config, k)]
+        if changed:
+            diff = ", ".join(f"{k}: {before.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
+            raise ValueError(f"--resume with settings that differ from the study's: {diff}")
+    return existing
+
+
+def run_study(config: StudyConfig) -> list[ExperimentSummary]:
+    """Run every experiment of `config`; returns their summaries (also printed and stored as JSON)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, with the columns chosen above
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    experiments = plan_experiments(config)
+    existing = _check_resume(config, experiments)
+    prepared = prepare_inputs(config)
+    for note in prepared.notes:
+        print(note, file=sys.stderr)
+    for experiment in experiments:
+        experiment.base["model"] = prepared.models[experiment.method]
+    cluster = connect(address=config.address, num_cpus=config.num_cpus, dashboard=config.dashboard)
+    print("\n".join(access_lines(cluster)), file=sys.stderr)
+    resources = {m: trial_resources(config, m, cluster) for m in config.methods}
+    if not existing:
+        write_json(f"{config.study_path}/study.json", _study_record(config))
+    trainable = tune.with_parameters(
+        study_trainable,
+        splits=prepared.splits,
+        code_records=prepared.code_records,
+        cache_dir=str(DEFAULT_CACHE / "stage1"),
+    )
+    try:
+        summaries = [_run_experiment(config, e, trainable, resources, cluster, existing) for e in experiments]
+    finally:
+        import ray
+
+        ray.shutdown()  # ends a cluster started here; only disconnects from a joined one
+    write_json(f"{config.study_path}/best_configs.json", [s.best for s in summaries if s.best])
+    print(
+        f"\nbest trial of each experiment (by {config.metric}, {config.mode}), results in {config.study_path}:"
+    )
+    print(format_table(summaries, metric=config.metric))
+    return summaries
+
+
+def _run_experiment(config, experiment, trainable, resources, cluster, existing) -> ExperimentSummary:
+    method_resources = resources[experiment.method]
+    max_concurrent = concurrency(config, method_resources, cluster)
+    print(
+        f"\n== {experiment.name}: {experiment.trials} trials ({len(experiment.points)} enqueued to cover every "
+        f"group), {max_concurrent} at once, {method_resources['cpu']:g} CPU + {method_resources['gpu']:g} GPU each",
+        file=sys.stderr,
+    )
+    if experiment.trials > config.trials:
+        print(
+            f"   --trials {config.trials} raised to {experiment.trials} to cover every group", file=sys.stderr
+        )
+    tuner = build_tuner(
+        config,
+        experiment,
+        tune.with_resources(trainable, method_resources),
+        max_concurrent=max_concurrent,
+        restore=experiment.name in existing,
+    )
+    grid = tuner.fit()
+    if grid.num_terminated + grid.num_errors < experiment.trials:
+        print(
+            f"{experiment.name} was interrupted; continue it with --resume --name {config.name}",
+            file=sys.stderr,
+        )
+        raise KeyboardInterrupt
+    summary = summarize(
+        grid, method=experiment.method, data_config=experiment.data_config, **_objective(config)
+    )
+    if summary.best is not None:
+        write_json(f"{config.study_path}/{experiment.name}/best_config.json", summary.best)
+    return summary
+
+
+def _objective(config: StudyConfig) -> dict[str, str]:
+    return {"metric": config.metric, "mode": config.mode}
+
+
+def _study_record(config: StudyConfig) -> dict[str, Any]:
+    record = dataclasses.asdict(config)
+    record["overrides"] = [o.describe() for o in config.overrides]
+    return record

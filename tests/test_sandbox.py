@@ -1,0 +1,456 @@
+"""The sandbox against hostile programs: each attack fails with a clear result and leaves nothing behind.
+
+Most tests go through the public API with every layer on. The `_Layers` tests switch the other layers off
+to prove that one layer (uid drop + RLIMIT_NPROC, seccomp, killing the process group) binds on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trainables import sandbox
+from trainables.sandbox import ProgramResult, SandboxError, SandboxLimits, run_program, run_programs
+
+FAST = SandboxLimits(wall_seconds=1.0)
+PRINT_PID = "import os; print(os.getpid(), flush=True)\n"
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="the uid drop only happens when the tests run as root")
+needs_seccomp = pytest.mark.skipif(sandbox._seccomp_filter() is None, reason="seccomp layer is Linux x86_64")
+
+
+def _live_in_session(sid: int) -> list[int]:
+    """Processes (zombies excepted: they hold nothing) whose session id is `sid`."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except (OSError, ValueError):
+            continue
+        fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+        if entry.isdigit() and fields[0] != "Z" and int(fields[3]) == sid:
+            pids.append(int(entry))
+    return pids
+
+
+def _gone(pid: int, timeout: float = 3.0) -> bool:
+    """Whether `pid` is dead (or a zombie) within `timeout` seconds: SIGKILL lands asynchronously."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _run_hostile(program: str, limits: SandboxLimits = FAST) -> ProgramResult:
+    """Run `program` after it prints its pid, and check that nothing of its session survives."""
+    result = run_program(PRINT_PID + program, limits)
+    pid = int(result.stdout.split()[0])
+    deadline = time.monotonic() + 3.0
+    while _live_in_session(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _live_in_session(pid) == []
+    return result
+
+
+def test_a_normal_program_runs_and_prints_its_answer():
+    result = run_program("a = 48 / 2; b = a + 48; print(b)")
+    assert result == ProgramResult(ok=True, stdout="72.0\n", error=None, seconds=result.seconds)
+    assert 0 < result.seconds < 2.0
+
+
+def test_modules_are_importable_even_unprivileged():
+    program = (
+        "import math, statistics\nfrom fractions import Fraction\nimport datetime as dt\n"
+        "print(math.sqrt(16), Fraction(1, 3) * 3, statistics.mean([1, 2, 6]), "
+        "dt.datetime.strptime('2024-03-01', '%Y-%m-%d').month)"
+    )
+    assert run_program(program).stdout == "4.0 1 3 3\n"
+
+
+def test_unicode_output_is_kept():
+    assert run_program("print('72 €, ü')").stdout == "72 €, ü\n"
+
+
+@pytest.mark.parametrize(
+    ("program", "error"),
+    [
+        ("x = 1 / 0", "exit 1: ZeroDivisionError: division by zero"),
+        ("print(", "exit 1: SyntaxError: '(' was never closed (<program>, line 1)"),
+        ("raise ValueError('no\\nanswer')", "exit 1: ValueError: no answer"),
+        ("import sys; sys.exit(3)", "exit 3"),
+        ("import sys; sys.exit('bye')", "exit 1: SystemExit: bye"),
+        ("import no_such_module", "exit 1: ModuleNotFoundError: No module named 'no_such_module'"),
+        ("input()", "exit 1: EOFError: EOF when reading a line"),
+    ],
+)
+def test_a_failing_program_says_why_in_one_line(program, error):
+    result = run_program(program, FAST)
+    assert (result.ok, result.error) == (False, error)
+
+
+def test_exit_zero_is_success_and_output_before_a_crash_is_kept():
+    assert run_program("print(1); exit(0)").ok
+    result = run_program("print(1)\n1 / 0")
+    assert (result.ok, result.stdout) == (False, "1\n")
+
+
+def test_an_infinite_loop_times_out_quickly_and_its_process_is_gone():
+    start = time.perf_counter()
+    result = _run_hostile("while True: pass", SandboxLimits(wall_seconds=0.3))
+    assert result.error == "timeout after 0.3s" and not result.ok
+    assert time.perf_counter() - start < 2.0 and result.seconds < 1.0
+
+
+@pytest.mark.parametrize(
+    ("program", "error"),
+    [
+        ("while True: os.fork()", "blocked: os.fork"),
+        ("os.system('sleep 30 &')", "blocked: os.system"),
+        ("import subprocess; subprocess.Popen(['sleep', '30'])", "blocked: import subprocess"),
+        ("os.posix_spawn('/bin/sleep', ['sleep', '30'], {})", "blocked: os.posix_spawn"),
+        ("os.execv('/bin/sleep', ['sleep', '30'])", "blocked: os.exec"),
+        ("import multiprocessing", "blocked: import multiprocessing"),
+        # Python 3.11 has no audit event for a new thread: the kernel (seccomp, RLIMIT_NPROC) refuses it.
+        (
+            "import _thread; _thread.start_new_thread(print, ())",
+            "exit 1: RuntimeError: can't start new thread",
+        ),
+        ("os.kill(os.getppid(), 9)", "blocked: os.kill"),
+    ],
+)
+def test_new_processes_and_signals_are_blocked_and_nothing_survives(program, error):
+    result = _run_hostile(program)
+    assert (result.ok, result.error) == (False, error)
+
+
+@pytest.mark.parametrize(
+    "program",
+    ["x = bytearray(10**10)", "chunks = []\nwhile True: chunks.append(bytearray(10**6))"],
+)
+def test_allocating_without_end_is_a_memory_error(program):
+    result = run_program(program, SandboxLimits(wall_seconds=2.0, memory_mb=64))
+    assert (result.ok, result.error) == (False, "memory limit")
+
+
+def test_a_memory_error_cannot_be_hidden_from_the_limit():
+    # Catching MemoryError is allowed; what matters is that the allocation never happened.
+    program = "try:\n    x = bytearray(10**10)\nexcept MemoryError:\n    print('refused')"
+    assert run_program(program, SandboxLimits(memory_mb=64)).stdout == "refused\n"
+
+
+@pytest.mark.parametrize("where", ["absolute", "relative"])
+def test_writing_a_file_is_blocked_and_creates_nothing(tmp_path, where):
+    target = str(tmp_path / "x.txt") if where == "absolute" else "x.txt"
+    result = run_program(f"open({target!r}, 'w').write('hi')", FAST)
+    assert result.error == f"blocked: open {target!r}"
+    assert not (tmp_path / "x.txt").exists()
+
+
+def test_a_fifo_cannot_be_made_even_though_no_audit_event_covers_it(tmp_path):
+    result = run_program(f"import os; os.mkfifo({str(tmp_path / 'fifo')!r})", FAST)
+    assert result.error.startswith("exit 1: PermissionError")
+    assert not (tmp_path / "fifo").exists()
+
+
+@pytest.mark.parametrize(
+    ("program", "error"),
+    [
+        ("print(open('/etc/passwd').read())", "blocked: open '/etc/passwd'"),
+        ("open('/proc/self/environ', 'rb').read()", "blocked: open '/proc/self/environ'"),
+        ("print(open('program.py').read())", "blocked: open 'program.py'"),
+        ("import os; os.listdir('/')", "blocked: os.listdir '/'"),
+        ("import os; os.chdir('/')", "blocked: os.chdir"),
+        ("import os; os.remove('program.py')", "blocked: os.remove"),
+    ],
+)
+def test_reading_and_changing_the_file_system_is_blocked(program, error):
+    assert run_program(program, FAST).error == error
+
+
+@pytest.mark.parametrize(
+    ("program", "error"),
+    [
+        ("import socket; socket.create_connection(('127.0.0.1', 22))", "blocked: import socket"),
+        ("s = __import__('_socket').socket(); s.connect(('127.0.0.1', 22))", "blocked: import _socket"),
+    ],
+)
+def test_the_network_is_blocked(program, error):
+    assert run_program(program, FAST).error == error
+
+
+@pytest.mark.parametrize(
+    ("program", "error"),
+    [
+        ("import ctypes; ctypes.CDLL(None).system(b'id')", "blocked: import ctypes"),
+        ("__import__('_ctypes')", "blocked: import _ctypes"),
+        ("__import__('_posixsubprocess')", "blocked: import _posixsubprocess"),
+        (  # a classic escape: find os.system through object's subclasses, without importing anything
+            "[c for c in ().__class__.__base__.__subclasses__() if c.__name__ == '_wrap_close'][0]"
+            ".__init__.__globals__['system']('id')",
+            "blocked: os.system",
+        ),
+        ("import gc; gc.get_objects()", "blocked: gc.get_objects"),
+        ("import sys; sys.addaudithook(lambda *a: None)", "blocked: sys.addaudithook"),
+        ("import sys; sys.settrace(lambda *a: None)", "blocked: sys.settrace"),
+        ("(lambda: 0).__code__.replace(co_consts=())", "blocked: code.__new__"),
+        (
+            "import builtins; builtins.type = lambda x: str\nopen('/etc/passwd')",
+            "blocked: open '/etc/passwd'",
+        ),
+        (
+            "try:\n    open('/etc/passwd')\nexcept BaseException:\n    print('escaped')",
+            "blocked: open '/etc/passwd'",
+        ),
+    ],
+)
+def test_escape_tricks_are_blocked(program, error):
+    result = run_program(program, FAST)
+    assert (result.error, result.stdout) == (error, "")
+
+
+def test_loading_ctypes_under_another_route_is_blocked():
+    import _ctypes
+
+    program = (
+        "import _imp, sys\n"
+        f"spec = sys.modules['_frozen_importlib'].ModuleSpec('_ctypes', None, origin={_ctypes.__file__!r})\n"
+        "_imp.create_dynamic(spec)"
+    )
+    assert run_program(program, FAST).error == "blocked: import _ctypes"
+
+
+def test_printing_megabytes_stops_at_the_output_cap():
+    result = run_program("print('x' * 10_000_000)")
+    assert result.error == "output over 65536 bytes"
+    assert result.stdout == "x" * 65536
+
+
+def test_printing_forever_stops_at_the_output_cap_not_the_timeout():
+    result = run_program("while True: print('spam')", SandboxLimits(wall_seconds=5.0, max_output_bytes=1000))
+    assert result.error == "output over 1000 bytes" and result.seconds < 2.0
+    assert len(result.stdout) == 1000
+
+
+def test_output_up_to_the_cap_is_fine():
+    limits = SandboxLimits(max_output_bytes=10)
+    assert run_program("print('x' * 9)", limits).ok
+    assert run_program("print('x' * 10)", limits).error == "output over 10 bytes"
+
+
+@needs_root
+def test_the_program_runs_as_nobody_when_we_are_root():
+    result = run_program("import os; print(os.getresuid(), os.getresgid(), os.getgroups())")
+    assert result.stdout == "(65534, 65534, 65534) (65534, 65534, 65534) []\n"
+
+
+def test_uid_drop_and_nproc_alone_stop_a_fork():
+    # Audit hook and seccomp off: RLIMIT_NPROC=1 is what refuses, and as root only after the uid drop.
+    layers = sandbox._Layers(audit_hook=False, seccomp=False)
+    result = sandbox._run_one("import os; os.fork()", FAST, layers)
+    assert result.error == "exit 1: BlockingIOError: [Errno 11] Resource temporarily unavailable"
+
+
+@needs_root
+def test_file_permissions_alone_bind_after_the_uid_drop(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("root only")
+    secret.chmod(0o600)
+    layers = sandbox._Layers(audit_hook=False, seccomp=False)
+    result = sandbox._run_one(f"print(open({str(secret)!r}).read())", FAST, layers)
+    assert result.error == f"exit 1: PermissionError: [Errno 13] Permission denied: {str(secret)!r}"
+
+
+@needs_seccomp
+@pytest.mark.parametrize(
+    ("program", "error"),
+    [
+        ("import socket; socket.socket()", "PermissionError: [Errno 1] Operation not permitted"),
+        ("import os; os.fork()", "PermissionError: [Errno 1] Operation not permitted"),
+        (
+            "import os; os.chmod('{dir}', 0o777)",
+            "PermissionError: [Errno 1] Operation not permitted: '{dir}'",
+        ),
+        ("import os; os.kill(os.getppid(), 0)", "PermissionError: [Errno 1] Operation not permitted"),
+        ("import os; os.mkfifo('{dir}/fifo')", "PermissionError: [Errno 1] Operation not permitted"),
+        ("open('{dir}/file', 'w')", "PermissionError: [Errno 1] Operation not permitted: '{dir}/file'"),
+        ("open('{dir}/file', 'a')", "PermissionError: [Errno 1] Operation not permitted: '{dir}/file'"),
+    ],
+)
+def test_seccomp_alone_binds_even_as_root(tmp_path, program, error):
+    # Audit hook off, no uid drop, no RLIMIT_NPROC: as root, only the kernel filter is left.
+    layers = sandbox._Layers(audit_hook=False, drop_privileges=False, max_processes=None)
+    result = sandbox._run_one(program.format(dir=tmp_path), FAST, layers)
+    assert result.error == "exit 1: " + error.format(dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_seccomp_leaves_reading_and_computing_alone():
+    layers = sandbox._Layers(audit_hook=False, drop_privileges=False)
+    result = sandbox._run_one(
+        "import json\nprint(len(open('/etc/passwd').read()) > 0, json.dumps(6 * 7))", FAST, layers
+    )
+    assert result.stdout == "True 42\n"
+
+
+GRANDCHILD = (
+    "import os, time\n"
+    "if os.fork() == 0:\n"
+    "    if os.fork() == 0:\n"  # a double fork: the grandchild is not our child
+    "        time.sleep(60)\n"
+    "    os._exit(0)\n"
+    "time.sleep(0.1)\n"
+    "print(os.getpid(), flush=True)\n"
+)
+
+
+@pytest.mark.parametrize("ending", ["", "while True: pass"], ids=["after-exit", "after-timeout"])
+def test_a_background_grandchild_dies_with_the_program(ending):
+    # Every layer that stops fork is off, so only killing the process group is left.
+    layers = sandbox._Layers(audit_hook=False, seccomp=False, max_processes=None)
+    result = sandbox._run_one(GRANDCHILD + ending, SandboxLimits(wall_seconds=0.3), layers)
+    assert result.ok == (ending == "")
+    sid = int(result.stdout)
+    deadline = time.monotonic() + 3.0
+    while _live_in_session(sid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _live_in_session(sid) == []
+
+
+def test_the_program_dies_with_the_evaluating_process():
+    # A helper process runs a sleeping program (no CPU limit to hit) and is SIGKILLed. Unprivileged,
+    # PR_SET_PDEATHSIG kills the program; as root the uid drop clears that and the child's own timer
+    # (wall + 0.1 s) does it, so the wall limit must be short there.
+    wall = 0.5 if ROOT else 60.0
+    helper = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from trainables.sandbox import *; run_program('import time; time.sleep(60)', SandboxLimits({wall}))",
+        ],
+        cwd=Path(sandbox.__file__).parents[1],
+    )
+    try:
+        deadline, children = time.monotonic() + 10.0, []
+        while not (children and _asleep(children[0])) and time.monotonic() < deadline:
+            children = [p for p in _children(helper.pid) if "def _stage2" in _cmdline(p)]
+            time.sleep(0.01)
+        assert children and _asleep(children[0]), "the helper's program never got to its sleep"
+    finally:
+        helper.send_signal(signal.SIGKILL)
+        helper.wait()
+    assert _gone(children[0], timeout=3.0)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if int(Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def _asleep(pid: int) -> bool:
+    """Whether the program is past its setup (so past the uid drop when root) and sleeping."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    fields = dict(line.split(":", 1) for line in status.splitlines())
+    dropped = not ROOT or fields["Uid"].split()[0] == "65534"
+    return dropped and fields["State"].split()[0] == "S"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
+@pytest.mark.parametrize("n", [10, pytest.param(50, marks=pytest.mark.slow)])
+def test_many_programs_run_in_parallel_and_keep_their_order(n):
+    programs = [f"print({i} * {i})" for i in range(n)]
+    programs[3] = "1 / 0"
+    programs[7] = "import os; os.fork()"
+    results = run_programs(programs, FAST, max_workers=4)
+    assert [r.stdout for r in results] == [f"{i * i}\n" if i not in (3, 7) else "" for i in range(n)]
+    assert [r.error for r in results[:8]] == [None] * 3 + [
+        "exit 1: ZeroDivisionError: division by zero",
+        *[None] * 3,
+        "blocked: os.fork",
+    ]
+
+
+def test_run_programs_checks_its_arguments():
+    assert run_programs([]) == []
+    with pytest.raises(TypeError, match="not a single string"):
+        run_programs("print(1)")
+    with pytest.raises(TypeError, match=r"sources\[1\] must be a str, got int"):
+        run_programs(["print(1)", 2])
+    with pytest.raises(ValueError, match="max_workers must be a positive int or None, got 0"):
+        run_programs(["print(1)"], max_workers=0)
+    with pytest.raises(TypeError, match="source must be a str, got bytes"):
+        run_program(b"print(1)")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("wall_seconds", 0),
+        ("wall_seconds", float("nan")),
+        ("wall_seconds", "2"),
+        ("memory_mb", 16),
+        ("memory_mb", 256.0),
+        ("max_output_bytes", 0),
+        ("max_output_bytes", True),
+        ("unprivileged_uid", 0),
+    ],
+)
+def test_bad_limits_name_the_field_and_value(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be .*got {value!r}"):
+        SandboxLimits(**{field: value})
+
+
+def test_a_source_that_is_not_utf8_is_a_failed_result():
+    result = run_program("print('\ud800')")
+    assert not result.ok and result.error.startswith("source is not valid UTF-8")
+
+
+def test_a_sandbox_that_cannot_lock_down_raises(monkeypatch):
+    monkeypatch.setattr(sandbox, "_seccomp_filter", lambda: b"\0" * 8)  # a BPF program without a return
+    with pytest.raises(
+        SandboxError, match=r"sandbox setup failed: OSError: \[Errno 22\] prctl PR_SET_SECCOMP failed"
+    ):
+        run_program("print(1)")
+
+
+def test_a_missing_interpreter_raises(monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    with pytest.raises(SandboxError, match="cannot start '/nonexistent/python3'"):
+        run_program("print(1)")
+
+
+def test_waiting_works_without_pidfd(monkeypatch):
+    monkeypatch.delattr(os, "pidfd_open", raising=False)
+    assert run_program("print(2)").stdout == "2\n"
+    assert run_program("while True: pass", SandboxLimits(wall_seconds=0.2)).error == "timeout after 0.2s"
+
+
+def test_preimports_are_the_listed_modules_the_source_names():
+    source = "import math\nfrom collections.abc import Sequence\nx = statistics_like = os.path\nstrptime"
+    assert sandbox._preimports(source) == ["_strptime", "collections", "collections.abc", "math"]

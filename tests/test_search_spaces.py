@@ -1,0 +1,231 @@
+"""Search spaces: registries agree, every space (and every branch) builds a valid TrialConfig, overrides
+narrow a space the way the user wrote them."""
+
+from __future__ import annotations
+
+import pickle
+
+import optuna
+import pytest
+
+from search_spaces import (
+    SEARCH_SPACES,
+    apply_space,
+    coverage_points,
+    define_by_run,
+    flatten,
+    space_keys,
+    unflatten,
+)
+from search_spaces import lora_cot as lora_cot_space
+from search_spaces import stacked as stacked_space
+from search_spaces.overrides import (
+    NarrowedTrial,
+    Override,
+    load_space_file,
+    parse_override,
+    route,
+    spec_to_override,
+)
+from study.config import METHODS
+from study.prepare import base_trial
+from study.presets import get_preset
+from trainables.stacked_lora.config import ACTIVATIONS, F_SPACES
+from trainables.strategies import STRATEGIES
+from trainables.strategies.lora_cot import COT_STYLES
+from trainables.trial import TrialConfig
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def base_for(method: str) -> dict:
+    return flatten(
+        base_trial(get_preset("tiny"), method=method, model="some/model", data_config="main", seed=3)
+    )
+
+
+def ask(method: str, overrides=(), point=None, seed=0) -> dict:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    if point:
+        study.enqueue_trial(point)
+    return define_by_run(method, base_for(method), overrides)(study.ask())
+
+
+def test_registries_name_the_same_methods():
+    assert set(SEARCH_SPACES) == set(STRATEGIES) == set(METHODS)
+
+
+def test_grouping_choices_match_the_trainables():
+    assert lora_cot_space.COT_STYLES == COT_STYLES
+    assert set(stacked_space.F_CHOICES) == set(ACTIVATIONS)
+    assert stacked_space.F_SPACES == F_SPACES
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_space_and_branch_builds_a_trial_config(method):
+    if method not in STRATEGIES:
+        pytest.fail(f"strategy {method!r} is not registered in trainables.strategies")
+    for point in [None, *coverage_points(method)]:
+        flat = ask(method, point=point)
+        trial = TrialConfig.from_dict(unflatten(flat))
+        assert trial.method == method and trial.model == "some/model" and trial.train.seed == 3
+        for key, value in (point or {}).items():
+            assert flat[key] == value
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_space_returns_constants_and_keeps_the_base(method):
+    flat = ask(method, seed=1)
+    base = base_for(method)
+    assert all(isinstance(v, (int, float, str, bool, tuple, type(None))) for v in flat.values())
+    assert {k: flat[k] for k in base if k not in space_keys(method, base)} == {
+        k: v for k, v in base.items() if k not in space_keys(method, base)
+    }
+    assert pickle.loads(pickle.dumps(define_by_run(method, base))).func is apply_space
+
+
+def test_learning_rate_is_sampled_on_a_log_scale():
+    study = optuna.create_study()
+    define_by_run("lora", base_for("lora"))(trial := study.ask())
+    distribution = trial.distributions["train/lr"]
+    assert distribution.log and distribution.low < distribution.high
+
+
+def test_stacked_f_exists_only_on_the_stacked_branch():
+    stacked = ask("stacked", point={"strategy/baseline": "stacked", "strategy/f": "tanh"})
+    single = ask("stacked", point={"strategy/baseline": "single_lora"})
+    assert stacked["strategy/f"] == "tanh" and "strategy/f_space" in stacked and "strategy/r1" in stacked
+    assert "strategy/f" not in single and "strategy/r1" not in single and "strategy/r2" in single
+
+
+def test_coverage_has_each_f_then_each_baseline_and_each_style():
+    stacked = coverage_points("stacked")
+    assert [p.get("strategy/f") for p in stacked[:6]] == list(stacked_space.F_CHOICES)
+    assert [p["strategy/baseline"] for p in stacked[6:]] == ["linear", "merged_then_lora", "single_lora"]
+    assert [p["train/prompt_style"] for p in coverage_points("lora_cot")] == list(lora_cot_space.COT_STYLES)
+    assert coverage_points("lora") == []
+
+
+def test_overrides_filter_the_coverage_points():
+    only = (Override("strategy/f", "choices", choices=("relu", "gelu")),)
+    fixed = (Override("strategy/baseline", "fixed", value="stacked"),)
+    assert [p.get("strategy/f") for p in coverage_points("stacked", only)] == [
+        "relu",
+        "gelu",
+        None,
+        None,
+        None,
+    ]
+    assert len(coverage_points("stacked", fixed)) == 6
+
+
+def test_parse_override_kinds_and_numbers():
+    lr = parse_override("train/lr=1e-4..1e-3", methods=METHODS)
+    assert (lr.kind, lr.low, lr.high, lr.log, lr.method) == ("range", 1e-4, 1e-3, None, None)
+    assert parse_override("stacked:strategy/f=[relu, gelu]", methods=METHODS).choices == ("relu", "gelu")
+    assert parse_override("stacked:strategy/f=[relu, gelu]", methods=METHODS).method == "stacked"
+    assert parse_override("train/epochs=2", methods=METHODS).value == 2
+    assert parse_override("train/lr=3e-4", methods=METHODS).value == 3e-4  # YAML alone would give a string
+    assert parse_override("strategy/r=[8, 16]", methods=METHODS).choices == (8, 16)
+    mapped = parse_override("train/lr={low: 1e-4, high: 1e-2, log: true}", methods=METHODS)
+    assert (mapped.low, mapped.high, mapped.log) == (1e-4, 1e-2, True)
+    assert (
+        parse_override("train/eval/metrics=accuracy,perplexity", methods=METHODS).value
+        == "accuracy,perplexity"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train/lr", "expects [method:]key=spec"),
+        ("nope:train/lr=1", "unknown method 'nope'"),
+        ("lr=1e-3", "train/<name> or strategy/<name>"),
+        ("train/lr=1e-2..1e-4", "low < high"),
+        ("train/lr=[]", "empty list"),
+        ("train/lr={low: 1}", "a range is"),
+        ("train/lr={low: 0, high: 1, log: true}", "log-scale range needs low > 0"),
+        ("train/lr=[1, 2", "cannot read"),
+    ],
+)
+def test_bad_overrides_say_what_is_wrong(text, message):
+    with pytest.raises(ValueError, match="--space") as info:
+        parse_override(text, methods=METHODS)
+    assert message in str(info.value)
+
+
+def test_a_narrowed_range_keeps_the_spaces_log_scale():
+    study = optuna.create_study()
+    trial = study.ask()
+    config = apply_space(
+        trial, method="lora", base=base_for("lora"), overrides=(spec_to_override("train/lr", "1e-4..2e-4"),)
+    )
+    distribution = trial.distributions["train/lr"]
+    assert distribution.log and (distribution.low, distribution.high) == (1e-4, 2e-4)
+    assert 1e-4 <= config["train/lr"] <= 2e-4
+
+
+def test_fixed_overrides_and_new_keys_land_in_the_config_not_in_the_search():
+    overrides = (
+        spec_to_override("train/epochs", 1),
+        spec_to_override("train/max_grad_norm", 0.5),
+        spec_to_override("train/weight_decay", [0.0, 0.01]),
+    )
+    trial = optuna.create_study().ask()
+    config = apply_space(trial, method="lora", base=base_for("lora"), overrides=overrides)
+    assert config["train/epochs"] == 1 and "train/epochs" not in trial.params
+    assert config["train/max_grad_norm"] == 0.5
+    assert config["train/weight_decay"] in (0.0, 0.01) and "train/weight_decay" in trial.params
+
+
+def test_a_conditional_constant_applies_only_on_its_branch():
+    overrides = (spec_to_override("strategy/f", "gelu"),)
+    linear = ask("stacked", overrides, point={"strategy/baseline": "linear"})
+    stacked = ask("stacked", overrides, point={"strategy/baseline": "stacked"})
+    assert "strategy/f" not in linear and stacked["strategy/f"] == "gelu"
+
+
+def test_a_range_on_a_categorical_is_refused():
+    trial = NarrowedTrial(optuna.create_study().ask(), {"strategy/r": spec_to_override("strategy/r", "4..8")})
+    with pytest.raises(ValueError, match="give a list or one value"):
+        trial.suggest_categorical("strategy/r", (4, 8, 16))
+
+
+def test_route_sends_an_unprefixed_key_to_the_spaces_that_sample_it():
+    keys = {m: space_keys(m, base_for(m)) for m in METHODS}
+    routed = route(
+        [spec_to_override("strategy/f", ["relu"]), spec_to_override("train/lr", "1e-4..1e-3")], keys
+    )
+    assert [o.key for o in routed["stacked"]] == ["strategy/f", "train/lr"]
+    assert [o.key for o in routed["lora"]] == ["train/lr"]
+    mine = spec_to_override("train/lr", 1e-3, method="full")
+    assert (
+        routed["full"][0].kind == "range"
+        and route([spec_to_override("train/lr", "1e-4..1e-3"), mine], keys)["full"][0] is mine
+    )
+    with pytest.raises(ValueError, match="given twice"):
+        route([spec_to_override("train/lr", 1), spec_to_override("train/lr", 2)], keys)
+    with pytest.raises(ValueError, match="not in this study"):
+        route([spec_to_override("train/lr", 1, method="qlora")], {"lora": keys["lora"]})
+
+
+def test_space_file(tmp_path):
+    path = tmp_path / "narrow.yaml"
+    path.write_text("train/lr: 1e-4..1e-3\nstacked:\n  strategy/f: [relu, gelu]\n  strategy/r2: 16\n")
+    overrides = load_space_file(path, methods=METHODS)
+    assert [(o.method, o.key, o.kind) for o in overrides] == [
+        (None, "train/lr", "range"),
+        ("stacked", "strategy/f", "choices"),
+        ("stacked", "strategy/r2", "fixed"),
+    ]
+    path.write_text("lr: 1\n")
+    with pytest.raises(ValueError, match="neither a method"):
+        load_space_file(path, methods=METHODS)
+    with pytest.raises(ValueError, match="no such file"):
+        load_space_file(tmp_path / "missing.yaml", methods=METHODS)
+
+
+def test_flatten_and_unflatten_are_inverse():
+    nested = {"method": "lora", "train": {"lr": 1e-3, "eval": {"max_new_tokens": 8}}, "strategy": {"r": 4}}
+    assert flatten(nested)["train/eval/max_new_tokens"] == 8
+    assert unflatten(flatten(nested)) == nested
