@@ -34,8 +34,11 @@ class SearchDiagnostics:
 
 
 def _order(group: pd.DataFrame) -> pd.DataFrame:
-    """Trials in the order the searcher made them: Ray's trial ids end in a running counter."""
-    return group.sort_values(["trial_id", "trial"], kind="stable").reset_index(drop=True)
+    """Trials in the order the searcher made them: Ray's experiment state lists them so; without it, by the
+    time each trial started (Optuna's trial ids are random, so they cannot order trials)."""
+    return group.sort_values(["search_order", "started", "trial"], kind="stable", na_position="last").reset_index(
+        drop=True
+    )
 
 
 def search_history(group: pd.DataFrame, *, metric: str, mode: str) -> pd.DataFrame:
@@ -118,14 +121,14 @@ def _value(value, distribution):
 
 def param_importances(group: pd.DataFrame, *, metric: str, mode: str) -> tuple[dict[str, float], str]:
     """fANOVA importances of the hyperparameters a search varied, or ({}, why there are none)."""
-    import optuna
+    values = pd.to_numeric(group[metric], errors="coerce")[group["status"] != "error"].dropna()
+    if len(values) < MIN_TRIALS:
+        return {}, f"not enough trials ({len(values)} with {metric}; importance needs {MIN_TRIALS})"
+    if values.nunique() < 2:
+        return {}, f"every trial has the same {metric}"
+    import optuna  # only now: it takes a while to import
 
     study = optuna_study(group, metric=metric, mode=mode)
-    completed = study.trials
-    if len(completed) < MIN_TRIALS:
-        return {}, f"not enough trials ({len(completed)} with {metric}; importance needs {MIN_TRIALS})"
-    if len({t.value for t in completed}) < 2:
-        return {}, f"every trial has the same {metric}"
     try:
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
         importances = optuna.importance.get_param_importances(study, evaluator=evaluator)

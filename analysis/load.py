@@ -125,7 +125,7 @@ def load_results(locations: Sequence[str | Path]) -> Results:
 
 
 def _load_trial(
-    store: _Store, folder: str, names: set[str], *, label: str, state: str | None
+    store: _Store, folder: str, names: set[str], *, label: str, state: tuple[str, int] | None
 ) -> tuple[dict, list[dict]]:
     params = _read_json(store, posixpath.join(folder, "params.json"))
     if not isinstance(params, Mapping):
@@ -154,10 +154,13 @@ def _load_trial(
     row["max_iterations"] = epochs * int(train.get("evals_per_epoch", DEFAULT_EVALS_PER_EPOCH))
     row["time_total_s"] = float(last.get("time_total_s", math.nan))
     row["hours"] = row["time_total_s"] / 3600
+    first = reports[0] if reports else {}
+    row["started"] = float(first.get("timestamp", math.nan)) - float(first.get("time_this_iter_s", 0.0))
+    row["search_order"] = state[1] if state else math.nan
     memory = [r["memory/peak_mb"] for r in reports if _is_number(r.get("memory/peak_mb"))]
     row["peak_memory_mb"] = max(memory) if memory else math.nan
     has_error = bool(names & {"error.txt", "error.pkl"})
-    row["status"] = _status(last, has_error=has_error, state=state, row=row)
+    row["status"] = _status(last, has_error=has_error, state=state[0] if state else None, row=row)
     row["error"] = _error_line(store, folder, names) if row["status"] == "error" else None
     row["device"] = _device(store, folder, names)
     row["generations"] = store.address(posixpath.join(folder, GENERATIONS)) if GENERATIONS in names else None
@@ -217,18 +220,19 @@ def _device(store: _Store, folder: str, names: set[str]) -> str | None:
     return "GPU" if placement.get("gpu_ids") else "CPU"
 
 
-def _trial_states(store: _Store, folders: Mapping[str, set[str]]) -> dict[str, str]:
-    """Trial folder -> Ray's status (TERMINATED, RUNNING, ...) from the newest `experiment_state-*.json`."""
-    states: dict[str, str] = {}
+def _trial_states(store: _Store, folders: Mapping[str, set[str]]) -> dict[str, tuple[str, int]]:
+    """Trial folder -> (Ray's status: TERMINATED, RUNNING, ...; the trial's place in the search order), from
+    the newest `experiment_state-*.json`, which lists trials in the order the searcher created them."""
+    states: dict[str, tuple[str, int]] = {}
     for folder, names in folders.items():
         snapshots = sorted(name for name in names if name.startswith("experiment_state-") and name.endswith(".json"))
         if not snapshots:
             continue
         try:
             data = json.loads(store.read_text(posixpath.join(folder, snapshots[-1])))
-            for entry in data.get("trial_data", []):
+            for order, entry in enumerate(data.get("trial_data", [])):
                 trial = json.loads(entry[0])
-                states[posixpath.join(folder, trial["relative_logdir"])] = trial["status"]
+                states[posixpath.join(folder, trial["relative_logdir"])] = (trial["status"], order)
         except (json.JSONDecodeError, KeyError, TypeError, IndexError):
             continue  # Ray's private format changed: the status then comes from the trial's files alone
     return states

@@ -7,6 +7,7 @@ the word "missing" at its place, so a method not run yet never looks like a meth
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from analysis.diagnostics import SearchDiagnostics
 from analysis.published import METHOD_LABELS
@@ -37,16 +41,18 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def _bars(ax, x: np.ndarray, values, low, high, *, width: float, color: str, label: str, hatch: str = "") -> None:
+def _bars(ax, x: np.ndarray, values, low, high, *, width: float, color: str, hatch: str = "") -> None:
     """Bars with asymmetric error bars and value labels; NaN values get the word 'missing' instead."""
     values, low, high = (np.asarray(a, dtype=float) for a in (values, low, high))
     present = ~np.isnan(values)
     errors = np.vstack([np.where(np.isnan(low), 0, values - low), np.where(np.isnan(high), 0, high - values)])
-    ax.bar(x[present], values[present], width, color=color, label=label, hatch=hatch, edgecolor="black", linewidth=0.5)
+    ax.bar(x[present], values[present], width, color=color, hatch=hatch, edgecolor="black", linewidth=0.5)
     ax.errorbar(x[present], values[present], yerr=errors[:, present], fmt="none", ecolor="black", capsize=3, lw=1)
     for xi, value, top in zip(x, values, np.where(np.isnan(high), values, high), strict=True):
         if math.isnan(value):
             ax.text(xi, 1, "missing", rotation=90, ha="center", va="bottom", fontsize=8, color="dimgray")
+        elif value >= 8:  # inside the bar, clear of the error bar and the published marker
+            ax.text(xi + width * 0.02, 1, f"{value:.1f}", rotation=90, ha="center", va="bottom", fontsize=7, color="white")
         else:
             ax.text(xi, top + 1, f"{value:.1f}", ha="center", va="bottom", fontsize=7)
 
@@ -55,7 +61,17 @@ def _published(ax, x: np.ndarray, values) -> None:
     values = np.asarray(values, dtype=float)
     shown = ~np.isnan(values)
     if shown.any():
-        ax.scatter(x[shown], values[shown], marker="D", s=40, color="black", zorder=5, label="published")
+        ax.scatter(x[shown], values[shown], marker="D", s=36, color="crimson", edgecolor="black", zorder=5)
+
+
+def _legend(ax, configs: Sequence[str], *, what: str, published: bool) -> None:
+    """One entry per config drawn (missing ones too) and one for the published marker."""
+    handles = [Patch(facecolor=CONFIG_COLORS.get(c, "gray"), edgecolor="black", label=f"{what}, GSM8K {c}") for c in configs]
+    handles.append(Line2D([], [], color="black", marker="|", linestyle="none", markersize=10, label="95% bootstrap CI"))
+    if published:
+        handles.append(Line2D([], [], color="crimson", marker="D", markeredgecolor="black", linestyle="none",
+                              label="published (the study)"))
+    ax.legend(handles=handles, fontsize=8, loc="upper right")
 
 
 def _percent_axis(ax, values: Sequence[float], ylabel: str) -> None:
@@ -71,17 +87,18 @@ def plot_accuracy_per_model(table: Table, path: Path) -> Path:
     figure, axes = _figure(max(6.0, 0.9 * len(frame) + 2), 4.2)
     ax = axes[0, 0]
     x = np.arange(len(frame))
-    for config, color in CONFIG_COLORS.items():
+    configs = list(dict.fromkeys(frame["Config"]))
+    for config in configs:
         rows = (frame["Config"] == config).to_numpy()
-        if rows.any():
-            _bars(ax, x[rows], frame[ACC][rows], frame[LOW][rows], frame[HIGH][rows], width=0.6, color=color,
-                  label=f"ours, GSM8K {config} (95% bootstrap CI)")
+        _bars(ax, x[rows], frame[ACC][rows], frame[LOW][rows], frame[HIGH][rows], width=0.6,
+              color=CONFIG_COLORS.get(config, "gray"))
     _published(ax, x, frame[ACC + PUBLISHED])
+    _legend(ax, configs, what="ours", published=frame[ACC + PUBLISHED].notna().any())
+    ax.set_xlim(-0.6, len(frame) - 0.4)
     ax.set_xticks(x, [f"{m}\n{c}" for m, c in zip(frame["Model"], frame["Config"], strict=True)], fontsize=8)
     _percent_axis(ax, [*frame[HIGH], *frame[ACC + PUBLISHED]], "Test accuracy (%)")
     ax.set_xlabel("Model (best trial by dev metric)")
     ax.set_title("Accuracy per model on the GSM8K test split")
-    ax.legend(fontsize=8, loc="upper right")
     return _save(figure, path)
 
 
@@ -104,13 +121,11 @@ def plot_cot(table: Table, path: Path) -> Path:
         values = [r.get(col, math.nan) for r, (_, col, _, _) in zip(rows, categories, strict=True)]
         lows = [r.get(lo, math.nan) for r, (_, _, lo, _) in zip(rows, categories, strict=True)]
         highs = [r.get(hi, math.nan) for r, (_, _, _, hi) in zip(rows, categories, strict=True)]
-        _bars(ax, x, values, lows, highs, width=width * 0.95, color=CONFIG_COLORS[config],
-              label=f"LoRA + CoT, GSM8K {config} (95% CI)")
+        _bars(ax, x, values, lows, highs, width=width * 0.95, color=CONFIG_COLORS[config])
         published = [r[ACC + PUBLISHED] if c[1] == ACC else math.nan for r, c in zip(rows, categories, strict=True)]
         _published(ax, x, published)
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
-    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper right")
+    _legend(ax, configs, what="LoRA + CoT", published=frame[ACC + PUBLISHED].notna().any())
+    ax.set_xlim(-0.6, len(categories) - 0.4)
     ax.set_xticks(np.arange(len(categories)), [c[0] for c in categories])
     _percent_axis(ax, [*frame[HIGH], *frame.get(CALC_HIGH, []), *frame[ACC + PUBLISHED]], "Test accuracy (%)")
     ax.set_xlabel("Prompt style (the code style's programs run in a sandbox)")
@@ -129,8 +144,7 @@ def plot_stacked(table: Table, path: Path) -> Path:
     for k, config in enumerate(configs):
         part = frame[frame["Config"] == config].set_index("Variant").reindex(variants)
         x = np.arange(len(variants)) + (k - (len(configs) - 1) / 2) * width
-        _bars(ax, x, part[ACC], part[LOW], part[HIGH], width=width * 0.95,
-              color=CONFIG_COLORS.get(config, "gray"), label=f"GSM8K {config} (95% bootstrap CI)")
+        _bars(ax, x, part[ACC], part[LOW], part[HIGH], width=width * 0.95, color=CONFIG_COLORS.get(config, "gray"))
     n_f = sum(v.startswith("f = ") for v in variants)
     if 0 < n_f < len(variants):
         ax.axvline(n_f - 0.5, color="gray", linestyle="--", lw=1)
@@ -138,7 +152,8 @@ def plot_stacked(table: Table, path: Path) -> Path:
     _percent_axis(ax, list(frame[HIGH]), "Test accuracy (%)")
     ax.set_xlabel("W = W0 + A1B1 + f(A2B2): nonlinearity f (left), baselines (right)")
     ax.set_title("Stacked LoRA per f and against its baselines")
-    ax.legend(fontsize=8, loc="upper right")
+    _legend(ax, configs, what="Stacked LoRA", published=False)
+    ax.set_xlim(-0.6, len(variants) - 0.4)
     return _save(figure, path)
 
 
@@ -203,6 +218,8 @@ def plot_search_history(diagnostics: Sequence[SearchDiagnostics], path: Path, *,
         history = d.history
         for status, (marker, color) in markers.items():
             rows = history[(history["status"] == status) & history["value"].notna()]
+            if rows.empty:
+                continue
             ax.scatter(rows["number"], rows["value"], marker=marker, color=color, s=22, label=status.replace("_", " "))
         ax.plot(history["number"], history["best_so_far"], color="black", lw=1.2, label="best so far")
         failed = history[history["status"] == "error"]
@@ -212,6 +229,11 @@ def plot_search_history(diagnostics: Sequence[SearchDiagnostics], path: Path, *,
             ax.plot([], [], color="tab:red", alpha=0.5, label="error (no value)")
         ax.set_title(f"{METHOD_LABELS.get(d.method, d.method)}, GSM8K {d.config}", fontsize=9)
         ax.set_xlabel("Trial number (search order)")
+        if len(history) <= 12:
+            ax.set_xticks(range(len(history)))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(-0.5, len(history) - 0.5)
         ax.set_ylabel(f"{metric} (last report)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="best")
@@ -226,12 +248,15 @@ def plot_importance(diagnostics: Sequence[SearchDiagnostics], path: Path, *, met
         ax.set_title(f"{METHOD_LABELS.get(d.method, d.method)}, GSM8K {d.config}", fontsize=9)
         ax.set_xlabel(f"Importance for {metric} (fANOVA, sums to 1)")
         if not d.importances:
-            ax.text(0.5, 0.5, d.reason, ha="center", va="center", wrap=True, fontsize=8, transform=ax.transAxes)
+            ax.text(0.5, 0.5, textwrap.fill(d.reason, 40), ha="center", va="center", fontsize=8, transform=ax.transAxes)
             ax.set_yticks([])
             continue
         names = list(d.importances)[::-1]
-        ax.barh(names, [d.importances[n] for n in names], color=METHOD_COLORS.get(d.method, "gray"),
-                label="importance")
+        values = [d.importances[n] for n in names]
+        ax.barh(names, values, height=0.5, color=METHOD_COLORS.get(d.method, "gray"), label="importance")
+        for y, value in enumerate(values):
+            ax.text(min(value + 0.02, 0.85), y, f"{value:.2f}", va="center", fontsize=7)
+        ax.set_ylim(-0.75, max(len(names), 2) - 0.25)
         ax.tick_params(axis="y", labelsize=7)
         ax.set_xlim(0, 1)
         ax.set_ylabel("Hyperparameter")

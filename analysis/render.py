@@ -41,10 +41,8 @@ class TrialLinks:
     """Path of the trial's generations page, relative to the report."""
     files: str
     """The trial's result folder: a path relative to the report, or a storage URI."""
-
-
-def _is_text_column(table: Table, column: str) -> bool:
-    return table.frame[column].map(lambda v: isinstance(v, str)).all()
+    name: str
+    """What the link says: Ray's trial id."""
 
 
 def _trial_label(trial: Any) -> str | None:
@@ -61,7 +59,8 @@ def table_markdown(table: Table, links: Mapping[str, TrialLinks] | None = None) 
     columns = table.columns
     has_trial = "trial" in table.frame
     header = [*columns, "Trial"] if has_trial else columns
-    aligns = ["---" if _is_text_column(table, c) else "---:" for c in columns] + (["---"] if has_trial else [])
+    text_columns = table.text_columns
+    aligns = ["---" if c in text_columns else "---:" for c in columns] + (["---"] if has_trial else [])
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(aligns) + " |"]
     for index in table.frame.index:
         trial = _trial_label(table.frame.at[index, "trial"]) if has_trial else None
@@ -69,11 +68,10 @@ def table_markdown(table: Table, links: Mapping[str, TrialLinks] | None = None) 
         cells = []
         for column in columns:
             text = _markdown_escape(table.cell(index, column))
-            linkable = link and not column.endswith(PUBLISHED) and not _is_text_column(table, column) and text != "-"
+            linkable = link and table.linked(column) and text != "-"
             cells.append(f"[{text}]({link.page})" if linkable else text)
         if has_trial:
-            short = trial.rsplit("/", 1)[-1] if trial else "missing"
-            cells.append(f"[{short}]({link.page}) ([files]({link.files}))" if link else short)
+            cells.append(f"[{link.name}]({link.page}) ([files]({link.files}))" if link else "missing")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -83,7 +81,7 @@ def table_html(table: Table, links: Mapping[str, TrialLinks] | None = None) -> s
     links = links or {}
     columns = table.columns
     has_trial = "trial" in table.frame
-    text_columns = {c for c in columns if _is_text_column(table, c)}
+    text_columns = table.text_columns
     head = "".join(f'<th class="{"text" if c in text_columns else "num"}">{html.escape(c)}</th>' for c in columns)
     head += '<th class="text">Trial</th>' if has_trial else ""
     body = []
@@ -97,12 +95,12 @@ def table_html(table: Table, links: Mapping[str, TrialLinks] | None = None) -> s
             classes += ["published"] if column.endswith(PUBLISHED) else []
             classes += ["missing"] if text == "missing" else []
             content = html.escape(text)
-            if link and column not in text_columns and not column.endswith(PUBLISHED) and text != "-":
+            if link and table.linked(column) and text != "-":
                 content = f'<a href="{html.escape(link.page)}">{content}</a>'
             cells.append(f'<td class="{" ".join(classes)}">{content}</td>')
         if has_trial:
             if link:
-                short = html.escape(trial.rsplit("/", 1)[-1])
+                short = html.escape(link.name)
                 files = html.escape(link.files)
                 cells.append(f'<td class="text"><a href="{html.escape(link.page)}">{short}</a> (<a href="{files}">files</a>)</td>')
             else:
@@ -123,7 +121,7 @@ def latex_escape(text: str) -> str:
 def table_latex(table: Table) -> str:
     """A booktabs `tabular` of the printed table (needs `\\usepackage{booktabs}`)."""
     columns = table.columns
-    spec = "".join("l" if _is_text_column(table, c) else "r" for c in columns)
+    spec = "".join("l" if c in table.text_columns else "r" for c in columns)
     text = table.text_frame()
     lines = [f"% {latex_escape(table.title)}", f"% {latex_escape(table.note)}", f"\\begin{{tabular}}{{{spec}}}",
              "\\toprule", " & ".join(latex_escape(c) for c in columns) + r" \\", "\\midrule"]

@@ -25,6 +25,8 @@ PUBLISHED = " (published)"
 ACC, LOW, HIGH = "Accuracy %", "95% CI low %", "95% CI high %"
 ROUGE, PPL, SIM = "ROUGE-1", "Perplexity", "Similarity %"
 CALC, CALC_LOW, CALC_HIGH = "Accuracy with calculator %", "Calculator 95% CI low %", "Calculator 95% CI high %"
+UNLINKED = frozenset({"Trials", "Finished", "Early stopped", "Error", "Incomplete", "Search hours"})
+"""Numeric columns that count or add up a group's trials rather than report the row's trial."""
 MISSING = "missing"
 """Printed for a number of a row that no trial exists for (a method not run yet)."""
 BASELINE_LABELS = {
@@ -62,7 +64,16 @@ class Table:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             has_trial = "trial" not in self.frame or not pd.isna(self.frame.at[index, "trial"])
             return "-" if column.endswith(PUBLISHED) or has_trial else MISSING
-        return self.formats.get(column, "{}").format(value)
+        return self.formats.get(column.removesuffix(PUBLISHED), "{}").format(value)
+
+    def linked(self, column: str) -> bool:
+        """Whether `column` holds a number of the row's trial (not a published one, not a count)."""
+        return column not in self.text_columns and not column.endswith(PUBLISHED) and column not in UNLINKED
+
+    @property
+    def text_columns(self) -> set[str]:
+        """Columns of words (model, config, ...), left-aligned and never linked."""
+        return {c for c in self.columns if self.frame[c].map(lambda v: isinstance(v, str)).all()}
 
     @property
     def columns(self) -> list[str]:

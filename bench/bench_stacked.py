@@ -1,17 +1,18 @@
 """Time stacked LoRA against PEFT LoRA and the bare base on the T5-small architecture (random weights).
 
-One run prints, for `--steps` timed repetitions after `--warmup` untimed ones, the median and fastest times:
+One run prints, over `--steps` timed repetitions after `--warmup` untimed ones, wall and CPU times of:
 
 1. a training step (forward + backward + AdamW) of stacked LoRA stage 2 (weight-space relu, r1 = r2 = 8)
-   and of PEFT LoRA r = 8 on the same targets; target ratio <= 1.25x;
+   and of PEFT LoRA r = 8 on the same targets; target ratio <= 1.25x; also their matmul FLOPs as torch
+   counts them, a figure no other process can disturb;
 2. an inference forward (no grad) of the merged stacked model and of the bare base; target ratio ~1.0x;
 3. one (512, 512) layer's forward + backward with the weight-space delta folded into the weight,
    `F.linear(x, W0 + delta)`, against a second matmul, `F.linear(x, W0) + F.linear(x, delta)`.
 
-Each pair runs alternately and the ratio is the median of per-pair ratios, so load from other processes on
-a shared machine hits both sides alike. Run from the repository root with the package importable
-(`pip install -e .`, or `PYTHONPATH=.`): `python bench/bench_stacked.py [--batch 8] [--seq 128] [--steps 4]
-[--warmup 1]`. CPU, fp32, nothing from the hub.
+The two sides of each comparison run alternately, so load from other processes on a shared machine hits
+both alike; ratios come from paired and fastest wall times and from process CPU time. Run it from the
+repository root with the package importable (`pip install -e .`, or `PYTHONPATH=.`):
+`python bench/bench_stacked.py [--batch 8] [--seq 128] [--steps 4] [--warmup 1]`. CPU, fp32, no hub.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import T5Config, T5ForConditionalGeneration
 
 from trainables.stacked_lora import StackedLoraConfig, apply_stacked_lora, merge_stacked_lora, start_stage2
@@ -37,35 +40,54 @@ T5_SMALL = {
 TARGETS = ("q", "v")
 
 
+@dataclass
 class Timing:
-    """Wall times of repeated calls."""
+    """Wall and process CPU seconds of repeated calls."""
 
-    def __init__(self, times: list[float]) -> None:
-        self.median, self.fastest = statistics.median(times), min(times)
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return f"median {self.median * 1e3:8.1f} ms   fastest {self.fastest * 1e3:8.1f} ms"
+        wall, cpu = statistics.median(self.wall), statistics.median(self.cpu)
+        fastest = min(self.wall)
+        return f"wall median {wall * 1e3:7.1f} ms, fastest {fastest * 1e3:7.1f} ms; cpu {cpu * 1e3:7.1f} ms"
 
 
-def paired_seconds(
-    fn_a: Callable[[], object], fn_b: Callable[[], object], *, warmup: int, steps: int
-) -> tuple:
-    """Median and fastest wall times of `fn_a()` and `fn_b()`, and the median of their per-pair ratio b / a.
-
-    The two run alternately, so a load change on a shared machine hits both alike; other processes only
-    ever add time, so the fastest run is the steadiest figure on a busy machine.
-    """
+def paired(fn_a: Callable[[], object], fn_b: Callable[[], object], *, warmup: int, steps: int) -> tuple:
+    """Timings of `fn_a()` and `fn_b()`, run alternately so that a change of load hits both alike."""
     for _ in range(warmup):
         fn_a()
         fn_b()
-    times_a, times_b = [], []
+    timings = Timing(), Timing()
     for _ in range(steps):
-        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
-            start = time.perf_counter()
+        for fn, timing in zip((fn_a, fn_b), timings, strict=True):
+            wall, cpu = time.perf_counter(), time.process_time()
             fn()
-            times.append(time.perf_counter() - start)
-    ratio = statistics.median(b / a for a, b in zip(times_a, times_b, strict=True))
-    return Timing(times_a), Timing(times_b), ratio
+            timing.wall.append(time.perf_counter() - wall)
+            timing.cpu.append(time.process_time() - cpu)
+    return timings
+
+
+def report(name: str, a: Timing, b: Timing, flops: tuple[float, float] | None, target: str) -> None:
+    """Print the ratio b / a from several figures.
+
+    Paired and fastest wall times (other processes only ever add time), process CPU time (which leaves out
+    time spent waiting for a core) and, if given, matmul FLOPs.
+    """
+    pairs = statistics.median(tb / ta for ta, tb in zip(a.wall, b.wall, strict=True))
+    fastest = min(b.wall) / min(a.wall)
+    cpu = statistics.median(b.cpu) / statistics.median(a.cpu)
+    print(f"  ratio {name}: wall {pairs:.3f} (median of pairs), {fastest:.3f} (fastest); cpu {cpu:.3f}")
+    if flops is not None:
+        print(f"  matmul GFLOP {flops[0] / 1e9:.1f} vs {flops[1] / 1e9:.1f}: ratio {flops[1] / flops[0]:.3f}")
+    print(f"  ({target})\n")
+
+
+def matmul_flops(fn: Callable[[], object]) -> float:
+    """Matmul FLOPs of one `fn()` call, as torch counts them: exact and immune to a busy machine."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def base_model() -> T5ForConditionalGeneration:
@@ -122,7 +144,7 @@ def layer_fold_vs_split(tokens: int, *, warmup: int, steps: int) -> tuple:
         delta = F.relu(torch.mm(b2 * 2.0, a2))
         (F.linear(x, w0) + F.linear(x, delta)).sum().backward()
 
-    return paired_seconds(folded, split, warmup=warmup, steps=steps)
+    return paired(folded, split, warmup=warmup, steps=steps)
 
 
 def main() -> None:
@@ -147,34 +169,28 @@ def main() -> None:
 
     lora = get_peft_model(base_model(), LoraConfig(r=8, lora_alpha=16, target_modules=list(TARGETS)))
     stacked = stacked_stage2()
-    t_lora, t_stacked, ratio = paired_seconds(
-        train_step_fn(lora, inputs), train_step_fn(stacked, inputs), **reps
-    )
-    del lora
+    step_lora, step_stacked = train_step_fn(lora, inputs), train_step_fn(stacked, inputs)
+    t_lora, t_stacked = paired(step_lora, step_stacked, **reps)
+    flops = matmul_flops(step_lora), matmul_flops(step_stacked)
+    del lora, step_lora
     print(f"train step  PEFT LoRA r=8                       {t_lora}")
     print(f"train step  stacked LoRA stage 2 (weight relu)  {t_stacked}")
-    report("stacked / LoRA", ratio, t_stacked.fastest / t_lora.fastest, "target <= 1.25")
+    report("stacked / LoRA", t_lora, t_stacked, flops, "target <= 1.25")
 
     merged = merge_stacked_lora(stacked)
-    t_base, t_merged, ratio = paired_seconds(
-        forward_fn(base_model(), inputs), forward_fn(merged, inputs), **reps
-    )
-    del merged, stacked
+    forward_base, forward_merged = forward_fn(base_model(), inputs), forward_fn(merged, inputs)
+    t_base, t_merged = paired(forward_base, forward_merged, **reps)
+    flops = matmul_flops(forward_base), matmul_flops(forward_merged)
+    del merged, stacked, forward_base, forward_merged
     print(f"inference   bare base model                     {t_base}")
     print(f"inference   merged stacked LoRA                 {t_merged}")
-    report("merged / base", ratio, t_merged.fastest / t_base.fastest, "target ~1.0")
+    report("merged / base", t_base, t_merged, flops, "target ~1.0")
 
-    t_fold, t_split, ratio = layer_fold_vs_split(
-        args.batch * args.seq, warmup=args.warmup, steps=5 * args.steps
-    )
+    t_fold, t_split = layer_fold_vs_split(args.batch * args.seq, warmup=args.warmup, steps=5 * args.steps)
     print(f"one (512, 512) layer, forward + backward, {args.batch * args.seq} tokens:")
     print(f"  F.linear(x, W0 + delta)                       {t_fold}")
     print(f"  F.linear(x, W0) + F.linear(x, delta)          {t_split}")
-    report("split / folded", ratio, t_split.fastest / t_fold.fastest, "folding saves a matmul")
-
-
-def report(name: str, paired: float, fastest: float, target: str) -> None:
-    print(f"  ratio {name}: {paired:.3f} (median of pairs), {fastest:.3f} (fastest runs)   {target}\n")
+    report("split / folded", t_fold, t_split, None, "folding saves a matmul")
 
 
 if __name__ == "__main__":

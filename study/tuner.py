@@ -29,7 +29,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import define_by_run, space_keys
 from study.config import StudyConfig
-from study.dashboard import access_lines, connect
+from study.dashboard import access_lines, check_reachable, connect
 from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE
 from study.results import COMPLETION_KEY, ExperimentSummary, format_table, read_text, summarize, write_json
@@ -203,6 +203,8 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, with the columns chosen above
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if config.address:
+        check_reachable(config.address)  # before loading anything: a typo in --address is a 1-second error
     experiments = plan_experiments(config)
     existing = _check_resume(config, experiments)
     prepared = prepare_inputs(config)

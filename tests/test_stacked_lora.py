@@ -114,6 +114,19 @@ def test_config_rejects_bad_value_naming_it(kwargs: dict, bad: str) -> None:
     assert bad in str(err.value)
 
 
+def test_config_refuses_zero_init_for_an_f_that_would_shift_a_fresh_model(monkeypatch) -> None:
+    monkeypatch.setitem(ACTIVATIONS, "softplus", F.softplus)
+    with pytest.raises(
+        ValueError, match=r"'softplus' with init_scale 0 would shift a fresh model: f\(0\) = 0.69"
+    ):
+        StackedLoraConfig(f="softplus", init_scale=0.0)
+    layer = StackedLoraLinear(nn.Linear(12, 10), config=StackedLoraConfig(f="softplus"))
+    x = torch.randn(3, 12)
+    before = layer(x)
+    layer.start_stage2()  # the offset cancels f(0) != 0 as well
+    torch.testing.assert_close(layer(x), before, rtol=0, atol=1e-6)
+
+
 def test_config_targets_from_strings_and_dict_round_trip() -> None:
     config = StackedLoraConfig(target_modules="q+k,v", f="gelu", init_scale=0.0)
     assert config.target_modules == ("q", "k", "v")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from trainables.batching import collate, encode_pairs
+from trainables.loop import TrainConfig
 from trainables.models import load_model, load_tokenizer
 from trainables.prompts import format_example
 from trainables.records import CodeRecord
@@ -33,8 +34,12 @@ def _prepared(name: str, micro_t5_dir, micro_splits, tmp_path, **settings):
     tokenizer = load_tokenizer(micro_t5_dir)
     context = StrategyContext(
         tokenizer=tokenizer,
+        model_name=str(micro_t5_dir),
+        train=TrainConfig(epochs=1, batch_size=16, max_input_tokens=64, max_target_tokens=48),
         fit=stage_fitter(tokenizer, log=lambda message: None),
-        code_records=[CodeRecord(text=r.question, code=r.program, source="gsm8k-programs") for r in micro_splits.train],
+        code_records=[
+            CodeRecord(text=r.question, code=r.program, source="gsm8k-programs") for r in micro_splits.train
+        ],
         cache_dir=tmp_path,
         log=lambda message: None,
     )

@@ -41,7 +41,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from trainables.records import MathRecord
+from trainables.records import CodeRecord, MathRecord
 
 PROMPT_STYLES = ("answer_only", "breakdown", "no_breakdown", "code")
 INSTRUCTIONS = {
@@ -130,3 +130,17 @@ def _sentence(text: str) -> str:
     """Collapse whitespace (an annotation removed may leave two spaces) and end with a period if needed."""
     text = " ".join(text.split())
     return text if text.endswith(SENTENCE_END) else f"{text}."
+
+
+def code_task_example(record: CodeRecord) -> tuple[str, str]:
+    """(input, target) of a coding task, for stacked LoRA's first stage.
+
+    A GSM8K-derived program is asked for exactly as the `code` style asks for it; an MBPP task shows its
+    first test, which fixes the function's name and signature. The code keeps its newlines (MBPP's `\\r\\n`
+    become `\\n`): indentation is Python's syntax.
+    """
+    if record.source == "gsm8k-programs":
+        return f"{INSTRUCTIONS['code']} Question: {' '.join(record.text.split())}", record.code
+    task = " ".join(record.text.split())
+    test = f" It must pass: {record.test_list[0]}" if record.test_list else ""
+    return f"Write a Python function. Task: {task}{test}", record.code.replace("\r\n", "\n").strip()

@@ -46,6 +46,7 @@ PREIMPORTABLE = frozenset(
     "textwrap time typing unicodedata".split()
 )
 """Pure-computation modules that stage 2 imports, as trusted code, before the uid drop when named."""
+_LAZY_IMPORTS = {"collections": "heapq", "strptime": "_strptime"}  # Counter.most_common, time.strptime
 _NOT_IN_NAMES = str.maketrans({c: " " for c in map(chr, range(128)) if not (c.isalnum() or c in "_.")})
 _DENIED_SYSCALLS = {  # x86_64 numbers (asm/unistd_64.h); the kernel answers EPERM
     # network
@@ -86,7 +87,7 @@ class SandboxLimits:
     wall_seconds: float = 2.0
     """Wall-clock time for the program, from the end of the sandbox's setup to its exit."""
     memory_mb: int = 256
-    """Address-space limit (RLIMIT_AS) in MiB; the interpreter itself takes about 20."""
+    """Address-space limit (RLIMIT_AS) in MiB; the interpreter itself needs about 20."""
     max_output_bytes: int = 64 * 1024
     """Cap on stdout; a program that writes more fails with `output over N bytes`."""
     unprivileged_uid: int = 65534
@@ -96,13 +97,15 @@ class SandboxLimits:
         wall = self.wall_seconds
         if isinstance(wall, bool) or not isinstance(wall, (int, float)) or not 0 < wall <= 3600:
             raise ValueError(f"wall_seconds must be a number in (0, 3600], got {wall!r}")
-        for name, low, high in (("memory_mb", 32, 1 << 20), ("max_output_bytes", 1, 1 << 30)):
+        ranges = {
+            "memory_mb": (32, 1 << 20),
+            "max_output_bytes": (1, 1 << 30),
+            "unprivileged_uid": (1, 2**32 - 2),
+        }
+        for name, (low, high) in ranges.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}")
-        uid = self.unprivileged_uid
-        if isinstance(uid, bool) or not isinstance(uid, int) or not 0 < uid < (1 << 32) - 1:
-            raise ValueError(f"unprivileged_uid must be an int in [1, {(1 << 32) - 2}], got {uid!r}")
 
 
 @dataclass(frozen=True)
@@ -140,12 +143,12 @@ def run_program(source: str, limits: SandboxLimits | None = None) -> ProgramResu
         A `ProgramResult`: a misbehaving program is a failed result, never an exception here.
 
     Raises:
-        TypeError: `source` is not a str.
+        TypeError: `source` is not a str, or `limits` not a SandboxLimits.
         SandboxError: the sandbox could not be set up on this machine.
     """
     if not isinstance(source, str):
         raise TypeError(f"source must be a str, got {type(source).__name__}")
-    return _run_one(source, limits or SandboxLimits())
+    return _run_one(source, _checked(limits))
 
 
 def run_programs(
@@ -159,10 +162,11 @@ def run_programs(
         max_workers: programs running at once (default: the CPUs this process may use).
 
     Raises:
-        TypeError: `sources` is a single string or holds a non-string.
+        TypeError: `sources` is a single string or holds a non-string; `limits` is no SandboxLimits.
         ValueError: `max_workers` is not a positive int.
         SandboxError: the sandbox could not be set up on this machine.
     """
+    limits = _checked(limits)
     if isinstance(sources, (str, bytes)):
         raise TypeError("sources must be a sequence of programs, not a single string")
     sources = list(sources)
@@ -177,7 +181,15 @@ def run_programs(
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     # A worker thread only waits on its child, with the GIL released: threads are enough.
     with ThreadPoolExecutor(max_workers=min(max_workers or cpus, len(sources))) as pool:
-        return list(pool.map(functools.partial(_run_one, limits=limits or SandboxLimits()), sources))
+        return list(pool.map(functools.partial(_run_one, limits=limits), sources))
+
+
+def _checked(limits: SandboxLimits | None) -> SandboxLimits:
+    if limits is None:
+        return SandboxLimits()
+    if not isinstance(limits, SandboxLimits):
+        raise TypeError(f"limits must be a SandboxLimits, got {type(limits).__name__}")
+    return limits
 
 
 def _run_one(source: str, limits: SandboxLimits, layers: _Layers = _Layers()) -> ProgramResult:
@@ -251,14 +263,12 @@ def _start(source: str, limits: SandboxLimits, layers: _Layers, *, cwd, files, s
 
 
 def _preimports(source: str) -> list[str]:
-    """The PREIMPORTABLE modules the source names (as words: `math.sqrt` names `math`)."""
-    wanted = set()
+    """The PREIMPORTABLE modules the source names (as words: `math.sqrt` names `math`), and their lazy imports."""
+    names = set()
     for word in set(source.translate(_NOT_IN_NAMES).split()):
         parts = word.split(".")
-        wanted.update(name for i in range(len(parts)) if (name := ".".join(parts[: i + 1])) in PREIMPORTABLE)
-    if "strptime" in source:  # datetime and time import this lazily, which would be after the uid drop
-        wanted.add("_strptime")
-    return sorted(wanted)
+        names.update(parts, (".".join(parts[: i + 1]) for i in range(len(parts))))
+    return sorted(names & PREIMPORTABLE | {lazy for name, lazy in _LAZY_IMPORTS.items() if name in names})
 
 
 def _read_setup(fd: int) -> str:
@@ -431,7 +441,7 @@ def _stage2() -> None:  # pragma: no cover - runs in the child
             "ctypes _ctypes _posixsubprocess subprocess multiprocessing _multiprocessing _posixshmem "
             "socket _socket ssl _ssl pty termios fcntl mmap resource readline _sqlite3 sqlite3 dbm _dbm "
             "_gdbm tkinter _tkinter _xxsubinterpreters _xxinterpchannels _testcapi _testinternalcapi "
-            "_testbuffer _testmultiphase _testsinglephase _testimportmultiple _testclinic".split()
+            "_testbuffer _testmultiphase _testsinglephase _testimportmultiple _testclinic _ctypes_test".split()
         )
         events = (
             "socket.", "ctypes.", "subprocess.", "os.system", "os.exec", "os.spawn", "os.posix_spawn",
@@ -451,21 +461,15 @@ def _stage2() -> None:  # pragma: no cover - runs in the child
             _type=type, _str=str, _int=int, _repr=repr, _function=function, _write=write, _exit=exit_now,
             _fd=status_fd, _own_code=None,
         ):  # fmt: skip
-            why = None
+            why, path, flags = None, None, 0  # path: a file it reads, or an extension module it loads
             if event == "open" or event == "os.listdir" or event == "os.scandir":
                 path, flags = args[0], (args[2] if event == "open" else 0)
-                if _type(path) is _int and event == "open":
-                    why = None if path in (0, 1, 2) else "open fd " + _repr(path)
-                elif _type(path) is not _str or _type(flags) is not _int or flags & _writes:
-                    why = event + " " + _repr(path)[:200]
-                elif not (
-                    ("/.." not in path and (path in _roots or path.startswith(_under)))
-                    # a SyntaxError looks for its line in a file named '<program>' or '<string>': none
-                    or (event == "open" and path[:1] == "<" and path[-1:] == ">" and "/" not in path)
-                ):
-                    why = event + " " + _repr(path)[:200]
+                if _type(path) is _int and event == "open" and path in (0, 1, 2):
+                    path = None  # stdin, stdout, stderr
+                elif path is None:
+                    path = "."
             elif event == "import":
-                name = args[0]
+                name, path = args[0], args[1]  # path: None, or the shared library of an extension
                 if _type(name) is not _str:
                     why = "import of a non-str name"
                 elif name.partition(".")[0] in _imports or name.rpartition(".")[2] in _imports:
@@ -475,6 +479,20 @@ def _stage2() -> None:  # pragma: no cover - runs in the child
                     why = event + " on the audit hook"
             elif event.startswith(_events):
                 why = event
+            if why is None and path is not None:
+                if _type(path) is not _str or _type(flags) is not _int or flags & _writes:
+                    why = event + " " + _repr(path)[:200]
+                elif not (
+                    (
+                        "/.." not in path
+                        and "/site-packages" not in path  # not the stdlib: numpy could rewrite memory
+                        and "/dist-packages" not in path
+                        and (path in _roots or path.startswith(_under))
+                    )
+                    # a SyntaxError looks for its line in a file named '<program>' or '<string>': none
+                    or (event == "open" and path[:1] == "<" and path[-1:] == ">" and "/" not in path)
+                ):
+                    why = event + " " + _repr(path)[:200]
             if why is not None:  # end the program now: it could catch an exception
                 try:
                     _write(_fd, ("blocked: " + why.replace("\n", " ") + "\n").encode("utf-8", "replace"))

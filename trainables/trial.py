@@ -106,6 +106,8 @@ def run_trial(
     tokenizer = load_tokenizer(trial.model)
     context = StrategyContext(
         tokenizer=tokenizer,
+        model_name=trial.model,
+        train=trial.train,
         fit=stage_fitter(tokenizer, log),
         code_records=list(code_records or []),
         cache_dir=cache_dir,

@@ -39,7 +39,7 @@ Baselines (the lead's setting chooses; the mechanics are here):
 * one LoRA of rank r1 + r2: plain PEFT LoRA (the `lora` strategy with `r = r1 + r2`), not this package.
 """
 
-from trainables.stacked_lora.config import ACTIVATIONS, StackedLoraConfig
+from trainables.stacked_lora.config import ACTIVATIONS, F_SPACES, StackedLoraConfig
 from trainables.stacked_lora.layer import StackedLoraLinear
 from trainables.stacked_lora.model import (
     apply_stacked_lora,
@@ -56,6 +56,7 @@ from trainables.stacked_lora.model import (
 
 __all__ = [
     "ACTIVATIONS",
+    "F_SPACES",
     "StackedLoraConfig",
     "StackedLoraLinear",
     "apply_stacked_lora",

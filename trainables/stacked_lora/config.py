@@ -27,6 +27,7 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 """Name -> elementwise function for `f`. Add an entry to offer another `f` (any name here validates)."""
 
 F_SPACES = ("weight", "activation")
+"""Where f acts: on the (out, in) weight delta, or on the stage-2 adapter's (..., r2) hidden activations."""
 
 
 def _is_number(value: Any) -> bool:
@@ -34,11 +35,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _has_zero_slope_at_zero(f: Callable[[torch.Tensor], torch.Tensor]) -> bool:
-    """True when autograd gives f'(0) == 0 (torch's relu does): a zero-initialised B2 would never move."""
+def _value_and_slope_at_zero(f: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
+    """f(0) and f'(0) as autograd computes them (torch's relu gives f'(0) = 0)."""
     zero = torch.zeros(1, requires_grad=True)
-    (grad,) = torch.autograd.grad(f(zero).sum(), zero)
-    return grad.item() == 0.0
+    value = f(zero)
+    (slope,) = torch.autograd.grad(value.sum(), zero)
+    return value.item(), slope.item()
 
 
 @dataclass
@@ -88,11 +90,18 @@ class StackedLoraConfig:
             raise ValueError(f"stacked LoRA init_scale must be a finite number >= 0, got {self.init_scale!r}")
         if not isinstance(self.stage1_merge, bool):
             raise ValueError(f"stacked LoRA stage1_merge must be True or False, got {self.stage1_merge!r}")
-        if self.f_space == "weight" and self.init_scale == 0 and _has_zero_slope_at_zero(ACTIVATIONS[self.f]):
-            raise ValueError(
-                f"stacked LoRA f {self.f!r} with init_scale 0 never trains: f'(0) = 0, so a zero B2 gets no "
-                "gradient; use init_scale > 0"
-            )
+        if self.f_space == "weight" and self.init_scale == 0:
+            value, slope = _value_and_slope_at_zero(ACTIVATIONS[self.f])
+            if slope == 0:
+                raise ValueError(
+                    f"stacked LoRA f {self.f!r} with init_scale 0 never trains: f'(0) = 0, so a zero B2 gets "
+                    "no gradient; use init_scale > 0"
+                )
+            if value != 0:
+                raise ValueError(
+                    f"stacked LoRA f {self.f!r} with init_scale 0 would shift a fresh model: f(0) = {value}; "
+                    "use init_scale > 0"
+                )
 
     @staticmethod
     def _parse_targets(targets: Any) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """Fine-tuning strategies. Importing this package registers every method in `STRATEGIES`."""
 
-from trainables.strategies import full, lora, lora_cot, qlora  # noqa: F401  (each registers itself)
+from trainables.strategies import full, lora, lora_cot, qlora, stacked  # noqa: F401  (each registers itself)
 from trainables.strategies.registry import (
     STRATEGIES,
     Strategy,

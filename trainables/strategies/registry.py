@@ -22,6 +22,10 @@ class StrategyContext:
 
     tokenizer: Any
     """The trial's tokenizer."""
+    model_name: str = ""
+    """Hub name or path of the base model (part of a cached stage's identity)."""
+    train: Any = None
+    """The trial's `TrainConfig` (a first stage derives its own from it)."""
     fit: Callable[..., dict] | None = None
     """`fit(model, examples, *, lr, epochs, ...) -> log`: the shared loop, for strategies with a first stage."""
     code_records: list | None = None

@@ -1,0 +1,250 @@
+"""The study report: tables (Markdown, HTML, CSV, LaTeX), PNG charts and a browsable page per reported trial.
+
+    python -m analysis.report results/slm-tiny --out report/
+    python -m analysis.report s3://bucket/studies/slm-paper --out report/ --metric dev/accuracy
+
+`report.md` shows the charts as files next to it; `report.html` embeds them, so it is one self-contained
+file. Every number a trial produced links to `generations/<trial>.html`: that trial's settings, final
+metrics and test generations, and a link to its result folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import html
+import os
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analysis import plots
+from analysis.diagnostics import SearchDiagnostics, diagnose, importance_frame
+from analysis.load import Results, load_results, read_jsonl
+from analysis.render import (
+    PAGE_STYLE,
+    TrialLinks,
+    generations_page,
+    table_html,
+    table_latex,
+    table_markdown,
+)
+from analysis.tables import Table, build_tables
+
+FIGURES = {
+    "accuracy_per_model": "Test accuracy per model with bootstrap 95% intervals; diamonds are the published values.",
+    "cot_styles": "Test accuracy per chain-of-thought prompt style and config, with the calculator for breakdown.",
+    "stacked_lora": "Stacked LoRA per nonlinearity f and against its baselines.",
+    "efficiency": "Accuracy against trainable parameters and wall-clock hours (dashed: Pareto front).",
+    "search_history": "Optimisation history: every trial's dev metric in search order and the best so far.",
+    "importance": "Hyperparameter importance (Optuna's fANOVA on the trials' sampled values and dev metric).",
+}
+"""Chart file stem -> caption."""
+
+
+@dataclass
+class Report:
+    """What `build_report` computed and wrote."""
+
+    results: Results
+    tables: dict[str, Table]
+    diagnostics: list[SearchDiagnostics]
+    figures: dict[str, Path] = field(default_factory=dict)
+    """Chart stem -> PNG path."""
+    pages: dict[str, Path] = field(default_factory=dict)
+    """Trial label -> its generations page."""
+    files: dict[str, Path] = field(default_factory=dict)
+    """report.md, report.html and every CSV / LaTeX file, by name."""
+
+
+def make_tables(results: Results, *, metric: str, mode: str) -> tuple[dict[str, Table], list[SearchDiagnostics]]:
+    """The tables (the importance table included) and the search diagnostics of `results`."""
+    tables = build_tables(results.trials, metric=metric, mode=mode)
+    diagnostics = diagnose(results.trials, metric=metric, mode=mode)
+    importance = importance_frame(diagnostics).rename(
+        columns={"method": "Method", "config": "Config", "parameter": "Hyperparameter", "importance": "Importance", "note": "Note"}
+    )
+    importance["Hyperparameter"] = importance["Hyperparameter"].fillna("")
+    tables["importance"] = Table(
+        key="importance",
+        title="Hyperparameter importance per experiment",
+        frame=importance,
+        note=f"fANOVA importance of each hyperparameter for {metric}; conditional ones (e.g. f) are left out.",
+        formats={"Importance": "{:.3f}"},
+    )
+    return tables, diagnostics
+
+
+def make_figures(report: Report, directory: Path, *, metric: str) -> dict[str, Path]:
+    """Draw every chart into `directory` (PNG)."""
+    tables, trials = report.tables, report.results.trials
+    return {
+        "accuracy_per_model": plots.plot_accuracy_per_model(tables["accuracy_per_model"], directory / "accuracy_per_model.png"),
+        "cot_styles": plots.plot_cot(tables["cot_styles"], directory / "cot_styles.png"),
+        "stacked_lora": plots.plot_stacked(tables["stacked_lora"], directory / "stacked_lora.png"),
+        "efficiency": plots.plot_efficiency(trials, tables["efficiency"], directory / "efficiency.png"),
+        "search_history": plots.plot_search_history(report.diagnostics, directory / "search_history.png", metric=metric),
+        "importance": plots.plot_importance(report.diagnostics, directory / "importance.png", metric=metric),
+    }
+
+
+def _slug(label: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_")
+    if len(slug) > 120:  # file names have limits; the hash keeps long labels apart
+        slug = slug[:100] + "_" + hashlib.sha1(label.encode()).hexdigest()[:12]
+    return slug
+
+
+def _href(target: str, out_dir: Path) -> str:
+    """A link from the report folder: relative for a local path, the URI itself for remote storage."""
+    if "://" in target:
+        return target
+    return urllib.parse.quote(os.path.relpath(target, out_dir).replace(os.sep, "/"), safe="/:.-_~")
+
+
+def write_pages(report: Report, out_dir: Path) -> dict[str, TrialLinks]:
+    """A generations page for every trial a table row reports; returns the links the tables use."""
+    trials = report.results.trials.set_index("trial", drop=False)
+    labels = sorted({t for table in report.tables.values() if "trial" in table.frame for t in table.frame["trial"] if isinstance(t, str)})
+    links: dict[str, TrialLinks] = {}
+    for label in labels:
+        row = trials.loc[label].to_dict()
+        generations = read_jsonl(row["generations"]) if isinstance(row.get("generations"), str) else None
+        calculator = row.get("generations_calculator")
+        calculator_rows = read_jsonl(calculator) if isinstance(calculator, str) else None
+        page = out_dir / "generations" / f"{_slug(label)}.html"
+        files = _href(row["trial_dir"], page.parent)
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(generations_page(row, files=files, generations=generations, calculator=calculator_rows))
+        report.pages[label] = page
+        links[label] = TrialLinks(
+            page=_href(str(page), out_dir), files=_href(row["trial_dir"], out_dir), name=str(row["trial_id"])
+        )
+    return links
+
+
+def write_table_files(report: Report, out_dir: Path) -> None:
+    """Each table as CSV (numbers, with the trial's folder and generations file) and as LaTeX."""
+    trials = report.results.trials.set_index("trial")
+    (out_dir / "tables").mkdir(parents=True, exist_ok=True)
+    for key, table in report.tables.items():
+        frame = table.frame.copy()
+        if "trial" in frame:
+            known = frame["trial"].where(frame["trial"].isin(trials.index))
+            frame["trial_dir"] = known.map(trials["trial_dir"])
+            frame["generations"] = known.map(trials["generations"])
+        csv, tex = out_dir / "tables" / f"{key}.csv", out_dir / "tables" / f"{key}.tex"
+        frame.to_csv(csv, index=False)
+        tex.write_text(table_latex(table))
+        report.files[csv.name], report.files[tex.name] = csv, tex
+
+
+def _summary(results: Results, *, metric: str, mode: str) -> str:
+    counts = results.trials["status"].value_counts()
+    statuses = ", ".join(f"{int(counts.get(s, 0))} {s.replace('_', ' ')}" for s in ("finished", "early_stopped", "error", "incomplete"))
+    return (
+        f"{len(results.trials)} trials from {', '.join(results.roots)}: {statuses}. "
+        f"Each table row is the best finished trial of its group by its last {metric} ({mode}), and shows that "
+        "trial's test-split numbers; dev numbers appear only in the search diagnostics. Accuracy and semantic "
+        "similarity are percentages (similarity = 100 x the average cosine of sentence embeddings); ROUGE-1 is a "
+        "fraction. 'missing' marks a row no finished trial exists for (never a 0); '-' marks a number that does not "
+        "apply or was not published. Numbers link to the trial's generations."
+    )
+
+
+SECTIONS = (
+    ("table1_models", None),
+    ("accuracy_per_model", "accuracy_per_model"),
+    ("cot_styles", "cot_styles"),
+    ("calculator", None),
+    ("stacked_lora", "stacked_lora"),
+    ("efficiency", "efficiency"),
+    ("search_summary", "search_history"),
+    ("importance", "importance"),
+)
+"""(table, chart drawn under it) in report order."""
+
+
+def write_documents(report: Report, out_dir: Path, links: dict[str, TrialLinks], *, title: str, summary: str) -> None:
+    """report.md (charts as files) and report.html (charts embedded as data URIs)."""
+    markdown = [f"# {title}", "", summary, ""]
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(summary)}</p>"]
+    for key, figure in SECTIONS:
+        table = report.tables[key]
+        markdown += [f"## {table.title}", "", table.note, "", table_markdown(table, links), ""]
+        body += [f"<h2>{html.escape(table.title)}</h2>", f'<p class="note">{html.escape(table.note)}</p>', table_html(table, links)]
+        if figure:
+            path = report.figures[figure]
+            markdown += [f"![{FIGURES[figure]}](figures/{path.name})", "", f"*{FIGURES[figure]}*", ""]
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            body.append(f'<figure><img alt="{html.escape(FIGURES[figure])}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{html.escape(FIGURES[figure])}</figcaption></figure>")
+    files = ", ".join(f"[{name}](tables/{name})" for name in sorted(report.files))
+    markdown += ["## Files", "", f"Tables as CSV and LaTeX: {files}.", ""]
+    body.append("<h2>Files</h2><p>Tables as CSV and LaTeX: "
+                + ", ".join(f'<a href="tables/{html.escape(n)}">{html.escape(n)}</a>' for n in sorted(report.files)) + ".</p>")
+    (out_dir / "report.md").write_text("\n".join(markdown))
+    document = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+                f"<style>{PAGE_STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
+    (out_dir / "report.html").write_text(document)
+    report.files["report.md"], report.files["report.html"] = out_dir / "report.md", out_dir / "report.html"
+
+
+def build_report(
+    locations: list[str],
+    out_dir: str | Path,
+    *,
+    metric: str = "dev/accuracy",
+    mode: str = "max",
+    title: str = "slm-math-study report",
+) -> Report:
+    """Load the results at `locations` and write the whole report into `out_dir`.
+
+    Raises:
+        FileNotFoundError: for a results location that does not exist.
+        ValueError: when no trial is found, or `metric` cannot choose trials.
+    """
+    results = load_results(locations)
+    tables, diagnostics = make_tables(results, metric=metric, mode=mode)
+    out = Path(out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    report = Report(results=results, tables=tables, diagnostics=diagnostics)
+    report.figures = make_figures(report, out / "figures", metric=metric)
+    links = write_pages(report, out)
+    write_table_files(report, out)
+    write_documents(report, out, links, title=title, summary=_summary(results, metric=metric, mode=mode))
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.report",
+        description="Write the study's tables, charts and trial pages from Ray Tune result folders.",
+        epilog="Exit status 2 means bad input (no such folder, no trials, an unknown metric).",
+    )
+    parser.add_argument("results", nargs="+", help="results folders or storage URIs (a study, or single experiments)")
+    parser.add_argument("--out", required=True, help="folder to write report.md, report.html, tables/, figures/ into")
+    parser.add_argument("--metric", default="dev/accuracy", help="dev metric that picks each group's best trial")
+    parser.add_argument("--mode", choices=("max", "min"), help="max or min (default: min for perplexity and loss)")
+    parser.add_argument("--title", default="slm-math-study report", help="the report's heading")
+    return parser
+
+
+def _run(argv: list[str] | None) -> None:
+    args = build_parser().parse_args(argv)
+    mode = args.mode or ("min" if args.metric.endswith(("perplexity", "loss")) else "max")
+    report = build_report(args.results, args.out, metric=args.metric, mode=mode, title=args.title)
+    print(f"wrote {report.files['report.html']} and {report.files['report.md']} ({len(report.results.trials)} trials)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m analysis.report`: bad input exits 2 with one line `error: ...`."""
+    from study.errors import run_cli
+
+    run_cli(lambda: _run(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The `stacked` strategy: two stages, a stage-1 cache shared by trials, and the comparison baselines."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from trainables.loop import TrainConfig
+from trainables.models import load_model, load_tokenizer
+from trainables.records import CodeRecord
+from trainables.stacked_lora import StackedLoraLinear
+from trainables.strategies import StrategyContext, get_strategy
+from trainables.strategies.stacked import stage1_key
+from trainables.trial import stage_fitter
+
+
+@pytest.fixture
+def context_factory(micro_t5_dir, micro_splits, tmp_path):
+    code = [
+        CodeRecord(text=r.question, code=r.program, source="gsm8k-programs") for r in micro_splits.train[:32]
+    ]
+    fits: list[int] = []
+
+    def make(cache_dir=tmp_path / "cache"):
+        tokenizer = load_tokenizer(micro_t5_dir)
+        fit = stage_fitter(tokenizer, log=lambda message: None)
+
+        def counting_fit(*args, **kwargs):
+            fits.append(1)
+            return fit(*args, **kwargs)
+
+        return StrategyContext(
+            tokenizer=tokenizer,
+            model_name=str(micro_t5_dir),
+            train=TrainConfig(epochs=1, batch_size=16, max_input_tokens=64, max_target_tokens=48),
+            fit=counting_fit,
+            code_records=code,
+            cache_dir=cache_dir,
+            log=lambda message: None,
+        )
+
+    make.fits = fits
+    return make
+
+
+def _apply(micro_t5_dir, context, **settings):
+    strategy = get_strategy("stacked")
+    torch.manual_seed(0)
+    return strategy.apply(load_model(micro_t5_dir, device="cpu"), strategy.make_config(settings), context)
+
+
+def test_two_trials_with_the_same_stage1_train_it_once(micro_t5_dir, context_factory):
+    first = _apply(micro_t5_dir, context_factory(), f="relu", r2=4)
+    second = _apply(micro_t5_dir, context_factory(), f="gelu", r2=8)  # stage 2 differs, stage 1 does not
+    assert len(context_factory.fits) == 1
+    a1 = {n: p for n, p in first.named_parameters() if "lora_A1" in n}
+    b1 = {n: p for n, p in second.named_parameters() if "lora_B1" in n}
+    assert all(torch.equal(p, dict(second.named_parameters())[n]) for n, p in a1.items())
+    assert any(p.abs().sum() > 0 for p in b1.values()), "stage 1 did not train B1"
+    _apply(micro_t5_dir, context_factory(), f="relu", stage1_lr=3e-3)  # a new stage 1
+    assert len(context_factory.fits) == 2
+
+
+def test_concurrent_trials_share_one_stage1(micro_t5_dir, context_factory):
+    errors = []
+
+    def trial():
+        try:
+            _apply(micro_t5_dir, context_factory(), f="tanh")
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=trial) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert len(context_factory.fits) == 1
+
+
+def test_cache_key_ignores_stage2_settings_only(context_factory):
+    strategy = get_strategy("stacked")
+    context = context_factory()
+    key = stage1_key(strategy.make_config({"f": "relu"}), context)
+    assert key == stage1_key(strategy.make_config({"f": "silu", "r2": 16, "alpha2": 4}), context)
+    assert key != stage1_key(strategy.make_config({"r1": 4}), context)
+    assert key != stage1_key(strategy.make_config({"stage1_epochs": 2}), context)
+
+
+@pytest.mark.parametrize(
+    ("baseline", "check"),
+    [
+        ("stacked", lambda layer: layer.config.f == "relu"),
+        ("linear", lambda layer: layer.config.f == "identity"),
+        (
+            "merged_then_lora",
+            lambda layer: layer.config.stage1_merge and layer.config.f_space == "activation",
+        ),
+    ],
+)
+def test_baselines_build_the_adapter_they_name(baseline, check, micro_t5_dir, context_factory):
+    model = _apply(micro_t5_dir, context_factory(), baseline=baseline)
+    layers = [m for m in model.modules() if isinstance(m, StackedLoraLinear)]
+    assert layers and all(check(layer) for layer in layers)
+
+
+def test_single_lora_baseline_has_the_combined_rank_and_no_stage1(micro_t5_dir, context_factory):
+    model = _apply(micro_t5_dir, context_factory(), baseline="single_lora", r1=4, r2=8)
+    ranks = {p.shape[0] for n, p in model.named_parameters() if "lora_A" in n}
+    assert ranks == {12}
+    assert context_factory.fits == []
+
+
+def test_bad_baseline_is_named():
+    with pytest.raises(ValueError, match="unknown stacked baseline 'cola'"):
+        get_strategy("stacked").make_config({"baseline": "cola"})

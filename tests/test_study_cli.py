@@ -1,0 +1,119 @@
+"""The study command: flags -> StudyConfig, fast help and fast one-line errors with exit code 2, and the
+checks that stop a study before Ray starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from study.config import METHODS, StudyConfig
+from study.run import build_parser, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "study.run", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})},
+    )
+
+
+def test_help_explains_every_flag_of_the_issue():
+    text = build_parser().format_help()
+    for flag in (
+        "--method", "--trials", "--config", "--preset", "--model", "--data-dir", "--scheduler",
+        "--max-concurrent", "--cpus-per-trial", "--gpus-per-trial", "--address", "--storage", "--name",
+        "--resume", "--seed", "--metric", "--mode", "--space", "--space-file",
+    ):  # fmt: skip
+        assert flag in text
+    assert "fractions allowed" in text and "tiny" in text and "paper" in text
+
+
+def test_parsing_imports_no_model_torch_or_ray():
+    code = (
+        "import sys; from study.run import parse_config; "
+        "c = parse_config(['--method', 'all', '--preset', 'tiny', '--space', 'train/lr=1e-4..1e-3']); "
+        "print(len(c.methods), [m for m in ('torch', 'ray', 'transformers', 'peft') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["5", "[]"], out.stderr
+
+
+def test_flags_become_a_study_config(tmp_path):
+    config = parse_config(
+        [
+            "--method", "all", "--config", "both", "--trials", "8", "--preset", "tiny", "--scheduler", "none",
+            "--gpus-per-trial", "0.25", "--cpus-per-trial", "2", "--max-concurrent", "3", "--storage",
+            str(tmp_path), "--name", "run1", "--seed", "7", "--metric", "dev/perplexity",
+            "--space", "stacked:strategy/f=[relu]", "--train-size", "64",
+        ]
+    )  # fmt: skip
+    assert config.methods == METHODS and config.configs == ("main", "socratic")
+    assert (config.trials, config.preset, config.scheduler, config.seed) == (8, "tiny", "none", 7)
+    assert (config.gpus_per_trial, config.cpus_per_trial, config.max_concurrent) == (0.25, 2.0, 3)
+    assert config.mode == "min"  # perplexity: lower is better
+    assert config.study_path == f"{tmp_path}/run1"
+    assert config.overrides[0].method == "stacked" and config.data_overrides() == {"train_size": 64}
+    assert len(config.experiments()) == 10
+
+
+def test_defaults_are_the_papers_setting():
+    config = StudyConfig(methods=("lora",))
+    assert (config.preset_name, config.name, config.metric, config.mode) == (
+        "paper",
+        "slm-paper",
+        "dev/accuracy",
+        "max",
+    )
+    assert Path(config.storage).is_absolute()
+    assert StudyConfig(methods=("lora",), storage="s3://bucket/x").study_path == "s3://bucket/x/slm-paper"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"methods": ("sft",)}, "unknown method 'sft'"),
+        ({"trials": 0}, "--trials must be a whole number >= 1"),
+        ({"gpus_per_trial": 1.5}, "whole number of GPUs"),
+        ({"gpus_per_trial": -1.0}, "--gpus-per-trial must be >= 0"),
+        ({"metric": "test/accuracy"}, "leaks it"),
+        ({"metric": "dev/bleu"}, "--metric must be one of"),
+        ({"address": "not an address"}, "--address must be"),
+        ({"name": "a/b"}, "--name must be"),
+        ({"preset": "huge"}, "unknown preset"),
+        ({"reduction_factor": 1.0}, "reduction_factor must be > 1"),
+    ],
+)
+def test_bad_settings_raise_one_clear_error(changes, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        StudyConfig(**{"methods": ("lora",), **changes})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "sft"], "invalid choice: 'sft'"),
+        (["--method", "lora", "--trials", "0"], "--trials must be a whole number >= 1"),
+        (["--method", "lora", "--gpus-per-trial", "lots"], "expected a number"),
+        (["--method", "lora", "--space", "lr=1e-3"], "train/<name> or strategy/<name>"),
+        (["--method", "lora", "--address", "no port"], "--address must be"),
+    ],
+)
+def test_wrong_flags_exit_2_with_one_line(args, message):
+    result = run_cli(*args, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr and result.stderr.startswith("error:")
+
+
+def test_study_package_entry_point_matches_pyproject():
+    text = (REPO / "pyproject.toml").read_text()
+    assert 'slm-study = "study.run:main"' in text

@@ -1,0 +1,357 @@
+"""The search machinery: Optuna learns which trials ASHA stopped, experiments are planned and checked before
+Ray starts, resources follow the method, results are summarised. The `slow` tests run tiny studies."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import ray
+from ray.tune.search.optuna import OptunaSearch
+
+from search_spaces import define_by_run, flatten
+from search_spaces.overrides import spec_to_override
+from study.config import StudyConfig
+from study.dashboard import ClusterInfo
+from study.plan import concurrency, plan_experiments, prepare_inputs, trial_resources
+from study.prepare import base_trial
+from study.presets import get_preset
+from study.results import format_table, read_text, summarize, write_json, write_text
+from study.tuner import PruneAwareOptunaSearch, _check_resume
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+CPU_ONLY = ClusterInfo(address="127.0.0.1:1", dashboard_url=None, started_here=True, resources={"CPU": 2.0})
+
+
+def searcher(cls=PruneAwareOptunaSearch):
+    base = flatten(base_trial(get_preset("tiny"), method="lora", model="m", data_config="main", seed=0))
+    return cls(space=define_by_run("lora", base), metric="dev/accuracy", mode="max", seed=0)
+
+
+def states(search) -> list:
+    return [(t.state, t.value) for t in search._ot_study.trials]
+
+
+def test_trials_asha_stopped_are_pruned_in_optuna(tmp_path):
+    search = searcher()
+    for trial_id in ("stopped", "finished", "crashed"):
+        assert search.suggest(trial_id)["method"] == "lora"
+    search.on_trial_result("stopped", {"dev/accuracy": 0.1, "training_iteration": 1})
+    search.on_trial_complete("stopped", result={"dev/accuracy": 0.2, "training_iteration": 2})
+    search.on_trial_complete(
+        "finished", result={"dev/accuracy": 0.5, "training_iteration": 3, "test/accuracy": 0.4}
+    )
+    search.on_trial_complete("crashed", error=True)
+    assert states(search) == [
+        (optuna.trial.TrialState.PRUNED, 0.2),  # the value it was stopped at
+        (optuna.trial.TrialState.COMPLETE, 0.5),
+        (optuna.trial.TrialState.FAIL, None),
+    ]
+    assert search._ot_study.trials[0].intermediate_values == {1: 0.1, 2: 0.2}
+    search.save(str(tmp_path / "searcher.pkl"))  # Ray pickles the searcher into the experiment state
+    restored = searcher()
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert states(restored) == states(search)
+
+
+def test_rays_own_searcher_would_call_a_stopped_trial_complete():
+    search = searcher(OptunaSearch)
+    search.suggest("stopped")
+    search.on_trial_complete("stopped", result={"dev/accuracy": 0.2, "training_iteration": 2})
+    assert states(search) == [(optuna.trial.TrialState.COMPLETE, 0.2)]  # why PruneAwareOptunaSearch exists
+
+
+def test_plan_raises_trials_to_cover_the_groups_and_sets_asha_max_t():
+    config = StudyConfig(
+        methods=("lora", "lora_cot"),
+        preset="tiny",
+        trials=2,
+        overrides=(spec_to_override("train/epochs", "1..2"), spec_to_override("train/evals_per_epoch", 2)),
+    )
+    lora, cot = plan_experiments(config)
+    assert (lora.name, lora.trials, lora.points, lora.max_iterations) == ("lora-main", 2, [], 4)
+    assert (cot.trials, len(cot.points)) == (3, 3)
+    assert cot.base["train/seed"] == 0 and cot.base["model"] == "<model>"
+
+
+def test_plan_rejects_an_override_the_trial_config_rejects():
+    config = StudyConfig(methods=("lora",), preset="tiny", overrides=(spec_to_override("strategy/r", 0),))
+    with pytest.raises(ValueError, match="method lora: LoRA rank r must be >= 1"):
+        plan_experiments(config)
+    config = StudyConfig(methods=("full",), preset="tiny", overrides=(spec_to_override("strategy/rank", 4),))
+    with pytest.raises(ValueError, match="unknown setting.*rank.*'full'"):
+        plan_experiments(config)
+
+
+def test_missing_data_stops_before_ray_with_the_tiny_alternative(tmp_path):
+    config = StudyConfig(methods=("lora",), data_dir=str(tmp_path), storage=str(tmp_path / "out"))
+    with pytest.raises(ValueError, match=r"no GSM8K files in .*--preset tiny"):
+        prepare_inputs(config)
+    assert not ray.is_initialized()
+
+
+def test_a_missing_model_names_itself_and_the_tiny_preset(data_dir, tmp_path):
+    config = StudyConfig(
+        methods=("lora",),
+        data_dir=str(data_dir),
+        train_size=50,
+        dev_size=10,
+        test_size=10,
+        storage=str(tmp_path),
+    )
+    with pytest.raises(ValueError, match=r"'t5-small' could not be loaded.*--preset tiny"):
+        prepare_inputs(config)
+    assert not ray.is_initialized()
+
+
+def test_resources_follow_the_method_and_the_cluster():
+    gpu_cluster = ClusterInfo(
+        address="h:1", dashboard_url=None, started_here=False, resources={"CPU": 8, "GPU": 2}
+    )
+    config = StudyConfig(methods=("lora",))
+    assert trial_resources(config, "lora", CPU_ONLY) == {"cpu": 1.0, "gpu": 0.0}
+    assert trial_resources(config, "lora", gpu_cluster) == {"cpu": 1.0, "gpu": 0.25}
+    assert trial_resources(config, "full", gpu_cluster) == {"cpu": 1.0, "gpu": 0.5}
+    assert concurrency(config, {"cpu": 1.0, "gpu": 0.25}, gpu_cluster) == 8
+    assert concurrency(config, {"cpu": 1.0, "gpu": 0.5}, gpu_cluster) == 4
+    assert concurrency(config, {"cpu": 1.0, "gpu": 0.0}, CPU_ONLY) == 2
+    assert (
+        concurrency(StudyConfig(methods=("lora",), max_concurrent=1), {"cpu": 1.0, "gpu": 0.0}, CPU_ONLY) == 1
+    )
+    with pytest.raises(ValueError, match="--gpus-per-trial 0.5 but this machine has no GPU"):
+        trial_resources(StudyConfig(methods=("lora",), gpus_per_trial=0.5), "lora", CPU_ONLY)
+    autoscaling = ClusterInfo(address="h:1", dashboard_url=None, started_here=False, resources={"CPU": 2})
+    assert (
+        trial_resources(StudyConfig(methods=("lora",), gpus_per_trial=0.5), "lora", autoscaling)["gpu"] == 0.5
+    )
+
+
+def test_qlora_without_gpu_or_cpu_quantisation_is_refused(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if bitsandbytes could not be imported
+    with pytest.raises(ValueError, match="qlora needs a GPU"):
+        trial_resources(StudyConfig(methods=("qlora",)), "qlora", CPU_ONLY)
+
+
+def test_an_existing_study_needs_resume_and_the_same_settings(tmp_path):
+    config = StudyConfig(methods=("lora",), preset="tiny", storage=str(tmp_path), name="s")
+    (experiment,) = plan_experiments(config)
+    with pytest.raises(ValueError, match="nothing to resume"):
+        _check_resume(
+            StudyConfig(methods=("lora",), preset="tiny", storage=str(tmp_path), name="s", resume=True), []
+        )
+    (tmp_path / "s" / "lora-main").mkdir(parents=True)
+    (tmp_path / "s" / "lora-main" / "tuner.pkl").write_bytes(b"")
+    write_json(
+        f"{tmp_path}/s/study.json", {"preset": "tiny", "seed": 0, "metric": "dev/accuracy", "mode": "max"}
+    )
+    with pytest.raises(ValueError, match="already holds lora-main: pass --resume"):
+        _check_resume(config, [experiment])
+    resume = StudyConfig(
+        methods=("lora",), preset="tiny", storage=str(tmp_path), name="s", resume=True, seed=1
+    )
+    with pytest.raises(ValueError, match="differ from the study's: seed: 0 -> 1"):
+        _check_resume(resume, [experiment])
+
+
+def result(trial_id, metrics, *, error=None, config=None):
+    return SimpleNamespace(
+        metrics={"trial_id": trial_id, **metrics},
+        error=error,
+        config=config or {},
+        path=f"/r/{trial_id}",
+        checkpoint=None,
+    )
+
+
+def test_summary_picks_the_best_finished_trial_and_counts_the_rest():
+    done = {"test/accuracy": 0.3, "test/accuracy_low": 0.2, "test/accuracy_high": 0.4}
+    grid = [
+        result("a", {"dev/accuracy": 0.9}),  # stopped early: best dev, but no test metrics
+        result("b", {"dev/accuracy": 0.5, **done}, config={"strategy": {"f": "relu"}}),
+        result("c", {"dev/accuracy": 0.4, **done}),
+        result("d", {}, error=RuntimeError("boom")),
+    ]
+    summary = summarize(grid, method="stacked", data_config="main", metric="dev/accuracy", mode="max")
+    assert (summary.finished, summary.stopped, summary.failed) == (2, 1, 1)
+    assert summary.best["trial_id"] == "b" and summary.groups == {"f": "relu"}
+    low = summarize(grid, method="stacked", data_config="main", metric="dev/accuracy", mode="min")
+    assert low.best["trial_id"] == "c"
+    table = format_table([summary], metric="dev/accuracy").splitlines()
+    assert table[0].split()[:6] == ["method", "config", "finished", "stopped", "failed", "dev/accuracy"]
+    assert table[1].split()[:6] == ["stacked", "main", "2", "1", "1", "0.5"]
+    assert "0.300 [0.200, 0.400]" in table[1] and "b f=relu" in table[1]
+
+
+def test_results_go_to_a_folder_or_a_uri(tmp_path):
+    write_text(f"{tmp_path}/a/b.txt", "local")
+    write_json(f"file://{tmp_path}/c/d.json", {"x": 1})
+    assert read_text(f"{tmp_path}/a/b.txt") == "local"
+    assert json.loads(Path(tmp_path, "c", "d.json").read_text()) == {"x": 1}
+    assert read_text(f"{tmp_path}/missing.json") is None
+
+
+# --- end to end: tiny studies under Ray on the CPU (slow) -------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+MICRO = (
+    "--preset", "tiny", "--train-size", "48", "--dev-size", "8", "--test-size", "8", "--num-cpus", "2",
+    "--no-dashboard", "--space", "train/eval/metrics=accuracy,perplexity", "--space", "train/eval/max_new_tokens=16",
+    "--space", "train/eval/calculator=false", "--space", "train/batch_size=16",
+)  # fmt: skip
+"""The smallest settings a study runs with: ~50 training records, short generations, two CPUs."""
+
+
+def study_env(tmp_path: Path) -> dict:
+    """Offline hub, and a token of the test's own instead of ~/.ray/auth_token."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    return {
+        **env,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "RAY_AUTH_TOKEN_PATH": str(tmp_path / "token"),
+    }
+
+
+def start_study(args, *, tmp_path: Path, model: Path):
+    import subprocess
+
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "study.run",
+            *MICRO,
+            "--model",
+            str(model),
+            "--storage",
+            str(tmp_path / "out"),
+            *args,
+        ],
+        cwd=REPO,
+        env=study_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, so the test can end exactly what it started
+    )
+
+
+def finish(process, timeout: float = 300) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def trial_results(experiment: Path) -> dict[str, list[dict]]:
+    """Trial folder -> its result.json rows."""
+    return {
+        path.parent.name: [json.loads(line) for line in path.read_text().splitlines()]
+        for path in sorted(experiment.glob("trial_*/result.json"))
+    }
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end(tmp_path, micro_t5_dir):
+    output = finish(
+        start_study(
+            ["--method", "lora_cot", "--trials", "2", "--name", "e2e", "--space", "train/epochs=1"],
+            tmp_path=tmp_path,
+            model=micro_t5_dir,
+        )
+    )
+    study = tmp_path / "out" / "e2e"
+    experiment = study / "lora_cot-main"
+    results = trial_results(experiment)
+    styles = sorted(rows[-1]["config"]["train"]["prompt_style"] for rows in results.values())
+    assert styles == ["breakdown", "code", "no_breakdown"]  # --trials 2 raised to cover the 3 styles
+    for trial, rows in results.items():
+        assert "test/accuracy" in rows[-1] and "dev/accuracy" in rows[-1]
+        assert (experiment / trial / "generations_test.jsonl").is_file()
+        assert json.loads((experiment / trial / "placement.json").read_text())["node_id"]
+    best = json.loads((experiment / "best_config.json").read_text())
+    from trainables.trial import TrialConfig
+
+    assert TrialConfig.from_dict(best["config"]).method == "lora_cot"
+    assert json.loads((study / "best_configs.json").read_text())[0]["trial_id"] == best["trial_id"]
+    table = output[output.index("best trial of each experiment") :].splitlines()
+    assert table[1].split()[:5] == ["method", "config", "finished", "stopped", "failed"]
+    assert table[2].split()[:5] == ["lora_cot", "main", "3", "0", "0"]
+    assert "| Trial name" in output and "prompt_style" in output  # Ray's progress table with the groups
+
+
+def statuses(experiment: Path) -> dict[str, str]:
+    """Trial id -> status in the experiment state Ray saved last (what a resume starts from)."""
+    states = sorted(experiment.glob("experiment_state-*.json"))
+    if not states:
+        return {}
+    try:
+        data = json.loads(states[-1].read_text())
+    except json.JSONDecodeError:  # caught mid-write
+        return {}
+    trials = [json.loads(trial) for trial, _ in data["trial_data"]]
+    return {t["trial_id"]: t["status"] for t in trials}
+
+
+def end_process_group(process) -> None:
+    """SIGKILL the study's driver, then whatever of its own process group outlives it (its Ray processes)."""
+    import os
+    import signal
+    import time
+
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _pgid(int(p.name)) == process.pid]
+        if not left:
+            return
+        time.sleep(0.5)
+    for path in left:
+        try:
+            os.kill(int(path.name), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _pgid(pid: int) -> int | None:
+    import os
+
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+@pytest.mark.slow
+def test_resume_after_the_driver_is_killed_runs_each_trial_once(tmp_path, micro_t5_dir):
+    import time
+
+    args = ["--method", "lora", "--trials", "4", "--max-concurrent", "1", "--name", "resume"]
+    args += ["--space", "train/epochs=2", "--scheduler", "none"]
+    process = start_study(args, tmp_path=tmp_path, model=micro_t5_dir)
+    experiment = tmp_path / "out" / "resume" / "lora-main"
+    deadline = time.monotonic() + 240
+    while list(statuses(experiment).values()).count("TERMINATED") < 1:
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no trial finished in time"
+        time.sleep(0.2)
+    end_process_group(process)
+    before = trial_results(experiment)
+    finished = {t for t, s in statuses(experiment).items() if s == "TERMINATED"}
+    assert 1 <= len(finished) < 4, "the driver must be killed in the middle of the study"
+
+    output = finish(start_study([*args, "--resume"], tmp_path=tmp_path, model=micro_t5_dir))
+    after = trial_results(experiment)
+    assert len(after) == 4 and set(statuses(experiment).values()) == {"TERMINATED"}
+    for trial, rows in after.items():
+        assert [r["training_iteration"] for r in rows] == [1, 2], trial  # every result, each once
+        assert "test/accuracy" in rows[-1]
+        if trial.removeprefix("trial_") in finished:
+            assert rows == before[trial]  # a finished trial is not run again
+    assert output.splitlines()[-1].split()[:6] == ["lora", "main", "4", "0", "0", "0"]
