@@ -9,11 +9,19 @@ parameters only some trials have (conditional ones, such as stacked LoRA's f) ar
 from __future__ import annotations
 
 import math
+import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from analysis.load import hyperparameter_columns
+from analysis.plots import METHOD_COLORS, new_figure, save_figure
+from analysis.published import METHOD_LABELS
+from analysis.select import best_trials
+from analysis.table import Table
 
 MIN_TRIALS = 3
 """Fewer trials with a dev metric than this give no importance (fANOVA's forest needs a spread)."""
@@ -36,15 +44,19 @@ class SearchDiagnostics:
 def _order(group: pd.DataFrame) -> pd.DataFrame:
     """Trials in the order the searcher made them: Ray's experiment state lists them so; without it, by the
     time each trial started (Optuna's trial ids are random, so they cannot order trials)."""
-    return group.sort_values(["search_order", "started", "trial"], kind="stable", na_position="last").reset_index(
-        drop=True
-    )
+    return group.sort_values(
+        ["search_order", "started", "trial"], kind="stable", na_position="last"
+    ).reset_index(drop=True)
 
 
 def search_history(group: pd.DataFrame, *, metric: str, mode: str) -> pd.DataFrame:
     """Each trial's last dev metric and the best value reached up to it (failed trials have no value)."""
     ordered = _order(group)
-    values = pd.to_numeric(ordered[metric], errors="coerce") if metric in ordered else pd.Series(math.nan, ordered.index)
+    values = (
+        pd.to_numeric(ordered[metric], errors="coerce")
+        if metric in ordered
+        else pd.Series(math.nan, ordered.index)
+    )
     values = values.where(ordered["status"] != "error")
     best = values.cummax() if mode == "max" else values.cummin()
     return pd.DataFrame(
@@ -103,9 +115,7 @@ def _distributions(trials: pd.DataFrame) -> dict:
 
 def _is_numeric(values: pd.Series) -> bool:
     return (
-        len(values) > 0
-        and pd.api.types.is_numeric_dtype(values)
-        and not pd.api.types.is_bool_dtype(values)
+        len(values) > 0 and pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
     )
 
 
@@ -154,7 +164,157 @@ def importance_frame(diagnostics: list[SearchDiagnostics]) -> pd.DataFrame:
     rows = []
     for d in diagnostics:
         if not d.importances:
-            rows.append({"method": d.method, "config": d.config, "parameter": None, "importance": math.nan, "note": d.reason})
+            rows.append(
+                {
+                    "method": d.method,
+                    "config": d.config,
+                    "parameter": None,
+                    "importance": math.nan,
+                    "note": d.reason,
+                }
+            )
         for name, value in d.importances.items():
-            rows.append({"method": d.method, "config": d.config, "parameter": name, "importance": value, "note": ""})
+            rows.append(
+                {"method": d.method, "config": d.config, "parameter": name, "importance": value, "note": ""}
+            )
     return pd.DataFrame(rows, columns=["method", "config", "parameter", "importance", "note"])
+
+
+def search_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
+    """One row per (method, config) experiment: how its trials ended and its best dev value."""
+    rows = []
+    for (method, config), group in trials.groupby(["method", "config"], sort=True):
+        best = best_trials(group, ("method", "config"), metric=metric, mode=mode)
+        statuses = group["status"].value_counts()
+        rows.append(
+            {
+                "Method": method,
+                "Config": config,
+                "Trials": len(group),
+                "Finished": int(statuses.get("finished", 0)),
+                "Early stopped": int(statuses.get("early_stopped", 0)),
+                "Error": int(statuses.get("error", 0)),
+                "Incomplete": int(statuses.get("incomplete", 0)),
+                f"Best {metric}": float(best[metric].iloc[0]) if len(best) else math.nan,
+                "Search hours": float(group["hours"].sum()),
+                "trial": best["trial"].iloc[0] if len(best) else None,
+            }
+        )
+    formats = {
+        f"Best {metric}": "{:.4g}",
+        "Early stopped": "{:.0f}",
+        "Error": "{:.0f}",
+        "Incomplete": "{:.0f}",
+    }
+    note = f"The best trial is the best finished one by its last {metric} ({mode}); '-' where none finished."
+    table = Table(
+        key="search_summary", title="Search summary per experiment", frame=pd.DataFrame(rows), note=note
+    )
+    table.formats.update(formats)
+    return table
+
+
+def importance_table(diagnostics: list[SearchDiagnostics], *, metric: str) -> Table:
+    """The importances as a report table (one row per experiment and hyperparameter)."""
+    frame = importance_frame(diagnostics).rename(
+        columns={
+            "method": "Method",
+            "config": "Config",
+            "parameter": "Hyperparameter",
+            "importance": "Importance",
+            "note": "Note",
+        }
+    )
+    frame["Hyperparameter"] = frame["Hyperparameter"].fillna("")
+    note = f"fANOVA importance of each hyperparameter for {metric}; conditional ones (e.g. f) are left out."
+    return Table(
+        key="importance",
+        title="Hyperparameter importance per experiment",
+        frame=frame,
+        note=note,
+        formats={"Importance": "{:.3f}"},
+    )
+
+
+def _grid(n: int, width: float, height: float):
+    ncols = min(3, max(n, 1))
+    nrows = max(1, math.ceil(n / ncols))
+    figure, axes = new_figure(width * ncols, height * nrows, ncols=ncols, nrows=nrows)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return figure, flat[:n]
+
+
+def plot_search_history(diagnostics: Sequence[SearchDiagnostics], path: Path, *, metric: str) -> Path:
+    """The optimisation history of each experiment: every trial's dev metric and the best so far."""
+    figure, axes = _grid(len(diagnostics), 4.2, 3.3)
+    markers = {
+        "finished": ("o", "tab:blue"),
+        "early_stopped": ("x", "tab:orange"),
+        "incomplete": ("s", "tab:gray"),
+    }
+    for ax, d in zip(axes, diagnostics, strict=True):
+        history = d.history
+        for status, (marker, color) in markers.items():
+            rows = history[(history["status"] == status) & history["value"].notna()]
+            if rows.empty:
+                continue
+            ax.scatter(
+                rows["number"],
+                rows["value"],
+                marker=marker,
+                color=color,
+                s=22,
+                label=status.replace("_", " "),
+            )
+        ax.plot(history["number"], history["best_so_far"], color="black", lw=1.2, label="best so far")
+        failed = history[history["status"] == "error"]
+        for number in failed["number"]:
+            ax.axvline(number, color="tab:red", alpha=0.3, lw=1)
+        if len(failed):
+            ax.plot([], [], color="tab:red", alpha=0.5, label="error (no value)")
+        ax.set_title(f"{METHOD_LABELS.get(d.method, d.method)}, GSM8K {d.config}", fontsize=9)
+        ax.set_xlabel("Trial number (search order)")
+        if len(history) <= 12:
+            ax.set_xticks(range(len(history)))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(-0.5, len(history) - 0.5)
+        ax.set_ylabel(f"{metric} (last report)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+    figure.suptitle(f"Optimisation history per experiment ({metric})")
+    return save_figure(figure, path)
+
+
+def plot_importance(diagnostics: Sequence[SearchDiagnostics], path: Path, *, metric: str) -> Path:
+    """fANOVA hyperparameter importance per experiment; an experiment with too few trials says so."""
+    figure, axes = _grid(len(diagnostics), 4.6, 3.3)
+    for ax, d in zip(axes, diagnostics, strict=True):
+        ax.set_title(f"{METHOD_LABELS.get(d.method, d.method)}, GSM8K {d.config}", fontsize=9)
+        ax.set_xlabel(f"Importance for {metric} (fANOVA, sums to 1)")
+        if not d.importances:
+            ax.text(
+                0.5,
+                0.5,
+                textwrap.fill(d.reason, 40),
+                ha="center",
+                va="center",
+                fontsize=8,
+                transform=ax.transAxes,
+            )
+            ax.set_yticks([])
+            continue
+        names = list(d.importances)[::-1]
+        values = [d.importances[n] for n in names]
+        ax.barh(names, values, height=0.5, color=METHOD_COLORS.get(d.method, "gray"), label="importance")
+        for y, value in enumerate(values):
+            ax.text(min(value + 0.02, 0.85), y, f"{value:.2f}", va="center", fontsize=7)
+        ax.set_ylim(-0.75, max(len(names), 2) - 0.25)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_xlim(0, 1)
+        ax.set_ylabel("Hyperparameter")
+        ax.legend(fontsize=7, loc="lower right")
+    figure.suptitle(f"Hyperparameter importance per experiment ({metric})")
+    return save_figure(figure, path)

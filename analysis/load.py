@@ -112,15 +112,21 @@ def load_results(locations: Sequence[str | Path]) -> Results:
             label = posixpath.join(prefix, store.relative(folder)) if prefix else store.relative(folder)
             row, reports = _load_trial(store, folder, names, label=label, state=states.get(folder))
             rows.append(row)
-            history.extend({"trial": label, "method": row["method"], "config": row["config"], **r} for r in reports)
+            history.extend(
+                {"trial": label, "method": row["method"], "config": row["config"], **r} for r in reports
+            )
     if not rows:
-        raise ValueError(f"no Ray Tune trials (folders with params.json) under {', '.join(map(str, locations))}")
+        raise ValueError(
+            f"no Ray Tune trials (folders with params.json) under {', '.join(map(str, locations))}"
+        )
     trials = pd.DataFrame(rows)
     duplicated = trials.loc[trials["trial_dir"].duplicated(), "trial_dir"].tolist()
     if duplicated:
         raise ValueError(f"the same trial was found twice (overlapping results folders?): {duplicated[0]}")
     if trials["trial"].duplicated().any():
-        raise ValueError(f"two results folders share a name; trial {trials['trial'][trials['trial'].duplicated()].iloc[0]}")
+        raise ValueError(
+            f"two results folders share a name; trial {trials['trial'][trials['trial'].duplicated()].iloc[0]}"
+        )
     return Results(trials=trials, history=pd.DataFrame(history), roots=tuple(s.location for s in stores))
 
 
@@ -148,7 +154,7 @@ def _load_trial(
         "f_space": strategy.get("f_space") if baseline in (None, "stacked") else None,
     }
     row.update({f"config/{key}": value for key, value in _flatten(params).items()})
-    row.update({key: value for key, value in last.items() if key not in ("config", "trial_id")})
+    row.update({key: value for key, value in last.items() if key not in row and key != "config"})
     epochs = int(train.get("epochs", DEFAULT_EPOCHS))
     row["iterations"] = int(last.get("training_iteration", 0))
     row["max_iterations"] = epochs * int(train.get("evals_per_epoch", DEFAULT_EVALS_PER_EPOCH))
@@ -225,7 +231,9 @@ def _trial_states(store: _Store, folders: Mapping[str, set[str]]) -> dict[str, t
     the newest `experiment_state-*.json`, which lists trials in the order the searcher created them."""
     states: dict[str, tuple[str, int]] = {}
     for folder, names in folders.items():
-        snapshots = sorted(name for name in names if name.startswith("experiment_state-") and name.endswith(".json"))
+        snapshots = sorted(
+            name for name in names if name.startswith("experiment_state-") and name.endswith(".json")
+        )
         if not snapshots:
             continue
         try:

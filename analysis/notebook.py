@@ -24,7 +24,9 @@ def with_parameters(notebook: Any, parameters: Mapping[str, Any]) -> Any:
     """
     unknown = sorted(set(parameters) - set(PARAMETERS))
     if unknown:
-        raise ValueError(f"unknown notebook parameter(s) {', '.join(unknown)}; known: {', '.join(PARAMETERS)}")
+        raise ValueError(
+            f"unknown notebook parameter(s) {', '.join(unknown)}; known: {', '.join(PARAMETERS)}"
+        )
     cells = [c for c in notebook.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
         raise ValueError(f"the notebook needs exactly one cell tagged 'parameters', found {len(cells)}")
@@ -51,7 +53,10 @@ def run_notebook(
     output.parent.mkdir(parents=True, exist_ok=True)
     # The kernel starts in the output's folder, so a relative results path means the same in and out.
     client = NotebookClient(
-        notebook, timeout=timeout_s, kernel_name=kernel_name, resources={"metadata": {"path": str(output.parent)}}
+        notebook,
+        timeout=timeout_s,
+        kernel_name=kernel_name,
+        resources={"metadata": {"path": str(output.parent)}},
     )
     try:
         client.execute()
@@ -66,9 +71,15 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m analysis.notebook", description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", help="results folders or storage URIs")
-    parser.add_argument("--out", required=True, help="the executed notebook (.ipynb); report files go beside it")
-    parser.add_argument("--metric", default="dev/accuracy", help="dev metric that picks each group's best trial")
-    parser.add_argument("--mode", default="max", choices=("max", "min"), help="whether the metric is maximised")
+    parser.add_argument(
+        "--out", required=True, help="the executed notebook (.ipynb); report files go beside it"
+    )
+    parser.add_argument(
+        "--metric", default="dev/accuracy", help="dev metric that picks each group's best trial"
+    )
+    parser.add_argument(
+        "--mode", default="max", choices=("max", "min"), help="whether the metric is maximised"
+    )
     args = parser.parse_args(argv)
     results = [str(Path(r).resolve()) if "://" not in r else r for r in args.results]
     out_dir = str(Path(args.out).resolve().parent)

@@ -7,7 +7,6 @@ the word "missing" at its place, so a method not run yet never looks like a meth
 from __future__ import annotations
 
 import math
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,25 +16,32 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import NullFormatter
 
-from analysis.diagnostics import SearchDiagnostics
 from analysis.published import METHOD_LABELS
-from analysis.tables import ACC, CALC, CALC_HIGH, CALC_LOW, HIGH, LOW, PUBLISHED, Table
+from analysis.table import ACC, CALC, CALC_HIGH, CALC_LOW, HIGH, LOW, PUBLISHED, Table
 
 CONFIG_COLORS = {"main": "#4C72B0", "socratic": "#DD8452"}
-METHOD_COLORS = {"lora": "#4C72B0", "qlora": "#55A868", "full": "#C44E52", "stacked": "#8172B2", "lora_cot": "#CCB974"}
+METHOD_COLORS = {
+    "lora": "#4C72B0",
+    "qlora": "#55A868",
+    "full": "#C44E52",
+    "stacked": "#8172B2",
+    "lora_cot": "#CCB974",
+}
 DPI = 150
 
 
-def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
+def new_figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
+    """A figure on its own Agg canvas (no pyplot, so nothing global) and its 2-D array of axes."""
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(nrows, ncols, squeeze=False)
     return figure, axes
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Write `figure` as a PNG at `path` (on white, for dark-mode viewers) and return the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=DPI, facecolor="white")
     return path
@@ -47,12 +53,23 @@ def _bars(ax, x: np.ndarray, values, low, high, *, width: float, color: str, hat
     present = ~np.isnan(values)
     errors = np.vstack([np.where(np.isnan(low), 0, values - low), np.where(np.isnan(high), 0, high - values)])
     ax.bar(x[present], values[present], width, color=color, hatch=hatch, edgecolor="black", linewidth=0.5)
-    ax.errorbar(x[present], values[present], yerr=errors[:, present], fmt="none", ecolor="black", capsize=3, lw=1)
+    ax.errorbar(
+        x[present], values[present], yerr=errors[:, present], fmt="none", ecolor="black", capsize=3, lw=1
+    )
     for xi, value, top in zip(x, values, np.where(np.isnan(high), values, high), strict=True):
         if math.isnan(value):
             ax.text(xi, 1, "missing", rotation=90, ha="center", va="bottom", fontsize=8, color="dimgray")
         elif value >= 8:  # inside the bar, clear of the error bar and the published marker
-            ax.text(xi + width * 0.02, 1, f"{value:.1f}", rotation=90, ha="center", va="bottom", fontsize=7, color="white")
+            ax.text(
+                xi + width * 0.02,
+                1,
+                f"{value:.1f}",
+                rotation=90,
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="white",
+            )
         else:
             ax.text(xi, top + 1, f"{value:.1f}", ha="center", va="bottom", fontsize=7)
 
@@ -66,17 +83,31 @@ def _published(ax, x: np.ndarray, values) -> None:
 
 def _legend(ax, configs: Sequence[str], *, what: str, published: bool) -> None:
     """One entry per config drawn (missing ones too) and one for the published marker."""
-    handles = [Patch(facecolor=CONFIG_COLORS.get(c, "gray"), edgecolor="black", label=f"{what}, GSM8K {c}") for c in configs]
-    handles.append(Line2D([], [], color="black", marker="|", linestyle="none", markersize=10, label="95% bootstrap CI"))
+    handles = [
+        Patch(facecolor=CONFIG_COLORS.get(c, "gray"), edgecolor="black", label=f"{what}, GSM8K {c}")
+        for c in configs
+    ]
+    handles.append(
+        Line2D([], [], color="black", marker="|", linestyle="none", markersize=10, label="95% bootstrap CI")
+    )
     if published:
-        handles.append(Line2D([], [], color="crimson", marker="D", markeredgecolor="black", linestyle="none",
-                              label="published (the study)"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="crimson",
+                marker="D",
+                markeredgecolor="black",
+                linestyle="none",
+                label="published (the study)",
+            )
+        )
     ax.legend(handles=handles, fontsize=8, loc="upper right")
 
 
-def _percent_axis(ax, values: Sequence[float], ylabel: str) -> None:
+def _percent_axis(ax, values: Sequence[float], ylabel: str, *, bottom: float = 0.0) -> None:
     finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-    ax.set_ylim(0, min(100.0, max(finite, default=10.0) * 1.2 + 5))
+    ax.set_ylim(bottom, min(100.0, max(finite, default=10.0) * 1.2 + 5))
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
 
@@ -84,14 +115,21 @@ def _percent_axis(ax, values: Sequence[float], ylabel: str) -> None:
 def plot_accuracy_per_model(table: Table, path: Path) -> Path:
     """Figure 2: test accuracy per model row with its bootstrap 95% interval, beside the published values."""
     frame = table.frame
-    figure, axes = _figure(max(6.0, 0.9 * len(frame) + 2), 4.2)
+    figure, axes = new_figure(max(6.0, 0.9 * len(frame) + 2), 4.2)
     ax = axes[0, 0]
     x = np.arange(len(frame))
     configs = list(dict.fromkeys(frame["Config"]))
     for config in configs:
         rows = (frame["Config"] == config).to_numpy()
-        _bars(ax, x[rows], frame[ACC][rows], frame[LOW][rows], frame[HIGH][rows], width=0.6,
-              color=CONFIG_COLORS.get(config, "gray"))
+        _bars(
+            ax,
+            x[rows],
+            frame[ACC][rows],
+            frame[LOW][rows],
+            frame[HIGH][rows],
+            width=0.6,
+            color=CONFIG_COLORS.get(config, "gray"),
+        )
     _published(ax, x, frame[ACC + PUBLISHED])
     _legend(ax, configs, what="ours", published=frame[ACC + PUBLISHED].notna().any())
     ax.set_xlim(-0.6, len(frame) - 0.4)
@@ -99,7 +137,7 @@ def plot_accuracy_per_model(table: Table, path: Path) -> Path:
     _percent_axis(ax, [*frame[HIGH], *frame[ACC + PUBLISHED]], "Test accuracy (%)")
     ax.set_xlabel("Model (best trial by dev metric)")
     ax.set_title("Accuracy per model on the GSM8K test split")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_cot(table: Table, path: Path) -> Path:
@@ -112,17 +150,22 @@ def plot_cot(table: Table, path: Path) -> Path:
         if style == "breakdown":
             categories.append(("breakdown\n+ calculator", CALC, CALC_LOW, CALC_HIGH))
     configs = [c for c in CONFIG_COLORS if c in set(frame["Config"])]
-    figure, axes = _figure(max(6.5, 1.6 * len(categories) + 1), 4.2)
+    figure, axes = new_figure(max(6.5, 1.6 * len(categories) + 1), 4.2)
     ax = axes[0, 0]
     width = 0.8 / max(len(configs), 1)
     for k, config in enumerate(configs):
         x = np.arange(len(categories)) + (k - (len(configs) - 1) / 2) * width
-        rows = [frame[(frame["Config"] == config) & (frame["Prompt style"] == c[0].split("\n")[0])].iloc[0] for c in categories]
+        rows = [
+            frame[(frame["Config"] == config) & (frame["Prompt style"] == c[0].split("\n")[0])].iloc[0]
+            for c in categories
+        ]
         values = [r.get(col, math.nan) for r, (_, col, _, _) in zip(rows, categories, strict=True)]
         lows = [r.get(lo, math.nan) for r, (_, _, lo, _) in zip(rows, categories, strict=True)]
         highs = [r.get(hi, math.nan) for r, (_, _, _, hi) in zip(rows, categories, strict=True)]
         _bars(ax, x, values, lows, highs, width=width * 0.95, color=CONFIG_COLORS[config])
-        published = [r[ACC + PUBLISHED] if c[1] == ACC else math.nan for r, c in zip(rows, categories, strict=True)]
+        published = [
+            r[ACC + PUBLISHED] if c[1] == ACC else math.nan for r, c in zip(rows, categories, strict=True)
+        ]
         _published(ax, x, published)
     _legend(ax, configs, what="LoRA + CoT", published=frame[ACC + PUBLISHED].notna().any())
     ax.set_xlim(-0.6, len(categories) - 0.4)
@@ -130,7 +173,7 @@ def plot_cot(table: Table, path: Path) -> Path:
     _percent_axis(ax, [*frame[HIGH], *frame.get(CALC_HIGH, []), *frame[ACC + PUBLISHED]], "Test accuracy (%)")
     ax.set_xlabel("Prompt style (the code style's programs run in a sandbox)")
     ax.set_title("Accuracy per chain-of-thought prompt style")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_stacked(table: Table, path: Path) -> Path:
@@ -138,23 +181,37 @@ def plot_stacked(table: Table, path: Path) -> Path:
     frame = table.frame
     variants = list(dict.fromkeys(frame["Variant"]))
     configs = list(dict.fromkeys(frame["Config"]))
-    figure, axes = _figure(max(7.0, 0.9 * len(variants) + 2), 4.4)
+    figure, axes = new_figure(max(7.0, 0.9 * len(variants) + 2), 4.4)
     ax = axes[0, 0]
     width = 0.8 / max(len(configs), 1)
     for k, config in enumerate(configs):
         part = frame[frame["Config"] == config].set_index("Variant").reindex(variants)
         x = np.arange(len(variants)) + (k - (len(configs) - 1) / 2) * width
-        _bars(ax, x, part[ACC], part[LOW], part[HIGH], width=width * 0.95, color=CONFIG_COLORS.get(config, "gray"))
+        _bars(
+            ax,
+            x,
+            part[ACC],
+            part[LOW],
+            part[HIGH],
+            width=width * 0.95,
+            color=CONFIG_COLORS.get(config, "gray"),
+        )
     n_f = sum(v.startswith("f = ") for v in variants)
     if 0 < n_f < len(variants):
         ax.axvline(n_f - 0.5, color="gray", linestyle="--", lw=1)
-    ax.set_xticks(np.arange(len(variants)), [v.replace(" (", "\n(") for v in variants], fontsize=8, rotation=30, ha="right")
+    ax.set_xticks(
+        np.arange(len(variants)),
+        [v.replace(" (", "\n(") for v in variants],
+        fontsize=8,
+        rotation=30,
+        ha="right",
+    )
     _percent_axis(ax, list(frame[HIGH]), "Test accuracy (%)")
     ax.set_xlabel("W = W0 + A1B1 + f(A2B2): nonlinearity f (left), baselines (right)")
     ax.set_title("Stacked LoRA per f and against its baselines")
     _legend(ax, configs, what="Stacked LoRA", published=False)
     ax.set_xlim(-0.6, len(variants) - 0.4)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _pareto(points: pd.DataFrame, x: str) -> pd.DataFrame:
@@ -169,97 +226,55 @@ def _pareto(points: pd.DataFrame, x: str) -> pd.DataFrame:
 
 
 def plot_efficiency(trials: pd.DataFrame, table: Table, path: Path) -> Path:
-    """Accuracy against trainable parameters and against wall-clock hours, every finished trial, with the
-    Pareto front of the best trials per (method, config)."""
-    finished = trials[(trials["status"] == "finished") & trials["test/accuracy"].notna()] if "test/accuracy" in trials else trials.iloc[:0]
+    """Accuracy against trainable parameters and against wall-clock hours: every finished trial (faint), the
+    best trial per (method, config) (large; star: main, diamond: socratic) and the Pareto front of those."""
+    finished = trials[trials["status"] == "finished"]
+    finished = (
+        finished[finished["test/accuracy"].notna()] if "test/accuracy" in finished else finished.iloc[:0]
+    )
     best = table.frame.dropna(subset=[ACC])
-    figure, axes = _figure(11.0, 4.4, ncols=2)
-    panels = (("params/trainable", "Trainable parameters", "Trainable parameters (count, log scale)"),
-              ("hours", "Best trial hours", "Wall-clock hours per trial (GPU or CPU, log scale)"))
+    method_of = trials.set_index("trial")["method"]
+    figure, axes = new_figure(12.5, 4.6, ncols=2)
+    panels = (
+        ("params/trainable", "Trainable parameters", "Trainable parameters (count, log scale)"),
+        ("hours", "Best trial hours", "Wall-clock hours per trial (GPU or CPU, log scale)"),
+    )
     for ax, (trial_column, table_column, xlabel) in zip(axes[0], panels, strict=True):
         for method, group in finished.groupby("method"):
-            values = group[trial_column] if trial_column in group else pd.Series(dtype=float)
-            ax.scatter(values, 100 * group["test/accuracy"], s=14, alpha=0.35, color=METHOD_COLORS.get(method, "gray"),
-                       label=f"{METHOD_LABELS.get(method, method)} trials")
-        points = pd.DataFrame({"x": best[table_column], "accuracy": best[ACC], "label": best["Model"] + " " + best["Config"]})
-        points = points[points["x"] > 0]
-        ax.scatter(points["x"], points["accuracy"], s=60, marker="*", color="black", label="best trial per model", zorder=4)
-        for _, p in points.iterrows():
-            ax.annotate(p["label"], (p["x"], p["accuracy"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-        front = _pareto(points, "x")
+            color = METHOD_COLORS.get(method, "gray")
+            label = f"{METHOD_LABELS.get(method, method)}: every trial"
+            ax.scatter(
+                group[trial_column], 100 * group["test/accuracy"], s=14, alpha=0.35, color=color, label=label
+            )
+        for _, row in best.iterrows():
+            method = method_of.get(row["trial"], "")
+            marker = "*" if row["Config"] == "main" else "D"
+            ax.scatter(row[table_column], row[ACC], s=110 if marker == "*" else 50, marker=marker, zorder=4,
+                       color=METHOD_COLORS.get(method, "gray"), edgecolor="black", linewidth=0.6,
+                       label=f"best: {row['Model']}, {row['Config']}")  # fmt: skip
+        points = pd.DataFrame({"x": best[table_column], "accuracy": best[ACC]})
+        front = _pareto(points[points["x"] > 0], "x")
         if len(front) > 1:
-            ax.step(front["x"], front["accuracy"], where="post", color="black", lw=1, linestyle="--", label="Pareto front")
-        if len(points) or len(finished):
+            ax.step(
+                front["x"],
+                front["accuracy"],
+                where="post",
+                color="black",
+                lw=1,
+                ls="--",
+                label="Pareto front",
+            )
+        if (points["x"] > 0).any() or len(finished):
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on a short log axis
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("Test accuracy (%)")
+        accuracies = [*points["accuracy"], *(100 * finished.get("test/accuracy", pd.Series(dtype=float)))]
+        _percent_axis(ax, accuracies, "Test accuracy (%)", bottom=-2.0)  # a point at 0 stays whole
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    more = axes[0, 1].get_legend_handles_labels()
+    unique = dict(zip([*labels, *more[1]], [*handles, *more[0]], strict=True))
+    figure.legend(unique.values(), unique.keys(), fontsize=7, loc="outside right center")
     axes[0, 0].set_title("Accuracy against trainable parameters")
     axes[0, 1].set_title("Accuracy against compute time")
-    return _save(figure, path)
-
-
-def _grid(n: int, width: float, height: float):
-    ncols = min(3, max(n, 1))
-    nrows = max(1, math.ceil(n / ncols))
-    figure, axes = _figure(width * ncols, height * nrows, ncols=ncols, nrows=nrows)
-    flat = list(axes.ravel())
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    return figure, flat[:n]
-
-
-def plot_search_history(diagnostics: Sequence[SearchDiagnostics], path: Path, *, metric: str) -> Path:
-    """The optimisation history of each experiment: every trial's dev metric and the best so far."""
-    figure, axes = _grid(len(diagnostics), 4.2, 3.3)
-    markers = {"finished": ("o", "tab:blue"), "early_stopped": ("x", "tab:orange"), "incomplete": ("s", "tab:gray")}
-    for ax, d in zip(axes, diagnostics, strict=True):
-        history = d.history
-        for status, (marker, color) in markers.items():
-            rows = history[(history["status"] == status) & history["value"].notna()]
-            if rows.empty:
-                continue
-            ax.scatter(rows["number"], rows["value"], marker=marker, color=color, s=22, label=status.replace("_", " "))
-        ax.plot(history["number"], history["best_so_far"], color="black", lw=1.2, label="best so far")
-        failed = history[history["status"] == "error"]
-        for number in failed["number"]:
-            ax.axvline(number, color="tab:red", alpha=0.3, lw=1)
-        if len(failed):
-            ax.plot([], [], color="tab:red", alpha=0.5, label="error (no value)")
-        ax.set_title(f"{METHOD_LABELS.get(d.method, d.method)}, GSM8K {d.config}", fontsize=9)
-        ax.set_xlabel("Trial number (search order)")
-        if len(history) <= 12:
-            ax.set_xticks(range(len(history)))
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(-0.5, len(history) - 0.5)
-        ax.set_ylabel(f"{metric} (last report)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="best")
-    figure.suptitle(f"Optimisation history per experiment ({metric})")
-    return _save(figure, path)
-
-
-def plot_importance(diagnostics: Sequence[SearchDiagnostics], path: Path, *, metric: str) -> Path:
-    """fANOVA hyperparameter importance per experiment; an experiment with too few trials says so."""
-    figure, axes = _grid(len(diagnostics), 4.6, 3.3)
-    for ax, d in zip(axes, diagnostics, strict=True):
-        ax.set_title(f"{METHOD_LABELS.get(d.method, d.method)}, GSM8K {d.config}", fontsize=9)
-        ax.set_xlabel(f"Importance for {metric} (fANOVA, sums to 1)")
-        if not d.importances:
-            ax.text(0.5, 0.5, textwrap.fill(d.reason, 40), ha="center", va="center", fontsize=8, transform=ax.transAxes)
-            ax.set_yticks([])
-            continue
-        names = list(d.importances)[::-1]
-        values = [d.importances[n] for n in names]
-        ax.barh(names, values, height=0.5, color=METHOD_COLORS.get(d.method, "gray"), label="importance")
-        for y, value in enumerate(values):
-            ax.text(min(value + 0.02, 0.85), y, f"{value:.2f}", va="center", fontsize=7)
-        ax.set_ylim(-0.75, max(len(names), 2) - 0.25)
-        ax.tick_params(axis="y", labelsize=7)
-        ax.set_xlim(0, 1)
-        ax.set_ylabel("Hyperparameter")
-        ax.legend(fontsize=7, loc="lower right")
-    figure.suptitle(f"Hyperparameter importance per experiment ({metric})")
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.tables import PUBLISHED, Table
+from analysis.table import PUBLISHED, Table
 
 PAGE_STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -82,7 +82,9 @@ def table_html(table: Table, links: Mapping[str, TrialLinks] | None = None) -> s
     columns = table.columns
     has_trial = "trial" in table.frame
     text_columns = table.text_columns
-    head = "".join(f'<th class="{"text" if c in text_columns else "num"}">{html.escape(c)}</th>' for c in columns)
+    head = "".join(
+        f'<th class="{"text" if c in text_columns else "num"}">{html.escape(c)}</th>' for c in columns
+    )
     head += '<th class="text">Trial</th>' if has_trial else ""
     body = []
     for index in table.frame.index:
@@ -102,15 +104,27 @@ def table_html(table: Table, links: Mapping[str, TrialLinks] | None = None) -> s
             if link:
                 short = html.escape(link.name)
                 files = html.escape(link.files)
-                cells.append(f'<td class="text"><a href="{html.escape(link.page)}">{short}</a> (<a href="{files}">files</a>)</td>')
+                cells.append(
+                    f'<td class="text"><a href="{html.escape(link.page)}">{short}</a> (<a href="{files}">files</a>)</td>'
+                )
             else:
                 cells.append('<td class="text missing">missing</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -123,8 +137,14 @@ def table_latex(table: Table) -> str:
     columns = table.columns
     spec = "".join("l" if c in table.text_columns else "r" for c in columns)
     text = table.text_frame()
-    lines = [f"% {latex_escape(table.title)}", f"% {latex_escape(table.note)}", f"\\begin{{tabular}}{{{spec}}}",
-             "\\toprule", " & ".join(latex_escape(c) for c in columns) + r" \\", "\\midrule"]
+    lines = [
+        f"% {latex_escape(table.title)}",
+        f"% {latex_escape(table.note)}",
+        f"\\begin{{tabular}}{{{spec}}}",
+        "\\toprule",
+        " & ".join(latex_escape(c) for c in columns) + r" \\",
+        "\\midrule",
+    ]
     for _, row in text.iterrows():
         lines.append(" & ".join(latex_escape(str(row[c])) for c in columns) + r" \\")
     lines += ["\\bottomrule", "\\end{tabular}", ""]
@@ -141,7 +161,9 @@ def _generation_rows(rows: Sequence[Mapping[str, Any]]) -> str:
         cells = [f'<td class="mark">{number}</td>']
         for column in present:
             value = row.get(column)
-            cells.append(f'<td class="text"><pre>{html.escape("" if value is None else str(value))}</pre></td>')
+            cells.append(
+                f'<td class="text"><pre>{html.escape("" if value is None else str(value))}</pre></td>'
+            )
         body.append(f'<tr class="{state}">' + "".join(cells) + "</tr>")
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
 
@@ -155,19 +177,35 @@ def generations_page(
 ) -> str:
     """A self-contained HTML page: one trial's settings, final metrics and test generations."""
     title = f"{trial['method']} / {trial['config']} / {trial['trial']}"
-    settings = {k.removeprefix("config/"): v for k, v in trial.items() if k.startswith("config/") and not pd.isna(v)}
-    metrics = {k: v for k, v in trial.items() if k.startswith(("test/", "dev/", "train/", "params/")) and not pd.isna(v)}
-    parts = [f"<h1>{html.escape(title)}</h1>",
-             f'<p>Status: {html.escape(str(trial["status"]))}. Result folder: <a href="{html.escape(files)}">'
-             f"{html.escape(files)}</a></p>",
-             "<h2>Final metrics (last report)</h2>", _key_values(metrics),
-             "<h2>Settings</h2>", _key_values(settings)]
-    for heading, rows in (("Test generations", generations), ("Test generations with the calculator", calculator)):
+    settings = {
+        k.removeprefix("config/"): v for k, v in trial.items() if k.startswith("config/") and not pd.isna(v)
+    }
+    metrics = {
+        k: v
+        for k, v in trial.items()
+        if k.startswith(("test/", "dev/", "train/", "params/")) and not pd.isna(v)
+    }
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p>Status: {html.escape(str(trial["status"]))}. Result folder: <a href="{html.escape(files)}">'
+        f"{html.escape(files)}</a></p>",
+        "<h2>Final metrics (last report)</h2>",
+        _key_values(metrics),
+        "<h2>Settings</h2>",
+        _key_values(settings),
+    ]
+    for heading, rows in (
+        ("Test generations", generations),
+        ("Test generations with the calculator", calculator),
+    ):
         if rows is None:
             continue
         correct = sum(bool(r.get("correct")) for r in rows)
-        parts += [f"<h2>{heading}</h2>", f"<p>{correct} of {len(rows)} correct (green: correct, red: wrong).</p>",
-                  _generation_rows(rows)]
+        parts += [
+            f"<h2>{heading}</h2>",
+            f"<p>{correct} of {len(rows)} correct (green: correct, red: wrong).</p>",
+            _generation_rows(rows),
+        ]
     if generations is None:
         parts.append("<p>This trial left no generations file (it did not reach its test evaluation).</p>")
     return _document(title, "\n".join(parts))

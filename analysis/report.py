@@ -20,8 +20,9 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from analysis import diagnostics as search
 from analysis import plots
-from analysis.diagnostics import SearchDiagnostics, diagnose, importance_frame
+from analysis.diagnostics import SearchDiagnostics, diagnose, importance_table, search_table
 from analysis.load import Results, load_results, read_jsonl
 from analysis.render import (
     PAGE_STYLE,
@@ -31,7 +32,8 @@ from analysis.render import (
     table_latex,
     table_markdown,
 )
-from analysis.tables import Table, build_tables
+from analysis.table import Table
+from analysis.tables import build_tables
 
 FIGURES = {
     "accuracy_per_model": "Test accuracy per model with bootstrap 95% intervals; diamonds are the published values.",
@@ -59,21 +61,14 @@ class Report:
     """report.md, report.html and every CSV / LaTeX file, by name."""
 
 
-def make_tables(results: Results, *, metric: str, mode: str) -> tuple[dict[str, Table], list[SearchDiagnostics]]:
+def make_tables(
+    results: Results, *, metric: str, mode: str
+) -> tuple[dict[str, Table], list[SearchDiagnostics]]:
     """The tables (the importance table included) and the search diagnostics of `results`."""
     tables = build_tables(results.trials, metric=metric, mode=mode)
     diagnostics = diagnose(results.trials, metric=metric, mode=mode)
-    importance = importance_frame(diagnostics).rename(
-        columns={"method": "Method", "config": "Config", "parameter": "Hyperparameter", "importance": "Importance", "note": "Note"}
-    )
-    importance["Hyperparameter"] = importance["Hyperparameter"].fillna("")
-    tables["importance"] = Table(
-        key="importance",
-        title="Hyperparameter importance per experiment",
-        frame=importance,
-        note=f"fANOVA importance of each hyperparameter for {metric}; conditional ones (e.g. f) are left out.",
-        formats={"Importance": "{:.3f}"},
-    )
+    tables["search_summary"] = search_table(results.trials, metric=metric, mode=mode)
+    tables["importance"] = importance_table(diagnostics, metric=metric)
     return tables, diagnostics
 
 
@@ -81,12 +76,16 @@ def make_figures(report: Report, directory: Path, *, metric: str) -> dict[str, P
     """Draw every chart into `directory` (PNG)."""
     tables, trials = report.tables, report.results.trials
     return {
-        "accuracy_per_model": plots.plot_accuracy_per_model(tables["accuracy_per_model"], directory / "accuracy_per_model.png"),
+        "accuracy_per_model": plots.plot_accuracy_per_model(
+            tables["accuracy_per_model"], directory / "accuracy_per_model.png"
+        ),
         "cot_styles": plots.plot_cot(tables["cot_styles"], directory / "cot_styles.png"),
         "stacked_lora": plots.plot_stacked(tables["stacked_lora"], directory / "stacked_lora.png"),
         "efficiency": plots.plot_efficiency(trials, tables["efficiency"], directory / "efficiency.png"),
-        "search_history": plots.plot_search_history(report.diagnostics, directory / "search_history.png", metric=metric),
-        "importance": plots.plot_importance(report.diagnostics, directory / "importance.png", metric=metric),
+        "search_history": search.plot_search_history(
+            report.diagnostics, directory / "search_history.png", metric=metric
+        ),
+        "importance": search.plot_importance(report.diagnostics, directory / "importance.png", metric=metric),
     }
 
 
@@ -107,7 +106,15 @@ def _href(target: str, out_dir: Path) -> str:
 def write_pages(report: Report, out_dir: Path) -> dict[str, TrialLinks]:
     """A generations page for every trial a table row reports; returns the links the tables use."""
     trials = report.results.trials.set_index("trial", drop=False)
-    labels = sorted({t for table in report.tables.values() if "trial" in table.frame for t in table.frame["trial"] if isinstance(t, str)})
+    labels = sorted(
+        {
+            t
+            for table in report.tables.values()
+            if "trial" in table.frame
+            for t in table.frame["trial"]
+            if isinstance(t, str)
+        }
+    )
     links: dict[str, TrialLinks] = {}
     for label in labels:
         row = trials.loc[label].to_dict()
@@ -117,7 +124,9 @@ def write_pages(report: Report, out_dir: Path) -> dict[str, TrialLinks]:
         page = out_dir / "generations" / f"{_slug(label)}.html"
         files = _href(row["trial_dir"], page.parent)
         page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(generations_page(row, files=files, generations=generations, calculator=calculator_rows))
+        page.write_text(
+            generations_page(row, files=files, generations=generations, calculator=calculator_rows)
+        )
         report.pages[label] = page
         links[label] = TrialLinks(
             page=_href(str(page), out_dir), files=_href(row["trial_dir"], out_dir), name=str(row["trial_id"])
@@ -143,7 +152,10 @@ def write_table_files(report: Report, out_dir: Path) -> None:
 
 def _summary(results: Results, *, metric: str, mode: str) -> str:
     counts = results.trials["status"].value_counts()
-    statuses = ", ".join(f"{int(counts.get(s, 0))} {s.replace('_', ' ')}" for s in ("finished", "early_stopped", "error", "incomplete"))
+    statuses = ", ".join(
+        f"{int(counts.get(s, 0))} {s.replace('_', ' ')}"
+        for s in ("finished", "early_stopped", "error", "incomplete")
+    )
     return (
         f"{len(results.trials)} trials from {', '.join(results.roots)}: {statuses}. "
         f"Each table row is the best finished trial of its group by its last {metric} ({mode}), and shows that "
@@ -167,27 +179,40 @@ SECTIONS = (
 """(table, chart drawn under it) in report order."""
 
 
-def write_documents(report: Report, out_dir: Path, links: dict[str, TrialLinks], *, title: str, summary: str) -> None:
+def write_documents(
+    report: Report, out_dir: Path, links: dict[str, TrialLinks], *, title: str, summary: str
+) -> None:
     """report.md (charts as files) and report.html (charts embedded as data URIs)."""
     markdown = [f"# {title}", "", summary, ""]
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(summary)}</p>"]
     for key, figure in SECTIONS:
         table = report.tables[key]
         markdown += [f"## {table.title}", "", table.note, "", table_markdown(table, links), ""]
-        body += [f"<h2>{html.escape(table.title)}</h2>", f'<p class="note">{html.escape(table.note)}</p>', table_html(table, links)]
+        body += [
+            f"<h2>{html.escape(table.title)}</h2>",
+            f'<p class="note">{html.escape(table.note)}</p>',
+            table_html(table, links),
+        ]
         if figure:
             path = report.figures[figure]
             markdown += [f"![{FIGURES[figure]}](figures/{path.name})", "", f"*{FIGURES[figure]}*", ""]
             data = base64.b64encode(path.read_bytes()).decode("ascii")
-            body.append(f'<figure><img alt="{html.escape(FIGURES[figure])}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{html.escape(FIGURES[figure])}</figcaption></figure>")
+            body.append(
+                f'<figure><img alt="{html.escape(FIGURES[figure])}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(FIGURES[figure])}</figcaption></figure>"
+            )
     files = ", ".join(f"[{name}](tables/{name})" for name in sorted(report.files))
     markdown += ["## Files", "", f"Tables as CSV and LaTeX: {files}.", ""]
-    body.append("<h2>Files</h2><p>Tables as CSV and LaTeX: "
-                + ", ".join(f'<a href="tables/{html.escape(n)}">{html.escape(n)}</a>' for n in sorted(report.files)) + ".</p>")
+    body.append(
+        "<h2>Files</h2><p>Tables as CSV and LaTeX: "
+        + ", ".join(f'<a href="tables/{html.escape(n)}">{html.escape(n)}</a>' for n in sorted(report.files))
+        + ".</p>"
+    )
     (out_dir / "report.md").write_text("\n".join(markdown))
-    document = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
-                f"<style>{PAGE_STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
+    document = (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+        f"<style>{PAGE_STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
+    )
     (out_dir / "report.html").write_text(document)
     report.files["report.md"], report.files["report.html"] = out_dir / "report.md", out_dir / "report.html"
 
@@ -224,10 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the study's tables, charts and trial pages from Ray Tune result folders.",
         epilog="Exit status 2 means bad input (no such folder, no trials, an unknown metric).",
     )
-    parser.add_argument("results", nargs="+", help="results folders or storage URIs (a study, or single experiments)")
-    parser.add_argument("--out", required=True, help="folder to write report.md, report.html, tables/, figures/ into")
-    parser.add_argument("--metric", default="dev/accuracy", help="dev metric that picks each group's best trial")
-    parser.add_argument("--mode", choices=("max", "min"), help="max or min (default: min for perplexity and loss)")
+    parser.add_argument(
+        "results", nargs="+", help="results folders or storage URIs (a study, or single experiments)"
+    )
+    parser.add_argument(
+        "--out", required=True, help="folder to write report.md, report.html, tables/, figures/ into"
+    )
+    parser.add_argument(
+        "--metric", default="dev/accuracy", help="dev metric that picks each group's best trial"
+    )
+    parser.add_argument(
+        "--mode", choices=("max", "min"), help="max or min (default: min for perplexity and loss)"
+    )
     parser.add_argument("--title", default="slm-math-study report", help="the report's heading")
     return parser
 
@@ -236,7 +269,9 @@ def _run(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
     mode = args.mode or ("min" if args.metric.endswith(("perplexity", "loss")) else "max")
     report = build_report(args.results, args.out, metric=args.metric, mode=mode, title=args.title)
-    print(f"wrote {report.files['report.html']} and {report.files['report.md']} ({len(report.results.trials)} trials)")
+    print(
+        f"wrote {report.files['report.html']} and {report.files['report.md']} ({len(report.results.trials)} trials)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

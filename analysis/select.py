@@ -18,7 +18,9 @@ MODES = ("max", "min")
 def check_metric(trials: pd.DataFrame, metric: str, mode: str) -> None:
     """Raise ValueError when `metric` / `mode` cannot choose trials in `trials`."""
     if metric.startswith("test/"):
-        raise ValueError(f"choosing trials by {metric} would report numbers picked on the test split; use dev/*")
+        raise ValueError(
+            f"choosing trials by {metric} would report numbers picked on the test split; use dev/*"
+        )
     if mode not in MODES:
         raise ValueError(f"mode must be max or min, got {mode!r}")
     if metric not in trials.columns:

@@ -1,88 +1,31 @@
 """The study's tables: each row is the best trial of a group, chosen by a dev metric, showing its test numbers.
 
-A `Table` keeps numbers as numbers (NaN where there is nothing) and the trial each row came from (`trial`,
-None for a row no trial exists for), so a missing method prints as "missing", never as 0. Accuracy and
-similarity are percentages (similarity is 100 x the average cosine, as the study publishes it), ROUGE-1 is
-a fraction in [0, 1], perplexity a plain number.
+Rows are fixed by the study (Table 1's models, every CoT style and config, every f and baseline), so a
+group without a finished trial is a row of NaN that prints "missing". Accuracy and similarity are
+percentages (similarity is 100 x the average cosine, as the study publishes it), ROUGE-1 is a fraction in
+[0, 1], perplexity a plain number. The search summary and importances live in `analysis.diagnostics`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from analysis.published import ACCURACY_PCT, COT_ACCURACY_PCT, METHOD_LABELS, MODEL_ROWS, TABLE_ONE, ModelRow
 from analysis.select import best_trials, check_metric, find_row
+from analysis.table import ACC, CALC, CALC_HIGH, CALC_LOW, HIGH, LOW, PPL, PUBLISHED, ROUGE, SIM, Table
 from search_spaces.lora_cot import COT_STYLES
 from search_spaces.stacked import BASELINES, F_CHOICES
 
 CONFIGS = ("main", "socratic")
-PUBLISHED = " (published)"
-ACC, LOW, HIGH = "Accuracy %", "95% CI low %", "95% CI high %"
-ROUGE, PPL, SIM = "ROUGE-1", "Perplexity", "Similarity %"
-CALC, CALC_LOW, CALC_HIGH = "Accuracy with calculator %", "Calculator 95% CI low %", "Calculator 95% CI high %"
-UNLINKED = frozenset({"Trials", "Finished", "Early stopped", "Error", "Incomplete", "Search hours"})
-"""Numeric columns that count or add up a group's trials rather than report the row's trial."""
-MISSING = "missing"
-"""Printed for a number of a row that no trial exists for (a method not run yet)."""
 BASELINE_LABELS = {
     "linear": "Linear stack (no f)",
     "merged_then_lora": "Merged stage 1, then LoRA",
     "single_lora": "Single LoRA (math only)",
 }
-_FORMATS = {ACC: "{:.1f}", LOW: "{:.1f}", HIGH: "{:.1f}", ROUGE: "{:.4f}", PPL: "{:.4f}", SIM: "{:.2f}"}
-_FORMATS |= {CALC: "{:.1f}", CALC_LOW: "{:.1f}", CALC_HIGH: "{:.1f}", "Calculator gain (points)": "{:+.1f}"}
-_FORMATS |= {"Trainable parameters": "{:,.0f}", "Total parameters": "{:,.0f}", "Trainable share %": "{:.3g}"}
-_FORMATS |= {"Peak memory MB": "{:,.0f}", "Best trial hours": "{:.3f}", "Search hours": "{:.3f}"}
-_FORMATS |= {"Test examples": "{:.0f}", "Trials": "{:.0f}", "Finished": "{:.0f}"}
-
-
-@dataclass
-class Table:
-    """One table of the report."""
-
-    key: str
-    """File stem of its CSV / LaTeX files."""
-    title: str
-    """Heading in the report."""
-    frame: pd.DataFrame
-    """The numbers; column `trial` names the trial each row came from (None: no trial, a missing row)."""
-    note: str = ""
-    """What a reader needs to know to read it (units, how trials were chosen)."""
-    formats: dict[str, str] = field(default_factory=lambda: dict(_FORMATS))
-    """Column -> format string."""
-
-    def cell(self, index: int, column: str) -> str:
-        """The printed text of one cell: formatted, `missing` in a missing row, `-` where nothing applies."""
-        value = self.frame.at[index, column]
-        if isinstance(value, str):
-            return value
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            has_trial = "trial" not in self.frame or not pd.isna(self.frame.at[index, "trial"])
-            return "-" if column.endswith(PUBLISHED) or has_trial else MISSING
-        return self.formats.get(column.removesuffix(PUBLISHED), "{}").format(value)
-
-    def linked(self, column: str) -> bool:
-        """Whether `column` holds a number of the row's trial (not a published one, not a count)."""
-        return column not in self.text_columns and not column.endswith(PUBLISHED) and column not in UNLINKED
-
-    @property
-    def text_columns(self) -> set[str]:
-        """Columns of words (model, config, ...), left-aligned and never linked."""
-        return {c for c in self.columns if self.frame[c].map(lambda v: isinstance(v, str)).all()}
-
-    @property
-    def columns(self) -> list[str]:
-        """The columns a reader sees (all but `trial`)."""
-        return [c for c in self.frame.columns if c != "trial"]
-
-    def text_frame(self) -> pd.DataFrame:
-        """The table as printed text (what the Markdown and LaTeX files show)."""
-        return pd.DataFrame({c: [self.cell(i, c) for i in self.frame.index] for c in self.columns})
 
 
 def _pct(row: Mapping[str, Any] | None, key: str) -> float:
@@ -113,17 +56,27 @@ def _counts(row: Mapping[str, Any] | None, pool: pd.DataFrame, **keys: Any) -> d
 
 
 def _accuracy(row: Mapping[str, Any] | None) -> dict[str, float]:
-    return {ACC: _pct(row, "test/accuracy"), LOW: _pct(row, "test/accuracy_low"), HIGH: _pct(row, "test/accuracy_high")}
+    return {
+        ACC: _pct(row, "test/accuracy"),
+        LOW: _pct(row, "test/accuracy_low"),
+        HIGH: _pct(row, "test/accuracy_high"),
+    }
 
 
 def _text_metrics(row: Mapping[str, Any] | None) -> dict[str, float]:
-    return {ROUGE: _num(row, "test/rouge1"), PPL: _num(row, "test/perplexity"), SIM: _pct(row, "test/similarity")}
+    return {
+        ROUGE: _num(row, "test/rouge1"),
+        PPL: _num(row, "test/perplexity"),
+        SIM: _pct(row, "test/similarity"),
+    }
 
 
 def model_pool(trials: pd.DataFrame) -> pd.DataFrame:
     """The trials of Table 1's methods; for stacked LoRA only the stacked variant, not its baselines."""
     methods = {row.method for row in MODEL_ROWS}
-    is_baseline = (trials["method"] == "stacked") & trials["baseline"].notna() & (trials["baseline"] != "stacked")
+    is_baseline = (
+        (trials["method"] == "stacked") & trials["baseline"].notna() & (trials["baseline"] != "stacked")
+    )
     return trials[trials["method"].isin(methods) & ~is_baseline]
 
 
@@ -138,7 +91,11 @@ def model_rows(trials: pd.DataFrame) -> list[ModelRow]:
 
 
 def _rows_table(
-    rows: Sequence[Mapping[str, Any]], key: str, title: str, note: str, formats: Mapping[str, str] | None = None
+    rows: Sequence[Mapping[str, Any]],
+    key: str,
+    title: str,
+    note: str,
+    formats: Mapping[str, str] | None = None,
 ) -> Table:
     table = Table(key=key, title=title, frame=pd.DataFrame(list(rows)), note=note)
     table.formats.update(formats or {})
@@ -171,7 +128,9 @@ def models_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
         f"Test-split numbers of the best finished trial per (method, config), chosen by its last {metric} ({mode}). "
         "Similarity is the average cosine similarity of sentence embeddings, shown as a percentage."
     )
-    return _rows_table(rows, "table1_models", "Table 1: ROUGE-1, perplexity and semantic similarity per model", note)
+    return _rows_table(
+        rows, "table1_models", "Table 1: ROUGE-1, perplexity and semantic similarity per model", note
+    )
 
 
 def accuracy_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
@@ -191,7 +150,9 @@ def accuracy_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
                 **_counts(row, pool, method=model.method, config=model.config),
             }
         )
-    note = f"Test accuracy of the best trial per (method, config) by {metric} ({mode}); 95% bootstrap intervals."
+    note = (
+        f"Test accuracy of the best trial per (method, config) by {metric} ({mode}); 95% bootstrap intervals."
+    )
     return _rows_table(rows, "accuracy_per_model", "Accuracy per model (Figure 2)", note)
 
 
@@ -230,10 +191,16 @@ def cot_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
 def calculator_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     """Accuracy without and with the calculator, for every breakdown-style row of the other tables."""
     models = best_trials(model_pool(trials), ("method", "config"), metric=metric, mode=mode)
-    cot = best_trials(trials[trials["method"] == "lora_cot"], ("config", "prompt_style"), metric=metric, mode=mode)
-    wanted = [(m.label, m.method, m.config, find_row(models, method=m.method, config=m.config)) for m in model_rows(trials)]
+    cot = best_trials(
+        trials[trials["method"] == "lora_cot"], ("config", "prompt_style"), metric=metric, mode=mode
+    )
+    wanted = [
+        (m.label, m.method, m.config, find_row(models, method=m.method, config=m.config))
+        for m in model_rows(trials)
+    ]
     wanted += [
-        (METHOD_LABELS["lora_cot"], "lora_cot", c, find_row(cot, config=c, prompt_style="breakdown")) for c in CONFIGS
+        (METHOD_LABELS["lora_cot"], "lora_cot", c, find_row(cot, config=c, prompt_style="breakdown"))
+        for c in CONFIGS
     ]
     rows = []
     for label, _method, config, row in wanted:
@@ -270,7 +237,9 @@ def stacked_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     pool = stacked_pool(trials)
     best = best_trials(pool, ("config", "baseline", "f"), metric=metric, mode=mode)
     configs = sorted(pool["config"].unique()) or ["main"]
-    variants = [("stacked", f, f"f = {f}") for f in F_CHOICES] + [(b, None, BASELINE_LABELS[b]) for b in BASELINES[1:]]
+    variants = [("stacked", f, f"f = {f}") for f in F_CHOICES] + [
+        (b, None, BASELINE_LABELS[b]) for b in BASELINES[1:]
+    ]
     rows = []
     for config in configs:
         for baseline, f, label in variants:
@@ -325,32 +294,9 @@ def efficiency_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
         "Search hours add up every trial of the (method, config) experiment, stopped and failed ones included. "
         "Peak memory is GPU memory on a GPU, the process's resident memory on a CPU."
     )
-    return _rows_table(rows, "efficiency", "Efficiency: accuracy, trainable parameters, memory and time", note)
-
-
-def search_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
-    """One row per (method, config) experiment: how its trials ended and its best dev value."""
-    rows = []
-    for (method, config), group in trials.groupby(["method", "config"], sort=True):
-        best = best_trials(group, ("method", "config"), metric=metric, mode=mode)
-        statuses = group["status"].value_counts()
-        rows.append(
-            {
-                "Method": method,
-                "Config": config,
-                "Trials": len(group),
-                "Finished": int(statuses.get("finished", 0)),
-                "Early stopped": int(statuses.get("early_stopped", 0)),
-                "Error": int(statuses.get("error", 0)),
-                "Incomplete": int(statuses.get("incomplete", 0)),
-                f"Best {metric}": float(best[metric].iloc[0]) if len(best) else math.nan,
-                "Search hours": float(group["hours"].sum()),
-                "trial": best["trial"].iloc[0] if len(best) else None,
-            }
-        )
-    formats = {f"Best {metric}": "{:.4g}", "Early stopped": "{:.0f}", "Error": "{:.0f}", "Incomplete": "{:.0f}"}
-    note = f"The best trial is the best finished one by its last {metric} ({mode}); '-' where none finished."
-    return _rows_table(rows, "search_summary", "Search summary per experiment", note, formats)
+    return _rows_table(
+        rows, "efficiency", "Efficiency: accuracy, trainable parameters, memory and time", note
+    )
 
 
 BUILDERS: tuple[Callable[..., Table], ...] = (
@@ -360,11 +306,12 @@ BUILDERS: tuple[Callable[..., Table], ...] = (
     calculator_table,
     stacked_table,
     efficiency_table,
-    search_table,
 )
 
 
-def build_tables(trials: pd.DataFrame, *, metric: str = "dev/accuracy", mode: str = "max") -> dict[str, Table]:
+def build_tables(
+    trials: pd.DataFrame, *, metric: str = "dev/accuracy", mode: str = "max"
+) -> dict[str, Table]:
     """Every table of the report, by key.
 
     Raises:

@@ -30,9 +30,7 @@ SEARCH_SPACES: dict[str, Space] = {
 }
 COVERAGE: dict[str, tuple[dict[str, Any], ...]] = {"lora_cot": lora_cot.COVERAGE, "stacked": stacked.COVERAGE}
 CONDITIONAL: dict[str, frozenset[str]] = {
-    "stacked": frozenset(
-        {"strategy/f", "strategy/f_space", "strategy/r1", "strategy/alpha1", "strategy/stage1_lr"}
-    )
+    "stacked": frozenset({"strategy/f", "strategy/f_space", "strategy/alpha1", "strategy/stage1_lr"})
 }
 
 

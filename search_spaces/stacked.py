@@ -1,9 +1,10 @@
 """Stacked LoRA, `W = W0 + s1 B1 A1 + f(s2 B2 A2)`: stage 1 (coding) and stage 2 (math) ranks, alphas and
 learning rates, the nonlinearity f and where it acts, and the baseline the trial runs.
 
-Conditional (define-by-run): f and f_space exist only for `baseline == "stacked"`; the stage-1 settings
-only where a stage 1 is trained (not for `single_lora`). Stage-1 settings are small grids rather than
-ranges so that trials share cached stage-1 adapters. f and the baseline are grouping parameters (the
+Conditional (define-by-run): f and f_space exist only for `baseline == "stacked"` (linear fixes f to the
+identity, merged_then_lora is a plain second LoRA); stage 1's alpha and learning rate only where a stage 1
+is trained (single_lora is one LoRA of rank r1 + r2 on GSM8K alone). Stage-1 settings are small grids
+rather than ranges so that trials share cached stage-1 adapters. f and the baseline are grouping parameters (the
 paper reports the best trial of each), so `COVERAGE` enqueues each f, then each other baseline, once.
 """
 
@@ -17,8 +18,7 @@ F_CHOICES = ("identity", "relu", "leaky_relu", "gelu", "tanh", "silu")
 """Kept equal to the keys of `trainables.stacked_lora.config.ACTIVATIONS` by a test."""
 F_SPACES = ("weight", "activation")
 BASELINES = ("stacked", "linear", "merged_then_lora", "single_lora")
-"""stacked: W0 + A1B1 + f(A2B2); linear: f = identity; merged_then_lora: A1B1 merged into W0, then LoRA;
-single_lora: one LoRA on math only."""
+"""Kept equal to `trainables.strategies.stacked.BASELINES` by a test."""
 STAGE1_LRS = (3e-4, 1e-3, 3e-3)
 STAGE1_RANKS = (8, 16)
 STAGE1_ALPHAS = (16, 32)
@@ -40,8 +40,10 @@ def space(trial: Any, *, base: dict[str, Any]) -> dict[str, Any]:
         "strategy/r2": trial.suggest_categorical("strategy/r2", LORA_RANKS),
         "strategy/alpha2": trial.suggest_categorical("strategy/alpha2", LORA_ALPHAS),
     }
+    params["strategy/r1"] = trial.suggest_categorical(
+        "strategy/r1", STAGE1_RANKS
+    )  # single_lora: rank r1 + r2
     if baseline != "single_lora":
-        params["strategy/r1"] = trial.suggest_categorical("strategy/r1", STAGE1_RANKS)
         params["strategy/alpha1"] = trial.suggest_categorical("strategy/alpha1", STAGE1_ALPHAS)
         params["strategy/stage1_lr"] = trial.suggest_categorical("strategy/stage1_lr", STAGE1_LRS)
     if baseline == "stacked":

@@ -185,6 +185,15 @@ def _write_cluster_file(info: ClusterInfo) -> None:
         pass  # a convenience for `python -m study.dashboard`; the study runs without it
 
 
+def forget_cluster() -> None:
+    """Remove this process's entry from CLUSTER_FILE (the study is over; its cluster may be gone)."""
+    try:
+        if json.loads(CLUSTER_FILE.read_text()).get("pid") == os.getpid():
+            CLUSTER_FILE.unlink()
+    except (OSError, ValueError):
+        pass
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__

@@ -29,7 +29,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import define_by_run, space_keys
 from study.config import StudyConfig
-from study.dashboard import access_lines, check_reachable, connect
+from study.dashboard import access_lines, check_reachable, connect, forget_cluster
 from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE
 from study.results import COMPLETION_KEY, ExperimentSummary, format_table, read_text, summarize, write_json
@@ -229,6 +229,7 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
         import ray
 
         ray.shutdown()  # ends a cluster started here; only disconnects from a joined one
+        forget_cluster()
     write_json(f"{config.study_path}/best_configs.json", [s.best for s in summaries if s.best])
     print(
         f"\nbest trial of each experiment (by {config.metric}, {config.mode}), results in {config.study_path}:"

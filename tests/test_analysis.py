@@ -16,11 +16,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.diagnostics import diagnose, param_importances
+from analysis.diagnostics import diagnose, param_importances, search_history, search_table
 from analysis.load import DEFAULT_EPOCHS, DEFAULT_EVALS_PER_EPOCH, DEFAULT_PROMPT_STYLE, load_results
 from analysis.published import TABLE_ONE
 from analysis.select import best_trials
-from analysis.tables import ACC, CALC, HIGH, LOW, MISSING, PPL, PUBLISHED, ROUGE, SIM, build_tables
+from analysis.table import ACC, CALC, HIGH, LOW, MISSING, PPL, PUBLISHED, ROUGE, SIM
+from analysis.tables import build_tables
 
 RAY_CONTEXT = {"pid": 4242, "hostname": "node-1", "node_ip": "10.0.0.2"}
 _COUNTER = {"n": 0}
@@ -32,10 +33,18 @@ def trial_params(method: str, config: str = "main", **groups) -> dict:
     train.update(groups.get("train", {}))
     strategy = {"r": 8, "alpha": 16, "target_modules": ["q", "v"]}
     strategy.update(groups.get("strategy", {}))
-    return {"method": method, "model": "/models/tiny", "data_config": config, "strategy": strategy, "train": train}
+    return {
+        "method": method,
+        "model": "/models/tiny",
+        "data_config": config,
+        "strategy": strategy,
+        "train": train,
+    }
 
 
-def test_metrics(accuracy: float, *, rouge1=0.5, perplexity=3.0, similarity=0.8, n=96, calculator=None) -> dict:
+def test_metrics(
+    accuracy: float, *, rouge1=0.5, perplexity=3.0, similarity=0.8, n=96, calculator=None
+) -> dict:
     """The metrics the last report adds (`test/...`)."""
     metrics = {
         "test/accuracy": accuracy,
@@ -73,7 +82,10 @@ def write_trial(
     """One trial folder in Ray Tune's on-disk format; `dev` holds the dev accuracy of each report."""
     _COUNTER["n"] += 1
     trial_id = f"a4339_{_COUNTER['n']:05d}"
-    folder = experiment / f"math_trainable_{trial_id}_{_COUNTER['n']}_lr={params['train']['lr']:.4f}_2026-11-29_09-24-14"
+    folder = (
+        experiment
+        / f"math_trainable_{trial_id}_{_COUNTER['n']}_lr={params['train']['lr']:.4f}_2026-11-29_09-24-14"
+    )
     folder.mkdir(parents=True)
     (folder / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True))
     reports = []
@@ -116,7 +128,9 @@ def write_trial(
             writer.writeheader()
             writer.writerows(reports)
     if error is not None:
-        (folder / "error.txt").write_text(f"Failure # 1 (occurred at 2026-11-29_09-24-19)\nTraceback ...\n{error}\n")
+        (folder / "error.txt").write_text(
+            f"Failure # 1 (occurred at 2026-11-29_09-24-19)\nTraceback ...\n{error}\n"
+        )
         (folder / "error.pkl").write_bytes(b"\x80\x05N.")
     if generations is not None:
         (folder / "generations_test.jsonl").write_text("".join(json.dumps(g) + "\n" for g in generations))
@@ -152,11 +166,19 @@ def write_study(root: Path) -> dict[str, Path]:
         generations=[generation(True), generation(False)],
         calculator_generations=[generation(True), generation(True)],
     )
-    s["lora_test_higher"] = write_trial(lora, trial_params("lora", train={"lr": 3e-4}), dev=[0.2, 0.25], test=test_metrics(0.5))
+    s["lora_test_higher"] = write_trial(
+        lora, trial_params("lora", train={"lr": 3e-4}), dev=[0.2, 0.25], test=test_metrics(0.5)
+    )
     s["lora_stopped"] = write_trial(lora, trial_params("lora", train={"lr": 3e-3}), dev=[0.9])  # ASHA: 1 of 2
-    s["lora_error"] = write_trial(lora, trial_params("lora", train={"lr": 1e-2}), dev=[], error="RuntimeError: boom")
+    s["lora_error"] = write_trial(
+        lora, trial_params("lora", train={"lr": 1e-2}), dev=[], error="RuntimeError: boom"
+    )
     s["full_main"] = write_trial(
-        root / "full-main", trial_params("full", strategy={}), dev=[0.4, 0.45], test=test_metrics(0.44), trainable=100_000
+        root / "full-main",
+        trial_params("full", strategy={}),
+        dev=[0.4, 0.45],
+        test=test_metrics(0.44),
+        trainable=100_000,
     )
     cot = root / "lora_cot-socratic"
     for style, accuracy in (("breakdown", 0.2), ("code", 0.26), ("no_breakdown", 0.15)):
@@ -171,7 +193,9 @@ def write_study(root: Path) -> dict[str, Path]:
     for f, accuracy in (("relu", 0.3), ("gelu", 0.35)):
         s[f"stacked_{f}"] = write_trial(
             stacked,
-            trial_params("stacked", strategy={"baseline": "stacked", "f": f, "f_space": "weight", "r1": 8, "r2": 8}),
+            trial_params(
+                "stacked", strategy={"baseline": "stacked", "f": f, "f_space": "weight", "r1": 8, "r2": 8}
+            ),
             dev=[accuracy, accuracy],
             test=test_metrics(accuracy - 0.02, rouge1=0.33),
         )
@@ -209,18 +233,24 @@ def test_loader_reads_every_trial_with_its_settings_metrics_and_status(study):
     assert best["params/trainable"] == 1000 and best["peak_memory_mb"] == 502.0
     assert best["iterations"] == 2 and best["max_iterations"] == 2
     assert best["generations"] == str(s["lora_best"] / "generations_test.jsonl")
-    statuses = {name: _row(results, s[name])["status"] for name in ("lora_best", "lora_stopped", "lora_error")}
+    statuses = {
+        name: _row(results, s[name])["status"] for name in ("lora_best", "lora_stopped", "lora_error")
+    }
     assert statuses == {"lora_best": "finished", "lora_stopped": "early_stopped", "lora_error": "error"}
     assert _row(results, s["lora_error"])["error"] == "RuntimeError: boom"
     assert _row(results, s["cot_code"])["prompt_style"] == "code"
-    assert _row(results, s["stacked_gelu"])["f"] == "gelu" and pd.isna(_row(results, s["stacked_linear"])["f"])
+    assert _row(results, s["stacked_gelu"])["f"] == "gelu" and pd.isna(
+        _row(results, s["stacked_linear"])["f"]
+    )
     history = results.history[results.history["trial"] == best["trial"]]
     assert history["dev/accuracy"].tolist() == [0.2, 0.3] and history["training_iteration"].tolist() == [1, 2]
 
 
 def test_a_retried_trial_that_finished_is_finished_and_an_interrupted_one_incomplete(tmp_path):
     experiment = tmp_path / "lora-main"
-    retried = write_trial(experiment, trial_params("lora"), dev=[0.1, 0.2], test=test_metrics(0.2), error="OOM")
+    retried = write_trial(
+        experiment, trial_params("lora"), dev=[0.1, 0.2], test=test_metrics(0.2), error="OOM"
+    )
     running = write_trial(experiment, trial_params("lora"), dev=[0.1])
     state = {"trial_data": [[json.dumps({"relative_logdir": running.name, "status": "RUNNING"}), "{}"]]}
     (experiment / "experiment_state-2026-11-29_09-24-14.json").write_text(json.dumps(state))
@@ -259,7 +289,9 @@ def test_a_storage_uri_reads_the_same_trials(study):
 
 def test_two_roots_are_told_apart_and_an_overlap_is_refused(tmp_path):
     for name in ("a", "b"):
-        write_trial(tmp_path / name / "lora-main", trial_params("lora"), dev=[0.1, 0.2], test=test_metrics(0.2))
+        write_trial(
+            tmp_path / name / "lora-main", trial_params("lora"), dev=[0.1, 0.2], test=test_metrics(0.2)
+        )
     results = load_results([tmp_path / "a", tmp_path / "b"])
     assert sorted(t.split("/")[0] for t in results.trials["trial"]) == ["a", "b"]
     with pytest.raises(ValueError, match="found twice"):
@@ -272,7 +304,9 @@ def test_the_best_trial_is_chosen_by_dev_among_finished_trials_never_by_test(stu
     best = best_trials(trials[trials["method"] == "lora"], ("method", "config"))
     assert best["trial_dir"].tolist() == [str(s["lora_best"])]  # not the higher-test one, not the stopped one
     assert best[["n_trials", "n_finished"]].values.tolist() == [[4, 2]]
-    by_perplexity = best_trials(trials[trials["method"] == "lora"], ("method",), metric="dev/perplexity", mode="min")
+    by_perplexity = best_trials(
+        trials[trials["method"] == "lora"], ("method",), metric="dev/perplexity", mode="min"
+    )
     assert by_perplexity["trial_dir"].tolist() == [str(s["lora_best"])]  # 3.5 - 0.30 < 3.5 - 0.25
     with pytest.raises(ValueError, match="test split"):
         best_trials(trials, ("method",), metric="test/accuracy")
@@ -292,7 +326,9 @@ def test_table1_shows_the_chosen_trials_test_numbers_beside_the_published_ones(s
     assert (lora[ROUGE + PUBLISHED], lora[PPL + PUBLISHED], lora[SIM + PUBLISHED]) == (0.5084, 3.2633, 79.70)
     assert (lora["Trials"], lora["Finished"]) == (4, 2)
     stacked = frame.loc[("Stacked LoRA", "main")]
-    assert stacked["trial"] == _row(results, s["stacked_gelu"])["trial"]  # the linear baseline is not this row
+    assert (
+        stacked["trial"] == _row(results, s["stacked_gelu"])["trial"]
+    )  # the linear baseline is not this row
     assert stacked[ROUGE] == 0.33
     assert list(frame.index[:7]) == [
         ("LoRA", "main"), ("QLoRA", "main"), ("LoRA", "socratic"), ("QLoRA", "socratic"),
@@ -318,7 +354,9 @@ def test_accuracy_cot_calculator_and_stacked_tables_hold_the_chosen_trials_numbe
     tables = build_tables(results.trials)
     accuracy = tables["accuracy_per_model"].frame.set_index(["Model", "Config"])
     full = accuracy.loc[("Full fine-tuning", "main")]
-    assert (full[ACC], full[LOW], full[HIGH], full[ACC + PUBLISHED]) == pytest.approx((44.0, 39.0, 49.0, 45.0))
+    assert (full[ACC], full[LOW], full[HIGH], full[ACC + PUBLISHED]) == pytest.approx(
+        (44.0, 39.0, 49.0, 45.0)
+    )
     cot = tables["cot_styles"].frame.set_index(["Config", "Prompt style"])
     assert cot.loc[("socratic", "code"), ACC] == pytest.approx(27.0)
     assert cot.loc[("socratic", "code"), ACC + PUBLISHED] == 18.2
@@ -328,7 +366,9 @@ def test_accuracy_cot_calculator_and_stacked_tables_hold_the_chosen_trials_numbe
     row = calculator.loc[("LoRA", "main")]
     assert (row[ACC], row[CALC], row["Calculator gain (points)"]) == pytest.approx((31.0, 35.0, 4.0))
     stacked = tables["stacked_lora"].frame.set_index("Variant")
-    assert stacked.loc["f = gelu", ACC] == pytest.approx(33.0) and stacked.loc["f = gelu", "f space"] == "weight"
+    assert (
+        stacked.loc["f = gelu", ACC] == pytest.approx(33.0) and stacked.loc["f = gelu", "f space"] == "weight"
+    )
     assert stacked.loc["Linear stack (no f)", ACC] == pytest.approx(55.0)
     assert math.isnan(stacked.loc["f = tanh", ACC]) and pd.isna(stacked.loc["f = tanh", "trial"])
 
@@ -340,8 +380,14 @@ def test_efficiency_and_search_tables_count_every_trial(study):
     lora = efficiency.loc[("LoRA", "main")]
     assert lora["Trainable parameters"] == 1000 and lora["Trainable share %"] == pytest.approx(1.0)
     assert lora["Search hours"] == pytest.approx((60 + 60 + 30 + 0) / 3600)
-    search = tables["search_summary"].frame.set_index(["Method", "Config"])
-    assert search.loc[("lora", "main"), ["Trials", "Finished", "Early stopped", "Error"]].tolist() == [4, 2, 1, 1]
+    search = search_table(load_results([root]).trials, metric="dev/accuracy", mode="max").frame
+    search = search.set_index(["Method", "Config"])
+    assert search.loc[("lora", "main"), ["Trials", "Finished", "Early stopped", "Error"]].tolist() == [
+        4,
+        2,
+        1,
+        1,
+    ]
 
 
 @pytest.mark.slow
@@ -360,27 +406,36 @@ def test_importance_needs_enough_trials_and_names_what_varied(tmp_path):
 def test_importance_of_too_few_trials_says_so_instead_of_failing(tmp_path):
     write_trial(tmp_path / "lora-main", trial_params("lora"), dev=[0.1, 0.1], test=test_metrics(0.1))
     (diagnostics,) = diagnose(load_results([tmp_path]).trials, metric="dev/accuracy", mode="max")
-    assert diagnostics.importances == {} and diagnostics.reason.startswith("not enough trials (1 with dev/accuracy")
+    assert diagnostics.importances == {} and diagnostics.reason.startswith(
+        "not enough trials (1 with dev/accuracy"
+    )
     assert diagnostics.history["best_so_far"].tolist() == [0.1]
 
 
 def test_search_history_keeps_the_best_so_far_and_skips_failed_trials(study):
     root, _ = study
-    (lora,) = [d for d in diagnose(load_results([root]).trials, metric="dev/accuracy", mode="max") if d.method == "lora"]
-    assert lora.history["value"].tolist()[:3] == [0.3, 0.25, 0.9]
-    assert lora.history["best_so_far"].tolist()[:3] == [0.3, 0.3, 0.9]
-    assert lora.history["status"].tolist()[3] == "error" and math.isnan(lora.history["value"].iloc[3])
+    trials = load_results([root]).trials
+    history = search_history(trials[trials["method"] == "lora"], metric="dev/accuracy", mode="max")
+    assert history["value"].tolist()[:3] == [0.3, 0.25, 0.9]
+    assert history["best_so_far"].tolist()[:3] == [0.3, 0.3, 0.9]
+    assert history["status"].tolist()[3] == "error" and math.isnan(history["value"].iloc[3])
 
 
 def test_the_search_order_comes_from_rays_experiment_state_when_there_is_one(tmp_path):
     experiment = tmp_path / "lora-main"
     first = write_trial(experiment, trial_params("lora"), dev=[0.1, 0.1], test=test_metrics(0.1))
     second = write_trial(experiment, trial_params("lora"), dev=[0.4, 0.4], test=test_metrics(0.4))
-    (history,) = [d.history for d in diagnose(load_results([tmp_path]).trials, metric="dev/accuracy", mode="max")]
+    (history,) = [
+        d.history for d in diagnose(load_results([tmp_path]).trials, metric="dev/accuracy", mode="max")
+    ]
     assert history["value"].tolist() == [0.1, 0.4]  # by start time
-    entries = [[json.dumps({"relative_logdir": f.name, "status": "TERMINATED"}), "{}"] for f in (second, first)]
+    entries = [
+        [json.dumps({"relative_logdir": f.name, "status": "TERMINATED"}), "{}"] for f in (second, first)
+    ]
     (experiment / "experiment_state-2026-11-29_09-24-14.json").write_text(json.dumps({"trial_data": entries}))
-    (history,) = [d.history for d in diagnose(load_results([tmp_path]).trials, metric="dev/accuracy", mode="max")]
+    (history,) = [
+        d.history for d in diagnose(load_results([tmp_path]).trials, metric="dev/accuracy", mode="max")
+    ]
     assert history["value"].tolist() == [0.4, 0.1] and history["best_so_far"].tolist() == [0.4, 0.4]
 
 

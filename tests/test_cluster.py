@@ -54,13 +54,20 @@ def test_cluster_yaml_is_valid_for_rays_launcher():
 
 
 @pytest.fixture
-def clean_auth(monkeypatch, tmp_path):
-    """No RAY_AUTH_* settings, a token path of the test's own, and no reload of a Ray imported elsewhere."""
+def auth_env(monkeypatch, tmp_path) -> Path:
+    """No RAY_AUTH_* settings and a token path of the test's own (not ~/.ray/auth_token)."""
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_ADDRESS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "ray" / "auth_token"))
-    monkeypatch.setattr(dashboard, "_reload_ray_config", lambda: None)
+    monkeypatch.setattr(dashboard, "CLUSTER_FILE", tmp_path / "ray" / "cluster.json")
     return tmp_path / "ray" / "auth_token"
+
+
+@pytest.fixture
+def clean_auth(auth_env, monkeypatch) -> Path:
+    """`auth_env`, and Ray's C++ settings left alone (no Ray starts in these tests)."""
+    monkeypatch.setattr(dashboard, "_reload_ray_config", lambda: None)
+    return auth_env
 
 
 def test_auth_defaults_to_token_with_a_private_token(clean_auth):
@@ -228,3 +235,37 @@ def test_a_study_runs_on_both_nodes_of_a_two_node_cluster(tmp_path, micro_t5_dir
             stop(second)
         stop(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_local_clusters_dashboard_and_status_work_from_another_shell(auth_env):
+    import ray
+
+    info = dashboard.connect(address=None, num_cpus=1, dashboard=True)
+    try:
+        assert info.started_here and info.dashboard_url.startswith("http://127.0.0.1:")
+        token = auth_env.read_text()
+        deadline = time.monotonic() + 60
+        while dashboard.dashboard_status(info.dashboard_url, token) != 200:
+            assert time.monotonic() < deadline, "the dashboard API never accepted the token"
+            time.sleep(1)
+        assert dashboard.dashboard_status(info.dashboard_url, None) == 401  # not open without the token
+        shell = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}  # another shell: nothing set
+        check = subprocess.run(
+            [sys.executable, "-m", "study.dashboard"], cwd=REPO, env={**shell, "HOME": str(auth_env.parent)},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert check.returncode != 0 and "no running study found" in check.stderr  # a fresh HOME has none
+        for _ in range(20):  # the autoscaler's status appears a few seconds after the cluster starts
+            check = subprocess.run(
+                [sys.executable, "-m", "study.dashboard", "--address", info.address, "--dashboard-url", info.dashboard_url],
+                cwd=REPO, env=shell, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert check.returncode == 0, check.stdout + check.stderr
+            assert "dashboard API: HTTP 200 (ok)" in check.stdout
+            if "node_" in check.stdout:
+                break
+            time.sleep(2)
+        assert "Active:" in check.stdout and "node_" in check.stdout
+    finally:
+        ray.shutdown()

@@ -40,7 +40,9 @@ def test_markdown_links_our_numbers_to_the_trial_but_not_the_published_ones(tabl
     links = {label: TrialLinks(page="generations/lora.html", files="../runs/lora", name="a4339_00001")}
     text = table_markdown(built["table1_models"], links)
     lines = text.splitlines()
-    assert lines[0].startswith("| Model | Config | ROUGE-1 | ROUGE-1 (published) |") and lines[0].endswith("| Trial |")
+    assert lines[0].startswith("| Model | Config | ROUGE-1 | ROUGE-1 (published) |") and lines[0].endswith(
+        "| Trial |"
+    )
     lora = next(line for line in lines if line.startswith("| LoRA | main |"))
     cells = [c.strip() for c in lora.strip("|").split("|")]
     assert cells[2] == "[0.4100](generations/lora.html)" and cells[3] == "0.5084"
@@ -75,14 +77,25 @@ def test_the_report_command_writes_every_file_with_the_chosen_trials_numbers(tmp
     with (out / "tables" / "table1_models.csv").open() as file:
         rows = {(r["Model"], r["Config"]): r for r in csv.DictReader(file)}
     lora = rows[("LoRA", "main")]
-    assert (float(lora["ROUGE-1"]), float(lora["Perplexity"]), float(lora["Similarity %"])) == (0.41, 3.2, 75.0)
+    assert (float(lora["ROUGE-1"]), float(lora["Perplexity"]), float(lora["Similarity %"])) == (
+        0.41,
+        3.2,
+        75.0,
+    )
     assert lora["trial_dir"] == str(folders["lora_best"])
     assert lora["generations"] == str(folders["lora_best"] / "generations_test.jsonl")
-    assert rows[("QLoRA", "main")]["ROUGE-1"] == "" and rows[("QLoRA", "main")]["ROUGE-1 (published)"] == "0.5156"
+    assert (
+        rows[("QLoRA", "main")]["ROUGE-1"] == ""
+        and rows[("QLoRA", "main")]["ROUGE-1 (published)"] == "0.5156"
+    )
 
     markdown = (out / "report.md").read_text()
     page = next(p for p in (out / "generations").iterdir() if "a4339" in p.name and "lora-main" in p.name)
-    assert f"(generations/{page.name})" in markdown and "![" in markdown and "(figures/efficiency.png)" in markdown
+    assert (
+        f"(generations/{page.name})" in markdown
+        and "![" in markdown
+        and "(figures/efficiency.png)" in markdown
+    )
     text = page.read_text()
     assert "1 of 2 correct" in text and "2 of 2 correct" in text  # without and with the calculator
     assert "Tom has 5 apples" in text and "test/rouge1" in text

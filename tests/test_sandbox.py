@@ -333,7 +333,7 @@ def test_a_background_grandchild_dies_with_the_program(ending):
     assert _survivors(session=int(result.stdout)) == []
 
 
-def test_the_program_dies_with_the_evaluating_process():
+def test_the_program_dies_with_the_evaluating_process(tmp_path):
     # A helper process runs a sleeping program (no CPU limit to hit) and is SIGKILLed. Unprivileged,
     # PR_SET_PDEATHSIG kills the program; as root the uid drop clears that and the child's own timer
     # (wall + 0.1 s) does it, so the wall limit must be short there.
@@ -341,7 +341,8 @@ def test_the_program_dies_with_the_evaluating_process():
     code = (
         f"from trainables.sandbox import *; run_program('import time; time.sleep(60)', SandboxLimits({wall}))"
     )
-    helper = subprocess.Popen([sys.executable, "-c", code], cwd=Path(sandbox.__file__).parents[1])
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # a killed helper leaves its throwaway directory behind
+    helper = subprocess.Popen([sys.executable, "-c", code], cwd=Path(sandbox.__file__).parents[1], env=env)
     try:
         deadline, program = time.monotonic() + 10.0, None
         while not (program and _asleep(program)) and time.monotonic() < deadline:

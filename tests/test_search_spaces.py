@@ -33,6 +33,7 @@ from study.presets import get_preset
 from trainables.stacked_lora.config import ACTIVATIONS, F_SPACES
 from trainables.strategies import STRATEGIES
 from trainables.strategies.lora_cot import COT_STYLES
+from trainables.strategies.stacked import BASELINES as STACKED_BASELINES
 from trainables.trial import TrialConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -59,6 +60,7 @@ def test_grouping_choices_match_the_trainables():
     assert lora_cot_space.COT_STYLES == COT_STYLES
     assert set(stacked_space.F_CHOICES) == set(ACTIVATIONS)
     assert stacked_space.F_SPACES == F_SPACES
+    assert stacked_space.BASELINES == STACKED_BASELINES
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -95,7 +97,7 @@ def test_stacked_f_exists_only_on_the_stacked_branch():
     stacked = ask("stacked", point={"strategy/baseline": "stacked", "strategy/f": "tanh"})
     single = ask("stacked", point={"strategy/baseline": "single_lora"})
     assert stacked["strategy/f"] == "tanh" and "strategy/f_space" in stacked and "strategy/r1" in stacked
-    assert "strategy/f" not in single and "strategy/r1" not in single and "strategy/r2" in single
+    assert "strategy/f" not in single and "strategy/stage1_lr" not in single and "strategy/r2" in single
 
 
 def test_coverage_has_each_f_then_each_baseline_and_each_style():

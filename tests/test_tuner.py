@@ -355,3 +355,34 @@ def test_resume_after_the_driver_is_killed_runs_each_trial_once(tmp_path, micro_
         if trial.removeprefix("trial_") in finished:
             assert rows == before[trial]  # a finished trial is not run again
     assert output.splitlines()[-1].split()[:6] == ["lora", "main", "4", "0", "0", "0"]
+
+
+@pytest.mark.slow
+def test_asha_stops_stacked_trials_early_and_optuna_records_them(tmp_path, micro_t5_dir):
+    import pickle
+
+    args = ["--method", "stacked", "--trials", "8", "--name", "asha", "--metric", "dev/perplexity"]
+    args += [
+        "--space",
+        "train/epochs=1",
+        "--space",
+        "train/evals_per_epoch=2",
+        "--space",
+        "strategy/baseline=stacked",
+    ]
+    output = finish(start_study(args, tmp_path=tmp_path, model=micro_t5_dir))
+    experiment = tmp_path / "out" / "asha" / "stacked-main"
+    results = trial_results(experiment)
+    stopped = {t.removeprefix("trial_") for t, rows in results.items() if "test/accuracy" not in rows[-1]}
+    assert len(results) == 8 and 1 <= len(stopped) < 8
+    assert all(len(results[f"trial_{t}"]) == 1 for t in stopped)  # stopped at the first rung
+    fs = {rows[-1]["config"]["strategy"]["f"] for rows in results.values()}
+    assert fs == {"identity", "relu", "leaky_relu", "gelu", "tanh", "silu"}  # every f covered
+    (state,) = experiment.glob("searcher-state-*.pkl")
+    study = pickle.loads(state.read_bytes())["_ot_study"]
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(pruned) == len(stopped) and len(complete) == 8 - len(stopped)
+    assert all(t.value is not None and list(t.intermediate_values) == [1] for t in pruned)
+    expected = ["stacked", "main", str(8 - len(stopped)), str(len(stopped)), "0"]
+    assert output.splitlines()[-1].split()[:5] == expected
