@@ -6,6 +6,7 @@ sees the same data and the same base model. Loading a model is left to the trial
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +81,32 @@ def resolve_model(
         for r in s.train
         for text in (r.question, r.answer_text, r.program or "")
     ]
-    return str(cached_tiny_t5(cache_dir / "models", texts=texts, size=preset.tiny_size, seed=0))
+    base = cached_tiny_t5(cache_dir / "models", texts=texts, size=preset.tiny_size, seed=0)
+    return str(pretrain_tiny_base(base, preset)) if preset.pretrain else str(base)
+
+
+PRETRAIN_SEED = 1_000_003  # problems of their own, not the study's train / dev / test ones
+
+
+def pretrain_tiny_base(base: Path, preset: Preset) -> Path:
+    """The tiny T5 after prefix-LM pretraining on generated texts (see `trainables.pretrain`), cached."""
+    from trainables.generator import generate_problems
+    from trainables.loop import TrainConfig
+    from trainables.pretrain import pretrain
+    from trainables.prompts import format_example
+
+    settings = dict(preset.pretrain)
+    problems = generate_problems(
+        settings.pop("problems"),
+        seed=PRETRAIN_SEED,
+        **{k: preset.data[k] for k in ("min_steps", "max_steps", "max_operand") if k in preset.data},
+    )
+    # Questions and solutions as separate texts: the language of the problems, never the mapping.
+    corpus = [r.question for r in problems]
+    corpus += [format_example(r, style)[1] for r in problems for style in ("breakdown", "no_breakdown")]
+    corpus += [r.program for r in problems if r.program]
+    config = TrainConfig(prompt_style="breakdown", **settings)
+    return pretrain(base, texts=corpus, config=config, log=lambda message: print(message, file=sys.stderr))
 
 
 def parse_value(raw: str) -> Any:

@@ -25,10 +25,12 @@ class Preset:
     """Base model of the qlora method (the study uses T5-base in 8-bit)."""
     data_source: str
     """embedded, or auto (local data dir when given, else the hub)."""
-    tiny_size: str = "mini"
+    tiny_size: str = "tiny"
     """Shape of the locally built T5 when `model` is `tiny` (see `trainables.models.TINY_SIZES`)."""
     code_dataset: str = "mbpp"
     """Stacked LoRA's stage-1 coding dataset: mbpp, or gsm8k-programs (derived from the math train split)."""
+    pretrain: dict[str, Any] = field(default_factory=dict)
+    """For a locally built T5: prefix-LM pretraining settings (`problems` generated, TrainConfig fields)."""
     data: dict[str, Any] = field(default_factory=dict)
     """DataConfig fields: subset sizes, generator difficulty."""
     train: dict[str, Any] = field(default_factory=dict)
@@ -46,6 +48,14 @@ PRESETS: dict[str, Preset] = {
         qlora_model="tiny",
         data_source="embedded",
         code_dataset="gsm8k-programs",
+        pretrain={
+            "problems": 2000,
+            "epochs": 2,
+            "lr": 3e-3,
+            "batch_size": 64,
+            "max_input_tokens": 96,
+            "max_target_tokens": 96,
+        },
         data={
             "train_size": 1500,
             "dev_size": 48,

@@ -9,6 +9,7 @@ Prints each evaluation's metrics as a JSON line while it trains and the final me
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("mbpp", "gsm8k-programs"),
         help="stacked stage 1's data (default: the preset's)",
     )
+    for split in ("train", "dev", "test"):
+        parser.add_argument(f"--{split}-size", type=int, help=f"{split} records (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0, help="seeds data splits and training")
     parser.add_argument(
         "--out", type=Path, help="folder for progress, checkpoint and generations (default: temp)"
@@ -63,7 +66,11 @@ def main(argv: list[str] | None = None) -> dict:
     from trainables.reporting import LocalReporter
     from trainables.trial import TrialConfig, run_trial
 
+    sizes = {f"{split}_size": getattr(args, f"{split}_size") for split in ("train", "dev", "test")}
     preset = get_preset(args.preset)
+    preset = dataclasses.replace(
+        preset, data={**preset.data, **{k: v for k, v in sizes.items() if v is not None}}
+    )
     overrides = parse_overrides(args.overrides)
     # Validate the settings before any data or model is loaded.
     trial_dict = with_overrides(

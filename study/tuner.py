@@ -109,9 +109,20 @@ def trial_dirname(trial: Any) -> str:
 
 
 def build_tuner(
-    config: StudyConfig, experiment: Experiment, trainable: Any, *, max_concurrent: int, restore: bool
+    config: StudyConfig,
+    experiment: Experiment,
+    trainable: Any,
+    *,
+    max_concurrent: int,
+    restore: bool,
+    reuse_actors: bool = True,
 ) -> tune.Tuner:
-    """A new Tuner for `experiment`, or the interrupted one restored from storage."""
+    """A new Tuner for `experiment`, or the interrupted one restored from storage.
+
+    `reuse_actors` keeps a trial's worker process (torch and transformers imported) for the next trial;
+    `run_trial` seeds everything and frees the model, so trials stay independent (bench_tune_overhead.py
+    measures what it saves).
+    """
     path = f"{config.study_path}/{experiment.name}"
     if restore:
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -144,7 +155,7 @@ def build_tuner(
             scheduler=scheduler,
             num_samples=experiment.trials,
             trial_dirname_creator=trial_dirname,
-            reuse_actors=True,  # a worker keeps torch imported between trials; run_trial frees the model
+            reuse_actors=reuse_actors,
         ),
         run_config=tune.RunConfig(
             name=experiment.name,

@@ -45,13 +45,18 @@ class EvalSettings:
     similarity_model: str = DEFAULT_SIMILARITY_MODEL
     """sentence-transformers model for the average semantic similarity."""
     calculator: bool = True
-    """Evaluate the breakdown style's test split a second time with the calculator filling `<<expr=`."""
+    """on: the breakdown style's test split is scored twice from the same model, without and with the
+    calculator filling `<<expr=` (`test/accuracy`, `test/accuracy_calculator`); off: without only."""
     program_timeout_s: float = 2.0
     """Wall-time limit of each generated program (code style)."""
     max_examples: int | None = None
     """Evaluate on at most this many records of the split (None = all)."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.calculator, str) and self.calculator.lower() in ("on", "off"):
+            self.calculator = self.calculator.lower() == "on"
+        if not isinstance(self.calculator, bool):
+            raise ValueError(f"calculator must be on or off, got {self.calculator!r}")
         self.metrics = (
             tuple(self.metrics.split(",")) if isinstance(self.metrics, str) else tuple(self.metrics)
         )
