@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator
 from analysis.load import hyperparameter_columns
 from analysis.plots import METHOD_COLORS, new_figure, save_figure
 from analysis.published import METHOD_LABELS
-from analysis.select import best_trials
+from analysis.select import choose
 from analysis.table import Table
 
 MIN_TRIALS = 3
@@ -184,7 +184,7 @@ def search_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     """One row per (method, config) experiment: how its trials ended and its best dev value."""
     rows = []
     for (method, config), group in trials.groupby(["method", "config"], sort=True):
-        best = best_trials(group, ("method", "config"), metric=metric, mode=mode)
+        best = choose(group, ("method", "config"), metric=metric, mode=mode).row(method, config)
         statuses = group["status"].value_counts()
         rows.append(
             {
@@ -195,9 +195,9 @@ def search_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
                 "Early stopped": int(statuses.get("early_stopped", 0)),
                 "Error": int(statuses.get("error", 0)),
                 "Incomplete": int(statuses.get("incomplete", 0)),
-                f"Best {metric}": float(best[metric].iloc[0]) if len(best) else math.nan,
+                f"Best {metric}": math.nan if best is None else float(best[metric]),
                 "Search hours": float(group["hours"].sum()),
-                "trial": best["trial"].iloc[0] if len(best) else None,
+                "trial": None if best is None else best["trial"],
             }
         )
     formats = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
@@ -260,7 +261,7 @@ def _flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read_jsonl(address: str) -> list[dict]:

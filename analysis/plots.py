@@ -7,6 +7,7 @@ the word "missing" at its place, so a method not run yet never looks like a meth
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def _legend(ax, configs: Sequence[str], *, what: str, published: bool) -> None:
 
 
 def _percent_axis(ax, values: Sequence[float], ylabel: str, *, bottom: float = 0.0) -> None:
-    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    finite = [float(v) for v in values if isinstance(v, numbers.Real) and math.isfinite(v)]
     ax.set_ylim(bottom, min(100.0, max(finite, default=10.0) * 1.2 + 5))
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)

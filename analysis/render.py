@@ -201,9 +201,11 @@ def generations_page(
         if rows is None:
             continue
         correct = sum(bool(r.get("correct")) for r in rows)
+        source = "generations_test_calculator.jsonl" if rows is calculator else "generations_test.jsonl"
         parts += [
             f"<h2>{heading}</h2>",
-            f"<p>{correct} of {len(rows)} correct (green: correct, red: wrong).</p>",
+            f"<p>{correct} of {len(rows)} correct (green: correct, red: wrong); from {source} in the result "
+            "folder.</p>",
             _generation_rows(rows),
         ]
     if generations is None:

@@ -7,7 +7,9 @@ the choice does not depend on the order folders were read in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -28,6 +30,64 @@ def check_metric(trials: pd.DataFrame, metric: str, mode: str) -> None:
         raise ValueError(f"no trial reported {metric!r}; reported: {', '.join(reported) or 'nothing'}")
 
 
+def _key(value: Any) -> Hashable:
+    """A group key part: missing values (None, NaN) all become None."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+@dataclass
+class Choice:
+    """The chosen trial and the trial counts of every group of one grouping."""
+
+    by: tuple[str, ...]
+    """The grouping columns."""
+    best: dict[tuple, dict[str, Any]]
+    """Group key (values of `by`, None for a missing value) -> the chosen trial's row."""
+    counts: dict[tuple, tuple[int, int]]
+    """Group key -> (trials of any status, finished trials)."""
+
+    def row(self, *key: Any) -> dict[str, Any] | None:
+        """The chosen trial of group `key`, or None when the group has no finished trial."""
+        return self.best.get(tuple(_key(k) for k in key))
+
+    def count(self, *key: Any) -> tuple[int, int]:
+        """(trials, finished trials) of group `key`; (0, 0) for a group nobody ran."""
+        return self.counts.get(tuple(_key(k) for k in key), (0, 0))
+
+
+def choose(
+    trials: pd.DataFrame, by: Sequence[str], *, metric: str = "dev/accuracy", mode: str = "max"
+) -> Choice:
+    """The best finished trial of each group of `by` columns, by the last value of `metric`.
+
+    Raises:
+        ValueError: for a test metric, an unknown mode, or a metric no trial reported.
+    """
+    check_metric(trials, metric, mode)
+    by = tuple(by)
+    # Plain records of the few columns needed: masking the wide frame once per group would cost far more.
+    narrow = trials[list(dict.fromkeys([*by, metric, "trial", "status"]))].to_dict("records")
+    counts: dict[tuple, list[int]] = {}
+    winners: dict[tuple, dict] = {}
+    sign = 1 if mode == "max" else -1
+    for record in narrow:
+        key = tuple(_key(record[c]) for c in by)
+        finished = record["status"] == "finished" and _key(record[metric]) is not None
+        count = counts.setdefault(key, [0, 0])
+        count[0], count[1] = count[0] + 1, count[1] + finished
+        if not finished:
+            continue
+        current = winners.get(key)
+        value = sign * float(record[metric])
+        if current is None or value > sign * float(current[metric]):
+            winners[key] = record
+        elif value == sign * float(current[metric]) and record["trial"] < current["trial"]:
+            winners[key] = record  # a tie goes to the first name
+    rows = trials.set_index("trial", drop=False)
+    best = {key: rows.loc[record["trial"]].to_dict() for key, record in winners.items()}
+    return Choice(by=by, best=best, counts={k: (v[0], v[1]) for k, v in counts.items()})
+
+
 def best_trials(
     trials: pd.DataFrame,
     by: Sequence[str],
@@ -45,31 +105,15 @@ def best_trials(
 
     Returns:
         One row per group that has a finished trial: the chosen trial's columns plus `n_trials` (every trial
-        of the group, whatever its status) and `n_finished`.
+        of the group, whatever its status) and `n_finished`, ordered by the group columns.
 
     Raises:
         ValueError: for a test metric, an unknown mode, or a metric no trial reported.
     """
-    check_metric(trials, metric, mode)
-    by = list(by)
-    counts = trials.groupby(by, dropna=False).agg(
-        n_trials=("trial", "size"), n_finished=("status", lambda s: int((s == "finished").sum()))
-    )
-    finished = trials[(trials["status"] == "finished") & trials[metric].notna()]
-    ranked = finished.sort_values([metric, "trial"], ascending=[mode == "min", True], kind="stable")
-    best = ranked.groupby(by, dropna=False, sort=True).head(1)
-    best = best.join(counts, on=by)
-    return best.sort_values(by, kind="stable").reset_index(drop=True)
-
-
-def find_row(table: pd.DataFrame, **keys: Any) -> Mapping[str, Any] | None:
-    """The one row of `table` whose columns equal `keys` (None matches a missing value), or None."""
-    mask = pd.Series(True, index=table.index)
-    for column, value in keys.items():
-        if column not in table.columns:
-            return None
-        mask &= table[column].isna() if value is None else table[column] == value
-    rows = table[mask]
-    if len(rows) > 1:
-        raise ValueError(f"{len(rows)} rows match {keys}; add a key to tell them apart")
-    return None if rows.empty else rows.iloc[0].to_dict()
+    choice = choose(trials, by, metric=metric, mode=mode)
+    rows = [
+        {**row, "n_trials": choice.counts[k][0], "n_finished": choice.counts[k][1]}
+        for k, row in choice.best.items()
+    ]
+    frame = pd.DataFrame(rows, columns=[*trials.columns, "n_trials", "n_finished"])
+    return frame.sort_values(list(choice.by), kind="stable").reset_index(drop=True)

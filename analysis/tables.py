@@ -9,13 +9,14 @@ percentages (similarity is 100 x the average cosine, as the study publishes it),
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
 from analysis.published import ACCURACY_PCT, COT_ACCURACY_PCT, METHOD_LABELS, MODEL_ROWS, TABLE_ONE, ModelRow
-from analysis.select import best_trials, check_metric, find_row
+from analysis.select import Choice, check_metric, choose
 from analysis.table import ACC, CALC, CALC_HIGH, CALC_LOW, HIGH, LOW, PPL, PUBLISHED, ROUGE, SIM, Table
 from search_spaces.lora_cot import COT_STYLES
 from search_spaces.stacked import BASELINES, F_CHOICES
@@ -39,20 +40,14 @@ def _num(row: Mapping[str, Any] | None, key: str) -> float:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _counts(row: Mapping[str, Any] | None, pool: pd.DataFrame, **keys: Any) -> dict[str, Any]:
-    """Trial counts of a group (also for a missing row, whose trials may all have failed) and its trial."""
-    mask = pd.Series(True, index=pool.index)
-    for column, value in keys.items():
-        mask &= pool[column] == value
-    group = pool[mask]
-    return {
-        "Trials": len(group),
-        "Finished": int((group["status"] == "finished").sum()),
-        "trial": None if row is None else row["trial"],
-    }
+def _counts(choice: Choice, *key: Any) -> dict[str, Any]:
+    """A group's trial counts (also for a missing row, whose trials may all have failed) and its trial."""
+    trials, finished = choice.count(*key)
+    row = choice.row(*key)
+    return {"Trials": trials, "Finished": finished, "trial": None if row is None else row["trial"]}
 
 
 def _accuracy(row: Mapping[str, Any] | None) -> dict[str, float]:
@@ -104,11 +99,10 @@ def _rows_table(
 
 def models_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     """Table 1: ROUGE-1, perplexity and similarity of each model row, ours beside the published ones."""
-    pool = model_pool(trials)
-    best = best_trials(pool, ("method", "config"), metric=metric, mode=mode)
+    choice = choose(model_pool(trials), ("method", "config"), metric=metric, mode=mode)
     rows = []
     for model in model_rows(trials):
-        row = find_row(best, method=model.method, config=model.config)
+        row = choice.row(model.method, model.config)
         published = TABLE_ONE.get((model.method, model.config))
         ours = _text_metrics(row)
         rows.append(
@@ -121,7 +115,7 @@ def models_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
                 PPL + PUBLISHED: published.perplexity if published else math.nan,
                 SIM: ours[SIM],
                 SIM + PUBLISHED: published.similarity_pct if published else math.nan,
-                **_counts(row, pool, method=model.method, config=model.config),
+                **_counts(choice, model.method, model.config),
             }
         )
     note = (
@@ -135,11 +129,10 @@ def models_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
 
 def accuracy_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     """Accuracy per model (the study's Figure 2) with the bootstrap 95% interval of each trial."""
-    pool = model_pool(trials)
-    best = best_trials(pool, ("method", "config"), metric=metric, mode=mode)
+    choice = choose(model_pool(trials), ("method", "config"), metric=metric, mode=mode)
     rows = []
     for model in model_rows(trials):
-        row = find_row(best, method=model.method, config=model.config)
+        row = choice.row(model.method, model.config)
         rows.append(
             {
                 "Model": model.label,
@@ -147,7 +140,7 @@ def accuracy_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
                 **_accuracy(row),
                 ACC + PUBLISHED: ACCURACY_PCT.get((model.method, model.config), math.nan),
                 "Test examples": _num(row, "test/n"),
-                **_counts(row, pool, method=model.method, config=model.config),
+                **_counts(choice, model.method, model.config),
             }
         )
     note = (
@@ -163,12 +156,13 @@ def _styles(trials: pd.DataFrame) -> list[str]:
 
 def cot_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     """LoRA + chain-of-thought: accuracy per prompt style and config (with the calculator where it applies)."""
-    pool = trials[trials["method"] == "lora_cot"]
-    best = best_trials(pool, ("config", "prompt_style"), metric=metric, mode=mode)
+    choice = choose(
+        trials[trials["method"] == "lora_cot"], ("config", "prompt_style"), metric=metric, mode=mode
+    )
     rows = []
     for config in CONFIGS:
         for style in _styles(trials):
-            row = find_row(best, config=config, prompt_style=style)
+            row = choice.row(config, style)
             rows.append(
                 {
                     "Prompt style": style,
@@ -178,7 +172,7 @@ def cot_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
                     CALC: _pct(row, "test/accuracy_calculator"),
                     CALC_LOW: _pct(row, "test/accuracy_calculator_low"),
                     CALC_HIGH: _pct(row, "test/accuracy_calculator_high"),
-                    **_counts(row, pool, config=config, prompt_style=style),
+                    **_counts(choice, config, style),
                 }
             )
     note = (
@@ -190,20 +184,12 @@ def cot_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
 
 def calculator_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     """Accuracy without and with the calculator, for every breakdown-style row of the other tables."""
-    models = best_trials(model_pool(trials), ("method", "config"), metric=metric, mode=mode)
-    cot = best_trials(
-        trials[trials["method"] == "lora_cot"], ("config", "prompt_style"), metric=metric, mode=mode
-    )
-    wanted = [
-        (m.label, m.method, m.config, find_row(models, method=m.method, config=m.config))
-        for m in model_rows(trials)
-    ]
-    wanted += [
-        (METHOD_LABELS["lora_cot"], "lora_cot", c, find_row(cot, config=c, prompt_style="breakdown"))
-        for c in CONFIGS
-    ]
+    models = choose(model_pool(trials), ("method", "config"), metric=metric, mode=mode)
+    cot = choose(trials[trials["method"] == "lora_cot"], ("config", "prompt_style"), metric=metric, mode=mode)
+    wanted = [(m.label, m.config, models.row(m.method, m.config)) for m in model_rows(trials)]
+    wanted += [(METHOD_LABELS["lora_cot"], c, cot.row(c, "breakdown")) for c in CONFIGS]
     rows = []
-    for label, _method, config, row in wanted:
+    for label, config, row in wanted:
         without, with_calc = _pct(row, "test/accuracy"), _pct(row, "test/accuracy_calculator")
         rows.append(
             {
@@ -235,7 +221,7 @@ def stacked_pool(trials: pd.DataFrame) -> pd.DataFrame:
 def stacked_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     """Stacked LoRA per nonlinearity f, then its baselines, per config."""
     pool = stacked_pool(trials)
-    best = best_trials(pool, ("config", "baseline", "f"), metric=metric, mode=mode)
+    choice = choose(pool, ("config", "baseline", "f"), metric=metric, mode=mode)
     configs = sorted(pool["config"].unique()) or ["main"]
     variants = [("stacked", f, f"f = {f}") for f in F_CHOICES] + [
         (b, None, BASELINE_LABELS[b]) for b in BASELINES[1:]
@@ -243,8 +229,7 @@ def stacked_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     rows = []
     for config in configs:
         for baseline, f, label in variants:
-            row = find_row(best, config=config, baseline=baseline, f=f)
-            keys = {"config": config, "baseline": baseline} | ({"f": f} if f is not None else {})
+            row = choice.row(config, baseline, f)
             rows.append(
                 {
                     "Variant": label,
@@ -252,7 +237,7 @@ def stacked_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
                     "f space": "" if row is None or row.get("f_space") is None else row["f_space"],
                     **_accuracy(row),
                     **_text_metrics(row),
-                    **_counts(row, pool, **keys),
+                    **_counts(choice, config, baseline, f),
                 }
             )
     note = (
@@ -264,15 +249,14 @@ def stacked_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
 
 def efficiency_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     """Accuracy against trainable parameters, memory and wall time, per (method, config)."""
-    pool = trials[trials["method"].isin(set(METHOD_LABELS))]
-    best = best_trials(model_pool(trials), ("method", "config"), metric=metric, mode=mode)
-    cot = best_trials(pool[pool["method"] == "lora_cot"], ("method", "config"), metric=metric, mode=mode)
+    models = choose(model_pool(trials), ("method", "config"), metric=metric, mode=mode)
+    cot = choose(trials[trials["method"] == "lora_cot"], ("method", "config"), metric=metric, mode=mode)
+    hours = trials.groupby(["method", "config"])["hours"].sum().to_dict()
     wanted = [(m.label, m.method, m.config) for m in model_rows(trials)]
     wanted += [(METHOD_LABELS["lora_cot"], "lora_cot", c) for c in CONFIGS]
     rows = []
     for label, method, config in wanted:
-        row = find_row(cot if method == "lora_cot" else best, method=method, config=config)
-        group = pool[(pool["method"] == method) & (pool["config"] == config)]
+        row = (cot if method == "lora_cot" else models).row(method, config)
         trainable, total = _num(row, "params/trainable"), _num(row, "params/total")
         rows.append(
             {
@@ -284,7 +268,7 @@ def efficiency_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
                 "Trainable share %": 100 * trainable / total if total else math.nan,
                 "Peak memory MB": _num(row, "peak_memory_mb"),
                 "Best trial hours": _num(row, "hours"),
-                "Search hours": float(group["hours"].sum()) if len(group) else math.nan,
+                "Search hours": float(hours.get((method, config), math.nan)),
                 "Device": "" if row is None or row.get("device") is None else row["device"],
                 "trial": None if row is None else row["trial"],
             }

@@ -1,4 +1,4 @@
-"""LoRA: the loop's learning rate, batch, warmup and epochs, and the adapter's rank, alpha, dropout, targets."""
+"""LoRA: the loop's learning rate, batch, warmup and epochs; the adapter's rank, alpha, dropout, targets."""
 
 from __future__ import annotations
 

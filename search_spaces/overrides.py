@@ -123,7 +123,7 @@ class Override:
 
 
 def spec_to_override(key: str, spec: Any, *, method: str | None = None) -> Override:
-    """An `Override` from a spec: a scalar, a list, a `{low, high, log}` mapping, or a `'low..high'` string."""
+    """An `Override` from a spec: a scalar, a list, a `{low, high, log}` mapping or a `'low..high'` string."""
     import yaml
 
     if isinstance(spec, str):

@@ -4,8 +4,8 @@ learning rates, the nonlinearity f and where it acts, and the baseline the trial
 Conditional (define-by-run): f and f_space exist only for `baseline == "stacked"` (linear fixes f to the
 identity, merged_then_lora is a plain second LoRA); stage 1's alpha and learning rate only where a stage 1
 is trained (single_lora is one LoRA of rank r1 + r2 on GSM8K alone). Stage-1 settings are small grids
-rather than ranges so that trials share cached stage-1 adapters. f and the baseline are grouping parameters (the
-paper reports the best trial of each), so `COVERAGE` enqueues each f, then each other baseline, once.
+rather than ranges so that trials share cached stage-1 adapters. f and the baseline are grouping parameters
+(the paper reports the best trial of each), so `COVERAGE` enqueues each f, then each other baseline, once.
 """
 
 from __future__ import annotations

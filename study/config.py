@@ -25,7 +25,7 @@ SEARCH_METRICS = {
     "dev/similarity": "max",
     "train/loss": "min",
 }
-"""Metrics reported at every evaluation (so ASHA can compare trials on them) and the direction that is better."""
+"""Metrics reported at every evaluation (so ASHA can compare trials on them) -> the better direction."""
 CODE_DATASETS = ("mbpp", "gsm8k-programs")
 DEFAULT_STORAGE = "results"
 _ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")

@@ -146,8 +146,8 @@ def connect(*, address: str | None, num_cpus: int | None, dashboard: bool) -> Cl
     except Exception as err:  # ray.exceptions.AuthenticationError and friends
         if address is not None and ("authenticat" in str(err).lower() or "token" in str(err).lower()):
             raise ValueError(
-                f"the Ray cluster at {address} rejected this machine's token ({_first_line(err)}): copy the head "
-                f"node's ~/.ray/auth_token to {token_path()} or set RAY_AUTH_TOKEN"
+                f"the Ray cluster at {address} rejected this machine's token ({_first_line(err)}): "
+                f"copy the head node's ~/.ray/auth_token to {token_path()} or set RAY_AUTH_TOKEN"
             ) from None
         raise
     url = context.dashboard_url
@@ -194,6 +194,18 @@ def forget_cluster() -> None:
         pass
 
 
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process by that id: cannot tell, assume it is the study
+    return True
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -218,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dashboard-url", help="dashboard URL (default: the running study's)")
     args = parser.parse_args(argv)
     saved = json.loads(CLUSTER_FILE.read_text()) if CLUSTER_FILE.is_file() else {}
+    if saved and not _alive(saved.get("pid")):
+        saved = {}  # left behind by a study that was killed
     address = args.address or saved.get("address")
     url = args.dashboard_url or (saved.get("dashboard_url") if not args.address else None)
     if not address:

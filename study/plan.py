@@ -54,6 +54,15 @@ def _upper(overrides: Sequence[Override], key: str, default: int) -> int:
     return int(default)
 
 
+def _plain(flat: dict[str, Any]) -> dict[str, Any]:
+    """Tuples of names become `"a,b"` strings (which the config dataclasses accept), so that every value in
+    Ray's results, CSV and TensorBoard files is a plain scalar."""
+    return {
+        k: ",".join(v) if isinstance(v, tuple) and all(isinstance(x, str) for x in v) else v
+        for k, v in flat.items()
+    }
+
+
 def plan_experiments(config: StudyConfig) -> list[Experiment]:
     """Every experiment's base config, overrides and coverage; each branch is sampled once and validated.
 
@@ -65,7 +74,9 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
 
     preset = get_preset(config.preset_name)
     bases = {
-        (m, c): flatten(base_trial(preset, method=m, model="<model>", data_config=c, seed=config.seed))
+        (m, c): _plain(
+            flatten(base_trial(preset, method=m, model="<model>", data_config=c, seed=config.seed))
+        )
         for m, c in config.experiments()
     }
     keys = {m: space_keys(m, bases[(m, config.configs[0])]) for m in config.methods}

@@ -4,7 +4,7 @@ Layout under the storage path (local folder or URI), one folder per (method, GSM
 
     <storage>/<name>/study.json                        the StudyConfig the study was started with
     <storage>/<name>/best_configs.json                 every experiment's best trial, one list
-    <storage>/<name>/<method>-<config>/                Ray Tune's experiment (tuner.pkl, experiment_state-*.json)
+    <storage>/<name>/<method>-<config>/                Ray Tune's experiment: tuner.pkl, experiment_state
     <storage>/<name>/<method>-<config>/best_config.json
     <storage>/<name>/<method>-<config>/<trial>/        result.json, progress.csv, params.json,
                                                        generations_test.jsonl, placement.json, checkpoint_*/
@@ -37,7 +37,8 @@ class ExperimentSummary:
     failed: int = 0
     """Trials that ended in an error after their retries."""
     best: dict[str, Any] | None = None
-    """The best finished trial: trial_id, value, config, metrics, path; None when no trial finished."""
+    """The best finished trial: trial_id, value, config, metrics, path, and checkpoint (its last one: the
+    weights its test metrics come from); None when no trial finished."""
     groups: dict[str, Any] = field(default_factory=dict)
     """The best trial's grouping parameters (prompt style, f, baseline)."""
 

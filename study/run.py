@@ -1,6 +1,6 @@
 """Run the hyperparameter study: one Ray Tune + Optuna experiment per (method, GSM8K config).
 
-    python -m study.run --method all --preset tiny --trials 4        # minutes on a 2-core CPU
+    python -m study.run --method all --preset tiny --trials 2        # ~5 minutes on a 2-core CPU
     python -m study.run --method stacked --trials 50                 # the real setting: T5-small, GSM8K
     python -m study.run --method lora --address head-node:6379 --storage s3://bucket/studies
 
@@ -26,7 +26,7 @@ def _positive_float(text: str) -> float:
 
 
 class _OneLineParser(argparse.ArgumentParser):
-    """argparse prints the usage before a flag error; a study's user wants the one line that says what is wrong."""
+    """argparse prints the usage before a flag error; the user wants the one line that says what is wrong."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see python -m study.run --help)\n")
@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--preset",
         choices=PRESET_NAMES,
-        help="tiny: generated problems and a ~0.4M-parameter T5 (minutes on a CPU); small: T5-small on a GSM8K "
-        "subset; paper: T5-small (T5-base for qlora) on full GSM8K. Default: paper, checked before Ray starts",
+        help="tiny: generated problems and a small T5 built locally (minutes on a CPU); "
+        "small: T5-small on a GSM8K subset; paper: T5-small (T5-base for qlora) on full GSM8K. "
+        "Default: paper, checked before Ray starts",
     )
     what.add_argument(
         "--model", help="base model for every method: hub name or local path (default: the preset's)"

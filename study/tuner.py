@@ -34,17 +34,9 @@ from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs
 from study.prepare import DEFAULT_CACHE
 from study.results import COMPLETION_KEY, ExperimentSummary, format_table, read_text, summarize, write_json
 
-RESUME_CHECKED = (
-    "preset",
-    "model",
-    "data_dir",
-    "train_size",
-    "dev_size",
-    "test_size",
-    "seed",
-    "metric",
-    "mode",
-)
+RESUME_CHECKED = ("preset", "model", "data_dir", "train_size", "dev_size", "test_size", "code_dataset")
+RESUME_CHECKED += ("trials", "seed", "metric", "mode", "scheduler", "overrides")
+"""Settings a resumed study must share with the one it continues (Ray restores the searcher as it was)."""
 PROGRESS_PARAMS = (
     "train/lr",
     "train/epochs",
@@ -103,6 +95,11 @@ def study_trainable(config: dict, *, splits, code_records, cache_dir: str) -> No
     math_trainable(config, splits=splits, code_records=code_records, cache_dir=cache_dir)
 
 
+def trial_name(trial: Any) -> str:
+    """`<method>_<id>` in the progress table."""
+    return f"{trial.config.get('method', 'trial')}_{trial.trial_id}"
+
+
 def trial_dirname(trial: Any) -> str:
     """`trial_<id>`: the config is in the folder's params.json, not in a 200-character folder name."""
     return f"trial_{trial.trial_id}"
@@ -154,6 +151,7 @@ def build_tuner(
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
             scheduler=scheduler,
             num_samples=experiment.trials,
+            trial_name_creator=trial_name,
             trial_dirname_creator=trial_dirname,
             reuse_actors=reuse_actors,
         ),
@@ -201,10 +199,10 @@ def _check_resume(config: StudyConfig, experiments: Sequence[Experiment]) -> set
     if config.resume and saved is None:
         raise ValueError(f"nothing to resume: no study at {config.study_path}")
     if saved is not None:
-        before = json.loads(saved)
-        changed = [k for k in RESUME_CHECKED if before.get(k) != getattr(config, k)]
+        before, now = json.loads(saved), _study_record(config)
+        changed = [k for k in RESUME_CHECKED if before.get(k) != now[k]]
         if changed:
-            diff = ", ".join(f"{k}: {before.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
+            diff = ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in changed)
             raise ValueError(f"--resume with settings that differ from the study's: {diff}")
     return existing
 
@@ -224,17 +222,17 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
     for experiment in experiments:
         experiment.base["model"] = prepared.models[experiment.method]
     cluster = connect(address=config.address, num_cpus=config.num_cpus, dashboard=config.dashboard)
-    print("\n".join(access_lines(cluster)), file=sys.stderr)
-    resources = {m: trial_resources(config, m, cluster) for m in config.methods}
-    if not existing:
-        write_json(f"{config.study_path}/study.json", _study_record(config))
-    trainable = tune.with_parameters(
-        study_trainable,
-        splits=prepared.splits,
-        code_records=prepared.code_records,
-        cache_dir=str(DEFAULT_CACHE / "stage1"),
-    )
     try:
+        print("\n".join(access_lines(cluster)), file=sys.stderr)
+        resources = {m: trial_resources(config, m, cluster) for m in config.methods}
+        if not existing:
+            write_json(f"{config.study_path}/study.json", _study_record(config))
+        trainable = tune.with_parameters(
+            study_trainable,
+            splits=prepared.splits,
+            code_records=prepared.code_records,
+            cache_dir=str(DEFAULT_CACHE / "stage1"),
+        )
         summaries = [_run_experiment(config, e, trainable, resources, cluster, existing) for e in experiments]
     finally:
         import ray
@@ -242,9 +240,8 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
         ray.shutdown()  # ends a cluster started here; only disconnects from a joined one
         forget_cluster()
     write_json(f"{config.study_path}/best_configs.json", [s.best for s in summaries if s.best])
-    print(
-        f"\nbest trial of each experiment (by {config.metric}, {config.mode}), results in {config.study_path}:"
-    )
+    objective = f"by {config.metric}, {config.mode}"
+    print(f"\nbest trial of each experiment ({objective}), results in {config.study_path}:")
     print(format_table(summaries, metric=config.metric))
     return summaries
 
@@ -252,14 +249,19 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
 def _run_experiment(config, experiment, trainable, resources, cluster, existing) -> ExperimentSummary:
     method_resources = resources[experiment.method]
     max_concurrent = concurrency(config, method_resources, cluster)
+    share = f"{method_resources['cpu']:g} CPU + {method_resources['gpu']:g} GPU"
     print(
-        f"\n== {experiment.name}: {experiment.trials} trials ({len(experiment.points)} enqueued to cover every "
-        f"group), {max_concurrent} at once, {method_resources['cpu']:g} CPU + {method_resources['gpu']:g} GPU each",
+        f"\n== {experiment.name}: {experiment.trials} trials, {max_concurrent} at once, {share} each",
         file=sys.stderr,
     )
-    if experiment.trials > config.trials:
+    if experiment.points:
+        groups = sorted({key.split("/")[-1] for point in experiment.points for key in point})
+        raised = (
+            f" (--trials {config.trials} raised to cover them)" if experiment.trials > config.trials else ""
+        )
         print(
-            f"   --trials {config.trials} raised to {experiment.trials} to cover every group", file=sys.stderr
+            f"   the first {len(experiment.points)} cover every {' and '.join(groups)}{raised}",
+            file=sys.stderr,
         )
     tuner = build_tuner(
         config,

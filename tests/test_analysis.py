@@ -314,6 +314,15 @@ def test_the_best_trial_is_chosen_by_dev_among_finished_trials_never_by_test(stu
         best_trials(trials, ("method",), metric="dev/bleu")
 
 
+def test_a_tie_on_dev_goes_to_the_first_trial_by_name_whatever_the_reading_order(tmp_path):
+    experiment = tmp_path / "lora-main"
+    first = write_trial(experiment, trial_params("lora"), dev=[0.5, 0.5], test=test_metrics(0.1))
+    write_trial(experiment, trial_params("lora"), dev=[0.5, 0.5], test=test_metrics(0.9))
+    trials = load_results([tmp_path]).trials
+    for order in (trials, trials.iloc[::-1]):
+        assert best_trials(order, ("method",))["trial_dir"].tolist() == [str(first)]
+
+
 def test_table1_shows_the_chosen_trials_test_numbers_beside_the_published_ones(study):
     root, s = study
     results = load_results([root])

@@ -1,5 +1,5 @@
 """Running on a Ray cluster: cluster.yaml is a valid launcher config, token authentication works out of the
-box without opening the cluster, and (slow) a study runs on a real two-node cluster started on this machine."""
+box without opening the cluster, and (slow) a study runs on a two-node cluster started on this machine."""
 
 from __future__ import annotations
 
@@ -92,6 +92,17 @@ def test_access_lines_tell_another_shell_what_it_needs(clean_auth):
     assert lines[0] == "Ray dashboard: http://127.0.0.1:8265"
     assert str(clean_auth) in lines[1]
     assert "export RAY_AUTH_MODE=token; ray status --address 127.0.0.1:6379" in lines[2]
+
+
+def test_the_dashboard_command_ignores_a_killed_studys_cluster(clean_auth):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    dashboard.CLUSTER_FILE.parent.mkdir(parents=True)
+    dashboard.CLUSTER_FILE.write_text(
+        json.dumps({"address": "127.0.0.1:1", "dashboard_url": None, "pid": dead.pid})
+    )
+    with pytest.raises(ValueError, match="no running study found"):
+        dashboard.main([])
 
 
 def free_port() -> int:
@@ -258,7 +269,8 @@ def test_a_local_clusters_dashboard_and_status_work_from_another_shell(auth_env)
         assert check.returncode != 0 and "no running study found" in check.stderr  # a fresh HOME has none
         for _ in range(20):  # the autoscaler's status appears a few seconds after the cluster starts
             check = subprocess.run(
-                [sys.executable, "-m", "study.dashboard", "--address", info.address, "--dashboard-url", info.dashboard_url],
+                [sys.executable, "-m", "study.dashboard", "--address", info.address,
+                 "--dashboard-url", info.dashboard_url],
                 cwd=REPO, env=shell, capture_output=True, text=True, timeout=120,
             )  # fmt: skip
             assert check.returncode == 0, check.stdout + check.stderr

@@ -21,7 +21,7 @@ from study.plan import concurrency, plan_experiments, prepare_inputs, trial_reso
 from study.prepare import base_trial
 from study.presets import get_preset
 from study.results import format_table, read_text, summarize, write_json, write_text
-from study.tuner import PruneAwareOptunaSearch, _check_resume
+from study.tuner import PruneAwareOptunaSearch, _check_resume, _study_record
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CPU_ONLY = ClusterInfo(address="127.0.0.1:1", dashboard_url=None, started_here=True, resources={"CPU": 2.0})
@@ -145,9 +145,7 @@ def test_an_existing_study_needs_resume_and_the_same_settings(tmp_path):
         )
     (tmp_path / "s" / "lora-main").mkdir(parents=True)
     (tmp_path / "s" / "lora-main" / "tuner.pkl").write_bytes(b"")
-    write_json(
-        f"{tmp_path}/s/study.json", {"preset": "tiny", "seed": 0, "metric": "dev/accuracy", "mode": "max"}
-    )
+    write_json(f"{tmp_path}/s/study.json", _study_record(config))
     with pytest.raises(ValueError, match="already holds lora-main: pass --resume"):
         _check_resume(config, [experiment])
     resume = StudyConfig(
@@ -155,6 +153,13 @@ def test_an_existing_study_needs_resume_and_the_same_settings(tmp_path):
     )
     with pytest.raises(ValueError, match="differ from the study's: seed: 0 -> 1"):
         _check_resume(resume, [experiment])
+    more = StudyConfig(
+        methods=("lora",), preset="tiny", storage=str(tmp_path), name="s", resume=True, trials=9
+    )
+    with pytest.raises(ValueError, match="trials: 50 -> 9"):
+        _check_resume(more, [experiment])
+    same = StudyConfig(methods=("lora",), preset="tiny", storage=str(tmp_path), name="s", resume=True)
+    assert _check_resume(same, [experiment]) == {"lora-main"}
 
 
 def result(trial_id, metrics, *, error=None, config=None):
@@ -199,7 +204,8 @@ def test_results_go_to_a_folder_or_a_uri(tmp_path):
 REPO = Path(__file__).resolve().parents[1]
 MICRO = (
     "--preset", "tiny", "--train-size", "48", "--dev-size", "8", "--test-size", "8", "--num-cpus", "2",
-    "--no-dashboard", "--space", "train/eval/metrics=accuracy,perplexity", "--space", "train/eval/max_new_tokens=16",
+    "--no-dashboard", "--space", "train/eval/metrics=accuracy,perplexity",
+    "--space", "train/eval/max_new_tokens=16",
     "--space", "train/eval/calculator=false", "--space", "train/batch_size=16",
 )  # fmt: skip
 """The smallest settings a study runs with: ~50 training records, short generations, two CPUs."""
@@ -332,7 +338,7 @@ def _pgid(pid: int) -> int | None:
 def test_resume_after_the_driver_is_killed_runs_each_trial_once(tmp_path, micro_t5_dir):
     import time
 
-    args = ["--method", "lora", "--trials", "4", "--max-concurrent", "1", "--name", "resume"]
+    args = ["--method", "lora", "--trials", "3", "--max-concurrent", "1", "--name", "resume"]
     args += ["--space", "train/epochs=2", "--scheduler", "none"]
     process = start_study(args, tmp_path=tmp_path, model=micro_t5_dir)
     experiment = tmp_path / "out" / "resume" / "lora-main"
@@ -344,17 +350,17 @@ def test_resume_after_the_driver_is_killed_runs_each_trial_once(tmp_path, micro_
     end_process_group(process)
     before = trial_results(experiment)
     finished = {t for t, s in statuses(experiment).items() if s == "TERMINATED"}
-    assert 1 <= len(finished) < 4, "the driver must be killed in the middle of the study"
+    assert 1 <= len(finished) < 3, "the driver must be killed in the middle of the study"
 
     output = finish(start_study([*args, "--resume"], tmp_path=tmp_path, model=micro_t5_dir))
     after = trial_results(experiment)
-    assert len(after) == 4 and set(statuses(experiment).values()) == {"TERMINATED"}
+    assert len(after) == 3 and set(statuses(experiment).values()) == {"TERMINATED"}
     for trial, rows in after.items():
         assert [r["training_iteration"] for r in rows] == [1, 2], trial  # every result, each once
         assert "test/accuracy" in rows[-1]
         if trial.removeprefix("trial_") in finished:
             assert rows == before[trial]  # a finished trial is not run again
-    assert output.splitlines()[-1].split()[:6] == ["lora", "main", "4", "0", "0", "0"]
+    assert output.splitlines()[-1].split()[:5] == ["lora", "main", "3", "0", "0"]
 
 
 @pytest.mark.slow
