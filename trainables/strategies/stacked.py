@@ -39,27 +39,9 @@ CACHE_FORMAT = 1  # bump when what a cached stage 1 means changes
 
 
 @dataclass
-class StackedStrategyConfig:
-    """Stacked LoRA hyperparameters: the adapter's, stage 1's training, and which baseline to run."""
+class StackedStrategyConfig(StackedLoraConfig):
+    """The adapter's hyperparameters (`StackedLoraConfig`), stage 1's training, and which baseline to run."""
 
-    r1: int = 8
-    """Rank of the stage-1 (coding) adapter."""
-    alpha1: float = 16.0
-    """Stage-1 scale numerator: s1 = alpha1 / r1."""
-    r2: int = 8
-    """Rank of the stage-2 (math) adapter."""
-    alpha2: float = 16.0
-    """Stage-2 scale numerator: s2 = alpha2 / r2."""
-    f: str = "relu"
-    """Nonlinearity on the stage-2 term: identity, relu, leaky_relu, gelu, tanh, silu."""
-    f_space: str = "weight"
-    """'weight': f(s2 B2 A2) on the weight matrix; 'activation': s2 f(x A2^T) B2^T."""
-    target_modules: tuple[str, ...] = ("q", "v")
-    """T5 linear layers that get the adapters."""
-    dropout: float = 0.0
-    """Dropout on the adapter input."""
-    init_scale: float = 1e-3
-    """Std of B2's Gaussian init (a zero B2 passes no gradient through relu)."""
     stage1_lr: float = 1e-3
     """Learning rate of stage 1."""
     stage1_epochs: int = 1
@@ -68,6 +50,7 @@ class StackedStrategyConfig:
     """stacked (the method), linear, merged_then_lora or single_lora (the comparison baselines)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.baseline not in BASELINES:
             raise ValueError(
                 f"unknown stacked baseline {self.baseline!r}; choose from {', '.join(BASELINES)}"
@@ -76,7 +59,7 @@ class StackedStrategyConfig:
             raise ValueError(f"stage1_lr must be > 0, got {self.stage1_lr}")
         if self.stage1_epochs < 1:
             raise ValueError(f"stage1_epochs must be >= 1, got {self.stage1_epochs}")
-        self.target_modules = self.adapter_config().target_modules  # validates every adapter field
+        self.adapter_config()  # the baseline's overrides must make a valid adapter too
 
     def adapter_config(self) -> StackedLoraConfig:
         """The adapter this trial trains, with the baseline's overrides applied."""
