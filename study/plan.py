@@ -63,6 +63,16 @@ def _plain(flat: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _pinned_variants(overrides: tuple[Override, ...]):
+    """The overrides, then copies with one choice or one end of one range pinned: so every value a user
+    put in a `--space` is built into a trial config before the study starts, not only a sampled one."""
+    yield overrides
+    for i, o in enumerate(overrides):
+        values = o.choices if o.kind == "choices" else (o.low, o.high) if o.kind == "range" else ()
+        for value in values:
+            yield (*overrides[:i], dataclasses.replace(o, kind="fixed", value=value), *overrides[i + 1 :])
+
+
 def plan_experiments(config: StudyConfig) -> list[Experiment]:
     """Every experiment's base config, overrides and coverage; each branch is sampled once and validated.
 
@@ -87,14 +97,15 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
         overrides = routed[method]
         points = coverage_points(method, overrides)
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=config.seed))
-        for point in [{}, *points]:
-            if point:
-                study.enqueue_trial(point)
-            flat = define_by_run(method, base, overrides)(study.ask())
-            try:
-                TrialConfig.from_dict(unflatten(flat))
-            except (ValueError, TypeError) as err:
-                raise ValueError(f"method {method}: {err}") from None
+        for variant in _pinned_variants(overrides):
+            for point in [{}, *points]:
+                if point:
+                    study.enqueue_trial(point)
+                flat = define_by_run(method, base, variant)(study.ask())
+                try:
+                    TrialConfig.from_dict(unflatten(flat))
+                except (ValueError, TypeError) as err:
+                    raise ValueError(f"method {method}: {err}") from None
         epochs = _upper(overrides, "train/epochs", base["train/epochs"])
         evals = _upper(overrides, "train/evals_per_epoch", base.get("train/evals_per_epoch", evals_default))
         trials = max(config.trials, len(points))

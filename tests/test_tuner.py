@@ -22,6 +22,7 @@ from study.prepare import base_trial
 from study.presets import get_preset
 from study.results import format_table, read_text, summarize, write_json, write_text
 from study.tuner import PruneAwareOptunaSearch, _check_resume, _study_record
+from trainables import trial as _trial  # noqa: F401  (torch imported at collection: tests time their own work)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CPU_ONLY = ClusterInfo(address="127.0.0.1:1", dashboard_url=None, started_here=True, resources={"CPU": 2.0})
@@ -82,6 +83,12 @@ def test_plan_rejects_an_override_the_trial_config_rejects():
     config = StudyConfig(methods=("lora",), preset="tiny", overrides=(spec_to_override("strategy/r", 0),))
     with pytest.raises(ValueError, match="method lora: LoRA rank r must be >= 1"):
         plan_experiments(config)
+    bad_choice = spec_to_override("strategy/f", ["relu", "nope"], method="stacked")
+    with pytest.raises(ValueError, match="method stacked: unknown stacked LoRA f 'nope'"):
+        plan_experiments(StudyConfig(methods=("lora", "stacked"), preset="tiny", overrides=(bad_choice,)))
+    too_wide = spec_to_override("train/warmup_ratio", "0.0..1.5")
+    with pytest.raises(ValueError, match=r"method lora: warmup_ratio must be in \[0, 1\), got 1.5"):
+        plan_experiments(StudyConfig(methods=("lora",), preset="tiny", overrides=(too_wide,)))
     config = StudyConfig(methods=("full",), preset="tiny", overrides=(spec_to_override("strategy/rank", 4),))
     with pytest.raises(ValueError, match="unknown setting.*rank.*'full'"):
         plan_experiments(config)
