@@ -64,15 +64,18 @@ def test_two_trials_with_the_same_stage1_train_it_once(micro_t5_dir, context_fac
 
 
 def test_concurrent_trials_share_one_stage1(micro_t5_dir, context_factory):
+    # Models load first: `from_pretrained` is not thread-safe (Ray's trials are processes, so it need not be).
+    strategy = get_strategy("stacked")
+    jobs = [(load_model(micro_t5_dir, device="cpu"), context_factory()) for _ in range(2)]
     errors = []
 
-    def trial():
+    def trial(model, context):
         try:
-            _apply(micro_t5_dir, context_factory(), f="tanh")
+            strategy.apply(model, strategy.make_config({"f": "tanh"}), context)
         except Exception as error:  # pragma: no cover - reported below
             errors.append(error)
 
-    threads = [threading.Thread(target=trial) for _ in range(2)]
+    threads = [threading.Thread(target=trial, args=job) for job in jobs]
     for thread in threads:
         thread.start()
     for thread in threads:

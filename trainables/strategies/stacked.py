@@ -2,8 +2,10 @@
 
 Stage 1 trains A1 B1 on a coding dataset; stage 2 freezes it and trains A2 B2 on GSM8K through f. Stage 1
 depends only on its own settings, so it is trained once and shared by every trial with the same ones: a
-content-addressed cache under the study's storage, guarded by a file lock so concurrent trials on a node
-neither train it twice nor read a half-written adapter.
+content-addressed cache in a local folder of each node (`~/.cache/slm-math-study/stage1` for the study),
+guarded by a file lock so concurrent trials on a node neither train it twice nor read a half-written
+adapter. A file lock needs a local file system, which object storage is not; being content-addressed, the
+cache is correct to share across studies, and on a cluster each node trains a given stage 1 at most once.
 
 The `baseline` setting swaps in the comparison methods: `linear` (f = identity), `merged_then_lora`
 (stage 1 folded into W0, then a fresh LoRA: COLA-style) and `single_lora` (one LoRA of rank r1 + r2 on
