@@ -24,8 +24,10 @@ from trainables.batching import collate, encode_pairs
 from trainables.evaluation import EvalSettings, generate
 from trainables.loop import TrainConfig, fit
 from trainables.models import load_model
+from trainables.records import CodeRecord
 from trainables.strategies import StrategyContext, get_strategy
 from trainables.tokenizer import train_tokenizer
+from trainables.trial import stage_fitter
 
 T5_SMALL = {"d_model": 512, "d_ff": 2048, "num_layers": 6, "num_heads": 8, "d_kv": 64, "vocab_size": 32128}
 WORDS = "apples pencils farmer sold bought each week dollars twice half more than total how many left".split()
@@ -48,7 +50,15 @@ def prepared(method: str, path: Path, tokenizer, train: TrainConfig):
     strategy = get_strategy(method)
     config = strategy.make_config({})
     model = load_model(path, device="cpu", **strategy.load_kwargs(config))
-    context = StrategyContext(tokenizer=tokenizer, model_name=str(path), train=train)
+    # stacked LoRA's stage 1 trains here, before any timing, on a few coding tasks
+    code = [CodeRecord(text=text, code=text, source="gsm8k-programs") for text in texts(8, words=8, seed=3)]
+    context = StrategyContext(
+        tokenizer=tokenizer,
+        model_name=str(path),
+        train=train,
+        fit=stage_fitter(tokenizer, log=lambda message: None),
+        code_records=code,
+    )
     return strategy.apply(model, config, context)
 
 
@@ -76,8 +86,9 @@ def time_training(method: str, path: Path, tokenizer, pairs, train: TrainConfig)
     ]
     # warm up both paths once (allocator, bitsandbytes kernels), then time them in turn
     plain_loop(prepared(method, path, tokenizer, train), batches[:1], train)
+    model = prepared(method, path, tokenizer, train)
     start = time.perf_counter()
-    plain_loop(prepared(method, path, tokenizer, train), batches, train)
+    plain_loop(model, batches, train)
     plain = len(pairs) / (time.perf_counter() - start)
     model = prepared(method, path, tokenizer, train)
     start = time.perf_counter()
