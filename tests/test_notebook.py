@@ -71,7 +71,7 @@ def _last_report(trial_dir: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_a_tiny_study_of_every_method_becomes_a_report_and_a_notebook(tmp_path):
+def test_a_tiny_study_of_every_method_becomes_a_report_and_a_notebook(tmp_path, micro_t5_dir):
     """`study.run --method all` -> `analysis.report` -> the notebook; numbers checked against result.json."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     run = [
@@ -79,6 +79,8 @@ def test_a_tiny_study_of_every_method_becomes_a_report_and_a_notebook(tmp_path):
         "-m",
         "study.run",
         *STUDY_FLAGS,
+        "--model",  # the micro T5: the tiny preset's own would be built and pretrained first (a minute)
+        str(micro_t5_dir),
         "--storage",
         str(tmp_path / "store"),
         "--name",
