@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import math
 import random
-import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 from transformers import get_linear_schedule_with_warmup
 
@@ -107,11 +107,15 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated, or the process's peak resident memory on CPU."""
+def memory_mb(device: torch.device) -> float:
+    """GPU memory allocated at its peak since the trial began, or the process's resident memory now on CPU.
+
+    On CPU the process's lifetime peak (`ru_maxrss`) would not do: Ray reuses a worker for many trials, so
+    it would report the largest trial so far. The loop takes the maximum over its evaluation points.
+    """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def fit(
@@ -246,10 +250,12 @@ def train_and_evaluate(
     pairs, _ = _pairs(splits.train, style)
     evaluations_total = config.epochs * config.evals_per_epoch
     final: dict = {}
-    counter = {"n": 0}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    memory = {"peak": 0.0}
 
     def on_eval(train_metrics: dict) -> None:
-        counter["n"] += 1
+        memory["peak"] = max(memory["peak"], memory_mb(device))
         save = train_metrics.pop("_save")
         metrics = dict(train_metrics)
         dev = evaluate_split(
@@ -257,7 +263,7 @@ def train_and_evaluate(
         )
         metrics.update({f"dev/{k}": v for k, v in dev.metrics.items()})
         metrics.update(
-            {"params/trainable": trainable, "params/total": total, "memory/peak_mb": peak_memory_mb(device)}
+            {"params/trainable": trainable, "params/total": total, "memory/peak_mb": memory["peak"]}
         )
         is_last = round(train_metrics["epoch"] * config.evals_per_epoch) >= evaluations_total
         if is_last:

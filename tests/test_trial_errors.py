@@ -1,0 +1,41 @@
+"""Under Ray Tune, a trial whose loss diverges or whose code raises is that trial's error; the others go on."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.slow
+def test_a_diverging_and_a_crashing_trial_fail_alone_with_their_cause(micro_t5_dir, micro_splits, tmp_path):
+    import ray
+    from ray import tune
+
+    from trainables.trial import math_trainable
+
+    good, missing = str(micro_t5_dir), str(tmp_path / "no-such-model")
+    param_space = {
+        "method": "full",
+        "model": tune.grid_search([good, missing]),
+        "data_config": "main",
+        "train": {
+            "lr": tune.grid_search([3e-3, 1e30]),  # 1e30: the weights blow up, the loss is no longer finite
+            "epochs": 1,
+            "batch_size": 16,
+            "warmup_ratio": 0.0,
+            "max_grad_norm": 0.0,
+            "eval": {"max_new_tokens": 8, "metrics": "accuracy", "calculator": "off"},
+        },
+    }
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        grid = tune.Tuner(
+            tune.with_parameters(math_trainable, splits={"main": micro_splits}),
+            param_space=param_space,
+            run_config=tune.RunConfig(storage_path=str(tmp_path / "store"), name="errors", verbose=0),
+        ).fit()
+    finally:
+        ray.shutdown()
+    results = {(r.config["model"], r.config["train"]["lr"]): r for r in grid}
+    assert results[good, 3e-3].error is None and "test/accuracy" in results[good, 3e-3].metrics
+    assert "loss became" in str(results[good, 1e30].error)
+    assert "could not be loaded" in str(results[missing, 3e-3].error)
