@@ -120,3 +120,25 @@ def test_single_lora_baseline_has_the_combined_rank_and_no_stage1(micro_t5_dir, 
 def test_bad_baseline_is_named():
     with pytest.raises(ValueError, match="unknown stacked baseline 'cola'"):
         get_strategy("stacked").make_config({"baseline": "cola"})
+
+
+def test_stacking_on_an_8bit_base_trains_only_stage2(micro_t5_dir, micro_splits, context_factory):
+    import bitsandbytes as bnb
+
+    from trainables.batching import collate, encode_pairs
+    from trainables.prompts import format_example
+
+    strategy = get_strategy("stacked")
+    config = strategy.make_config({"base_bits": 8, "f": "gelu"})
+    torch.manual_seed(0)
+    base = load_model(micro_t5_dir, device="cpu", **strategy.load_kwargs(config))
+    model = strategy.apply(base, config, context_factory())
+    assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in model.modules())
+    tokenizer = load_tokenizer(micro_t5_dir)
+    pairs = [format_example(r, "breakdown") for r in micro_splits.train[:8]]
+    batch = collate(
+        encode_pairs(tokenizer, pairs, max_input_tokens=64, max_target_tokens=48), 0, torch.device("cpu")
+    )
+    model(**batch).loss.backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad and all("lora_A2" in n or "lora_B2" in n for n in with_grad), sorted(with_grad)[:4]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, TaskType, get_peft_model
+from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
 from trainables.prompts import code_task_example
 from trainables.stacked_lora import (
@@ -50,9 +50,13 @@ class StackedStrategyConfig(StackedLoraConfig):
     """Epochs of stage 1 over the coding dataset."""
     baseline: str = "stacked"
     """stacked (the method), linear, merged_then_lora or single_lora (the comparison baselines)."""
+    base_bits: int = 0
+    """0: a float base; 8 or 4: the base loaded in 8-bit / 4-bit NF4 through bitsandbytes (QLoRA + stacking)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.base_bits not in (0, 4, 8):
+            raise ValueError(f"base_bits must be 0, 4 or 8, got {self.base_bits}")
         if self.baseline not in BASELINES:
             raise ValueError(
                 f"unknown stacked baseline {self.baseline!r}; choose from {', '.join(BASELINES)}"
@@ -83,6 +87,7 @@ def stage1_key(config: StackedStrategyConfig, context: StrategyContext) -> str:
     parts = {
         "format": CACHE_FORMAT,
         "model": context.model_name,
+        "base_bits": config.base_bits,
         "data": hashlib.sha256(
             "\0".join(f"{r.text}\0{r.code}" for r in context.code_records).encode()
         ).hexdigest(),
@@ -140,6 +145,9 @@ def apply_stacked(
     model: torch.nn.Module, config: StackedStrategyConfig, context: StrategyContext
 ) -> torch.nn.Module:
     """Stage 1 (cached), then freeze it and add the trainable stage-2 adapter."""
+    if config.base_bits:
+        # fp32 norms and input gradients for a quantised base, as for QLoRA
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if config.baseline == "single_lora":
         rank = config.r1 + config.r2
         lora = LoraConfig(
@@ -158,5 +166,6 @@ register_strategy(
     name="stacked",
     config_cls=StackedStrategyConfig,
     apply=apply_stacked,
+    load_kwargs=lambda config: {"quantization": f"{config.base_bits}bit"} if config.base_bits else {},
     description="stacked LoRA: W0 + A1B1 (coding, frozen) + f(A2B2) (GSM8K)",
 )
