@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from study.errors import run_cli
+from trainables import data
 from trainables.metrics import (
     DEFAULT_SIMILARITY_MODEL,
     accuracy_per_example,
@@ -111,31 +112,8 @@ def parse_metrics(text: str) -> list[str]:
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of a JSONL file.
-
-    Raises:
-        DataError: naming the file (and line) when it is missing, not UTF-8, empty or holds a bad line.
-    """
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    rows = []
-    try:
-        with path.open(encoding="utf-8") as file:
-            for lineno, line in enumerate(file, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataError(f"{path}:{lineno}: malformed JSON ({error.msg})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-                rows.append((lineno, row))
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
-    if not rows:
-        raise DataError(f"{path}: no records")
-    return rows
+    """(line number, object) for each non-blank line of a JSONL file (see `trainables.data.read_jsonl`)."""
+    return list(data.read_jsonl(path))
 
 
 def _text_field(row: dict, key: str, where: str) -> str:

@@ -125,6 +125,13 @@ def micro_splits():
     from trainables.data import DataConfig, load_math_splits
 
     config = DataConfig(
-        source="embedded", train_size=64, dev_size=8, test_size=8, seed=0, min_steps=1, max_steps=1, max_operand=9
+        source="embedded",
+        train_size=64,
+        dev_size=8,
+        test_size=8,
+        seed=0,
+        min_steps=1,
+        max_steps=1,
+        max_operand=9,
     )
     return load_math_splits(config)

@@ -15,7 +15,9 @@ from trainables.prompts import format_example
 @pytest.mark.slow
 def test_calculator_accuracy_is_at_least_plain_accuracy_on_the_same_test_set(tmp_path):
     splits = load_math_splits(
-        DataConfig(source="embedded", train_size=600, dev_size=8, test_size=64, seed=0, max_steps=1, max_operand=9)
+        DataConfig(
+            source="embedded", train_size=600, dev_size=8, test_size=64, seed=0, max_steps=1, max_operand=9
+        )
     )
     texts = [t for r in splits.train for t in (r.question, r.answer_text)]
     path = build_tiny_t5(tmp_path / "t5", texts=texts, size="tiny", seed=0)
@@ -29,7 +31,9 @@ def test_calculator_accuracy_is_at_least_plain_accuracy_on_the_same_test_set(tmp
     with_calculator = evaluate_split(
         model, tokenizer, splits.test, style="breakdown", settings=settings, calculator=True
     )
-    print(f"accuracy without {plain.metrics['accuracy']:.3f}, with calculator {with_calculator.metrics['accuracy']:.3f}")
+    print(
+        f"accuracy without {plain.metrics['accuracy']:.3f}, with calculator {with_calculator.metrics['accuracy']:.3f}"
+    )
     assert with_calculator.metrics["accuracy"] >= plain.metrics["accuracy"]
     assert with_calculator.metrics["accuracy"] > 0, "the model did not learn the solution format"
     filled = [r["prediction"] for r in with_calculator.rows if "<<" in r["prediction"]]

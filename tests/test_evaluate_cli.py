@@ -214,7 +214,7 @@ def test_missing_file_exits_2(files, tmp_path, capsys):
         ),
         (lambda lines: lines[:-1], "preds.jsonl has 11 predictions but"),
         (lambda lines: [lines[1], lines[0]] + lines[2:], "preds.jsonl:1: question differs from reference #1"),
-        (lambda lines: [], "preds.jsonl: no records"),
+        (lambda lines: [], "preds.jsonl: empty file"),
     ],
 )
 def test_bad_predictions_file_exits_2_naming_the_line(files, tmp_path, capsys, edit, message):

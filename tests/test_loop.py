@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from trainables.evaluation import EvalSettings
 from trainables.loop import TrainConfig, TrainingDiverged, batch_order, fit, train_and_evaluate
 from trainables.models import load_model, load_tokenizer
 from trainables.prompts import format_example
@@ -89,7 +88,9 @@ class CrashingReporter(LocalReporter):
         raise Crash
 
 
-def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(micro_t5_dir, micro_splits, tmp_path):
+def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(
+    micro_t5_dir, micro_splits, tmp_path
+):
     config = _config(evals_per_epoch=2, epochs=2)
     model, tokenizer = _lora_model(micro_t5_dir)
     whole = LocalReporter(tmp_path / "whole", echo=None)
@@ -97,7 +98,9 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(micro_
 
     model, tokenizer = _lora_model(micro_t5_dir)
     with pytest.raises(Crash):
-        train_and_evaluate(model, tokenizer, micro_splits, config, CrashingReporter(tmp_path / "resumed", echo=None))
+        train_and_evaluate(
+            model, tokenizer, micro_splits, config, CrashingReporter(tmp_path / "resumed", echo=None)
+        )
     model, tokenizer = _lora_model(micro_t5_dir)  # a fresh process: fresh adapter weights
     resumed = LocalReporter(tmp_path / "resumed", resume=True, echo=None)
     got = train_and_evaluate(model, tokenizer, micro_splits, config, resumed)

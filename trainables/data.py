@@ -142,7 +142,7 @@ def load_gsm8k_file(path: str | Path, *, source: str | None = None) -> Loaded:
             or a file in which no record has a usable answer.
     """
     path = Path(path)
-    rows = ((f"{path}:{n}", row) for n, row in _read_jsonl(path))
+    rows = ((f"{path}:{n}", row) for n, row in read_jsonl(path))
     return _math_records(rows, source=source, origin=str(path))
 
 
@@ -188,7 +188,7 @@ def load_mbpp_file(path: str | Path) -> list[CodeRecord]:
         DataError: for a missing or empty file, malformed JSON or a missing field (naming file and line).
     """
     path = Path(path)
-    return [_code_record(row, f"{path}:{n}") for n, row in _read_jsonl(path)]
+    return [_code_record(row, f"{path}:{n}") for n, row in read_jsonl(path)]
 
 
 def load_mbpp_hub(splits: Sequence[str] = ("train", "validation", "test", "prompt")) -> list[CodeRecord]:
@@ -246,23 +246,32 @@ def load_code_dataset(
     raise DataError(f"no mbpp/mbpp.jsonl or mbpp.jsonl in {data_dir}")
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line."""
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON-lines file.
+
+    Raises:
+        DataError: naming the file (and line) when it is missing, not UTF-8, empty or holds a bad line.
+    """
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     with path.open(encoding="utf-8") as handle:
         empty = True
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            empty = False
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: malformed JSON: {err.msg} (column {err.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            yield number, row
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                empty = False
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(
+                        f"{path}:{number}: malformed JSON: {err.msg} (column {err.colno})"
+                    ) from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+                yield number, row
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not UTF-8 text") from None
     if empty:
         raise DataError(f"{path}: empty file")
 
