@@ -61,8 +61,8 @@ PRESETS: dict[str, Preset] = {
             "dev_size": 48,
             "test_size": 96,
             "min_steps": 1,
-            "max_steps": 2,
-            "max_operand": 20,
+            "max_steps": 1,
+            "max_operand": 9,
         },
         train={"epochs": 3, "batch_size": 32, "max_input_tokens": 128, "max_target_tokens": 96},
         eval={
