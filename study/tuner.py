@@ -27,7 +27,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from search_spaces import define_by_run, space_keys
+from search_spaces import CONDITIONAL, define_by_run, space_keys
 from study.config import StudyConfig
 from study.dashboard import access_lines, check_reachable, connect, forget_cluster
 from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs, trial_resources
@@ -172,9 +172,38 @@ def build_tuner(
     )
 
 
+class _ProgressReporter(tune.CLIReporter):
+    """Ray's table, tolerant of conditional parameters.
+
+    The table's rows skip a parameter a trial lacks (stacked LoRA's `f` exists only on the `stacked`
+    branch), but Ray's "current best trial" line looks every column up without a default and raises
+    KeyError when the best trial took another branch, which ends the whole study. While that is so, the
+    progress string is built from the parameters every trial has.
+    """
+
+    def __init__(self, *args, conditional: frozenset[str] = frozenset(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._conditional = conditional
+
+    def _progress_str(self, trials, done, *sys_info, **kwargs):
+        try:
+            return super()._progress_str(trials, done, *sys_info, **kwargs)
+        except KeyError:
+            columns = self._parameter_columns
+            if isinstance(columns, dict):
+                self._parameter_columns = {k: v for k, v in columns.items() if k not in self._conditional}
+            else:
+                self._parameter_columns = [k for k in columns if k not in self._conditional]
+            try:
+                return super()._progress_str(trials, done, *sys_info, **kwargs)
+            finally:
+                self._parameter_columns = columns
+
+
 def _progress_reporter(config: StudyConfig, experiment: Experiment) -> tune.CLIReporter:
     keys = space_keys(experiment.method, experiment.base)
-    return tune.CLIReporter(
+    return _ProgressReporter(
+        conditional=CONDITIONAL.get(experiment.method, frozenset()),
         metric_columns={
             "training_iteration": "iter",
             config.metric: config.metric,

@@ -1,0 +1,40 @@
+"""The progress table survives a best trial that lacks a conditional parameter (a study once died of it)."""
+
+from __future__ import annotations
+
+import pytest
+from ray import tune
+from ray.tune.experiment import Trial
+
+from study.tuner import _ProgressReporter
+
+COLUMNS = {"strategy/r2": "r2", "strategy/f": "f"}
+
+
+@pytest.fixture
+def trials(monkeypatch, tmp_path) -> list[Trial]:
+    # stub trials have no storage; the table prints the experiment folder
+    for name in ("local_experiment_path", "local_path", "path"):
+        monkeypatch.setattr(Trial, name, property(lambda self: str(tmp_path)))
+    made = []
+    configs = [{"strategy": {"f": "relu", "r2": 8}}, {"strategy": {"r2": 4, "baseline": "single_lora"}}]
+    for index, (config, accuracy) in enumerate(zip(configs, (0.1, 0.5), strict=True)):
+        trial = Trial("math_trainable", config=config, trial_id=f"t{index}", stub=True)
+        trial.run_metadata.last_result = {"dev/accuracy": accuracy, "training_iteration": 1, "config": config}
+        made.append(trial)
+    return made
+
+
+def test_rays_own_reporter_raises_when_the_best_trial_lacks_a_column(trials):
+    reporter = tune.CLIReporter(parameter_columns=COLUMNS, metric="dev/accuracy", mode="max")
+    with pytest.raises(KeyError):
+        reporter._progress_str(trials, False)
+
+
+def test_ours_prints_the_table_and_the_best_trial(trials):
+    reporter = _ProgressReporter(
+        parameter_columns=COLUMNS, metric="dev/accuracy", mode="max", conditional=frozenset({"strategy/f"})
+    )
+    text = reporter._progress_str(trials, False)
+    assert "Current best trial: t1 with dev/accuracy=0.5" in text
+    assert "r2" in text  # the columns every trial has are still there
