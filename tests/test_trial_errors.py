@@ -6,11 +6,18 @@ import pytest
 
 
 @pytest.mark.slow
-def test_a_diverging_and_a_crashing_trial_fail_alone_with_their_cause(micro_t5_dir, micro_splits, tmp_path):
+def test_a_diverging_and_a_crashing_trial_fail_alone_with_their_cause(
+    micro_t5_dir, micro_splits, tmp_path, monkeypatch
+):
     import ray
     from ray import tune
 
+    from study import dashboard
     from trainables.trial import math_trainable
+
+    # Ray reads its auth settings once per process; an earlier test may have switched them: set ours again.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    dashboard._reload_ray_config()
 
     good, missing = str(micro_t5_dir), str(tmp_path / "no-such-model")
     param_space = {
