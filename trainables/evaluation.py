@@ -25,6 +25,7 @@ from trainables.metrics import (
     rouge1,
     semantic_similarity,
 )
+from trainables.prompts import format_example, usable
 from trainables.records import MathRecord
 
 METRICS = ("accuracy", "perplexity", "rouge1", "similarity")
@@ -140,8 +141,6 @@ def evaluate_split(
     metrics: Sequence[str] | None = None,
 ) -> EvalResult:
     """Generate for every record of a split and score the generations."""
-    from trainables.prompts import format_example, usable
-
     records = [r for r in records if usable(r, style)][: settings.max_examples]
     if not records:
         raise ValueError(f"no records of this split can be used with prompt style {style!r}")

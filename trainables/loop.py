@@ -25,7 +25,7 @@ from trainables.batching import collate, encode_pairs
 from trainables.calculator import calculator_supported
 from trainables.evaluation import EvalSettings, evaluate_split
 from trainables.models import count_parameters
-from trainables.prompts import PROMPT_STYLES
+from trainables.prompts import PROMPT_STYLES, format_example, usable
 from trainables.reporting import Reporter
 
 
@@ -247,7 +247,7 @@ def train_and_evaluate(
     device = next(model.parameters()).device
     trainable, total = count_parameters(model)
     style = config.prompt_style
-    pairs, _ = _pairs(splits.train, style)
+    pairs = [format_example(r, style) for r in splits.train if usable(r, style)]
     evaluations_total = config.epochs * config.evals_per_epoch
     final: dict = {}
     if device.type == "cuda":
@@ -273,13 +273,6 @@ def train_and_evaluate(
 
     fit(model, tokenizer, pairs, config, on_eval=on_eval, reporter=reporter, log=log)
     return final
-
-
-def _pairs(records, style: str):
-    from trainables.prompts import format_example, usable
-
-    kept = [r for r in records if usable(r, style)]
-    return [format_example(r, style) for r in kept], kept
 
 
 def _test_metrics(model, tokenizer, records, config: TrainConfig, trial_dir: Path) -> dict:
