@@ -61,15 +61,15 @@ def prepare(
         code_dataset = code_dataset or preset.code_dataset
         code_records = load_code_dataset(code_dataset, data_dir=data_dir, math_train=main.train)
         notes.append(f"stage-1 coding dataset: {code_dataset} ({len(code_records)} tasks)")
-    models = {m: resolve_model(preset, m, model=model, splits=splits, cache_dir=cache_dir) for m in methods}
+    names = {m: model or (preset.qlora_model if m == "qlora" else preset.model) for m in methods}
+    # Each distinct base is resolved once: for `tiny` that builds (or finds) the model and its pretraining.
+    resolved = {n: resolve_model(n, preset, splits=splits, cache_dir=cache_dir) for n in set(names.values())}
+    models = {m: resolved[n] for m, n in names.items()}
     return Prepared(splits=splits, code_records=code_records, models=models, notes=notes)
 
 
-def resolve_model(
-    preset: Preset, method: str, *, model: str | None, splits: Mapping[str, Splits], cache_dir: Path
-) -> str:
-    """The base model of `method`: `--model` if given, else the preset's (QLoRA has its own)."""
-    name = model or (preset.qlora_model if method == "qlora" else preset.model)
+def resolve_model(name: str, preset: Preset, *, splits: Mapping[str, Splits], cache_dir: Path) -> str:
+    """A hub name or path as it is; `tiny` becomes the path of the preset's locally built, pretrained T5."""
     if name != "tiny":
         return name
     from trainables.models import cached_tiny_t5

@@ -32,9 +32,6 @@ class Reporter(Protocol):
 class RayReporter:
     """Reports through `ray.tune.report`; checkpoints go through Ray Tune's checkpoint API."""
 
-    def __init__(self) -> None:
-        self._restored: Path | None = None
-
     def report(self, metrics: dict, *, save: SaveCheckpoint | None = None) -> None:
         from ray import tune
 
@@ -52,8 +49,7 @@ class RayReporter:
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
             return None
-        self._restored = Path(checkpoint.to_directory())
-        return self._restored
+        return Path(checkpoint.to_directory())
 
     def trial_dir(self) -> Path:
         from ray import tune
