@@ -26,7 +26,7 @@ STATUSES = ("finished", "early_stopped", "error", "incomplete")
 error: crashed (error file) without test metrics; incomplete: not (yet) run to an end (interrupted study)."""
 GENERATIONS = "generations_test.jsonl"
 GENERATIONS_CALCULATOR = "generations_test_calculator.jsonl"
-# The defaults of `trainables.loop.TrainConfig` for a trial whose config leaves them out (kept equal by a
+# The defaults of `trainables.training.loop.TrainConfig` for a trial whose config leaves them out (kept equal by a
 # test; importing the trainables here would import torch into a report command).
 DEFAULT_PROMPT_STYLE = "breakdown"
 DEFAULT_EPOCHS = 3

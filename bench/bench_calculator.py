@@ -18,8 +18,8 @@ import time
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, T5Config, T5ForConditionalGeneration
 
-from trainables.calculator import format_number, make_calculator_processor, safe_eval
-from trainables.tokenizer import train_tokenizer
+from trainables.scoring.calculator import format_number, make_calculator_processor, safe_eval
+from trainables.training.tokenizer import train_tokenizer
 
 BATCH_SIZE = 16
 MAX_NEW_TOKENS = 64

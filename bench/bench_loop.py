@@ -3,9 +3,9 @@
     python bench/bench_loop.py [--steps 6] [--batch 8] [--tokens 128] [--threads 2]
 
 On the T5-small architecture (random weights: no hub needed), for each strategy, one run measures examples/s
-of training steps through `trainables.loop.fit` and through the plainest loop doing the same work (same
+of training steps through `trainables.training.loop.fit` and through the plainest loop doing the same work (same
 model, batches, optimiser, schedule and clipping), and prints the ratio (target: >= 0.95x). It then measures
-evaluation generation through `trainables.evaluation.generate` (length-sorted batches of 16) against calling
+evaluation generation through `trainables.scoring.evaluation.generate` (length-sorted batches of 16) against calling
 `model.generate` one example at a time (target: >= 5x on CPU).
 """
 
@@ -20,14 +20,14 @@ from pathlib import Path
 import torch
 from transformers import T5Config, T5ForConditionalGeneration, get_linear_schedule_with_warmup
 
-from trainables.batching import collate, encode_pairs
-from trainables.evaluation import EvalSettings, generate
-from trainables.loop import TrainConfig, fit
-from trainables.models import load_model
-from trainables.records import CodeRecord
-from trainables.strategies import StrategyContext, get_strategy
-from trainables.tokenizer import train_tokenizer
-from trainables.trial import stage_fitter
+from trainables.data.records import CodeRecord
+from trainables.methods import StrategyContext, get_strategy
+from trainables.scoring.evaluation import EvalSettings, generate
+from trainables.training.batching import collate, encode_pairs
+from trainables.training.loop import TrainConfig, fit
+from trainables.training.models import load_model
+from trainables.training.tokenizer import train_tokenizer
+from trainables.training.trial import stage_fitter
 
 T5_SMALL = {"d_model": 512, "d_ff": 2048, "num_layers": 6, "num_heads": 8, "d_kv": 64, "vocab_size": 32128}
 WORDS = "apples pencils farmer sold bought each week dollars twice half more than total how many left".split()

@@ -9,7 +9,7 @@ import argparse
 import os
 import time
 
-from trainables.sandbox import run_programs
+from trainables.scoring.sandbox import run_programs
 
 
 def main() -> None:

@@ -29,7 +29,12 @@ from peft import LoraConfig, get_peft_model
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import T5Config, T5ForConditionalGeneration
 
-from trainables.stacked_lora import StackedLoraConfig, apply_stacked_lora, merge_stacked_lora, start_stage2
+from trainables.methods.stacked_lora import (
+    StackedLoraConfig,
+    apply_stacked_lora,
+    merge_stacked_lora,
+    start_stage2,
+)
 
 # t5-small's config.json, without its weights
 T5_SMALL = {

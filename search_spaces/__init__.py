@@ -2,7 +2,7 @@
 
 A space returns the whole flat trial config: the fixed `base` (from `study.prepare.base_trial`, flattened
 with "/" keys) with its sampled values on top. Keys arrive nested in the trainable (`train/lr` ->
-`config["train"]["lr"]`), in exactly the shape `trainables.trial.TrialConfig.from_dict` accepts.
+`config["train"]["lr"]`), in exactly the shape `trainables.training.trial.TrialConfig.from_dict` accepts.
 
 `COVERAGE` lists the points each experiment enqueues before TPE samples: one per value of a grouping
 parameter the paper reports separately (each CoT style; each stacking f, then each other baseline), so a

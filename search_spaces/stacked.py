@@ -15,10 +15,10 @@ from typing import Any
 from search_spaces.common import LORA_ALPHAS, LORA_RANKS, LORA_TARGETS, train_params
 
 F_CHOICES = ("identity", "relu", "leaky_relu", "gelu", "tanh", "silu")
-"""Kept equal to the keys of `trainables.stacked_lora.config.ACTIVATIONS` by a test."""
+"""Kept equal to the keys of `trainables.methods.stacked_lora.config.ACTIVATIONS` by a test."""
 F_SPACES = ("weight", "activation")
 BASELINES = ("stacked", "linear", "merged_then_lora", "single_lora")
-"""Kept equal to `trainables.strategies.stacked.BASELINES` by a test."""
+"""Kept equal to `trainables.methods.stacked.BASELINES` by a test."""
 STAGE1_LRS = (3e-4, 1e-3, 3e-3)
 STAGE1_RANKS = (8, 16)
 STAGE1_ALPHAS = (16, 32)

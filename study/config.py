@@ -15,7 +15,7 @@ from search_spaces.overrides import Override
 from study.presets import PRESET_NAMES
 
 METHODS = ("lora", "lora_cot", "full", "qlora", "stacked")
-"""Kept equal to `trainables.strategies.STRATEGIES` and `search_spaces.SEARCH_SPACES` by a test."""
+"""Kept equal to `trainables.methods.STRATEGIES` and `search_spaces.SEARCH_SPACES` by a test."""
 DATA_CONFIGS = ("main", "socratic")
 SCHEDULERS = ("asha", "none")
 SEARCH_METRICS = {

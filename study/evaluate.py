@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from study.errors import run_cli
-from trainables import data
-from trainables.metrics import (
+from trainables.data import load as data
+from trainables.data.records import DataError, MathRecord, parse_gsm8k_answer
+from trainables.scoring.metrics import (
     DEFAULT_SIMILARITY_MODEL,
     accuracy_per_example,
     bootstrap_ci,
@@ -28,7 +29,6 @@ from trainables.metrics import (
     rouge1,
     semantic_similarity,
 )
-from trainables.records import DataError, MathRecord, parse_gsm8k_answer
 
 METRICS = ("accuracy", "rouge1", "similarity")
 DEFAULT_METRICS = "accuracy,rouge1"
@@ -112,7 +112,7 @@ def parse_metrics(text: str) -> list[str]:
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of a JSONL file (see `trainables.data.read_jsonl`)."""
+    """(line number, object) for each non-blank line of a JSONL file (see `trainables.data.load.read_jsonl`)."""
     return list(data.read_jsonl(path))
 
 
@@ -127,7 +127,7 @@ def _text_field(row: dict, key: str, where: str) -> str:
 def load_references(path: Path) -> list[MathRecord]:
     """GSM8K records from a JSONL file; a bad line raises DataError naming `file:line`.
 
-    Stricter than `trainables.data.load_gsm8k_file`, which skips a record without `#### N`: here a
+    Stricter than `trainables.data.load.load_gsm8k_file`, which skips a record without `#### N`: here a
     skipped reference would pair every later prediction with the wrong answer.
     """
     records = []
@@ -166,7 +166,7 @@ def load_predictions(path: Path, references: Sequence[MathRecord], *, references
 
 def program_outputs(programs: Sequence[str]) -> tuple[list[str], list[str | None]]:
     """Run each program in the sandbox: (stdout, or '' where it failed; the error, or None where it ran)."""
-    from trainables.sandbox import run_programs  # starts worker processes: only for the code style
+    from trainables.scoring.sandbox import run_programs  # starts worker processes: only for the code style
 
     results = run_programs(list(programs))
     return [r.stdout if r.ok else "" for r in results], [

@@ -79,8 +79,8 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
     Raises:
         ValueError: naming the method, for an override or setting its trial config rejects.
     """
-    from trainables.loop import TrainConfig
-    from trainables.trial import TrialConfig
+    from trainables.training.loop import TrainConfig
+    from trainables.training.trial import TrialConfig
 
     preset = get_preset(config.preset_name)
     bases = {
@@ -119,7 +119,7 @@ def prepare_inputs(config: StudyConfig) -> Prepared:
     Raises:
         ValueError: when the data or a model cannot be had (hub, local cache, `--model`, `--data-dir`).
     """
-    from trainables.models import ModelError, load_tokenizer
+    from trainables.training.models import ModelError, load_tokenizer
 
     base = get_preset(config.preset_name)
     preset = dataclasses.replace(base, data={**base.data, **config.data_overrides()})

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from study.presets import Preset
-from trainables.data import DataConfig, Splits, load_code_dataset, load_math_splits
-from trainables.records import CodeRecord
+from trainables.data.load import DataConfig, Splits, load_code_dataset, load_math_splits
+from trainables.data.records import CodeRecord
 
 DEFAULT_CACHE = Path.home() / ".cache" / "slm-math-study"
 
@@ -72,7 +72,7 @@ def resolve_model(name: str, preset: Preset, *, splits: Mapping[str, Splits], ca
     """A hub name or path as it is; `tiny` becomes the path of the preset's locally built, pretrained T5."""
     if name != "tiny":
         return name
-    from trainables.models import cached_tiny_t5
+    from trainables.training.models import cached_tiny_t5
 
     # The tokenizer learns the vocabulary of the texts the trials will see (questions, solutions, programs).
     texts = [
@@ -89,11 +89,11 @@ PRETRAIN_SEED = 1_000_003  # problems of their own, not the study's train / dev 
 
 
 def pretrain_tiny_base(base: Path, preset: Preset) -> Path:
-    """The tiny T5 after prefix-LM pretraining on generated texts (see `trainables.pretrain`), cached."""
-    from trainables.generator import generate_problems
-    from trainables.loop import TrainConfig
-    from trainables.pretrain import pretrain
-    from trainables.prompts import format_example
+    """The tiny T5 after prefix-LM pretraining on generated texts (see `trainables.training.pretrain`), cached."""
+    from trainables.data.generator import generate_problems
+    from trainables.data.prompts import format_example
+    from trainables.training.loop import TrainConfig
+    from trainables.training.pretrain import pretrain
 
     settings = dict(preset.pretrain)
     problems = generate_problems(
@@ -144,9 +144,9 @@ def with_overrides(trial: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
     """
     import dataclasses
 
-    from trainables.evaluation import EvalSettings
-    from trainables.loop import TrainConfig
-    from trainables.strategies import get_strategy
+    from trainables.methods import get_strategy
+    from trainables.scoring.evaluation import EvalSettings
+    from trainables.training.loop import TrainConfig
 
     groups = {
         "strategy": {f.name for f in dataclasses.fields(get_strategy(trial["method"]).config_cls)},

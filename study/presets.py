@@ -26,7 +26,7 @@ class Preset:
     data_source: str
     """embedded, or auto (local data dir when given, else the hub)."""
     tiny_size: str = "tiny"
-    """Shape of the locally built T5 when `model` is `tiny` (see `trainables.models.TINY_SIZES`)."""
+    """Shape of the locally built T5 when `model` is `tiny` (see `trainables.training.models.TINY_SIZES`)."""
     code_dataset: str = "mbpp"
     """Stacked LoRA's stage-1 coding dataset: mbpp, or gsm8k-programs (derived from the math train split)."""
     pretrain: dict[str, Any] = field(default_factory=dict)

@@ -54,7 +54,7 @@ def data_dir() -> Path:
 
 
 def _inline_math_texts(n: int, seed: int) -> list[str]:
-    """GSM8K-shaped questions, solutions and programs, for when `trainables.generator` is absent."""
+    """GSM8K-shaped questions, solutions and programs, for when `trainables.data.generator` is absent."""
     rng = random.Random(seed)
     ops = (
         ("+", "buys", operator.add),
@@ -78,7 +78,7 @@ def _inline_math_texts(n: int, seed: int) -> list[str]:
 def micro_texts() -> list[str]:
     """A few hundred short math texts (questions, solutions with calculator marks, programs)."""
     try:
-        from trainables.generator import generate_problems
+        from trainables.data.generator import generate_problems
     except ImportError:
         return _inline_math_texts(100, MICRO_SEED)
     records = generate_problems(100, seed=MICRO_SEED, min_steps=1, max_steps=3, max_operand=100)
@@ -93,7 +93,7 @@ def micro_texts() -> list[str]:
 @pytest.fixture(scope="session")
 def micro_t5_dir(tmp_path_factory: pytest.TempPathFactory, micro_texts: list[str]) -> Path:
     """A micro T5 (~157k parameters) and its tokenizer, saved once per session like a hub model."""
-    from trainables.models import build_tiny_t5
+    from trainables.training.models import build_tiny_t5
 
     return build_tiny_t5(
         tmp_path_factory.mktemp("models") / "micro-t5", texts=micro_texts, size="micro", seed=0
@@ -105,7 +105,7 @@ def micro_t5(micro_t5_dir: Path):
     """(model, tokenizer): a fresh copy of the micro T5 on the CPU, in eval mode, torch seeded with 0."""
     import torch
 
-    from trainables.models import load_model, load_tokenizer
+    from trainables.training.models import load_model, load_tokenizer
 
     torch.manual_seed(MICRO_SEED)
     return load_model(micro_t5_dir, device="cpu"), load_tokenizer(micro_t5_dir)
@@ -114,7 +114,7 @@ def micro_t5(micro_t5_dir: Path):
 @pytest.fixture
 def micro_tokenizer(micro_t5_dir: Path):
     """The micro T5's tokenizer alone, freshly loaded (for tests that need no model)."""
-    from trainables.models import load_tokenizer
+    from trainables.training.models import load_tokenizer
 
     return load_tokenizer(micro_t5_dir)
 
@@ -122,7 +122,7 @@ def micro_tokenizer(micro_t5_dir: Path):
 @pytest.fixture(scope="session")
 def micro_splits():
     """Embedded generated problems: 64 train, 8 dev, 8 test records (one-step, small numbers)."""
-    from trainables.data import DataConfig, load_math_splits
+    from trainables.data.load import DataConfig, load_math_splits
 
     config = DataConfig(
         source="embedded",

@@ -19,14 +19,14 @@ from transformers import (
 )
 from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
 
-from trainables.calculator import (
+from trainables.scoring.calculator import (
     CalculatorConfig,
     CalculatorLogitsProcessor,
     format_number,
     make_calculator_processor,
     safe_eval,
 )
-from trainables.tokenizer import train_tokenizer
+from trainables.training.tokenizer import train_tokenizer
 
 ANNOTATION = re.compile(r"<<([^=<>]*)=([^<>]*)>>")
 

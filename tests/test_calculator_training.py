@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.data import DataConfig, load_math_splits
-from trainables.evaluation import EvalSettings, evaluate_split
-from trainables.loop import TrainConfig, fit
-from trainables.models import build_tiny_t5, load_model, load_tokenizer
-from trainables.prompts import format_example
+from trainables.data.load import DataConfig, load_math_splits
+from trainables.data.prompts import format_example
+from trainables.scoring.evaluation import EvalSettings, evaluate_split
+from trainables.training.loop import TrainConfig, fit
+from trainables.training.models import build_tiny_t5, load_model, load_tokenizer
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trainables.data import (
+from trainables.data.load import (
     DataConfig,
     load_code_dataset,
     load_gsm8k_file,
@@ -19,7 +19,7 @@ from trainables.data import (
     load_mbpp_hub,
     skipped_summary,
 )
-from trainables.records import DataError, MathRecord
+from trainables.data.records import DataError, MathRecord
 
 
 def row(i: int, *, socratic: bool = False) -> dict:

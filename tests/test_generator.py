@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from trainables import generator
-from trainables.generator import generate_problems
-from trainables.programs import evaluate_program
-from trainables.records import parse_gsm8k_answer
+from trainables.data import generator
+from trainables.data.generator import generate_problems
+from trainables.data.programs import evaluate_program
+from trainables.data.records import parse_gsm8k_answer
 
 ANNOTATION = re.compile(r"<<(\d+)([-+*/])(\d+)=(\d+)>>(\d+)")
 

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from trainables.loop import TrainConfig, TrainingDiverged, batch_order, fit, train_and_evaluate
-from trainables.models import load_model, load_tokenizer
-from trainables.prompts import format_example
-from trainables.reporting import LocalReporter
-from trainables.strategies import StrategyContext, get_strategy
+from trainables.data.prompts import format_example
+from trainables.methods import StrategyContext, get_strategy
+from trainables.training.loop import TrainConfig, TrainingDiverged, batch_order, fit, train_and_evaluate
+from trainables.training.models import load_model, load_tokenizer
+from trainables.training.reporting import LocalReporter
 
 FAST_EVAL = {"batch_size": 8, "max_new_tokens": 24, "metrics": ("accuracy", "perplexity", "rouge1")}
 

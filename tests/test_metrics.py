@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from trainables.metrics import (
+from trainables.data.records import parse_gsm8k_answer
+from trainables.scoring.metrics import (
     SimilarityModelError,
     accuracy,
     accuracy_per_example,
@@ -22,7 +23,6 @@ from trainables.metrics import (
     rouge1,
     semantic_similarity,
 )
-from trainables.records import parse_gsm8k_answer
 
 # Real GSM8K test answers, copied verbatim (lines 1, 147, 490, 1114 and 202 of test.jsonl).
 JANET = (
@@ -379,7 +379,7 @@ def test_rouge1(predictions, references, expected):
 def test_rouge1_module_matches_rouge_score_and_is_cached():
     from rouge_score import rouge_scorer
 
-    from trainables.metrics import _rouge1_module
+    from trainables.scoring.metrics import _rouge1_module
 
     scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
     pairs = [("the cats were running", "a cat runs"), (JOHNNY, SALARY)]

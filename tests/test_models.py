@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import BartConfig, T5ForConditionalGeneration
 
-from trainables import models
-from trainables.models import (
+from trainables.training import models
+from trainables.training.models import (
     TINY_SIZES,
     ModelError,
     ModelNotFoundError,
@@ -23,7 +23,7 @@ from trainables.models import (
     pick_dtype,
     tiny_t5_dir,
 )
-from trainables.tokenizer import MIN_VOCAB_SIZE, train_tokenizer
+from trainables.training.tokenizer import MIN_VOCAB_SIZE, train_tokenizer
 
 PROGRAM = "a = 48 / 2; b = a + 24; print(b)"
 SOLUTION = (

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trainables.programs import ProgramError, convert_solution, evaluate_program, solution_to_program
-from trainables.records import parse_gsm8k_answer
+from trainables.data.programs import ProgramError, convert_solution, evaluate_program, solution_to_program
+from trainables.data.records import parse_gsm8k_answer
 
 CONVERSIONS = [
     pytest.param(  # GSM8K train #1: dataflow, a float from '/', printed as an integer

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from trainables.data import load_gsm8k_file
-from trainables.generator import generate_problems
-from trainables.programs import solution_to_program
-from trainables.prompts import PROMPT_STYLES, format_example, usable
-from trainables.records import parse_gsm8k_answer
+from trainables.data.generator import generate_problems
+from trainables.data.load import load_gsm8k_file
+from trainables.data.programs import solution_to_program
+from trainables.data.prompts import PROMPT_STYLES, format_example, usable
+from trainables.data.records import parse_gsm8k_answer
 
 QUESTION = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.  "

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from trainables import sandbox
-from trainables.sandbox import ProgramResult, SandboxError, SandboxLimits, run_program, run_programs
+from trainables.scoring import sandbox
+from trainables.scoring.sandbox import ProgramResult, SandboxError, SandboxLimits, run_program, run_programs
 
 FAST = SandboxLimits(wall_seconds=1.0)
 PRINT_PID = "import os; print(os.getpid(), flush=True)\n"
@@ -338,9 +338,7 @@ def test_the_program_dies_with_the_evaluating_process(tmp_path):
     # PR_SET_PDEATHSIG kills the program; as root the uid drop clears that and the child's own timer
     # (wall + 0.1 s) does it, so the wall limit must be short there.
     wall = 0.5 if ROOT else 60.0
-    code = (
-        f"from trainables.sandbox import *; run_program('import time; time.sleep(60)', SandboxLimits({wall}))"
-    )
+    code = f"from trainables.scoring.sandbox import *; run_program('import time; time.sleep(60)', SandboxLimits({wall}))"
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # a killed helper leaves its throwaway directory behind
     helper = subprocess.Popen([sys.executable, "-c", code], cwd=Path(sandbox.__file__).parents[1], env=env)
     try:

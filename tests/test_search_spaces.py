@@ -30,11 +30,11 @@ from search_spaces.overrides import (
 from study.config import METHODS
 from study.prepare import base_trial
 from study.presets import get_preset
-from trainables.stacked_lora.config import ACTIVATIONS, F_SPACES
-from trainables.strategies import STRATEGIES
-from trainables.strategies.lora_cot import COT_STYLES
-from trainables.strategies.stacked import BASELINES as STACKED_BASELINES
-from trainables.trial import TrialConfig
+from trainables.methods import STRATEGIES
+from trainables.methods.lora_cot import COT_STYLES
+from trainables.methods.stacked import BASELINES as STACKED_BASELINES
+from trainables.methods.stacked_lora.config import ACTIVATIONS, F_SPACES
+from trainables.training.trial import TrialConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -66,7 +66,7 @@ def test_grouping_choices_match_the_trainables():
 @pytest.mark.parametrize("method", METHODS)
 def test_every_space_and_branch_builds_a_trial_config(method):
     if method not in STRATEGIES:
-        pytest.fail(f"strategy {method!r} is not registered in trainables.strategies")
+        pytest.fail(f"strategy {method!r} is not registered in trainables.methods")
     for point in [None, *coverage_points(method)]:
         flat = ask(method, point=point)
         trial = TrialConfig.from_dict(unflatten(flat))

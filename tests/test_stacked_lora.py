@@ -11,7 +11,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import BitsAndBytesConfig, T5Config, T5ForConditionalGeneration
 
-from trainables.stacked_lora import (
+from trainables.methods.stacked_lora import (
     ACTIVATIONS,
     StackedLoraConfig,
     StackedLoraLinear,

@@ -4,7 +4,7 @@ Where the math data comes from (`DataConfig.source`), told to the user in `Split
 - `local`: jsonl files under `data_dir` (`data_dir/gsm8k/train.jsonl`, or the files directly in `data_dir`).
 - `hub`: `datasets.load_dataset("openai/gsm8k", config)`; a failure says to pass a data dir instead.
 - `auto`: `local` when `data_dir` is given, else `hub`. It never falls back to the embedded problems.
-- `embedded`: problems from `trainables.generator` (not GSM8K), only when asked for by name.
+- `embedded`: problems from `trainables.data.generator` (not GSM8K), only when asked for by name.
 
 Splits: dev is carved out of the official train split by a seeded shuffle and test is the official test
 split; `train_size` / `test_size` then keep a seeded subset (a prefix of one fixed shuffle, so a smaller
@@ -26,9 +26,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from trainables.generator import generate_problems
-from trainables.programs import solution_to_program
-from trainables.records import CodeRecord, DataError, MathRecord, parse_gsm8k_answer
+from trainables.data.generator import generate_problems
+from trainables.data.programs import solution_to_program
+from trainables.data.records import CodeRecord, DataError, MathRecord, parse_gsm8k_answer
 
 SOURCES = ("auto", "hub", "local", "embedded")
 CONFIGS = ("main", "socratic")

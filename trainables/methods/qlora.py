@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from peft import get_peft_model, prepare_model_for_kbit_training
 
-from trainables.strategies.lora import LoraStrategyConfig, peft_lora_config
-from trainables.strategies.registry import StrategyContext, register_strategy
+from trainables.methods.lora import LoraStrategyConfig, peft_lora_config
+from trainables.methods.registry import StrategyContext, register_strategy
 
 
 @dataclass

@@ -39,9 +39,9 @@ Baselines (the lead's setting chooses; the mechanics are here):
 * one LoRA of rank r1 + r2: plain PEFT LoRA (the `lora` strategy with `r = r1 + r2`), not this package.
 """
 
-from trainables.stacked_lora.config import ACTIVATIONS, F_SPACES, StackedLoraConfig
-from trainables.stacked_lora.layer import StackedLoraLinear
-from trainables.stacked_lora.model import (
+from trainables.methods.stacked_lora.config import ACTIVATIONS, F_SPACES, StackedLoraConfig
+from trainables.methods.stacked_lora.layer import StackedLoraLinear
+from trainables.methods.stacked_lora.model import (
     apply_stacked_lora,
     load_stacked_lora,
     merge_and_unload,

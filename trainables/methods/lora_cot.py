@@ -6,8 +6,8 @@ report accuracy per style and config; the adapter itself is plain LoRA.
 
 from __future__ import annotations
 
-from trainables.strategies.lora import LoraStrategyConfig, apply_lora
-from trainables.strategies.registry import register_strategy
+from trainables.methods.lora import LoraStrategyConfig, apply_lora
+from trainables.methods.registry import register_strategy
 
 COT_STYLES = ("breakdown", "no_breakdown", "code")
 

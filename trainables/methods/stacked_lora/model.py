@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from trainables.stacked_lora.config import StackedLoraConfig
-from trainables.stacked_lora.layer import StackedLoraLinear
+from trainables.methods.stacked_lora.config import StackedLoraConfig
+from trainables.methods.stacked_lora.layer import StackedLoraLinear
 
 PEFT_TYPE = "STACKED_LORA"
 CONFIG_NAME = "adapter_config.json"

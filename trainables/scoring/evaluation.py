@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from trainables.batching import collate, encode_pairs
-from trainables.metrics import (
+from trainables.data.prompts import format_example, usable
+from trainables.data.records import MathRecord
+from trainables.scoring.metrics import (
     DEFAULT_SIMILARITY_MODEL,
     answers_match,
     bootstrap_ci,
@@ -25,8 +26,7 @@ from trainables.metrics import (
     rouge1,
     semantic_similarity,
 )
-from trainables.prompts import format_example, usable
-from trainables.records import MathRecord
+from trainables.training.batching import collate, encode_pairs
 
 METRICS = ("accuracy", "perplexity", "rouge1", "similarity")
 
@@ -95,7 +95,7 @@ def generate(
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     processors = None
     if calculator:
-        from trainables.calculator import make_calculator_processor
+        from trainables.scoring.calculator import make_calculator_processor
 
         processors = [make_calculator_processor(tokenizer)]
     outputs: list[str] = [""] * len(encoded)
@@ -123,7 +123,7 @@ def extract_all(
     """The answer of each prediction: the number in the text, or what the program prints (code style)."""
     if style != "code":
         return [extract_answer(p) for p in predictions], [None] * len(predictions)
-    from trainables.sandbox import SandboxLimits, run_programs
+    from trainables.scoring.sandbox import SandboxLimits, run_programs
 
     results = run_programs(list(predictions), SandboxLimits(wall_seconds=settings.program_timeout_s))
     extracted = [extract_answer(r.stdout, style="code") if r.ok else None for r in results]

@@ -29,7 +29,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from trainables.tokenizer import train_tokenizer
+from trainables.training.tokenizer import train_tokenizer
 
 QUANTIZATIONS = (None, "8bit", "4bit")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model")

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.stacked_lora.config import ACTIVATIONS, StackedLoraConfig
+from trainables.methods.stacked_lora.config import ACTIVATIONS, StackedLoraConfig
 
 
 def _input_dependent_error(f: str) -> ValueError:

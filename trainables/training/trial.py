@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from trainables.loop import TrainConfig, fit, seed_everything, train_and_evaluate
-from trainables.models import load_model, load_tokenizer, pick_device
-from trainables.records import CodeRecord
-from trainables.reporting import RayReporter, Reporter
-from trainables.strategies import get_strategy
-from trainables.strategies.registry import StrategyContext
+from trainables.data.records import CodeRecord
+from trainables.methods import get_strategy
+from trainables.methods.registry import StrategyContext
+from trainables.training.loop import TrainConfig, fit, seed_everything, train_and_evaluate
+from trainables.training.models import load_model, load_tokenizer, pick_device
+from trainables.training.reporting import RayReporter, Reporter
 
 DATA_CONFIGS = ("main", "socratic")
 

@@ -26,15 +26,15 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
-from trainables.prompts import code_task_example
-from trainables.stacked_lora import (
+from trainables.data.prompts import code_task_example
+from trainables.methods.registry import StrategyContext, register_strategy
+from trainables.methods.stacked_lora import (
     StackedLoraConfig,
     apply_stacked_lora,
     load_stacked_lora,
     save_stacked_lora,
     start_stage2,
 )
-from trainables.strategies.registry import StrategyContext, register_strategy
 
 BASELINES = ("stacked", "linear", "merged_then_lora", "single_lora")
 CACHE_FORMAT = 1  # bump when what a cached stage 1 means changes

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from trainables.loop import TrainConfig, fit
-from trainables.models import load_model, load_tokenizer
+from trainables.training.loop import TrainConfig, fit
+from trainables.training.models import load_model, load_tokenizer
 
 PRETRAIN_FORMAT = 1  # bump when what a cached pretrained base means changes
 

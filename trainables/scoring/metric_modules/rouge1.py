@@ -4,7 +4,7 @@ It wraps the same scorer as the hub's `rouge` metric (`rouge_score.rouge_scorer.
 the plain mean of the per-example scores: the hub metric's default bootstrap aggregator resamples with
 NumPy's global random state, so its "mean" changes from run to run.
 
-Load it with `evaluate.load("<path to>/rouge1.py")`; `trainables.metrics.rouge1` does that for you.
+Load it with `evaluate.load("<path to>/rouge1.py")`; `trainables.scoring.metrics.rouge1` does that for you.
 """
 
 import datasets
@@ -25,7 +25,7 @@ Returns:
     rouge1_precision: mean ROUGE-1 precision.
     rouge1_recall: mean ROUGE-1 recall.
 Examples:
-    >>> rouge = evaluate.load("trainables/metric_modules/rouge1.py")
+    >>> rouge = evaluate.load("trainables/scoring/metric_modules/rouge1.py")
     >>> rouge.compute(predictions=["the cat sat"], references=["the cat sat"])["rouge1"]
     1.0
 """

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainables.strategies.registry import StrategyContext, register_strategy
+from trainables.methods.registry import StrategyContext, register_strategy
 
 
 @dataclass

@@ -23,7 +23,7 @@ then she sold half as many clips in May. How many clips did Natalia sell altoget
     input:  "Explain your reasoning, then give the answer. Question: {q}"
     target: "Natalia sold 48/2 = 24 clips in May. Natalia sold 48+24 = 72 clips altogether in April and May.
              The answer is 72."
-- `code`: the record's one-line program (`trainables.programs`), which prints the answer.
+- `code`: the record's one-line program (`trainables.data.programs`), which prints the answer.
     input:  "Write a Python program that prints the answer. Question: {q}"
     target: "a = 48 / 2; b = 48 + a; print(round(b))"
   Records whose solution could not become a program (`program is None`, about 6% of GSM8K train) cannot
@@ -41,7 +41,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from trainables.records import CodeRecord, MathRecord
+from trainables.data.records import CodeRecord, MathRecord
 
 PROMPT_STYLES = ("answer_only", "breakdown", "no_breakdown", "code")
 INSTRUCTIONS = {

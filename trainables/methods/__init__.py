@@ -1,7 +1,7 @@
 """Fine-tuning strategies. Importing this package registers every method in `STRATEGIES`."""
 
-from trainables.strategies import full, lora, lora_cot, qlora, stacked  # noqa: F401  (each registers itself)
-from trainables.strategies.registry import (
+from trainables.methods import full, lora, lora_cot, qlora, stacked  # noqa: F401  (each registers itself)
+from trainables.methods.registry import (
     STRATEGIES,
     Strategy,
     StrategyContext,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from peft import LoraConfig, TaskType, get_peft_model
 
-from trainables.strategies.registry import StrategyContext, register_strategy
+from trainables.methods.registry import StrategyContext, register_strategy
 
 # T5's attention projections are q, k, v, o; its feed-forward layers wi (wi_0 / wi_1 when gated) and wo.
 T5_LINEAR_NAMES = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo")

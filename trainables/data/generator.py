@@ -26,8 +26,8 @@ import random
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from trainables.programs import solution_to_program
-from trainables.records import MathRecord
+from trainables.data.programs import solution_to_program
+from trainables.data.records import MathRecord
 
 NAMES = (
     "Ava", "Ben", "Chloe", "Diego", "Emma", "Farid", "Grace", "Hugo", "Isla", "Jamal", "Kira", "Liam",

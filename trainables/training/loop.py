@@ -21,12 +21,12 @@ import psutil
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from trainables.batching import collate, encode_pairs
-from trainables.calculator import calculator_supported
-from trainables.evaluation import EvalSettings, evaluate_split
-from trainables.models import count_parameters
-from trainables.prompts import PROMPT_STYLES, format_example, usable
-from trainables.reporting import Reporter
+from trainables.data.prompts import PROMPT_STYLES, format_example, usable
+from trainables.scoring.calculator import calculator_supported
+from trainables.scoring.evaluation import EvalSettings, evaluate_split
+from trainables.training.batching import collate, encode_pairs
+from trainables.training.models import count_parameters
+from trainables.training.reporting import Reporter
 
 
 class TrainingDiverged(RuntimeError):

@@ -1,0 +1,1 @@
+"""Scoring generations: answer extraction and metrics, batched evaluation, the calculator, the sandbox."""

@@ -1,0 +1,1 @@
+"""Training: models and tokenizer, pretraining of the tiny base, batching, the one loop, reporting, the trial."""
