@@ -21,14 +21,14 @@ from study.plan import concurrency, plan_experiments, prepare_inputs, trial_reso
 from study.prepare import base_trial
 from study.presets import get_preset
 from study.results import format_table, read_text, summarize, write_json, write_text
-from study.tuner import PruneAwareOptunaSearch, _check_resume, _study_record
+from study.tuner import _check_resume, _study_record
 from trainables.training import trial as _trial  # noqa: F401  (torch imported at collection: tests time their own work)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CPU_ONLY = ClusterInfo(address="127.0.0.1:1", dashboard_url=None, started_here=True, resources={"CPU": 2.0})
 
 
-def searcher(cls=PruneAwareOptunaSearch):
+def searcher(cls=OptunaSearch):
     base = flatten(base_trial(get_preset("tiny"), method="lora", model="m", data_config="main", seed=0))
     return cls(space=define_by_run("lora", base), metric="dev/accuracy", mode="max", seed=0)
 
@@ -37,33 +37,11 @@ def states(search) -> list:
     return [(t.state, t.value) for t in search._ot_study.trials]
 
 
-def test_trials_asha_stopped_are_pruned_in_optuna(tmp_path):
-    search = searcher()
-    for trial_id in ("stopped", "finished", "crashed"):
-        assert search.suggest(trial_id)["method"] == "lora"
-    search.on_trial_result("stopped", {"dev/accuracy": 0.1, "training_iteration": 1})
-    search.on_trial_complete("stopped", result={"dev/accuracy": 0.2, "training_iteration": 2})
-    search.on_trial_complete(
-        "finished", result={"dev/accuracy": 0.5, "training_iteration": 3, "test/accuracy": 0.4}
-    )
-    search.on_trial_complete("crashed", error=True)
-    assert states(search) == [
-        (optuna.trial.TrialState.PRUNED, 0.2),  # the value it was stopped at
-        (optuna.trial.TrialState.COMPLETE, 0.5),
-        (optuna.trial.TrialState.FAIL, None),
-    ]
-    assert search._ot_study.trials[0].intermediate_values == {1: 0.1, 2: 0.2}
-    search.save(str(tmp_path / "searcher.pkl"))  # Ray pickles the searcher into the experiment state
-    restored = searcher()
-    restored.restore(str(tmp_path / "searcher.pkl"))
-    assert states(restored) == states(search)
-
-
 def test_rays_own_searcher_would_call_a_stopped_trial_complete():
     search = searcher(OptunaSearch)
     search.suggest("stopped")
     search.on_trial_complete("stopped", result={"dev/accuracy": 0.2, "training_iteration": 2})
-    assert states(search) == [(optuna.trial.TrialState.COMPLETE, 0.2)]  # why PruneAwareOptunaSearch exists
+    assert states(search) == [(optuna.trial.TrialState.COMPLETE, 0.2)]  # why StoredOptunaSearch tells PRUNED (tests/test_optuna_store.py)
 
 
 def test_plan_raises_trials_to_cover_the_groups_and_sets_asha_max_t():
