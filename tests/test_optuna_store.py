@@ -240,3 +240,40 @@ def test_optuna_dashboard_serves_the_stored_study(tmp_path):
     finally:
         server.kill()
         server.wait(timeout=10)
+
+
+def test_the_report_takes_search_history_and_importance_from_the_stored_study(tmp_path):
+    from analysis.diagnostics import diagnose
+    from analysis.load import load_results
+
+    study_dir = tmp_path / "slm-tiny"
+    search = stored_searcher(study_dir)
+    search._experiment_path = f"{study_dir}/lora-main"
+    search._ot_study.set_user_attr("ray_experiment", search._experiment_path)
+    for number, trial_id in enumerate(["t0", "t1", "t2", "t3", "t4"]):
+        config = search.suggest(trial_id)
+        value = 0.1 * (number + 1)
+        rows = [{"dev/accuracy": value / 2, "dev/perplexity": 2.0, "training_iteration": 1}]
+        if number != 1:  # t1: ASHA stopped it after one evaluation
+            rows.append(
+                {"dev/accuracy": value, "dev/perplexity": 2 - value, "training_iteration": 2, **FINISHED}
+            )
+        for row in rows:
+            search.on_trial_result(trial_id, row)
+        search.on_trial_complete(trial_id, result=rows[-1])
+        folder = study_dir / "lora-main" / f"trial_{trial_id}"
+        folder.mkdir(parents=True)
+        (folder / "params.json").write_text(json.dumps(config))
+        started = 1_800_000_000 - 100 * number  # the later the trial, the earlier its clock says it started
+        lines = [{**r, "trial_id": trial_id, "timestamp": started + r["training_iteration"]} for r in rows]
+        (folder / "result.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    (diagnostics,) = diagnose(load_results([study_dir]).trials, metric="dev/accuracy", mode="max")
+    history = diagnostics.history
+    assert history["optuna_number"].tolist() == [0, 1, 2, 3, 4]  # Optuna's order, not the clocks'
+    assert history["trial"].tolist() == [f"lora-main/trial_t{i}" for i in range(5)]
+    assert history["optuna_state"].tolist()[:2] == ["COMPLETE", "PRUNED"]
+    assert history["value"].tolist() == pytest.approx([0.1, 0.1, 0.3, 0.4, 0.5])  # t1 pruned at 0.2 / 2
+    assert diagnostics.reason == "" and set(diagnostics.importances) <= set(load(study_dir).best_trial.params)
+    other = diagnose(load_results([study_dir]).trials, metric="dev/perplexity", mode="min")
+    assert "optuna_number" not in other[0].history  # the study searched dev/accuracy: rebuilt from folders

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 import ray
+from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import define_by_run, flatten
@@ -41,7 +42,9 @@ def test_rays_own_searcher_would_call_a_stopped_trial_complete():
     search = searcher(OptunaSearch)
     search.suggest("stopped")
     search.on_trial_complete("stopped", result={"dev/accuracy": 0.2, "training_iteration": 2})
-    assert states(search) == [(optuna.trial.TrialState.COMPLETE, 0.2)]  # why StoredOptunaSearch tells PRUNED (tests/test_optuna_store.py)
+    assert states(search) == [
+        (optuna.trial.TrialState.COMPLETE, 0.2)
+    ]  # why StoredOptunaSearch tells PRUNED (tests/test_optuna_store.py)
 
 
 def test_plan_raises_trials_to_cover_the_groups_and_sets_asha_max_t():
@@ -339,6 +342,10 @@ def test_resume_after_the_driver_is_killed_runs_each_trial_once(tmp_path, micro_
 
     output = finish(start_study([*args, "--resume"], tmp_path=tmp_path, model=micro_t5_dir))
     after = trial_results(experiment)
+    study = optuna.load_study(study_name="lora-main", storage=f"sqlite:///{tmp_path}/out/resume/optuna.db")
+    ray_ids = sorted(t.user_attrs["ray_trial_id"] for t in study.trials)
+    assert ray_ids == sorted(t.removeprefix("trial_") for t in after)  # each trial once, no orphan
+    assert {t.state for t in study.trials} == {TrialState.COMPLETE}  # none left RUNNING
     assert len(after) == 3 and set(statuses(experiment).values()) == {"TERMINATED"}
     for trial, rows in after.items():
         assert [r["training_iteration"] for r in rows] == [1, 2], trial  # every result, each once
@@ -348,11 +355,33 @@ def test_resume_after_the_driver_is_killed_runs_each_trial_once(tmp_path, micro_
     assert output.splitlines()[-1].split()[:5] == ["lora", "main", "3", "0", "0"]
 
 
-@pytest.mark.slow
-def test_asha_stops_stacked_trials_early_and_optuna_records_them(tmp_path, micro_t5_dir):
-    import pickle
+def tensorboard_scalars(trial_dir: Path) -> dict[str, dict[int, float]]:
+    """Tag -> {step: value} from a trial's TensorBoard event files (TFRecord framing, tensorboardX's protos)."""
+    import struct
 
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, dict[int, float]] = {}
+    for path in trial_dir.glob("events.out.tfevents.*"):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = Event.FromString(data[offset + 12 : offset + 12 + length])  # after length and its CRC
+            offset += 12 + length + 4  # the record and its CRC
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
+@pytest.mark.slow
+def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micro_t5_dir):
+    """ASHA stops some stacked trials; Optuna's own tools, MLflow's client and the event files agree with Ray."""
+    mlflow = pytest.importorskip("mlflow")
+    from ray.tune import ExperimentAnalysis
+
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
     args = ["--method", "stacked", "--trials", "8", "--name", "asha", "--metric", "dev/perplexity"]
+    args += ["--mlflow", tracking]
     args += [
         "--space",
         "train/epochs=1",
@@ -369,11 +398,49 @@ def test_asha_stops_stacked_trials_early_and_optuna_records_them(tmp_path, micro
     assert all(len(results[f"trial_{t}"]) == 1 for t in stopped)  # stopped at the first rung
     fs = {rows[-1]["config"]["strategy"]["f"] for rows in results.values()}
     assert fs == {"identity", "relu", "leaky_relu", "gelu", "tanh", "silu"}  # every f covered
-    (state,) = experiment.glob("searcher-state-*.pkl")
-    study = pickle.loads(state.read_bytes())["_ot_study"]
-    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(pruned) == len(stopped) and len(complete) == 8 - len(stopped)
-    assert all(t.value is not None and list(t.intermediate_values) == [1] for t in pruned)
     expected = ["stacked", "main", str(8 - len(stopped)), str(len(stopped)), "0"]
     assert output.splitlines()[-1].split()[:5] == expected
+    assert f"sqlite:///{tmp_path}/out/asha/optuna.db" in output and "optuna-dashboard sqlite:///" in output
+
+    # Optuna, as a user opens it: one trial per Ray trial, in the state Ray's ExperimentAnalysis gives.
+    study = optuna.load_study(study_name="stacked-main", storage=f"sqlite:///{tmp_path}/out/asha/optuna.db")
+    analysis = ExperimentAnalysis(str(experiment))
+    ray_trials = {t.trial_id: t for t in analysis.trials}
+    optuna_trials = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    assert len(study.trials) == len(ray_trials) == 8 and optuna_trials.keys() == ray_trials.keys()
+    for trial_id, trial in optuna_trials.items():
+        rows = results[f"trial_{trial_id}"]
+        assert ray_trials[trial_id].status == "TERMINATED"
+        assert trial.state == (TrialState.PRUNED if trial_id in stopped else TrialState.COMPLETE)
+        assert trial.value == rows[-1]["dev/perplexity"]
+        assert trial.intermediate_values == {r["training_iteration"]: r["dev/perplexity"] for r in rows}
+        assert trial.params["strategy/f"] == rows[-1]["config"]["strategy"]["f"]
+        assert Path(trial.user_attrs["ray_trial_dir"]) == experiment / f"trial_{trial_id}"
+        if trial_id not in stopped:
+            assert trial.user_attrs["test/accuracy"] == rows[-1]["test/accuracy"]
+            assert Path(trial.user_attrs["generations_test"]).is_file()
+    importances = optuna.importance.get_param_importances(study)
+    assert "train/lr" in importances and abs(sum(importances.values()) - 1) < 1e-6
+
+    # MLflow: one experiment, one run per trial with its parameters, metrics and generations file.
+    runs = mlflow.search_runs(experiment_names=["asha/stacked-main"], output_format="list")
+    runs = {run.data.tags["ray_trial_id"]: run for run in runs}
+    assert runs.keys() == ray_trials.keys()
+    client = mlflow.tracking.MlflowClient(tracking)
+    for trial_id, run in runs.items():
+        rows = results[f"trial_{trial_id}"]
+        assert run.data.params["strategy/f"] == rows[-1]["config"]["strategy"]["f"]
+        history = client.get_metric_history(run.info.run_id, "dev/perplexity")
+        assert [(m.step, m.value) for m in history] == [
+            (r["training_iteration"], r["dev/perplexity"]) for r in rows
+        ]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert ("generations_test.jsonl" in artifacts) == (trial_id not in stopped)
+        assert run.info.status == "FINISHED"
+
+    # TensorBoard: Ray's event files hold the dev metrics of every evaluation.
+    for trial_id in ray_trials:
+        rows = results[f"trial_{trial_id}"]
+        scalars = tensorboard_scalars(experiment / f"trial_{trial_id}")
+        expected = {r["training_iteration"]: r["dev/perplexity"] for r in rows}
+        assert scalars["ray/tune/dev/perplexity"] == pytest.approx(expected), trial_id
