@@ -3,7 +3,9 @@
 `run_study(config)` goes top to bottom:
 1. plan each experiment (fixed base config, `--space` overrides, coverage points) and build one sampled
    config per branch into a `TrialConfig`, so a bad override fails before anything loads;
-2. prepare the data and base models once in the driver (a missing model or dataset stops here, before Ray);
+2. check where the Optuna studies (`study.tracking`: SQLite `<study>/optuna.db` or --optuna-storage) and
+   MLflow runs go, then prepare the data and base models once in the driver (a bad URL, a missing model or
+   dataset stops here, before Ray);
 3. start a local Ray cluster or join `--address`, and fit each trial's resources to it;
 4. run the experiments in turn - new ones, or restored ones with `--resume` - writing `best_config.json`
    after each, and print the best trial of every experiment.
