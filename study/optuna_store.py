@@ -206,17 +206,17 @@ class StoredOptunaSearch(OptunaSearch):
                 "generations_test", f"{self._experiment_path}/trial_{trial_id}/generations_test.jsonl"
             )
         value = _number(result.get(self.metric))
+        if value is not None and "training_iteration" in result and not error:
+            # Ray hands a trial's last result (the one that stops it) to on_trial_complete only.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # already reported (a result Ray sent both ways)
+                trial.report(value, int(result["training_iteration"]))
         if error or (value is None and not result):
             state, value = TrialState.FAIL, None
         elif COMPLETION_KEY in result:
             state = TrialState.COMPLETE if value is not None else TrialState.FAIL
         else:
             # No test metrics in the last report: ASHA stopped it. PRUNED, at the value it stopped at.
-            state = TrialState.PRUNED
-            if value is not None and "training_iteration" in result:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    trial.report(value, int(result["training_iteration"]))
-            value = None
+            state, value = TrialState.PRUNED, None
         self._ot_study.tell(trial, value, state=state)
         self._completed_trials.add(trial_id)

@@ -171,6 +171,8 @@ class StudyMLflowCallback(MLflowLoggerCallback):
     def __init__(self, tracking_uri: str, *, study: str, experiment: str) -> None:
         super().__init__(tracking_uri, experiment_name=mlflow_experiment_name(study, experiment))
         self._base_tags = {"study": study, "experiment": experiment}
+        self._pending: list[tuple[str, str]] = []
+        """(run id, trial folder) of finished trials whose generations file had not arrived yet."""
 
     def log_trial_start(self, trial: Any) -> None:
         if trial not in self._trial_runs:
@@ -184,9 +186,23 @@ class StudyMLflowCallback(MLflowLoggerCallback):
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         run_id = self._trial_runs.get(trial)
-        if run_id is not None:
-            _log_artifacts(self.mlflow_util._get_client(), run_id, trial.path)
+        if run_id is not None and not failed:
+            # The worker syncs the trial folder to storage in the background, so the file may not be there
+            # yet: then take it from the worker's folder when the trial ran on this machine, or wait for
+            # the end of the experiment, when Ray has synced every trial.
+            working = getattr(getattr(trial, "storage", None), "trial_working_directory", None)
+            client = self.mlflow_util._get_client()
+            if not _log_artifacts(client, run_id, trial.path) and not (
+                working and Path(working).is_dir() and _log_artifacts(client, run_id, working)
+            ):
+                self._pending.append((run_id, trial.path))
         super().log_trial_end(trial, failed=failed)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        for run_id, path in self._pending:
+            _log_artifacts(self.mlflow_util._get_client(), run_id, path)
+        self._pending = []
+        super().on_experiment_end(trials, **info)
 
 
 def mlflow_callback(uri: str, *, study: str, experiment: str) -> StudyMLflowCallback:
@@ -194,21 +210,26 @@ def mlflow_callback(uri: str, *, study: str, experiment: str) -> StudyMLflowCall
     return StudyMLflowCallback(uri, study=study, experiment=experiment)
 
 
-def _log_artifacts(client: Any, run_id: str, trial_path: str) -> None:
-    """Log the trial's generations files (local folder or object store) to its MLflow run."""
+def _log_artifacts(client: Any, run_id: str, trial_path: str) -> bool:
+    """Log the trial's generations files (local folder or object store) to its MLflow run; False when there
+    was none to log."""
     import pyarrow.fs
 
     fs, inner = (
         pyarrow.fs.FileSystem.from_uri(trial_path) if _REMOTE.match(trial_path) else (None, trial_path)
     )
+    logged = False
     for name in ARTIFACTS:
         if fs is None:
             path = Path(inner) / name
             if path.is_file():
                 client.log_artifact(run_id, str(path))
+                logged = True
             continue
         if fs.get_file_info(f"{inner}/{name}").type != pyarrow.fs.FileType.File:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             pyarrow.fs.copy_files(f"{inner}/{name}", f"{tmp}/{name}", source_filesystem=fs)
             client.log_artifact(run_id, f"{tmp}/{name}")
+            logged = True
+    return logged

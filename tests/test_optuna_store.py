@@ -59,8 +59,7 @@ def test_the_database_holds_pruned_complete_and_failed_trials_as_they_ended(tmp_
     search.on_trial_result("finished", {"dev/accuracy": 0.3, "training_iteration": 1})
     search.on_trial_result("finished", {"dev/accuracy": float("nan"), "training_iteration": 2})
     last = {"dev/accuracy": 0.5, "training_iteration": 3, **FINISHED}
-    search.on_trial_result("finished", last)
-    search.on_trial_complete("finished", result=last)
+    search.on_trial_complete("finished", result=last)  # Ray gives the last result to this call only
     search.on_trial_complete("crashed", error=True)
 
     trials = by_ray_id(load(tmp_path))  # a fresh connection: what another shell or the dashboard sees
