@@ -16,7 +16,7 @@ holds only the Ray -> Optuna trial-id map; a restore reopens the study and recon
 already finished is not told again; a trial Ray retries after it FAILed is a new Optuna trial with the same
 parameters (Optuna never reopens a finished trial); a trial the database holds RUNNING that the snapshot
 does not know (asked after it) is given to the next trial Ray asks for, so no trial is duplicated or left
-RUNNING.
+RUNNING. After each `Tuner.fit`, `settle` ends any trial Ray ended without telling the searcher.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import os
 import pickle
 import re
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -164,9 +165,10 @@ class StoredOptunaSearch(OptunaSearch):
         return config
 
     def _retry_if_failed(self, trial_id: str) -> None:
-        """Ray runs a FAILed trial again on --resume: that run is a new Optuna trial with the same params."""
+        """Ray runs a FAILed trial again on --resume: that run is a new Optuna trial with the same params.
+        (A result only comes from a run, so a result for a FAILed trial is a run that Ray retried.)"""
         if trial_id not in self._ot_trials or self._stored_state(trial_id) != TrialState.FAIL:
-            return  # (a result only comes from a run, so one for a FAILed trial is a run that Ray retried)
+            return
         failed = self._storage.get_trial(self._ot_trials[trial_id]._trial_id)
         template = optuna.trial.create_trial(
             state=TrialState.RUNNING,
@@ -191,6 +193,8 @@ class StoredOptunaSearch(OptunaSearch):
             self._ot_trials[trial_id].report(value, int(step))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if not error and result:
+            self._retry_if_failed(trial_id)  # a retried trial whose one result is its last
         if trial_id not in self._ot_trials or trial_id in self._completed_trials:
             return
         if self._stored_state(trial_id).is_finished():
@@ -220,3 +224,37 @@ class StoredOptunaSearch(OptunaSearch):
             state, value = TrialState.PRUNED, None
         self._ot_study.tell(trial, value, state=state)
         self._completed_trials.add(trial_id)
+
+
+def settle(url: str, study_name: str, results: Iterable[Any], *, metric: str) -> int:
+    """After `Tuner.fit`: end every Optuna trial still RUNNING whose Ray trial ended, as it ended.
+
+    Ray does not always tell the searcher: a trial that fails while its reused worker is reset
+    ("Trainable runner reuse requires reset_config()...") ends in ERROR without `on_trial_complete`.
+
+    Args:
+        results: Ray's `ResultGrid` (each result's `path` ends in `trial_<id>`).
+
+    Returns:
+        How many trials were settled.
+    """
+    study = optuna.load_study(study_name=study_name, storage=open_storage(url))
+    running = {
+        t.user_attrs.get("ray_trial_id"): t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    }
+    settled = 0
+    for result in results:
+        trial = running.get(Path(result.path).name.removeprefix("trial_"))
+        metrics = result.metrics or {}
+        if trial is None or (result.error is None and not metrics.get("done")):
+            continue  # not in the database as RUNNING, or not ended (an interrupted study)
+        value = _number(metrics.get(metric))
+        if result.error is not None or value is None:
+            study.tell(trial.number, state=TrialState.FAIL)
+        elif COMPLETION_KEY in metrics:
+            study.tell(trial.number, value)
+        else:
+            study.tell(trial.number, state=TrialState.PRUNED)
+        settled += 1
+    return settled

@@ -30,7 +30,7 @@ from ray.tune.search import ConcurrencyLimiter
 from search_spaces import CONDITIONAL, define_by_run, space_keys
 from study.config import StudyConfig
 from study.dashboard import access_lines, check_reachable, connect, forget_cluster, note_study
-from study.optuna_store import StoredOptunaSearch
+from study.optuna_store import StoredOptunaSearch, settle
 from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE
 from study.results import ExperimentSummary, format_table, read_text, summarize, write_json
@@ -229,6 +229,10 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, with the columns chosen above
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A reused worker must end its last trial (final artifact sync included) within this many seconds, or
+    # Ray fails the next trial ("Trainable runner reuse requires reset_config()"); Ray's 2 s is too short
+    # on a busy machine. Workers of a local cluster inherit it from this process.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     if config.address:
         check_reachable(config.address)  # before loading anything: a typo in --address is a 1-second error
     experiments = plan_experiments(config)
@@ -298,6 +302,7 @@ def _run_experiment(
     )
     try:
         grid = tuner.fit()
+        settle(location.url, experiment.name, grid, metric=config.metric)
     finally:
         upload(location)  # an object-store study's Optuna file goes with its results, interrupted or not
     if grid.num_terminated + grid.num_errors < experiment.trials:

@@ -101,9 +101,10 @@ def test_resume_from_an_older_snapshot_leaves_each_trial_once_and_none_running(t
 
     restored = pickle.loads(pickle.dumps(stored_searcher(tmp_path)))  # as tuner.pkl is unpickled
     restored.restore(str(tmp_path / "searcher-state.pkl"))
-    # Ray re-runs b and c from their checkpoints (it never saw them end) and asks for one more trial.
+    # Ray re-runs b and c from their checkpoints (it never saw them end) and asks for one more trial;
+    # c's one result is its last, which Ray passes to on_trial_complete only.
+    restored.on_trial_result("b", {"dev/accuracy": 0.3, "training_iteration": 1})
     for trial_id, value in (("b", 0.3), ("c", 0.1)):
-        restored.on_trial_result(trial_id, {"dev/accuracy": value, "training_iteration": 1})
         restored.on_trial_complete(
             trial_id, result={"dev/accuracy": value, "training_iteration": 1, **FINISHED}
         )
@@ -121,6 +122,39 @@ def test_resume_from_an_older_snapshot_leaves_each_trial_once_and_none_running(t
     )
     assert (failed.state, retried.state, retried.value) == (TrialState.FAIL, TrialState.COMPLETE, 0.1)
     assert retried.user_attrs["retry_of"] == failed.number and retried.user_attrs["ray_trial_id"] == "c"
+
+
+def test_a_trial_ray_failed_without_telling_the_searcher_is_settled_as_failed(tmp_path):
+    """A reused worker that cannot be reset fails its next trial, and Ray never calls on_trial_complete."""
+    from types import SimpleNamespace
+
+    from study.optuna_store import settle
+
+    search = stored_searcher(tmp_path)
+    for trial_id in ("lost", "stopped", "told", "running"):
+        search.suggest(trial_id)
+    search.on_trial_complete("told", result={"dev/accuracy": 0.5, "training_iteration": 1, **FINISHED})
+    grid = [
+        SimpleNamespace(
+            path=f"{tmp_path}/lora-main/trial_lost", error=RuntimeError("reset_config"), metrics={}
+        ),
+        SimpleNamespace(
+            path=f"{tmp_path}/lora-main/trial_stopped",
+            error=None,
+            metrics={"dev/accuracy": 0.2, "training_iteration": 1, "done": True},
+        ),
+        SimpleNamespace(path=f"{tmp_path}/lora-main/trial_told", error=None, metrics={"done": True}),
+        SimpleNamespace(path=f"{tmp_path}/lora-main/trial_running", error=None, metrics={"done": False}),
+    ]
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    assert settle(url, "lora-main", grid, metric="dev/accuracy") == 2
+    states = {rid: t.state for rid, t in by_ray_id(load(tmp_path)).items()}
+    assert states == {
+        "lost": TrialState.FAIL,
+        "stopped": TrialState.PRUNED,
+        "told": TrialState.COMPLETE,
+        "running": TrialState.RUNNING,  # an interrupted study: --resume continues it
+    }
 
 
 def test_a_fresh_experiment_does_not_continue_a_stale_study_but_a_shared_database_is_never_cleared(tmp_path):

@@ -390,11 +390,11 @@ def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micr
         "--space",
         "strategy/baseline=stacked",
     ]
-    output = finish(start_study(args, tmp_path=tmp_path, model=micro_t5_dir))
+    output = finish(start_study(args, tmp_path=tmp_path, model=micro_t5_dir), timeout=900)
     experiment = tmp_path / "out" / "asha" / "stacked-main"
     results = trial_results(experiment)
     stopped = {t.removeprefix("trial_") for t, rows in results.items() if "test/accuracy" not in rows[-1]}
-    assert len(results) == 8 and 1 <= len(stopped) < 8
+    assert len(results) == 8 and 1 <= len(stopped) < 8, statuses(experiment)
     assert all(len(results[f"trial_{t}"]) == 1 for t in stopped)  # stopped at the first rung
     fs = {rows[-1]["config"]["strategy"]["f"] for rows in results.values()}
     assert fs == {"identity", "relu", "leaky_relu", "gelu", "tanh", "silu"}  # every f covered
