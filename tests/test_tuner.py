@@ -212,7 +212,7 @@ def study_env(tmp_path: Path) -> dict:
     }
 
 
-def start_study(args, *, tmp_path: Path, model: Path):
+def start_study(args, *, tmp_path: Path, model: Path, cwd: Path = REPO):
     import subprocess
 
     return subprocess.Popen(
@@ -227,7 +227,7 @@ def start_study(args, *, tmp_path: Path, model: Path):
             str(tmp_path / "out"),
             *args,
         ],
-        cwd=REPO,
+        cwd=cwd,
         env=study_env(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -390,7 +390,8 @@ def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micr
         "--space",
         "strategy/baseline=stacked",
     ]
-    output = finish(start_study(args, tmp_path=tmp_path, model=micro_t5_dir), timeout=900)
+    # From tmp_path: MLflow puts a SQLite store's artifacts in ./mlruns of the driver's folder.
+    output = finish(start_study(args, tmp_path=tmp_path, model=micro_t5_dir, cwd=tmp_path), timeout=900)
     experiment = tmp_path / "out" / "asha" / "stacked-main"
     results = trial_results(experiment)
     stopped = {t.removeprefix("trial_") for t, rows in results.items() if "test/accuracy" not in rows[-1]}
