@@ -209,6 +209,8 @@ def study_env(tmp_path: Path) -> dict:
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "RAY_AUTH_TOKEN_PATH": str(tmp_path / "token"),
+        # This checkout's code even for a driver started in another folder (and its Ray workers).
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
     }
 
 
