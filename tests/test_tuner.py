@@ -432,7 +432,11 @@ def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micr
     assert "train/lr" in importances and abs(sum(importances.values()) - 1) < 1e-6
 
     # MLflow: one experiment, one run per trial with its parameters, metrics and generations file.
-    runs = mlflow.search_runs(experiment_names=["asha/stacked-main"], output_format="list")
+    mlflow.set_tracking_uri(tracking)
+    try:
+        runs = mlflow.search_runs(experiment_names=["asha/stacked-main"], output_format="list")
+    finally:
+        mlflow.set_tracking_uri(None)  # (the default again, for other tests in this process)
     runs = {run.data.tags["ray_trial_id"]: run for run in runs}
     assert runs.keys() == ray_trials.keys()
     client = mlflow.tracking.MlflowClient(tracking)
