@@ -310,3 +310,18 @@ def test_the_report_takes_search_history_and_importance_from_the_stored_study(tm
     assert diagnostics.reason == "" and set(diagnostics.importances) <= set(load(study_dir).best_trial.params)
     other = diagnose(load_results([study_dir]).trials, metric="dev/perplexity", mode="min")
     assert "optuna_number" not in other[0].history  # the study searched dev/accuracy: rebuilt from folders
+
+
+def test_the_driver_side_database_is_uploaded_with_the_results_and_fetched_again_on_resume(tmp_path):
+    from study.tracking import OptunaLocation, download, upload
+
+    search = stored_searcher(tmp_path / "driver")
+    search.suggest("a")
+    # An object store is a pyarrow filesystem; a second local folder stands in for it here.
+    location = OptunaLocation(
+        url=f"sqlite:///{tmp_path}/driver/optuna.db", upload_to=f"{tmp_path}/store/optuna.db"
+    )
+    upload(location)
+    (tmp_path / "driver" / "optuna.db").unlink()  # --resume on a machine without the local copy
+    download(location)
+    assert len(load(tmp_path / "driver").trials) == 1
