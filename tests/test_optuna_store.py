@@ -325,3 +325,24 @@ def test_the_driver_side_database_is_uploaded_with_the_results_and_fetched_again
     (tmp_path / "driver" / "optuna.db").unlink()  # --resume on a machine without the local copy
     download(location)
     assert len(load(tmp_path / "driver").trials) == 1
+
+
+def test_study_dashboard_of_a_running_study_prints_its_optuna_dashboard_command(
+    tmp_path, monkeypatch, capsys
+):
+    import os
+    from types import SimpleNamespace
+
+    import study.dashboard as dashboard
+
+    monkeypatch.setattr(dashboard, "CLUSTER_FILE", tmp_path / "ray-cluster.json")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setattr(
+        dashboard.subprocess, "run", lambda *a, **k: SimpleNamespace(returncode=0)
+    )  # ray status
+    dashboard.CLUSTER_FILE.write_text(json.dumps({"address": "127.0.0.1:6379", "pid": os.getpid()}))
+    dashboard.note_study(optuna_url="sqlite:////r/slm-tiny/optuna.db")  # what run_study does after connecting
+    assert dashboard.main([]) == 0
+    out = capsys.readouterr().out
+    assert "ray status --address 127.0.0.1:6379" in out
+    assert "Optuna dashboard: optuna-dashboard sqlite:////r/slm-tiny/optuna.db" in out
