@@ -47,6 +47,7 @@ from trainables.scoring.sandbox_policy import (
     PREIMPORTABLE,
     Confinement,
     confinement,
+    landlock_ruleset,
     seccomp_filter,
     warn_missing_layers,
 )
@@ -232,6 +233,10 @@ def _start(source: str, limits: SandboxLimits, layers: _Layers, *, files, setup_
     program, out, err, status = files
     seccomp = _seccomp_filter() if layers.seccomp else None
     allowed = _confinement(layers)
+    try:
+        ruleset = landlock_ruleset(allowed)
+    except OSError as exc:
+        raise SandboxError(f"cannot build the Landlock ruleset: {exc}") from exc
     settings = {
         "setup_fd": setup_fd,
         "status_fd": status.fileno(),
@@ -248,10 +253,7 @@ def _start(source: str, limits: SandboxLimits, layers: _Layers, *, files, setup_
         "uid": limits.unprivileged_uid if layers.drop_privileges and os.geteuid() == 0 else -1,
         "hook": int(layers.audit_hook),
         "seccomp": seccomp.hex() if seccomp else "",
-        "landlock": allowed.abi,
-        "mapped": "\n".join(allowed.mapped),
-        "modules": "\n".join(allowed.modules),
-        "folders": "\n".join(allowed.folders),
+        "landlock_fd": ruleset,
         "preimport": ",".join(_preimports(source)),
     }
     stage1, stage2 = child_sources()
@@ -265,7 +267,7 @@ def _start(source: str, limits: SandboxLimits, layers: _Layers, *, files, setup_
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
-            pass_fds=(setup_fd, status.fileno(), program.fileno()),
+            pass_fds=(setup_fd, status.fileno(), program.fileno(), *([ruleset] if ruleset >= 0 else [])),
             start_new_session=True,  # its own process group, killed as a whole
         )
     except OSError as exc:

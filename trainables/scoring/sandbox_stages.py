@@ -29,101 +29,55 @@ def child_sources() -> tuple[str, str]:
 
 def _stage1() -> None:  # pragma: no cover - runs in the child
     """Fork the watcher; in the child, lock the process down with the kernel and exec stage 2."""
+    import _signal
     import ctypes
     import os
     import resource
-    import select
     import sys
 
     stage2, *settings = sys.argv[1:]
     cfg = dict(arg.split("=", 1) for arg in settings)
-    setup_fd, scorer = int(cfg["setup_fd"]), int(cfg["parent"])
+    setup_fd, scorer, ruleset = int(cfg["setup_fd"]), int(cfg["parent"]), int(cfg["landlock_fd"])
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
     libc.syscall.restype = ctypes.c_long
-
-    def check(result: int, what: str) -> int:
-        if result < 0:
-            raise OSError(ctypes.get_errno(), f"{what} failed")
-        return result
+    child = None
 
     def prctl(name: str, *args: int) -> None:
         if libc.prctl(*args, *[0] * (5 - len(args))) != 0:
             raise OSError(ctypes.get_errno(), f"prctl {name} failed")
 
-    def syscall(nr: int, *args) -> int:  # every argument a word: a pointer (byref) or a c_long
-        return libc.syscall(ctypes.c_long(nr), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
+    def scorer_died(signum, frame) -> None:  # the watcher's parent-death signal, SIGTERM
+        if child is not None:
+            os.kill(child, 9)
+            os.waitpid(child, 0)
+        os.killpg(0, 9)  # anything else in the group, and the watcher itself
 
-    def watch(child: int) -> None:
-        """The watcher: relay the program's exit status; kill it and its group when the scorer dies."""
-        fds = []
-        for pid in (child, scorer):
-            try:
-                fds.append(os.pidfd_open(pid))
-            except (AttributeError, OSError):  # no pidfd (Linux < 5.3): the 50 ms tick below
-                pass
-        keep = sorted(fds)
-        for low, high in zip([-1, *keep], [*keep, 1 << 20], strict=True):
-            os.closerange(low + 1, high)  # the setup pipe's EOF must come from the program alone
-        poller = select.poll()
-        for fd in fds:
-            poller.register(fd, select.POLLIN)
-        tick = -1 if len(fds) == 2 else 50
-        while True:
-            done, status = os.waitpid(child, os.WNOHANG)
-            if done:
-                break
-            if os.getppid() != scorer:  # the scorer died: we were handed to another parent
-                os.kill(child, 9)
-                os.waitpid(child, 0)
-                os.killpg(0, 9)  # anything else in the group, and the watcher itself
-            poller.poll(tick)
+    def watch() -> None:
+        """The watcher: wait for the program and die as it died (its exit code or its signal)."""
+        os.closerange(0, 1 << 20)  # the setup pipe's EOF must come from the program alone
+        status = os.waitpid(child, 0)[1]
         code = os.waitstatus_to_exitcode(status)
         if code < 0:  # killed by a signal: die of the same one, so that the scorer sees it
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            import _signal
-
             _signal.signal(-code, _signal.SIG_DFL)
             os.kill(os.getpid(), -code)
         os._exit(code & 0xFF)
-
-    def landlock() -> None:
-        """Allow reading only the probed files and listing the standard library; handle everything else."""
-        abi = int(cfg["landlock"])
-        fs = (1 << 13) - 1 | (1 << 13 if abi >= 2 else 0) | (1 << 14 if abi >= 3 else 0)
-        fs |= 1 << 15 if abi >= 5 else 0  # REFER (2), TRUNCATE (3), IOCTL_DEV (5)
-        attr = (ctypes.c_uint64 * 3)(fs, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0)  # no TCP; scoped
-        size = 24 if abi >= 6 else 16 if abi >= 4 else 8
-        ruleset = check(syscall(444, ctypes.byref(attr), size, 0), "landlock_create_ruleset")
-
-        class PathBeneath(ctypes.Structure):
-            _pack_ = 1
-            _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-        read_exec, read, listing = 1 << 2 | 1 << 0, 1 << 2, 1 << 3
-        for access, key in ((read_exec, "mapped"), (read, "modules"), (listing, "folders")):
-            for path in filter(None, cfg[key].split("\n")):
-                try:
-                    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    continue  # gone since the probe: nothing to allow
-                rule = PathBeneath(access, fd)
-                check(syscall(445, ruleset, 1, ctypes.byref(rule), 0), f"landlock_add_rule {path}")
-                os.close(fd)
-        check(syscall(446, ruleset, 0), "landlock_restrict_self")
-        os.close(ruleset)
 
     try:
         prctl(
             "PR_SET_NO_NEW_PRIVS", 38, 1
         )  # needed for seccomp and Landlock unprivileged; exec gains nothing
-        # No parent-death signal for the watcher: it must outlive the scorer long enough to kill the program.
+        # The watcher is told of the scorer's death by a catchable signal: it must live to kill the program.
+        _signal.signal(_signal.SIGTERM, scorer_died)
+        prctl("PR_SET_PDEATHSIG", 1, _signal.SIGTERM)
         if os.getppid() != scorer:
-            os._exit(70)
+            os._exit(70)  # it died before the line above
         watcher = os.getpid()
         child = os.fork()
         if child:
-            watch(child)
+            watch()
+        _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
         prctl("PR_SET_PDEATHSIG", 1, 9)  # the program dies with its watcher (until the uid drop)
         if os.getppid() != watcher:
             os._exit(70)
@@ -136,8 +90,10 @@ def _stage1() -> None:  # pragma: no cover - runs in the child
         for name, value in limits.items():
             resource.setrlimit(getattr(resource, "RLIMIT_" + name), (value, value))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU, then SIGKILL
-        if int(cfg["landlock"]) > 0:
-            landlock()
+        if ruleset >= 0:  # built once by the scorer (sandbox_policy.landlock_ruleset)
+            if libc.syscall(ctypes.c_long(446), ctypes.c_long(ruleset), ctypes.c_long(0)) != 0:
+                raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+            os.close(ruleset)
         if cfg["seccomp"]:
             code = bytes.fromhex(cfg["seccomp"])
             buffer = ctypes.create_string_buffer(code, len(code))
