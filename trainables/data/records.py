@@ -68,6 +68,8 @@ def normalise_answer(raw: str) -> str:
     text = raw.strip().replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
     if not NUMBER.match(text):
         raise ValueError(f"final answer {raw!r} is not a number")
+    if re.search(r"/0+$", text):  # '5/0' matches NUMBER but is no number: caught here, not after scoring
+        raise ValueError(f"final answer {raw!r} divides by zero")
     return text
 
 

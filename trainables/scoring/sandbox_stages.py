@@ -28,24 +28,49 @@ def child_sources() -> tuple[str, str]:
 
 
 def _stage1() -> None:  # pragma: no cover - runs in the child
-    """Fork the watcher; in the child, lock the process down with the kernel and exec stage 2."""
+    """Fork the watcher; in the child, lock the process down with the kernel and exec stage 2.
+
+    It calls the kernel through `_ctypes` alone: the `ctypes` package costs ~8 ms of CPU to import, more
+    than the whole sandbox adds, and every program pays it."""
+    import _ctypes
     import _signal
-    import ctypes
     import os
-    import resource
     import sys
 
     stage2, *settings = sys.argv[1:]
     cfg = dict(arg.split("=", 1) for arg in settings)
     setup_fd, scorer, ruleset = int(cfg["setup_fd"]), int(cfg["parent"]), int(cfg["landlock_fd"])
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-    libc.syscall.restype = ctypes.c_long
-    child = None
+
+    class Word(_ctypes._SimpleCData):  # a C long: every syscall argument and result on x86_64
+        _type_ = "l"
+
+    class Libc(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+        _restype_ = Word
+
+    class Process:  # what CFuncPtr((name, library)) reads: the dlopen handle of this executable
+        _handle = _ctypes.dlopen(None, 0)
+
+    raw_syscall = Libc(("syscall", Process))
+
+    def syscall(what: str, nr: int, *args: int) -> int:
+        result = raw_syscall(Word(nr), *(Word(a) for a in args))
+        if result < 0:
+            raise OSError(_ctypes.get_errno(), f"{what} failed")
+        return result
+
+    def words(*values: int):
+        array = type("Words", (_ctypes.Array,), {"_type_": Word, "_length_": len(values)})(*values)
+        return array, _ctypes.addressof(array)  # keep the array alive while its address is in use
+
+    def setrlimit(resource: int, value: int) -> None:
+        limit, address = words(value, value)
+        syscall(f"prlimit64 {resource}", 302, 0, resource, address, 0)
 
     def prctl(name: str, *args: int) -> None:
-        if libc.prctl(*args, *[0] * (5 - len(args))) != 0:
-            raise OSError(ctypes.get_errno(), f"prctl {name} failed")
+        syscall(f"prctl {name}", 157, *args, *[0] * (5 - len(args)))
+
+    child = None
 
     def scorer_died(signum, frame) -> None:  # the watcher's parent-death signal, SIGTERM
         if child is not None:
@@ -59,7 +84,7 @@ def _stage1() -> None:  # pragma: no cover - runs in the child
         status = os.waitpid(child, 0)[1]
         code = os.waitstatus_to_exitcode(status)
         if code < 0:  # killed by a signal: die of the same one, so that the scorer sees it
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            setrlimit(4, 0)  # RLIMIT_CORE
             _signal.signal(-code, _signal.SIG_DFL)
             os.kill(os.getpid(), -code)
         os._exit(code & 0xFF)
@@ -84,22 +109,29 @@ def _stage1() -> None:  # pragma: no cover - runs in the child
         exe = os.open(cfg["executable"], os.O_PATH | os.O_CLOEXEC)
         os.dup2(exe, int(cfg["exec_fd"]), inheritable=False)  # before RLIMIT_NOFILE puts it out of reach
         os.close(exe)
+        # RLIMIT_ AS 9, FSIZE 1, NOFILE 7, CORE 4, NPROC 6 (asm-generic/resource.h)
         nproc, cpu = int(cfg["nproc"]), int(cfg["cpu"])
-        limits = {"AS": int(cfg["memory"]), "FSIZE": int(cfg["fsize"]), "NOFILE": 32, "CORE": 0}
-        limits.update({"NPROC": nproc} if nproc >= 0 else {})
-        for name, value in limits.items():
-            resource.setrlimit(getattr(resource, "RLIMIT_" + name), (value, value))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU, then SIGKILL
+        limits = {
+            9: int(cfg["memory"]),
+            1: int(cfg["fsize"]),
+            7: 32,
+            4: 0,
+            **({6: nproc} if nproc >= 0 else {}),
+        }
+        for resource, value in limits.items():
+            setrlimit(resource, value)
+        cpu_limit, address = words(cpu, cpu + 1)  # RLIMIT_CPU: SIGXCPU, then SIGKILL
+        syscall("prlimit64 RLIMIT_CPU", 302, 0, 0, address, 0)
         if ruleset >= 0:  # built once by the scorer (sandbox_policy.landlock_ruleset)
-            if libc.syscall(ctypes.c_long(446), ctypes.c_long(ruleset), ctypes.c_long(0)) != 0:
-                raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+            syscall("landlock_restrict_self", 446, ruleset, 0)
             os.close(ruleset)
         if cfg["seccomp"]:
             code = bytes.fromhex(cfg["seccomp"])
-            buffer = ctypes.create_string_buffer(code, len(code))
+            buffer = type("Filter", (_ctypes.Array,), {"_type_": Word, "_length_": len(code) // 8})
+            program = buffer.from_buffer_copy(code)
             # struct sock_fprog {u16 len; (padding); sock_filter *filter} as two words on x86_64
-            fprog = (ctypes.c_ulong * 2)(len(code) // 8, ctypes.addressof(buffer))
-            prctl("PR_SET_SECCOMP", 22, 2, ctypes.addressof(fprog))  # SECCOMP_MODE_FILTER
+            fprog, address = words(len(code) // 8, _ctypes.addressof(program))
+            prctl("PR_SET_SECCOMP", 22, 2, address)  # SECCOMP_MODE_FILTER
         argv = [cfg["executable"], *cfg["flags"].split(), "-c", stage2, *settings]
         os.execve(int(cfg["exec_fd"]), argv, {})  # execveat(EXEC_FD, "", ..., AT_EMPTY_PATH)
     except BaseException as exc:
