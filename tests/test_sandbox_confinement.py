@@ -265,3 +265,18 @@ def test_a_program_cannot_read_the_references_of_the_scorer(readable_dir):
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(out.read_text())
     assert (metrics["accuracy"], metrics["programs_failed"]) == (0.0, 3)
+
+
+def test_a_kernel_without_landlock_is_said_once_loudly_and_programs_still_run(monkeypatch):
+    from trainables.scoring import sandbox_policy
+
+    real = sandbox_policy.confinement(sys.executable)
+    monkeypatch.setattr(sandbox, "confinement", lambda _: sandbox_policy.Confinement(real.executable, abi=0))
+    sandbox_policy.warn_missing_layers.cache_clear()
+    with pytest.warns(RuntimeWarning, match="SANDBOX: this kernel has no Landlock") as caught:
+        first, second = run_program("print(6 * 7)"), run_program("print(7 * 6)")
+    assert (first.stdout, second.stdout) == ("42\n", "42\n")
+    assert len([w for w in caught if "no Landlock" in str(w.message)]) == 1
+    with pytest.warns(RuntimeWarning, match="SANDBOX: no seccomp filter"):
+        sandbox_policy.warn_missing_layers(7, False)
+    sandbox_policy.warn_missing_layers.cache_clear()
