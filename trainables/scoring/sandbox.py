@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import resource
 import select
 import signal
 import subprocess
@@ -245,11 +246,8 @@ def _start(source: str, limits: SandboxLimits, layers: _Layers, *, files, setup_
         "executable": allowed.executable,
         "exec_fd": EXEC_FD,
         "flags": " ".join(INTERPRETER_FLAGS),
-        "memory": limits.memory_mb << 20,
+        "rlimits": _rlimits(limits, layers),
         "wall": limits.wall_seconds,
-        "cpu": math.ceil(limits.wall_seconds) + 1,  # a backstop: the wall-time limit comes first
-        "fsize": limits.max_output_bytes + 1,  # one byte over the cap tells "over" from "exactly at"
-        "nproc": -1 if layers.max_processes is None else layers.max_processes,
         "uid": limits.unprivileged_uid if layers.drop_privileges and os.geteuid() == 0 else -1,
         "hook": int(layers.audit_hook),
         "seccomp": seccomp.hex() if seccomp else "",
@@ -272,6 +270,22 @@ def _start(source: str, limits: SandboxLimits, layers: _Layers, *, files, setup_
         )
     except OSError as exc:
         raise SandboxError(f"cannot start {sys.executable!r}: {exc}") from exc
+
+
+def _rlimits(limits: SandboxLimits, layers: _Layers) -> str:
+    """`resource:soft:hard,...` for stage 1, RLIMIT_CORE first (the watcher needs its number too)."""
+    cpu = math.ceil(limits.wall_seconds) + 1  # a backstop: the wall-time limit comes first
+    values = [
+        (resource.RLIMIT_CORE, 0, 0),
+        (resource.RLIMIT_AS, limits.memory_mb << 20, limits.memory_mb << 20),
+        # one byte over the cap tells "over" from "exactly at"
+        (resource.RLIMIT_FSIZE, limits.max_output_bytes + 1, limits.max_output_bytes + 1),
+        (resource.RLIMIT_NOFILE, 32, 32),  # below EXEC_FD
+        (resource.RLIMIT_CPU, cpu, cpu + 1),  # SIGXCPU, then SIGKILL
+    ]
+    if layers.max_processes is not None:
+        values.append((resource.RLIMIT_NPROC, layers.max_processes, layers.max_processes))
+    return ",".join(f"{r}:{soft}:{hard}" for r, soft, hard in values)
 
 
 def _preimports(source: str) -> list[str]:

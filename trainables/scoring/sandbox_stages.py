@@ -41,20 +41,27 @@ def _stage1() -> None:  # pragma: no cover - runs in the child
     cfg = dict(arg.split("=", 1) for arg in settings)
     setup_fd, scorer, ruleset = int(cfg["setup_fd"]), int(cfg["parent"]), int(cfg["landlock_fd"])
 
-    class Word(_ctypes._SimpleCData):  # a C long: every syscall argument and result on x86_64
+    class Word(_ctypes._SimpleCData):  # a C long: every argument and result below
         _type_ = "l"
 
-    class Libc(_ctypes.CFuncPtr):
+    class Int(_ctypes._SimpleCData):  # what prctl and setrlimit return (syscall returns a long)
+        _type_ = "i"
+
+    class Function(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+        _restype_ = Int
+
+    class LongFunction(_ctypes.CFuncPtr):
         _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
         _restype_ = Word
 
     class Process:  # what CFuncPtr((name, library)) reads: the dlopen handle of this executable
         _handle = _ctypes.dlopen(None, 0)
 
-    raw_syscall = Libc(("syscall", Process))
-
-    def syscall(what: str, nr: int, *args: int) -> int:
-        result = raw_syscall(Word(nr), *(Word(a) for a in args))
+    def call(name: str, *args: int, what: str) -> int:
+        """libc's `name` on word arguments (ints or addresses); OSError with errno on a result < 0."""
+        kind = LongFunction if name == "syscall" else Function
+        result = kind((name, Process))(*(Word(a) for a in args))
         if result < 0:
             raise OSError(_ctypes.get_errno(), f"{what} failed")
         return result
@@ -63,12 +70,15 @@ def _stage1() -> None:  # pragma: no cover - runs in the child
         array = type("Words", (_ctypes.Array,), {"_type_": Word, "_length_": len(values)})(*values)
         return array, _ctypes.addressof(array)  # keep the array alive while its address is in use
 
-    def setrlimit(resource: int, value: int) -> None:
-        limit, address = words(value, value)
-        syscall(f"prlimit64 {resource}", 302, 0, resource, address, 0)
+    def setrlimit(resource: int, soft: int, hard: int) -> None:
+        limit, address = words(soft, hard)  # struct rlimit {rlim_t cur, max}
+        call("setrlimit", resource, address, what=f"setrlimit {resource}")
 
     def prctl(name: str, *args: int) -> None:
-        syscall(f"prctl {name}", 157, *args, *[0] * (5 - len(args)))
+        call("prctl", *args, *[0] * (5 - len(args)), what=f"prctl {name}")
+
+    # The scorer's resource module names the limits: resource:soft:hard, the core-dump limit first.
+    rlimits = [tuple(map(int, item.split(":"))) for item in cfg["rlimits"].split(",")]
 
     child = None
 
@@ -84,15 +94,14 @@ def _stage1() -> None:  # pragma: no cover - runs in the child
         status = os.waitpid(child, 0)[1]
         code = os.waitstatus_to_exitcode(status)
         if code < 0:  # killed by a signal: die of the same one, so that the scorer sees it
-            setrlimit(4, 0)  # RLIMIT_CORE
+            setrlimit(rlimits[0][0], 0, 0)  # RLIMIT_CORE: no core dump of the watcher
             _signal.signal(-code, _signal.SIG_DFL)
             os.kill(os.getpid(), -code)
         os._exit(code & 0xFF)
 
     try:
-        prctl(
-            "PR_SET_NO_NEW_PRIVS", 38, 1
-        )  # needed for seccomp and Landlock unprivileged; exec gains nothing
+        # No new privileges: needed for seccomp and Landlock unprivileged; an exec gains nothing.
+        prctl("PR_SET_NO_NEW_PRIVS", 38, 1)
         # The watcher is told of the scorer's death by a catchable signal: it must live to kill the program.
         _signal.signal(_signal.SIGTERM, scorer_died)
         prctl("PR_SET_PDEATHSIG", 1, _signal.SIGTERM)
@@ -109,21 +118,10 @@ def _stage1() -> None:  # pragma: no cover - runs in the child
         exe = os.open(cfg["executable"], os.O_PATH | os.O_CLOEXEC)
         os.dup2(exe, int(cfg["exec_fd"]), inheritable=False)  # before RLIMIT_NOFILE puts it out of reach
         os.close(exe)
-        # RLIMIT_ AS 9, FSIZE 1, NOFILE 7, CORE 4, NPROC 6 (asm-generic/resource.h)
-        nproc, cpu = int(cfg["nproc"]), int(cfg["cpu"])
-        limits = {
-            9: int(cfg["memory"]),
-            1: int(cfg["fsize"]),
-            7: 32,
-            4: 0,
-            **({6: nproc} if nproc >= 0 else {}),
-        }
-        for resource, value in limits.items():
-            setrlimit(resource, value)
-        cpu_limit, address = words(cpu, cpu + 1)  # RLIMIT_CPU: SIGXCPU, then SIGKILL
-        syscall("prlimit64 RLIMIT_CPU", 302, 0, 0, address, 0)
+        for resource, soft, hard in rlimits:
+            setrlimit(resource, soft, hard)
         if ruleset >= 0:  # built once by the scorer (sandbox_policy.landlock_ruleset)
-            syscall("landlock_restrict_self", 446, ruleset, 0)
+            call("syscall", 446, ruleset, 0, what="landlock_restrict_self")  # same number on every arch
             os.close(ruleset)
         if cfg["seccomp"]:
             code = bytes.fromhex(cfg["seccomp"])
