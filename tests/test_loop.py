@@ -147,3 +147,26 @@ def test_bad_train_settings_name_the_value(changes, message):
     with pytest.raises(ValueError) as error:
         _config(**changes)
     assert message in str(error.value)
+
+
+def test_resume_with_gradient_accumulation_matches_an_uninterrupted_run(micro_t5_dir, micro_splits, tmp_path):
+    # 64 records / micro-batches of 8 = 8 per epoch, 4 optimiser steps; three evaluations an epoch would
+    # fall on micro-batch 3 of 8, in the middle of an accumulated step, unless aligned to the steps.
+    config = _config(grad_accum=2, evals_per_epoch=3, epochs=1)
+    model, tokenizer = _lora_model(micro_t5_dir)
+    whole = LocalReporter(tmp_path / "whole", echo=None)
+    expected = train_and_evaluate(model, tokenizer, micro_splits, config, whole)
+
+    model, tokenizer = _lora_model(micro_t5_dir)
+    with pytest.raises(Crash):
+        train_and_evaluate(
+            model, tokenizer, micro_splits, config, CrashingReporter(tmp_path / "resumed", echo=None)
+        )
+    model, tokenizer = _lora_model(micro_t5_dir)
+    resumed = LocalReporter(tmp_path / "resumed", resume=True, echo=None)
+    got = train_and_evaluate(model, tokenizer, micro_splits, config, resumed)
+
+    assert [r["step"] for r in resumed.history] == [r["step"] for r in whole.history][1:]
+    assert got["train/loss"] == pytest.approx(expected["train/loss"], rel=1e-6)
+    assert got["dev/perplexity"] == pytest.approx(expected["dev/perplexity"], rel=1e-6)
+    assert got["test/accuracy"] == expected["test/accuracy"]

@@ -58,7 +58,8 @@ class TrainConfig:
     prompt_style: str = "breakdown"
     """How a record becomes (input, target): answer_only, breakdown, no_breakdown or code."""
     evals_per_epoch: int = 1
-    """Dev evaluations (and reports, checkpoints) per epoch."""
+    """Dev evaluations (and reports, checkpoints) per epoch, each at the end of an optimiser step (so at most
+    one per step)."""
     seed: int = 0
     """Seeds Python, NumPy and torch; the same seed and config give the same metrics on CPU."""
     eval: EvalSettings | None = None
@@ -149,9 +150,7 @@ def fit(
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total_steps), total_steps
     )
-    eval_points = {
-        round(batches_per_epoch * (k + 1) / config.evals_per_epoch) - 1 for k in range(config.evals_per_epoch)
-    }
+    eval_points = _eval_points(batches_per_epoch, config.grad_accum, config.evals_per_epoch)
     start = _restore(model, optimizer, scheduler, reporter, log)
     step, epoch0, batch0 = start["step"], start["epoch"], start["batch"]
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -198,6 +197,17 @@ def fit(
                 model.train()
                 loss_sum, loss_count, seen, t0 = 0.0, 0, 0, time.perf_counter()
     return step
+
+
+def _eval_points(batches_per_epoch: int, grad_accum: int, evals_per_epoch: int) -> set[int]:
+    """Indices of the micro-batches after which to evaluate: the last micro-batch of evenly spaced steps.
+
+    An evaluation is also a checkpoint, and a checkpoint holds no gradients: one taken in the middle of an
+    accumulated step would lose the micro-batches already summed, so a resumed run would diverge.
+    """
+    steps_per_epoch = math.ceil(batches_per_epoch / grad_accum)
+    steps = {round(steps_per_epoch * (k + 1) / evals_per_epoch) for k in range(evals_per_epoch)}
+    return {min(s * grad_accum, batches_per_epoch) - 1 for s in steps if s > 0}
 
 
 def _save(directory: Path, model, optimizer, scheduler, position: dict) -> None:
