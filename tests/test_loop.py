@@ -170,3 +170,17 @@ def test_resume_with_gradient_accumulation_matches_an_uninterrupted_run(micro_t5
     assert got["train/loss"] == pytest.approx(expected["train/loss"], rel=1e-6)
     assert got["dev/perplexity"] == pytest.approx(expected["dev/perplexity"], rel=1e-6)
     assert got["test/accuracy"] == expected["test/accuracy"]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_loop_autocasts_to_the_dtype_models_pick(micro_t5_dir, micro_splits, monkeypatch, dtype):
+    # One decision for the loop and for loading: a GPU that only emulates bf16 gets fp32 from both.
+    from trainables.training import loop
+
+    model, tokenizer = _lora_model(micro_t5_dir)
+    monkeypatch.setattr(loop, "pick_dtype", lambda device: dtype)  # as pick_dtype answers for some GPU
+    seen = []
+    model.register_forward_hook(lambda *args: seen.append(torch.is_autocast_enabled("cpu")))
+    pairs = [format_example(r, "answer_only") for r in micro_splits.train[:4]]
+    fit(model, tokenizer, pairs, _config(epochs=1, batch_size=4))
+    assert seen == [dtype == torch.bfloat16]

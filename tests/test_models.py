@@ -296,3 +296,16 @@ def test_count_parameters_separates_frozen_weights(micro_t5):
         param.requires_grad_(False)
     frozen = sum(p.numel() for p in model.encoder.parameters())  # includes the tied embedding
     assert count_parameters(model) == (total - frozen, total) and 0 < frozen < total
+
+
+@pytest.mark.parametrize(
+    ("native", "emulated", "expected"), [(True, True, torch.bfloat16), (False, True, torch.float32)]
+)
+def test_bf16_only_on_gpus_with_native_bf16(monkeypatch, native, emulated, expected):
+    # A V100 or T4 emulates bf16: torch.cuda.is_bf16_supported() says True, including_emulation=False says no.
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        return native or (including_emulation and emulated)
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert pick_dtype(torch.device("cuda")) == expected
+    assert pick_dtype(torch.device("cpu")) == torch.float32

@@ -2,7 +2,7 @@
 
 A strategy has already decided which weights train; this module does the rest: tokenise the prompt style's
 (input, target) pairs, batch, AdamW with linear warmup and decay, gradient accumulation, bf16 autocast on
-GPUs (fp32 on CPU, where bf16 is many times slower), evaluation on the dev split, reporting and checkpoints,
+GPUs with native bf16 (fp32 on CPU and on GPUs that emulate it, where bf16 is many times slower), evaluation on the dev split, reporting and checkpoints,
 and the final test evaluation whose generations are written next to the trial's results.
 """
 
@@ -25,7 +25,7 @@ from trainables.data.prompts import PROMPT_STYLES, format_example, usable
 from trainables.scoring.calculator import calculator_supported
 from trainables.scoring.evaluation import EvalSettings, evaluate_split
 from trainables.training.batching import collate, encode_pairs
-from trainables.training.models import count_parameters
+from trainables.training.models import count_parameters, pick_dtype
 from trainables.training.reporting import Reporter
 
 
@@ -153,7 +153,8 @@ def fit(
     eval_points = _eval_points(batches_per_epoch, config.grad_accum, config.evals_per_epoch)
     start = _restore(model, optimizer, scheduler, reporter, log)
     step, epoch0, batch0 = start["step"], start["epoch"], start["batch"]
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    # pick_dtype, not torch.cuda.is_bf16_supported(): that counts emulated bf16 (V100, T4), which is slow
+    use_bf16 = pick_dtype(device) == torch.bfloat16
     loss_sum, loss_count, seen, t0 = 0.0, 0, 0, time.perf_counter()
     for epoch in range(epoch0, config.epochs):
         model.train()
