@@ -3,8 +3,8 @@
 A strategy has already decided which weights train; this module does the rest: tokenise the prompt style's
 (input, target) pairs, batch, AdamW with linear warmup and decay, gradient accumulation, bf16 autocast on
 GPUs with native bf16 (fp32 on CPUs and on GPUs that only emulate bf16, where it is many times slower),
-evaluation on the dev split, reporting and checkpoints, and the final test evaluation whose generations are written next
-to the trial's results.
+evaluation on the dev split, reporting and checkpoints, and the final test evaluation whose generations are
+written next to the trial's results.
 """
 
 from __future__ import annotations
