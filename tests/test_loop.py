@@ -184,3 +184,18 @@ def test_the_loop_autocasts_to_the_dtype_models_pick(micro_t5_dir, micro_splits,
     pairs = [format_example(r, "answer_only") for r in micro_splits.train[:4]]
     fit(model, tokenizer, pairs, _config(epochs=1, batch_size=4))
     assert seen == [dtype == torch.bfloat16]
+
+
+def test_evaluation_truncates_like_training(micro_t5_dir, micro_splits, tmp_path):
+    # The trial's max_input_tokens / max_target_tokens, not a fixed 512, bound what perplexity scores.
+    from trainables.scoring.metrics import perplexity
+    from trainables.training.batching import collate, encode_pairs
+
+    config = _config(epochs=1, max_input_tokens=12, max_target_tokens=6)
+    model, tokenizer = _lora_model(micro_t5_dir)
+    final = train_and_evaluate(model, tokenizer, micro_splits, config, LocalReporter(tmp_path, echo=None))
+    pairs = [format_example(r, "breakdown") for r in micro_splits.dev]
+    examples = encode_pairs(tokenizer, pairs, max_input_tokens=12, max_target_tokens=6)
+    batches = [collate(examples[i : i + 8], tokenizer.pad_token_id, torch.device("cpu")) for i in (0,)]
+    assert len(examples) == 8 and max(len(e["labels"]) for e in examples) == 6
+    assert final["dev/perplexity"] == pytest.approx(perplexity(model, batches), rel=1e-6)

@@ -265,13 +265,14 @@ def train_and_evaluate(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     memory = {"peak": 0.0}
+    limits = _token_limits(config)
 
     def on_eval(train_metrics: dict) -> None:
         memory["peak"] = max(memory["peak"], memory_mb(device))
         save = train_metrics.pop("_save")
         metrics = dict(train_metrics)
         dev = evaluate_split(
-            model, tokenizer, splits.dev, style=style, settings=config.eval, calculator=False
+            model, tokenizer, splits.dev, style=style, settings=config.eval, calculator=False, **limits
         )
         metrics.update({f"dev/{k}": v for k, v in dev.metrics.items()})
         metrics.update(
@@ -287,10 +288,17 @@ def train_and_evaluate(
     return final
 
 
+def _token_limits(config: TrainConfig) -> dict[str, int]:
+    """Evaluation truncates inputs and targets as training did."""
+    return {"max_input_tokens": config.max_input_tokens, "max_target_tokens": config.max_target_tokens}
+
+
 def _test_metrics(model, tokenizer, records, config: TrainConfig, trial_dir: Path) -> dict:
     """Test-split metrics and the generations file; twice (without and with calculator) where it applies."""
-    style = config.prompt_style
-    result = evaluate_split(model, tokenizer, records, style=style, settings=config.eval, calculator=False)
+    style, limits = config.prompt_style, _token_limits(config)
+    result = evaluate_split(
+        model, tokenizer, records, style=style, settings=config.eval, calculator=False, **limits
+    )
     result.write_generations(trial_dir / "generations_test.jsonl")
     metrics = {f"test/{k}": v for k, v in result.metrics.items()}
     if style == "breakdown" and config.eval.calculator and calculator_supported(tokenizer):
@@ -302,6 +310,7 @@ def _test_metrics(model, tokenizer, records, config: TrainConfig, trial_dir: Pat
             settings=config.eval,
             calculator=True,
             metrics=("accuracy",),
+            **limits,
         )
         with_calc.write_generations(trial_dir / "generations_test_calculator.jsonl")
         metrics["test/accuracy_calculator"] = with_calc.metrics["accuracy"]
