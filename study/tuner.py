@@ -35,7 +35,8 @@ from study.prepare import DEFAULT_CACHE
 from study.results import COMPLETION_KEY, ExperimentSummary, format_table, read_text, summarize, write_json
 
 RESUME_CHECKED = ("preset", "model", "data_dir", "train_size", "dev_size", "test_size", "code_dataset")
-RESUME_CHECKED += ("trials", "seed", "metric", "mode", "scheduler", "overrides")
+RESUME_CHECKED += ("trials", "seed", "metric", "mode", "scheduler", "grace_period", "reduction_factor")
+RESUME_CHECKED += ("overrides",)
 """Settings a resumed study must share with the one it continues (Ray restores the searcher as it was)."""
 PROGRESS_PARAMS = (
     "train/lr",

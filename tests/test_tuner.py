@@ -179,6 +179,11 @@ def test_an_existing_study_needs_resume_and_the_same_settings(tmp_path):
     )
     with pytest.raises(ValueError, match="trials: 50 -> 9"):
         _check_resume(more, [experiment])
+    gentler = StudyConfig(
+        methods=("lora",), preset="tiny", storage=str(tmp_path), name="s", resume=True, grace_period=2
+    )
+    with pytest.raises(ValueError, match="grace_period: 1 -> 2"):  # Ray restores the old scheduler
+        _check_resume(gentler, [experiment])
     same = StudyConfig(methods=("lora",), preset="tiny", storage=str(tmp_path), name="s", resume=True)
     assert _check_resume(same, [experiment]) == {"lora-main"}
 
