@@ -1,4 +1,4 @@
-"""`LocalReporter`'s checkpoints: a crash at any point of replacing one leaves a whole checkpoint to resume from."""
+"""`LocalReporter`'s checkpoints: a crash at any step of replacing one leaves a whole one to resume from."""
 
 from __future__ import annotations
 

@@ -133,7 +133,7 @@ MAX_CHARS, MAX_DEPTH, MAX_DIGITS = 64, 10, 30
 
 
 class NotArithmetic(ValueError):
-    """An expression outside the arithmetic subset, a name without a value, a division by zero, or too large."""
+    """Outside the arithmetic subset: another node, a name without a value, a division by zero, too large."""
 
 
 def evaluate(

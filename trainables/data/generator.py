@@ -177,7 +177,8 @@ class _Story:
             "nth": FRACTIONS.get(n, ""),
         }
         dollar = "$" if kind in ("money", "cost") else ""
-        calc = f"{v} {template.op} {n} = {dollar}{write_annotation(f'{v}{template.op}{n}', result)}{result}"
+        expr = f"{v}{template.op}{n}"
+        calc = f"{v} {template.op} {n} = {dollar}{write_annotation(expr, result)}{result}"
         self.facts.append(_sentence(template.fact, words))
         self.subqs.append(_sentence(template.subq, words))
         self.steps.append(_sentence(template.step, {**words, "calc": calc}))

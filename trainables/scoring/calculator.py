@@ -3,9 +3,10 @@
 Small models copy numbers well and do arithmetic badly. Whenever a generated sequence ends with `<<EXPR=`,
 `CalculatorLogitsProcessor` evaluates EXPR exactly (`safe_eval`, never `eval`), writes the value the way
 GSM8K does (`format_number`; both from `trainables.data.arithmetic`) and forces the tokens of `value>>`
-into that row over the next steps, while the other rows of the batch decode freely. Every annotation of GSM8K (23,716 in train, 4,282 in test)
-records the exact value of its expression; `format_number` writes 97.2% of train's (96.4% of test's)
-character for character, the rest being GSM8K's stray styles `.4` (for 0.4), `144.00` and `3/4`.
+into that row over the next steps, while the other rows of the batch decode freely. Every annotation of
+GSM8K (23,716 in train, 4,282 in test) records the exact value of its expression; `format_number` writes
+97.2% of train's (96.4% of test's) character for character, the rest being GSM8K's stray styles `.4` (for
+0.4), `144.00` and `3/4`.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from trainables.data.arithmetic import format_answer
 from trainables.data.prompts import format_example, usable
 from trainables.data.records import MathRecord
 from trainables.scoring.metrics import (
@@ -21,7 +22,6 @@ from trainables.scoring.metrics import (
     answers_match,
     bootstrap_ci,
     extract_answer,
-    format_answer,
     perplexity,
     rouge1,
     semantic_similarity,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trainables.data.arithmetic import ANNOTATION_VALUE, UNCLOSED_ANNOTATION, format_answer, parse_number  # noqa: F401  (scoring's answer API too)
+from trainables.data.arithmetic import ANNOTATION_VALUE, UNCLOSED_ANNOTATION, parse_number
 
 if TYPE_CHECKING:
     import torch
