@@ -75,6 +75,14 @@ def test_builds_once_into_staging_then_reuses(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thing", "thing.lock"]
 
 
+def test_a_crashed_builders_staging_folder_is_replaced(tmp_path):
+    stale = tmp_path / ".thing.tmp"  # a process died while building
+    stale.mkdir()
+    (stale / "half.txt").write_text("half")
+    path = build_once(tmp_path / "thing", _writer([]))
+    assert sorted(p.name for p in path.iterdir()) == ["result.txt"] and not stale.exists()
+
+
 def test_a_failed_build_leaves_nothing_and_the_next_call_builds(tmp_path):
     def failing(staging):
         (staging / "half.txt").write_text("half")

@@ -78,8 +78,8 @@ def build_once(path: str | os.PathLike, build: Callable[[Path], None]) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
         if _ready(path):
             return path  # built by the process we waited for
-        staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
+        staging = path.with_name(f".{path.name}.tmp")  # one name: only the lock holder writes it
+        shutil.rmtree(staging, ignore_errors=True)  # left by a builder that crashed
         staging.mkdir()
         try:
             build(staging)
