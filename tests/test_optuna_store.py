@@ -227,7 +227,10 @@ def test_an_unreachable_tracking_url_is_one_line_and_exit_2_before_ray(
     assert not (tmp_path / "out" / "slm-tiny" / "study.json").exists()  # nothing half-written
 
 
-def test_study_dashboard_prints_the_optuna_dashboard_command_of_a_study(tmp_path):
+def test_study_dashboard_prints_the_optuna_dashboard_command_of_a_study(tmp_path, monkeypatch):
+    import study.dashboard as dashboard
+
+    monkeypatch.setattr(dashboard, "CLUSTER_FILE", tmp_path / "none.json")  # no running study here
     study = tmp_path / "slm-tiny"
     study.mkdir()
     (study / "study.json").write_text(json.dumps({"optuna_storage": None}))
