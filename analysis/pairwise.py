@@ -95,6 +95,8 @@ class Claim:
     """The groups it is compared with."""
     kind: str
     """equivalent (the claim is "about as good") or better (the claim is "better")."""
+    published_diff: float | None = None
+    """The published accuracy difference A - B in points, where the study gives both numbers."""
 
 
 CLAIMS = (
@@ -104,6 +106,7 @@ CLAIMS = (
         ("method", "stacked"),
         (("method", "full"),),
         "equivalent",
+        published_diff=-5.0,
     ),
     Claim(
         "Code style vs the other CoT styles",
@@ -143,8 +146,13 @@ def _lookup(frame: pd.DataFrame, a: str, b: str) -> Mapping | None:
     }
 
 
+def _points(value: float) -> str:
+    return f"{round(value, 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
+
+
 def _numbers(row: Mapping) -> str:
-    return f"{row['diff_points']:+.1f} points, 95% CI [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}], Holm p = {row['p_holm']:.3g}"
+    interval = f"[{_points(row['ci_low'])}, {_points(row['ci_high'])}]"
+    return f"{_points(row['diff_points'])} points, 95% CI {interval}, Holm p = {row['p_holm']:.3g}"
 
 
 def verdict(claim: Claim, rows: list[Mapping]) -> str:
@@ -152,14 +160,18 @@ def verdict(claim: Claim, rows: list[Mapping]) -> str:
     a = rows[0]["group_a"]
     if claim.kind == "equivalent":
         row = rows[0]
+        gap = ""
+        if claim.published_diff is not None:
+            inside = row["ci_low"] <= claim.published_diff <= row["ci_high"]
+            gap = f"; the published {_points(claim.published_diff)} is {'inside' if inside else 'outside'} our interval"
         if not row["significant"]:
             width = max(abs(row["ci_low"]), abs(row["ci_high"]))
             return (
                 f"Supported as far as our runs can tell: {a} - {row['group_b']} = {_numbers(row)}, no significant "
-                f"difference (differences up to {width:.1f} points are not ruled out)."
+                f"difference, though differences up to {width:.1f} points are not ruled out{gap}."
             )
         side = "better" if row["diff_points"] > 0 else "worse"
-        return f"Not supported: {a} is significantly {side} than {row['group_b']} ({_numbers(row)})."
+        return f"Not supported: {a} is significantly {side} than {row['group_b']} ({_numbers(row)}{gap})."
     wins = [r for r in rows if r["significant"] and r["diff_points"] > 0]
     losses = [r for r in rows if r["significant"] and r["diff_points"] < 0]
     detail = "; ".join(f"vs {r['group_b']}: {_numbers(r)}" for r in rows)

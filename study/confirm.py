@@ -31,6 +31,8 @@ from study.config import StudyConfig
 from study.errors import run_cli
 from study.results import read_text
 
+FAMILIES = ("method", "cot", "stacked")
+"""The families of comparisons of `analysis.groups`."""
 CONFIRM_DIR = "confirm"
 MANIFEST = "confirm.json"
 """Written in `<study>/confirm/` before any run; `analysis.load` leaves folders beneath it out of the study."""
@@ -44,6 +46,8 @@ class ConfirmConfig:
     """The study's folder (`<storage>/<name>`, holding `study.json`), a local path or a URI."""
     seeds: int = 5
     """Fresh training seeds per group (at least 2: one run has no spread)."""
+    families: tuple[str, ...] = FAMILIES
+    """Which comparisons to confirm: method (methods per config), cot (prompt styles), stacked (f, baselines)."""
     resume: bool = False
     """Continue an interrupted confirmation (finished runs are not run again)."""
     address: str | None = None
@@ -60,6 +64,10 @@ class ConfirmConfig:
             raise ValueError(
                 f"--seeds must be a whole number >= 2 (one run has no spread), got {self.seeds!r}"
             )
+        self.families = tuple(dict.fromkeys(self.families or FAMILIES))
+        unknown = [f for f in self.families if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"--family must be one of {', '.join(FAMILIES)}, got {unknown[0]!r}")
         for name in ("num_cpus", "max_concurrent"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -116,8 +124,10 @@ def plan(confirm: ConfirmConfig, config: StudyConfig) -> dict[str, Any]:
 
     trials = load_results([confirm.results]).trials
     chosen = compared_groups(trials, metric=config.metric, mode=config.mode)
+    chosen = [c for c in chosen if c.group.family in confirm.families]
     if not chosen:
-        raise ValueError(f"no finished trial in {confirm.results} to confirm")
+        families = ", ".join(confirm.families)
+        raise ValueError(f"no finished trial in {confirm.results} of a group to confirm ({families})")
     seeds = seeds_for(config, confirm.seeds)
     groups, experiments = {}, {}
     for item in chosen:
@@ -205,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seeds", type=int, default=5, help="fresh training seeds per group (default 5, at least 2)"
     )
+    parser.add_argument(
+        "--family",
+        action="append",
+        choices=FAMILIES,
+        help="confirm only these comparisons: method (methods per config), cot (prompt styles), "
+        "stacked (f and baselines); repeatable (default: all)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue interrupted confirmation runs")
     parser.add_argument("--address", help="join this Ray cluster instead of the study's")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster (default: the study's)")
@@ -218,6 +235,7 @@ def _run(argv: list[str] | None) -> None:
     confirm = ConfirmConfig(
         results=args.results,
         seeds=args.seeds,
+        families=tuple(args.family or FAMILIES),
         resume=args.resume,
         address=args.address,
         num_cpus=args.num_cpus,

@@ -88,7 +88,8 @@ def build_confirm_tuner(
 
 def run_experiments(confirm: ConfirmConfig, config: StudyConfig, manifest: dict[str, Any]) -> dict[str, Any]:
     """Prepare once, start or join the cluster, run every experiment in turn; print and return the manifest."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic progress table, as in the study
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     prepared, notes = prepare_confirm_inputs(config)
     for note in prepared.notes + notes:
         print(note, file=sys.stderr)
