@@ -146,7 +146,8 @@ def paired(a: Runs, b: Runs) -> tuple[np.ndarray, np.ndarray]:
 def groups_table(confirmation: Confirmation, labels: Mapping[str, str] | None = None) -> Table:
     """Per group: mean, standard deviation and t-interval of test accuracy over seeds; the search's number.
 
-    `labels` maps a trial folder to its label in the report, so each row links to the search trial it re-ran.
+    `labels` maps a trial folder (or a trial's label) to its label in the report, so each row links to the
+    search trial it re-ran.
     """
     labels = labels or {}
     rows = []
@@ -169,7 +170,7 @@ def groups_table(confirmation: Confirmation, labels: Mapping[str, str] | None = 
                 "Selection gap (points)": search - mean,
                 "Search test examples": g["search"].get("test/n", math.nan),
                 "Confirm test examples": len(runs.keys) if runs else math.nan,
-                "trial": labels.get(g.get("trial_dir", "")),
+                "trial": labels.get(g.get("trial_dir", ""), labels.get(g["trial"])),
             }
         )
     note = (

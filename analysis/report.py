@@ -249,7 +249,9 @@ def build_report(
     report = Report(results=results, tables=tables, diagnostics=diagnostics)
     found = confirm.find([str(location) for location in locations])
     if found is not None:  # the confirmation runs of `python -m study.confirm`
-        labels = dict(zip(results.trials["trial_dir"], results.trials["trial"], strict=True))
+        trials = results.trials
+        labels = dict(zip(trials["trial"], trials["trial"], strict=True))
+        labels |= dict(zip(trials["trial_dir"], trials["trial"], strict=True))
         confirm_tables, report.confirmation = pairwise.confirmation_tables(confirm.load(found), labels)
         tables.update(confirm_tables)
     report.figures = make_figures(report, out / "figures", metric=metric)

@@ -176,7 +176,8 @@ def check_existing(confirm: ConfirmConfig, manifest: dict[str, Any]) -> dict[str
     if before != now:
         changed = sorted(g for g in set(before) | set(now) if before.get(g) != now.get(g))
         raise ValueError(
-            f"the study's best trials changed since the confirmation started ({', '.join(changed)})"
+            f"the groups to confirm or their best trials differ from the ones the confirmation started with "
+            f"({', '.join(changed)}): resume with the same --family"
         )
     return saved
 
