@@ -103,3 +103,26 @@ def test_confirm_end_to_end_on_a_tiny_study(tmp_path, micro_t5_dir):
     resumed = confirm("--resume")
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     assert trial_results(experiment) == runs  # finished runs are not run again
+
+
+@pytest.mark.slow  # reads GSM8K four times (~10 s each on a loaded 2-core machine)
+def test_gsm8k_runs_are_scored_on_the_whole_test_split_with_train_and_dev_unchanged(data_dir, micro_t5_dir):
+    from study.confirm_runs import prepare_confirm_inputs
+    from study.plan import prepare_inputs
+
+    config = StudyConfig(
+        methods=("lora",),
+        preset="small",
+        data_dir=str(data_dir),
+        model=str(micro_t5_dir),
+        train_size=50,
+        dev_size=10,
+        test_size=20,
+    )
+    study = prepare_inputs(config).splits["main"]
+    prepared, notes = prepare_confirm_inputs(config)
+    splits = prepared.splits["main"]
+    assert len(study.test) == 20 and len(splits.test) == 1319  # GSM8K's whole test file
+    assert [r.question for r in splits.train] == [r.question for r in study.train]
+    assert [r.question for r in splits.dev] == [r.question for r in study.dev]
+    assert notes == ["main: the whole test split, 1319 records"]
