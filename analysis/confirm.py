@@ -143,6 +143,13 @@ def paired(a: Runs, b: Runs) -> tuple[np.ndarray, np.ndarray]:
     return a.correct[np.ix_(rows_a, cols_a)], b.correct[np.ix_(rows_b, cols_b)]
 
 
+class _GroupsTable(Table):
+    """Only the search's number is the linked trial's own; the others summarise the re-runs."""
+
+    def linked(self, column: str) -> bool:
+        return column == "Search's best %"
+
+
 def groups_table(confirmation: Confirmation, labels: Mapping[str, str] | None = None) -> Table:
     """Per group: mean, standard deviation and t-interval of test accuracy over seeds; the search's number.
 
@@ -179,7 +186,7 @@ def groups_table(confirmation: Confirmation, labels: Mapping[str, str] | None = 
         "interval of the mean, and the test accuracy the search reported for that trial. A positive selection "
         "gap is the optimism of picking the best of many noisy trials."
     )
-    table = Table(
+    table = _GroupsTable(
         key="confirm_groups",
         title="Confirmation runs: accuracy over seeds",
         frame=pd.DataFrame(rows),

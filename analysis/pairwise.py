@@ -179,7 +179,10 @@ def verdict(claim: Claim, rows: list[Mapping]) -> str:
         return f"Supported: {a} is significantly better than {' and '.join(r['group_b'] for r in rows)} ({detail})."
     if losses:
         return f"Contradicted: {a} is significantly worse than {' and '.join(r['group_b'] for r in losses)} ({detail})."
-    return f"Not shown: {a} is not significantly better than {' and '.join(r['group_b'] for r in rows if r not in wins)} ({detail})."
+    others = [r for r in rows if r not in wins]
+    lower = " (it scored lower, not significantly)" if all(r["diff_points"] < 0 for r in others) else ""
+    names = " and ".join(r["group_b"] for r in others)
+    return f"Not shown: {a} is not significantly better than {names}{lower} ({detail})."
 
 
 def claims_table(frame: pd.DataFrame, configs: list[str]) -> Table:
