@@ -162,6 +162,7 @@ def groups_table(confirmation: Confirmation, labels: Mapping[str, str] | None = 
         runs = confirmation.runs.get(g["experiment"])
         values = [100 * v for v in runs.accuracy.values()] if runs else []
         mean, std, low, high = sig.mean_interval(values) if len(values) >= 2 else (math.nan,) * 4
+        low, high = max(low, 0.0), min(high, 100.0)  # an accuracy's interval stays within [0, 100]
         search = 100 * g["search"].get("test/accuracy", math.nan)
         rows.append(
             {
