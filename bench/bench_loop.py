@@ -133,25 +133,30 @@ def time_generation(
     batch_size: int = 16,
     singles: int | None = None,
     exact_length: bool = False,
+    bf16: bool = False,
 ) -> tuple[float, float]:
     """(batched, one at a time) examples/s of greedy generation; the second over the first `singles` inputs.
 
     `exact_length` makes every sequence run to `max_new_tokens` (EOS is held back), so both modes decode
-    the same number of tokens whatever a random model happens to emit.
+    the same number of tokens whatever a random model happens to emit. `bf16` generates under bf16
+    autocast (the study's evaluation runs in fp32).
     """
     model = load_model(path, device=device).eval()
     if exact_length:
         model.generation_config.min_new_tokens = max_new_tokens
     settings = EvalSettings(batch_size=batch_size, max_new_tokens=max_new_tokens)
-    generate(model, tokenizer, inputs[:2], settings)  # warm-up: first-call allocations, not generation
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
+    with autocast:
+        generate(model, tokenizer, inputs[:2], settings)  # warm-up: first-call allocations, not generation
     synchronize(device)
     start = time.perf_counter()
-    generate(model, tokenizer, inputs, settings)
+    with autocast:
+        generate(model, tokenizer, inputs, settings)
     synchronize(device)
     batched = len(inputs) / (time.perf_counter() - start)
     alone = inputs[:singles]
     start = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
         for text in alone:
             encoded = tokenizer(text, return_tensors="pt").to(device)
             model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False)

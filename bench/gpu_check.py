@@ -54,7 +54,9 @@ sys.path.insert(0, str(ROOT))  # `python bench/gpu_check.py` from a bare checkou
 from study.errors import run_cli  # noqa: E402  (stdlib only: torch is imported after --wheels)
 
 REPORT_NAME = "gpu_check"
-# (section, cap in seconds on a GPU); the quick CPU mode uses the same caps
+DEFAULT_BUDGET_S = 450.0
+# Each section's cap in seconds under the default budget; another --budget-s scales them all alike (a
+# loaded CPU running the quick mode may need more, and a slower GPU too).
 CAPS = {
     "environment": 30,
     "matmul": 30,
@@ -83,8 +85,8 @@ class CheckConfig:
     """A folder with gsm8k/train.jsonl (else the embedded generator's texts)."""
     wheels: Path | None = None
     """A folder of .whl files to make importable first (bitsandbytes)."""
-    budget_s: float = 450.0
-    """Wall-clock budget of the whole run, start-up included."""
+    budget_s: float = DEFAULT_BUDGET_S
+    """Wall-clock budget of the whole run, start-up included; the sections' caps scale with it."""
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cuda", "cpu"):
@@ -106,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> CheckConfig:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--wheels", type=Path)
-    parser.add_argument("--budget-s", type=float, default=450.0)
+    parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S)
     args = parser.parse_args(argv)
     return CheckConfig(args.out, args.device, args.quick, args.data_dir, args.wheels, args.budget_s)
 
@@ -142,7 +144,8 @@ def run_sections(config: CheckConfig, report: dict, sections: dict, deadline: fl
     names = list(sections)
     for index, name in enumerate(names):
         entry = report["sections"][name] = {"status": "running", "seconds": 0.0}
-        cap = min(CAPS[name], deadline - time.monotonic() - RESERVE_S * (len(names) - index - 1))
+        scaled = CAPS[name] * config.budget_s / DEFAULT_BUDGET_S
+        cap = min(scaled, deadline - time.monotonic() - RESERVE_S * (len(names) - index - 1))
         if cap < 3:
             entry.update(
                 status="skipped", error="out of time: the run's budget was spent by earlier sections"

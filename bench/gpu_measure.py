@@ -196,15 +196,17 @@ def compare_loops(result: dict, bench: Bench, *, matmul_tflops: float | None) ->
                 )
             )
             peak = max(peak, _peak_mb(bench.device) or 0.0)
-        ours = statistics.median(r[0] for r in runs)
+        ours, plain = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
         flops = _flops_per_padded_token(bench, method, batches) * padded
         achieved = flops * ours / len(pairs) / 1e12  # TFLOP/s of the study loop
         result["methods"][method] = {
             "study_examples_per_s": ours,
-            "plain_examples_per_s": statistics.median(r[1] for r in runs),
+            "plain_examples_per_s": plain,
             "ratio": statistics.median(r[0] / r[1] for r in runs),
             "ratios": [r[0] / r[1] for r in runs],
             "study_tokens_per_s": real * ours / len(pairs),
+            # what the study loop adds to each optimiser step, beyond the plain loop's time
+            "overhead_ms_per_step": 1e3 * len(pairs) * (1 / ours - 1 / plain) / len(batches),
             "tflops": achieved,
             "matmul_share": achieved / matmul_tflops if matmul_tflops else None,
             "peak_memory_mb": peak if bench.device.type == "cuda" else None,
@@ -265,3 +267,15 @@ def generation(result: dict, bench: Bench) -> None:
         single_examples_per_s=single,
         speedup=batched / single,
     )
+    if bench.bf16:  # what evaluation, the larger part of a paper-preset trial, would gain in bf16
+        result["batched_bf16_examples_per_s"] = time_generation(
+            bench.small_dir,
+            bench.tokenizer,
+            inputs,
+            plan.new_tokens,
+            device=bench.device,
+            batch_size=plan.generate_batch,
+            singles=0,
+            exact_length=True,
+            bf16=True,
+        )[0]

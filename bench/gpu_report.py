@@ -92,6 +92,7 @@ def _loop(r: dict) -> list[str]:
             _f(x["tflops"], ".3g"),
             _f(100 * x["matmul_share"] if x["matmul_share"] is not None else None, ".1f", "%"),
             _f(x["peak_memory_mb"], ",.0f"),
+            _f(x.get("overhead_ms_per_step"), ".1f"),
         ]
         for m, x in r.get("methods", {}).items()
     ]
@@ -110,6 +111,7 @@ def _loop(r: dict) -> list[str]:
                 "TFLOP/s",
                 "share of matmul rate",
                 "peak MiB",
+                "loop overhead ms / step",
             ],
             rows,
         ),
@@ -121,7 +123,12 @@ def _generation(r: dict) -> list[str]:
         f"{r['examples']} inputs, {r['new_tokens']} new tokens each (EOS held back), batches of "
         f"{r['batch_size']}: batched **{_f(r['batched_examples_per_s'], '.1f')} ex/s**, one at a time "
         f"({r['singles']} inputs) {_f(r['single_examples_per_s'], '.2f')} ex/s: **{_f(r['speedup'], '.1f')}x** "
-        "(target >= 10x)."
+        "(target >= 10x); the study generates in fp32."
+        + (
+            f" Batched under bf16 autocast: {_f(r['batched_bf16_examples_per_s'], '.1f')} ex/s."
+            if "batched_bf16_examples_per_s" in r
+            else ""
+        )
     ]
 
 
