@@ -69,6 +69,8 @@ CAPS = {
 }
 RESERVE_S = 10
 """Seconds kept back for each section still to come, so a slow one cannot starve all the rest."""
+MIN_CAP_S = 3
+"""A section left less than this is skipped as out of time."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def run_sections(config: CheckConfig, report: dict, sections: dict, deadline: fl
         entry = report["sections"][name] = {"status": "running", "seconds": 0.0}
         scaled = CAPS[name] * config.budget_s / DEFAULT_BUDGET_S
         cap = min(scaled, deadline - time.monotonic() - RESERVE_S * (len(names) - index - 1))
-        if cap < 3:
+        if cap < MIN_CAP_S:
             entry.update(
                 status="skipped", error="out of time: the run's budget was spent by earlier sections"
             )

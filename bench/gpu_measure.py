@@ -178,7 +178,13 @@ def compare_loops(result: dict, bench: Bench, *, matmul_tflops: float | None) ->
     pairs = bench.pairs[: bench.plan.train_pairs]
     batches = epoch_batches(bench.tokenizer, pairs, bench.train, bench.device)
     real, padded = _tokens(batches)
-    result.update(examples=len(pairs), real_tokens=real, padded_tokens=padded, bf16_autocast=bench.bf16)
+    result.update(
+        shape=bench.plan.small,
+        examples=len(pairs),
+        real_tokens=real,
+        padded_tokens=padded,
+        bf16_autocast=bench.bf16,
+    )
     result["methods"] = {}
     for method in LOOP_METHODS:
         runs, peak = [], 0.0

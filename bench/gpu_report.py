@@ -50,7 +50,13 @@ def render_markdown(report: dict) -> str:
     for title, render in SECTIONS:
         name = render.__name__.removeprefix("_")
         if results.get(name):
-            lines += ["", f"## {title}", "", *render(results[name])]
+            try:
+                body = render(results[name])
+            except (KeyError, TypeError, ValueError) as error:  # a section cut short mid-way: the JSON has it
+                body = [
+                    f"(partial figures, not rendered: {type(error).__name__}: {error}; see the JSON file)"
+                ]
+            lines += ["", f"## {title}", "", *body]
     return "\n".join(lines)
 
 
@@ -80,6 +86,14 @@ def _matmul(r: dict) -> list[str]:
     ]
 
 
+def _shape(shape: dict) -> str:
+    """`T5 shape d_model 512, d_ff 2048, 6+6 layers` (T5-small's; T5-base's is 768, 3072, 12+12)."""
+    return (
+        f"T5 shape d_model {shape.get('d_model')}, d_ff {shape.get('d_ff')}, "
+        f"{shape.get('num_layers')}+{shape.get('num_layers')} layers, vocab {shape.get('vocab_size')}"
+    )
+
+
 def _loop(r: dict) -> list[str]:
     rows = [
         [
@@ -97,7 +111,8 @@ def _loop(r: dict) -> list[str]:
         for m, x in r.get("methods", {}).items()
     ]
     return [
-        f"{r.get('examples')} examples per timed epoch ({r.get('real_tokens'):,} real / {r.get('padded_tokens'):,} "
+        f"{_shape(r.get('shape', {}))}, {r.get('examples')} examples per timed epoch "
+        f"({r.get('real_tokens'):,} real / {r.get('padded_tokens'):,} "
         f"padded tokens), bf16 autocast {r.get('bf16_autocast')}; the ratio is the median over the repeats.",
         "",
         *_table(
@@ -147,10 +162,8 @@ def _qlora(r: dict) -> list[str]:
         ]
         for label, x in r.get("runs", {}).items()
     ]
-    shape = r.get("shape", {})
     return [
-        f"T5 shape d_model {shape.get('d_model')}, {shape.get('num_layers')}+{shape.get('num_layers')} "
-        f"layers, {r.get('examples')} examples per timed epoch, the study loop.",
+        f"{_shape(r.get('shape', {}))}, {r.get('examples')} examples per timed epoch, the study loop.",
         "",
         *_table(["base", "ex/s", "peak MiB", "trainable / all parameters"], rows),
     ]
@@ -183,7 +196,13 @@ def _projection(r: dict) -> list[str]:
     return [
         f"Paper preset: {r.get('epochs')} epochs over {r.get('train_examples'):,} examples, batch 16, 256 "
         f"tokens; evaluation {r.get('eval_note')} (an upper bound). No early stopping counted: ASHA makes a "
-        "search cheaper. qlora's evaluation is T5-small's scaled by the train-speed ratio of the two shapes.",
+        "search cheaper. qlora's evaluation is T5-small's scaled by the train-speed ratio of the two shapes."
+        + (
+            f" Generating under bf16 autocast, T5-small's evaluation would take "
+            f"{_f(r['eval_s_per_trial_bf16'], '.0f')} s per trial instead of {_f(r['eval_s_per_trial'], '.0f')}."
+            if "eval_s_per_trial_bf16" in r
+            else ""
+        ),
         "",
         *_table(
             [
@@ -203,10 +222,10 @@ def _projection(r: dict) -> list[str]:
 SECTIONS = [
     ("Environment", _environment),
     ("Matmul rate", _matmul),
-    ("Study loop against a plain PyTorch + PEFT loop (T5-small shape)", _loop),
+    ("Study loop against a plain PyTorch + PEFT loop", _loop),
     ("Generation", _generation),
     ("gpu-marked tests", _gpu_tests),
-    ("QLoRA against LoRA (T5-base shape)", _qlora),
+    ("QLoRA against LoRA", _qlora),
     ("Fractional sharing", _sharing),
     ("Projected paper-preset cost", _projection),
 ]

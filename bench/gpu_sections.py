@@ -136,6 +136,12 @@ def projection(result: dict, results: dict) -> None:
         eval_new_tokens=generation["new_tokens"],
         eval_note=f"dev {dev} x {epochs} + test {GSM8K_TEST}, every sequence {generation['new_tokens']} tokens",
     )
+    if (
+        "batched_bf16_examples_per_s" in generation
+    ):  # the study evaluates in fp32; this is what bf16 would take
+        result["eval_s_per_trial_bf16"] = (epochs * dev + GSM8K_TEST) / generation[
+            "batched_bf16_examples_per_s"
+        ]
     speeds = {m: r["study_examples_per_s"] for m, r in results["loop"]["methods"].items()}
     eval_of = dict.fromkeys(speeds, eval_s)
     qlora = results.get("qlora", {}).get("runs", {})

@@ -111,3 +111,71 @@ def test_quick_cpu_mode_runs_every_section_without_the_packages_the_gpu_machine_
         assert heading in page
     assert "| lora |" in page and "**Quick mode**" in page and "test_loading_on_cuda[4bit] | skipped" in page
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json", "gpu_check.md"]
+
+
+def test_sections_are_capped_and_one_failure_does_not_stop_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", [str(ROOT / "bench"), *sys.path])
+    import time
+
+    import gpu_check
+
+    def slow(result, cap):
+        result["measured"] = 1  # kept when the cap stops the section
+        for _ in range(300):  # 3 s, unless the 0.3 s cap stops it
+            time.sleep(0.01)
+
+    def broken(result, cap):
+        raise RuntimeError("no GPU kernel image\nsecond line")
+
+    sections = {
+        "slow": slow,
+        "broken": broken,
+        "absent": lambda r, c: "needs bitsandbytes",
+        "fine": lambda r, c: None,
+    }
+    monkeypatch.setattr(gpu_check, "CAPS", {"slow": 0.3, "broken": 5, "absent": 5, "fine": 5})
+    monkeypatch.setattr(gpu_check, "RESERVE_S", 0)
+    monkeypatch.setattr(gpu_check, "MIN_CAP_S", 0.05)
+    report = {"sections": {}, "results": {}}
+    writes = []
+    config = gpu_check.CheckConfig(out=tmp_path)
+    gpu_check.run_sections(config, report, sections, time.monotonic() + 30, lambda: writes.append(1))
+    status = {name: (s["status"], s.get("error")) for name, s in report["sections"].items()}
+    assert status == {
+        "slow": ("timeout", "stopped at its 0 s cap; partial results kept"),
+        "broken": ("error", "RuntimeError: no GPU kernel image"),
+        "absent": ("skipped", "needs bitsandbytes"),
+        "fine": ("ok", None),
+    }
+    assert report["results"]["slow"] == {"measured": 1} and len(writes) == 4
+    assert 0.3 <= report["sections"]["slow"]["seconds"] < 2
+
+
+def test_markdown_of_a_run_cut_short(tmp_path):
+    from bench.gpu_report import render_markdown
+
+    loop = {
+        "shape": {"d_model": 512},
+        "examples": 960,
+        "real_tokens": 1,
+        "padded_tokens": 2,
+        "bf16_autocast": True,
+    }
+    row = {"study_examples_per_s": 300.0, "plain_examples_per_s": 310.0, "ratio": 0.968, "ratios": [0.97]}
+    row.update(study_tokens_per_s=5e4, tflops=30.0, matmul_share=0.04, peak_memory_mb=900.0)
+    loop["methods"] = {"lora": row}
+    report = {
+        "command": "gpu_check.py --out x",
+        "started_utc": "2026-12-01 10:00:00",
+        "mode": "full",
+        "device": "cuda",
+        "bf16": True,
+        "budget_s": 450,
+        "wheels": [],
+        "results": {"loop": loop, "generation": {"examples": 3}},
+        "sections": {"loop": {"status": "timeout", "seconds": 150.0, "error": "stopped at its 150 s cap"}},
+    }
+    page = render_markdown(report)
+    assert "| loop | timeout | 150.0 | stopped at its 150 s cap |" in page
+    assert "| lora | 300.0 | 310.0 | **0.97x** | 0.97 | 50,000 | 30 | 4.0% | 900 | - |" in page
+    assert "(partial figures, not rendered: KeyError" in page  # generation stopped before its figures
