@@ -25,6 +25,7 @@ from bench.bench_loop import (
     time_generation,
     time_training,
 )
+from study.presets import get_preset
 from trainables.data.load import DataConfig, load_math_splits
 from trainables.data.prompts import format_example
 from trainables.training.loop import TrainConfig, fit
@@ -76,8 +77,30 @@ class Plan:
     vocab_size: int
     """Most tokens the BPE tokenizer learns from the texts."""
 
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not isinstance(value, dict) and value < 1:
+                raise ValueError(f"plan {name} must be >= 1, got {value}")
 
-GPU_PLAN = Plan(T5_SMALL, T5_BASE, 16, 256, 960, 320, 2, 4, 8192, 128, 64, 256, 8, 32000)
+
+_PAPER = get_preset("paper")
+# The paper preset's batch, token limits, evaluation batch and generation length, 60 steps per timed epoch
+GPU_PLAN = Plan(
+    small=T5_SMALL,
+    base=T5_BASE,
+    batch_size=_PAPER.train["batch_size"],
+    max_tokens=_PAPER.train["max_input_tokens"],
+    train_pairs=60 * _PAPER.train["batch_size"],
+    base_pairs=20 * _PAPER.train["batch_size"],
+    repeats=2,
+    flop_batches=4,
+    matmul_size=8192,
+    generate_inputs=2 * _PAPER.eval["batch_size"],
+    generate_batch=_PAPER.eval["batch_size"],
+    new_tokens=_PAPER.eval["max_new_tokens"],
+    singles=8,
+    vocab_size=32000,
+)
 QUICK_PLAN = Plan(QUICK_SMALL, QUICK_BASE, 4, 48, 12, 8, 1, 1, 256, 8, 4, 6, 2, 600)
 
 
