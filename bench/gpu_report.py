@@ -163,7 +163,8 @@ def _qlora(r: dict) -> list[str]:
         for label, x in r.get("runs", {}).items()
     ]
     return [
-        f"{_shape(r.get('shape', {}))}, {r.get('examples')} examples per timed epoch, the study loop.",
+        f"{_shape(r.get('shape', {}))}, {r.get('examples')} examples per timed epoch, the study loop. The float "
+        "base is the study's lora: fp32 weights, under bf16 autocast on a GPU.",
         "",
         *_table(["base", "ex/s", "peak MiB", "trainable / all parameters"], rows),
     ]
