@@ -36,12 +36,17 @@ FORMATS = {
 }
 
 
-def _curve(history: pd.DataFrame, trial: str) -> pd.DataFrame:
-    """One trial's evaluations in order: `x` (examples seen, or epochs when not reported) and `dev` (%)."""
+def _curve(history: pd.DataFrame, trial: str, *, examples: bool = True) -> pd.DataFrame:
+    """One trial's evaluations in order: `x` (examples seen, or epochs when not reported or not `examples`)
+    and `dev` (%)."""
     rows = history[history["trial"] == trial].sort_values("training_iteration")
     rows = rows[pd.to_numeric(rows.get(DEV), errors="coerce").notna()] if DEV in rows else rows.iloc[:0]
-    x = rows[EXAMPLES] if EXAMPLES in rows and rows[EXAMPLES].notna().all() else rows.get("epoch")
+    x = rows[EXAMPLES] if examples and _has_examples(rows) else rows.get("epoch")
     return pd.DataFrame({"x": pd.to_numeric(x, errors="coerce"), "dev": 100 * rows[DEV].astype(float)})
+
+
+def _has_examples(rows: pd.DataFrame) -> bool:
+    return EXAMPLES in rows and len(rows) > 0 and bool(rows[EXAMPLES].notna().all())
 
 
 def _improving(dev: list[float]) -> str:
@@ -61,9 +66,10 @@ def curves_table(tables: dict[str, Table], history: pd.DataFrame) -> Table:
             if not isinstance(trial, str) or trial in seen:
                 continue
             seen.add(trial)
+            reports = history[history["trial"] == trial] if len(history) else history
             curve = _curve(history, trial) if len(history) else pd.DataFrame({"x": [], "dev": []})
             dev = curve["dev"].tolist()
-            examples = curve["x"].iloc[-1] if len(curve) and EXAMPLES in history else math.nan
+            examples = curve["x"].iloc[-1] if len(curve) and _has_examples(reports) else math.nan
             rows.append(
                 {
                     "Panel": panel,
@@ -96,13 +102,15 @@ def plot_learning_curves(table: Table, history: pd.DataFrame, path: Path) -> Pat
     frame = table.frame
     panels = [p for _, _, p in SOURCES if (frame["Panel"] == p).any()] or ["Models"]
     figure, axes = new_figure(5.2 * len(panels) + 2.5, 4.2, ncols=len(panels))
-    against_examples = EXAMPLES in history and history[EXAMPLES].notna().any()
+    # one x axis for every curve: examples seen when every drawn trial reported them (older results did not)
+    drawn = history[history["trial"].isin(frame["trial"])] if len(history) else history
+    against_examples = all(_has_examples(group) for _, group in drawn.groupby("trial")) and len(drawn) > 0
     trial_methods = history.drop_duplicates("trial").set_index("trial")["method"] if len(history) else {}
     for ax, panel in zip(axes[0], panels, strict=True):
         rows = frame[frame["Panel"] == panel]
         colors = _colors(rows, trial_methods)
         for (_, row), color in zip(rows.iterrows(), colors, strict=True):
-            curve = _curve(history, row["trial"])
+            curve = _curve(history, row["trial"], examples=against_examples)
             if curve.empty:
                 continue
             collapsed = str(row.get(SIGNAL, "")).startswith(COLLAPSED)

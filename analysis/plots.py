@@ -385,7 +385,7 @@ def _log_axis(ax, values) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on a short log axis
     if math.floor(math.log10(high * 1.5)) - math.ceil(math.log10(low / 1.5)) >= 1:
         return  # two or more powers of ten in view: matplotlib's own labels read
-    ticks = np.unique([float(f"{t:.2g}") for t in np.geomspace(low, high, 4 if high > low else 1)])
+    ticks = np.unique([float(f"{t:.2g}") for t in np.geomspace(low / 1.3, high * 1.3, 4)])  # inside the view
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FuncFormatter(_compact))
     ax.xaxis.set_minor_locator(NullLocator())
