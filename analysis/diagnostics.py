@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from analysis.load import hyperparameter_columns
-from analysis.plots import METHOD_COLORS, new_figure, save_figure
+from analysis.plots import METHOD_COLORS, mark_collapsed_trials, new_figure, save_figure
 from analysis.published import METHOD_LABELS
 from analysis.select import choose
 from analysis.table import Table
@@ -66,6 +66,7 @@ def search_history(group: pd.DataFrame, *, metric: str, mode: str) -> pd.DataFra
             "value": values,
             "best_so_far": best,
             "status": ordered["status"],
+            "signal": ordered["signal"] if "signal" in ordered else None,  # analysis.chance's verdict
         }
     )
 
@@ -269,6 +270,7 @@ def plot_search_history(diagnostics: Sequence[SearchDiagnostics], path: Path, *,
                 label=status.replace("_", " "),
             )
         ax.plot(history["number"], history["best_so_far"], color="black", lw=1.2, label="best so far")
+        mark_collapsed_trials(ax, history)
         failed = history[history["status"] == "error"]
         for number in failed["number"]:
             ax.axvline(number, color="tab:red", alpha=0.3, lw=1)

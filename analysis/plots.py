@@ -327,7 +327,11 @@ def _chance_lines(ax, table: Table, *, legend: bool = True) -> None:
     naming them and the collapsed hatching, beside the one the chart already has."""
     frame = table.baselines
     handles = []
-    if frame is not None:
+    if frame is not None and len(frame):
+        bottom, top = ax.get_ylim()
+        highest = float(frame[ACC].max())
+        if highest + 5 > top:  # a baseline above every bar must still show
+            ax.set_ylim(bottom, min(100.0, highest * 1.15 + 5))
         label_column = table.columns[0]
         for k, (_, row) in enumerate(frame.iterrows()):
             majority = "majority" in str(row[label_column])
@@ -361,6 +365,16 @@ def _cross_collapsed(
     if len(chosen):
         ax.scatter(chosen[table_column], chosen[ACC], marker="x", s=120, color="crimson", zorder=6,
                    label="collapsed: learned nothing")  # fmt: skip
+
+
+def mark_collapsed_trials(ax, history: pd.DataFrame) -> None:
+    """A red cross over each collapsed trial of a search-history panel (`number`, `value`, `signal` columns)."""
+    if "signal" not in history:
+        return
+    hit = history[(history["signal"] == COLLAPSED) & history["value"].notna()]
+    if len(hit):
+        ax.scatter(hit["number"], hit["value"], marker="x", s=60, color="crimson", zorder=5,
+                   label="collapsed (test answers)")  # fmt: skip
 
 
 def _compact(value: float, _position=None) -> str:

@@ -222,6 +222,7 @@ def generations_page(
         f"<h1>{html.escape(title)}</h1>",
         f'<p>Status: {html.escape(str(trial["status"]))}. Result folder: <a href="{html.escape(files)}">'
         f"{html.escape(files)}</a></p>",
+        *_signal_line(trial),
         "<h2>Final metrics (last report)</h2>",
         _key_values(metrics),
         "<h2>Settings</h2>",
@@ -244,6 +245,25 @@ def generations_page(
     if generations is None:
         parts.append("<p>This trial left no generations file (it did not reach its test evaluation).</p>")
     return _document(title, "\n".join(parts))
+
+
+def _signal_line(trial: Mapping[str, Any]) -> list[str]:
+    """The trial's verdict (`analysis.chance`): above chance, chance level or collapsed, with the baselines."""
+    detail = trial.get("signal_detail")
+    if not isinstance(detail, str):
+        return []
+    text = f"Signal: {detail}."
+    majority, last = trial.get("chance/majority"), trial.get("chance/last_number")
+    if (
+        isinstance(majority, float)
+        and isinstance(last, float)
+        and not (math.isnan(majority) or math.isnan(last))
+    ):
+        text += (
+            f" On the same test examples, always answering {trial.get('chance/majority_answer')} scores "
+            f"{100 * majority:.1f}% and answering the question's last number {100 * last:.1f}%."
+        )
+    return [f'<p class="signal">{html.escape(text)}</p>']
 
 
 def _key_values(values: Mapping[str, Any]) -> str:

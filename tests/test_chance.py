@@ -161,5 +161,6 @@ def test_collapse_thresholds_and_words():
     assert answer_spread([None, None]) == {"distinct_answers": 0, "top_answer_share": 0.0}
     assert describe_collapse(distinct_answers=5, top_answer_share=0.625) == "5 distinct answers, 62% on one"
     assert describe_collapse(distinct_answers=1, top_answer_share=1.0) == "1 distinct answer, 100% on one"
+    assert describe_collapse(distinct_answers=0, top_answer_share=0.0) == "no answer in any generation"
     with pytest.raises(ValueError, match="at least one"):
         answer_spread([])

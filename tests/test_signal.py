@@ -14,9 +14,10 @@ from test_analysis import test_metrics, trial_params, write_trial
 
 from analysis.chance import add_signal, attach_chance, summary_sentence
 from analysis.curves import curves_table
+from analysis.diagnostics import diagnose
 from analysis.load import load_results
 from analysis.plots import efficiency_figure
-from analysis.render import table_html, table_latex, table_markdown
+from analysis.render import generations_page, table_html, table_latex, table_markdown
 from analysis.table import ACC, HIGH, LOW
 from analysis.tables import build_tables
 from study.results import format_table, print_summary, summarize
@@ -105,6 +106,14 @@ def test_each_trial_gets_its_spread_collapse_and_verdict(study):
     assert qlora["collapsed"] is not None and not qlora["collapsed"]
     assert qlora["signal"] == "chance level" and qlora["chance/majority"] == pytest.approx(0.3)
     assert trials.loc[_trial(results, folders["lora"]), "signal"] == "above chance"
+    (history,) = [d.history for d in diagnose(add_signal(results.trials), metric="dev/accuracy", mode="max")
+                  if d.method == "full"]  # fmt: skip
+    assert history["signal"].tolist() == ["collapsed"]  # the search-history chart crosses it out
+    page = generations_page(full.to_dict() | {"trial": "full"}, files="x", generations=None, calculator=None)
+    assert (
+        "Signal: collapsed: 1 distinct answer, 100% on one. On the same test examples, always answering 5 "
+        in page
+    )
     assert summary_sentence(results.trials).startswith(
         "2 of 3 finished trials learned nothing: 1 collapsed (one answer on more than half"
     )

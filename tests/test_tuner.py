@@ -285,6 +285,7 @@ def test_tiny_study_end_to_end(tmp_path, micro_t5_dir):
     assert styles == ["breakdown", "code", "no_breakdown"]  # --trials 2 raised to cover the 3 styles
     for trial, rows in results.items():
         assert "test/accuracy" in rows[-1] and "dev/accuracy" in rows[-1]
+        assert {"test/distinct_answers", "test/top_answer_share", "train/examples_seen"} <= set(rows[-1])
         assert (experiment / trial / "generations_test.jsonl").is_file()
         assert json.loads((experiment / trial / "placement.json").read_text())["node_id"]
     best = json.loads((experiment / "best_config.json").read_text())
@@ -295,6 +296,7 @@ def test_tiny_study_end_to_end(tmp_path, micro_t5_dir):
     table = output[output.index("best trial of each experiment") :].splitlines()
     assert table[1].split()[:5] == ["method", "config", "finished", "stopped", "failed"]
     assert table[2].split()[:5] == ["lora_cot", "main", "3", "0", "0"]
+    assert any(line.startswith("chance: majority answer") for line in table)  # the same test problems
     assert "| Trial name" in output and "prompt_style" in output  # Ray's progress table with the groups
 
 

@@ -56,5 +56,7 @@ def is_collapsed(*, distinct_answers: float, top_answer_share: float, n: int) ->
 def describe_collapse(*, distinct_answers: float, top_answer_share: float) -> str:
     """The collapse in words, for tables and warnings: `'5 distinct answers, 62% on one'`."""
     distinct = int(distinct_answers)
+    if distinct == 0:
+        return "no answer in any generation"
     noun = "answer" if distinct == 1 else "answers"
     return f"{distinct} distinct {noun}, {100 * top_answer_share:.0f}% on one"
