@@ -211,7 +211,7 @@ def _chance_rows(summaries: list[ExperimentSummary]) -> list[tuple[str, ...]]:
     return rows
 
 
-def warning_lines(summaries: list[ExperimentSummary]) -> list[str]:
+def warning_lines(summaries: list[ExperimentSummary], *, what: str = "the best trial of") -> list[str]:
     """One line for each best trial that learned nothing: collapsed, or not above the majority answer."""
     lines = []
     for s in summaries:
@@ -221,15 +221,34 @@ def warning_lines(summaries: list[ExperimentSummary]) -> list[str]:
         low = _number(best.get("metrics", {}).get("test/accuracy_low"))
         if best.get("collapsed"):
             lines.append(
-                f"warning: the best trial of {name} is collapsed ({best['collapse']}): it learned nothing, "
+                f"warning: {what} {name} is collapsed ({best['collapse']}): it learned nothing, "
                 "and its accuracy is chance, not signal"
             )
         elif majority is not None and low is not None and low <= majority:
             lines.append(
-                f"warning: the best trial of {name} is not above chance: its 95% interval reaches down to "
+                f"warning: {what} {name} is not above chance: its 95% interval reaches down to "
                 f"the majority-answer baseline {majority:.3f} of the same test problems"
             )
     return lines
+
+
+def trial_chance_lines(
+    metrics: dict[str, Any], trial_dir: str, *, method: str, data_config: str
+) -> list[str]:
+    """What `study.train` says after one trial: the chance baselines of its test problems, then a warning
+    if it learned nothing (the same line `study.run` prints for a best trial)."""
+    best = {"trial_id": "study.train", "metrics": metrics, "path": trial_dir}
+    best |= chance_of(best)
+    lines = []
+    if best["baselines"]:
+        parts = [
+            f"{name}{' ' + b['answer'] if name == MAJORITY else ''} {_interval(b['accuracy'], b['low'], b['high'])}"
+            for name, b in best["baselines"].items()
+        ]
+        n = best["baselines"][MAJORITY]["n"]
+        lines.append(f"chance on the same {n} test problems: " + "; ".join(parts))
+    summary = ExperimentSummary(method=method, data_config=data_config, best=best)
+    return lines + warning_lines([summary], what="the trial of")
 
 
 def print_summary(

@@ -20,7 +20,7 @@ from analysis.plots import efficiency_figure
 from analysis.render import generations_page, table_html, table_latex, table_markdown
 from analysis.table import ACC, HIGH, LOW
 from analysis.tables import build_tables
-from study.results import format_table, print_summary, summarize
+from study.results import format_table, print_summary, summarize, trial_chance_lines
 from trainables.scoring.metrics import bootstrap_ci
 
 # 20 test problems; the most common reference, 5, answers 6 of them; the question's last number is the
@@ -230,3 +230,17 @@ def test_the_end_of_study_table_shows_the_baselines_and_warns_of_a_collapsed_bes
         "warning: the best trial of full-main (f1) is collapsed (1 distinct answer, 100% on one): it learned "
         "nothing, and its accuracy is chance, not signal\n"
     )
+
+
+def test_study_train_prints_the_baselines_of_its_test_problems_and_warns(study):
+    _, folders, rows = study
+    lines = trial_chance_lines(
+        metrics_of(rows["chance"]), str(folders["qlora"]), method="qlora", data_config="main"
+    )
+    low, high = bootstrap_ci([ref == "5" for ref in REFERENCES])
+    assert lines[0].startswith(
+        f"chance on the same 20 test problems: majority answer 5 0.300 [{low:.3f}, {high:.3f}]; "
+    )
+    assert lines[1].startswith("warning: the trial of qlora-main (study.train) is not above chance")
+    assert len(lines) == 2
+    assert trial_chance_lines({}, "/no/such/folder", method="lora", data_config="main") == []
