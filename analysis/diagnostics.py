@@ -17,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from analysis.chance_plots import mark_collapsed_trials
 from analysis.load import hyperparameter_columns
-from analysis.plots import METHOD_COLORS, mark_collapsed_trials, new_figure, save_figure
+from analysis.plots import METHOD_COLORS, new_figure, save_figure
 from analysis.published import METHOD_LABELS
 from analysis.select import choose
 from analysis.table import Table

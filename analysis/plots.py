@@ -19,7 +19,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
-from analysis.chance import COLLAPSED, SIGNAL
+from analysis.chance import SIGNAL
+from analysis.chance_plots import chance_lines, cross_collapsed, mark_collapsed, signals
 from analysis.published import METHOD_LABELS
 from analysis.table import ACC, CALC, CALC_HIGH, CALC_LOW, HIGH, LOW, PUBLISHED, Table
 
@@ -132,10 +133,10 @@ def plot_accuracy_per_model(table: Table, path: Path) -> Path:
             width=0.6,
             color=CONFIG_COLORS.get(config, "gray"),
         )
-    _mark_collapsed(ax, x, frame[ACC], _signals(frame), width=0.6)
+    mark_collapsed(ax, x, frame[ACC], signals(frame), width=0.6)
     _published(ax, x, frame[ACC + PUBLISHED])
     _legend(ax, configs, what="ours", published=frame[ACC + PUBLISHED].notna().any())
-    _chance_lines(ax, table)
+    chance_lines(ax, table)
     ax.set_xlim(-0.6, len(frame) - 0.4)
     ax.set_xticks(x, [f"{m}\n{c}" for m, c in zip(frame["Model"], frame["Config"], strict=True)], fontsize=8)
     _percent_axis(ax, [*frame[HIGH], *frame[ACC + PUBLISHED]], "Test accuracy (%)")
@@ -167,13 +168,13 @@ def plot_cot(table: Table, path: Path) -> Path:
         lows = [r.get(lo, math.nan) for r, (_, _, lo, _) in zip(rows, categories, strict=True)]
         highs = [r.get(hi, math.nan) for r, (_, _, _, hi) in zip(rows, categories, strict=True)]
         _bars(ax, x, values, lows, highs, width=width * 0.95, color=CONFIG_COLORS[config])
-        _mark_collapsed(ax, x, values, [r.get(SIGNAL) for r in rows], width=width * 0.95)
+        mark_collapsed(ax, x, values, [r.get(SIGNAL) for r in rows], width=width * 0.95)
         published = [
             r[ACC + PUBLISHED] if c[1] == ACC else math.nan for r, c in zip(rows, categories, strict=True)
         ]
         _published(ax, x, published)
     _legend(ax, configs, what="LoRA + CoT", published=frame[ACC + PUBLISHED].notna().any())
-    _chance_lines(ax, table)
+    chance_lines(ax, table)
     ax.set_xlim(-0.6, len(categories) - 0.4)
     ax.set_xticks(np.arange(len(categories)), [c[0] for c in categories])
     _percent_axis(ax, [*frame[HIGH], *frame.get(CALC_HIGH, []), *frame[ACC + PUBLISHED]], "Test accuracy (%)")
@@ -202,7 +203,7 @@ def plot_stacked(table: Table, path: Path) -> Path:
             width=width * 0.95,
             color=CONFIG_COLORS.get(config, "gray"),
         )
-        _mark_collapsed(ax, x, part[ACC], _signals(part), width=width * 0.95)
+        mark_collapsed(ax, x, part[ACC], signals(part), width=width * 0.95)
     n_f = sum(v.startswith("f = ") for v in variants)
     if 0 < n_f < len(variants):
         ax.axvline(n_f - 0.5, color="gray", linestyle="--", lw=1)
@@ -217,7 +218,7 @@ def plot_stacked(table: Table, path: Path) -> Path:
     ax.set_xlabel("W = W0 + A1B1 + f(A2B2): nonlinearity f (left), baselines (right)")
     ax.set_title("Stacked LoRA per f and against its baselines")
     _legend(ax, configs, what="Stacked LoRA", published=False)
-    _chance_lines(ax, table)
+    chance_lines(ax, table)
     ax.set_xlim(-0.6, len(variants) - 0.4)
     return save_figure(figure, path)
 
@@ -278,11 +279,11 @@ def efficiency_figure(trials: pd.DataFrame, table: Table) -> Figure:
                 label="Pareto front",
             )
         _log_axis(ax, [*points["x"], *finished.get(trial_column, [])])
-        _cross_collapsed(ax, finished, best, trial_column=trial_column, table_column=table_column)
+        cross_collapsed(ax, finished, best, trial_column=trial_column, table_column=table_column)
         ax.set_xlabel(xlabel)
         accuracies = [*points["accuracy"], *(100 * finished.get("test/accuracy", pd.Series(dtype=float)))]
         _percent_axis(ax, accuracies, "Test accuracy (%)", bottom=-2.0)  # a point at 0 stays whole
-        _chance_lines(ax, table, legend=False)
+        chance_lines(ax, table, legend=False)
         ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     more = axes[0, 1].get_legend_handles_labels()
@@ -293,88 +294,7 @@ def efficiency_figure(trials: pd.DataFrame, table: Table) -> Figure:
     return figure
 
 
-# --- signal or chance: chance baselines as lines, collapsed trials marked, log axes that always read ------
-
-
-def _signals(frame: pd.DataFrame) -> list:
-    return list(frame[SIGNAL]) if SIGNAL in frame else [None] * len(frame)
-
-
-def _is_collapsed(signal) -> bool:
-    return isinstance(signal, str) and signal.startswith(COLLAPSED)
-
-
-def _mark_collapsed(ax, x, values, signals, *, width: float) -> None:
-    """Cross-hatch the bars of collapsed trials in red (`_chance_lines` adds the legend entry)."""
-    for xi, value, signal in zip(
-        np.asarray(x, dtype=float), np.asarray(values, dtype=float), signals, strict=True
-    ):
-        if _is_collapsed(signal) and not math.isnan(value):
-            ax.bar(
-                xi,
-                max(value, 0.5),
-                width,
-                fill=False,
-                hatch="xxx",
-                edgecolor="crimson",
-                linewidth=1.2,
-                zorder=3,
-            )
-
-
-def _chance_lines(ax, table: Table, *, legend: bool = True) -> None:
-    """The table's chance baselines as labelled horizontal lines; with `legend`, a second legend (upper left)
-    naming them and the collapsed hatching, beside the one the chart already has."""
-    frame = table.baselines
-    handles = []
-    if frame is not None and len(frame):
-        bottom, top = ax.get_ylim()
-        highest = float(frame[ACC].max())
-        if highest + 5 > top:  # a baseline above every bar must still show
-            ax.set_ylim(bottom, min(100.0, highest * 1.15 + 5))
-        label_column = table.columns[0]
-        for k, (_, row) in enumerate(frame.iterrows()):
-            majority = "majority" in str(row[label_column])
-            line = ax.axhline(row[ACC], color="dimgray" if majority else "darkorange", lw=1.1,
-                              ls="--" if majority else ":", zorder=2,
-                              label=f"{row[label_column]}: {row[ACC]:.1f}%".replace("Chance: ", "chance: "))  # fmt: skip
-            ax.annotate(f"{row[ACC]:.1f}%", (1.0, row[ACC]), xycoords=("axes fraction", "data"), xytext=(2, 2 + 8 * (k % 2)),
-                        textcoords="offset points", fontsize=7, color=line.get_color(), annotation_clip=False)  # fmt: skip
-            handles.append(line)
-    if table.frame.get(SIGNAL, pd.Series(dtype=object)).map(_is_collapsed).any():
-        handles.append(
-            Patch(fill=False, hatch="xxx", edgecolor="crimson", label="collapsed: learned nothing")
-        )
-    if legend and handles:
-        first = ax.get_legend()
-        ax.legend(handles=handles, fontsize=7, loc="upper left")
-        if first is not None:
-            ax.add_artist(first)
-
-
-def _cross_collapsed(
-    ax, finished: pd.DataFrame, best: pd.DataFrame, *, trial_column: str, table_column: str
-) -> None:
-    """A red cross over every collapsed trial of the efficiency chart (faint ones and best ones)."""
-    if "signal" in finished:
-        hit = finished[finished["signal"] == COLLAPSED]
-        if len(hit):
-            ax.scatter(hit[trial_column], 100 * hit["test/accuracy"], marker="x", s=40, color="crimson", zorder=5,
-                       label="collapsed: learned nothing")  # fmt: skip
-    chosen = best[best[SIGNAL].map(_is_collapsed)] if SIGNAL in best else best.iloc[:0]
-    if len(chosen):
-        ax.scatter(chosen[table_column], chosen[ACC], marker="x", s=120, color="crimson", zorder=6,
-                   label="collapsed: learned nothing")  # fmt: skip
-
-
-def mark_collapsed_trials(ax, history: pd.DataFrame) -> None:
-    """A red cross over each collapsed trial of a search-history panel (`number`, `value`, `signal` columns)."""
-    if "signal" not in history:
-        return
-    hit = history[(history["signal"] == COLLAPSED) & history["value"].notna()]
-    if len(hit):
-        ax.scatter(hit["number"], hit["value"], marker="x", s=60, color="crimson", zorder=5,
-                   label="collapsed (test answers)")  # fmt: skip
+# --- log axes that carry numbers at any span ---------------------------------------------------------------
 
 
 def _compact(value: float, _position=None) -> str:
