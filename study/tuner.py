@@ -207,6 +207,7 @@ def _progress_reporter(config: StudyConfig, experiment: Experiment) -> tune.CLIR
         metric_columns={
             "training_iteration": "iter",
             config.metric: config.metric,
+            "dev/distinct_answers": "dev answers",  # 1-5 distinct answers: a collapsed model, visible live
             "test/accuracy": "test acc",
         },
         parameter_columns={k: k.split("/")[-1] for k in PROGRESS_PARAMS if k in keys},
