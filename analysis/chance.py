@@ -9,7 +9,7 @@ results written before they existed, counted from its `generations_test.jsonl`),
 - `chance level`: its accuracy's 95% interval reaches down to the majority-answer baseline of the same
   test examples (not above it);
 - `above chance`: its whole interval lies above that baseline;
-- `unknown`: it left neither the spread metrics nor a generations file to tell.
+- `unknown`: it left no generations file with numeric references to compare it with (nor collapsed).
 
 A trial that is collapsed or at chance level "learned nothing"; the report's summary counts them.
 """
@@ -68,7 +68,12 @@ def _from_generations(rows: list[dict]) -> dict[str, Any]:
     values: dict[str, Any] = {"chance/n": len(rows), "chance/test_set": _test_set(rows)}
     spread = answer_spread([r.get("extracted") for r in rows])
     values |= {DISTINCT: spread["distinct_answers"], TOP_SHARE: spread["top_answer_share"]}
-    baselines: dict[str, Baseline] = baselines_of_generations(rows)
+    try:
+        baselines: dict[str, Baseline] = baselines_of_generations(rows)
+    except ValueError:
+        return (
+            values  # no numeric references (not a GSM8K-style file): no baselines, the verdict says unknown
+        )
     for name, key in BASELINE_KEYS.items():
         b = baselines[name]
         values |= {key: b.accuracy, f"{key}_low": b.low, f"{key}_high": b.high}
@@ -83,7 +88,7 @@ def _verdict(row: dict[str, Any]) -> tuple[str, str]:
         return COLLAPSED, f"{COLLAPSED}: {detail}"
     majority, low = row.get("chance/majority"), row.get("test/accuracy_low")
     if not (_number(majority) and _number(low)):
-        return UNKNOWN, f"{UNKNOWN} (no generations file)"
+        return UNKNOWN, f"{UNKNOWN} (no generations file with references to compare with)"
     if low <= majority:
         return CHANCE, f"{CHANCE} (majority answer: {100 * majority:.1f}%)"
     return ABOVE, ABOVE
@@ -93,7 +98,7 @@ def add_signal(trials: pd.DataFrame) -> pd.DataFrame:
     """`trials` with the chance columns added (a copy); a frame that has them already is returned as is.
 
     Raises:
-        ValueError: for a generations file that cannot be parsed or lacks `input` / `reference`.
+        ValueError: for a generations file that is not JSON lines.
     """
     if "signal" in trials:
         return trials
@@ -142,7 +147,7 @@ def summary_sentence(trials: pd.DataFrame) -> str:
         "majority-answer baseline of their test split (95% interval reaching down to it)."
     )
     if unknown:
-        text += f" {unknown} left no generations file to tell."
+        text += f" {unknown} could not be compared with a baseline (no generations file with references)."
     return text
 
 

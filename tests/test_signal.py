@@ -244,3 +244,19 @@ def test_study_train_prints_the_baselines_of_its_test_problems_and_warns(study):
     assert lines[1].startswith("warning: the trial of qlora-main (study.train) is not above chance")
     assert len(lines) == 2
     assert trial_chance_lines({}, "/no/such/folder", method="lora", data_config="main") == []
+
+
+def test_a_trial_without_a_usable_generations_file_is_unknown_not_an_error(tmp_path):
+    rows = [
+        {"input": "Question: 1 and 2?", "prediction": "3", "extracted": str(i)} for i in range(20)
+    ]  # no reference
+    write_trial(
+        tmp_path / "lora-main", trial_params("lora"), dev=[0.1], test=test_metrics(0.5), generations=rows
+    )
+    write_trial(tmp_path / "full-main", trial_params("full"), dev=[0.1], test=test_metrics(0.5))  # no file
+    trials = add_signal(load_results([tmp_path]).trials)
+    assert trials["signal"].tolist() == ["unknown", "unknown"]
+    assert trials["test/distinct_answers"].tolist()[1] == 20  # counted from the file all the same
+    assert summary_sentence(trials).endswith(
+        "2 could not be compared with a baseline (no generations file with references)."
+    )
