@@ -151,6 +151,14 @@ def summary_sentence(trials: pd.DataFrame) -> str:
     return text
 
 
+def add_history_signal(diagnostics, trials: pd.DataFrame) -> None:
+    """Give each search history (`SearchDiagnostics.history`, however it was built) its trials' verdicts, in a
+    `signal` column, so the search-history chart can cross out the collapsed ones."""
+    verdicts = add_signal(trials).set_index("trial")["signal"]
+    for diagnostic in diagnostics:
+        diagnostic.history["signal"] = diagnostic.history["trial"].map(verdicts)
+
+
 def attach_chance(table: Table, trials: pd.DataFrame) -> Table:
     """Mark each row's trial with its verdict (column `Signal`) and, for a table with an accuracy column, put
     the chance baselines of the rows' test examples under them (`Table.baselines`). Returns `table`."""

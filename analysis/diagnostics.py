@@ -67,7 +67,6 @@ def search_history(group: pd.DataFrame, *, metric: str, mode: str) -> pd.DataFra
             "value": values,
             "best_so_far": best,
             "status": ordered["status"],
-            "signal": ordered["signal"] if "signal" in ordered else None,  # analysis.chance's verdict
         }
     )
 

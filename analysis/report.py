@@ -24,7 +24,7 @@ import pandas as pd
 
 from analysis import curves, plots
 from analysis import diagnostics as search
-from analysis.chance import add_signal, attach_chance, summary_sentence
+from analysis.chance import add_history_signal, add_signal, attach_chance, summary_sentence
 from analysis.diagnostics import SearchDiagnostics, diagnose, importance_table, search_table
 from analysis.load import Results, load_results, read_jsonl
 from analysis.render import (
@@ -74,6 +74,7 @@ def make_tables(
     tables = build_tables(results.trials, metric=metric, mode=mode)
     tables |= chance_tables(results, tables)
     diagnostics = diagnose(results.trials, metric=metric, mode=mode)
+    add_history_signal(diagnostics, results.trials)  # the search history crosses out collapsed trials
     tables["search_summary"] = search_table(results.trials, metric=metric, mode=mode)
     tables["importance"] = importance_table(diagnostics, metric=metric)
     return tables, diagnostics

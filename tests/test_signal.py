@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from test_analysis import test_metrics, trial_params, write_trial
 
-from analysis.chance import add_signal, attach_chance, summary_sentence
+from analysis.chance import add_history_signal, add_signal, attach_chance, summary_sentence
 from analysis.curves import curves_table
 from analysis.diagnostics import diagnose
 from analysis.load import load_results
@@ -106,8 +106,9 @@ def test_each_trial_gets_its_spread_collapse_and_verdict(study):
     assert qlora["collapsed"] is not None and not qlora["collapsed"]
     assert qlora["signal"] == "chance level" and qlora["chance/majority"] == pytest.approx(0.3)
     assert trials.loc[_trial(results, folders["lora"]), "signal"] == "above chance"
-    (history,) = [d.history for d in diagnose(add_signal(results.trials), metric="dev/accuracy", mode="max")
-                  if d.method == "full"]  # fmt: skip
+    diagnostics = diagnose(results.trials, metric="dev/accuracy", mode="max")
+    add_history_signal(diagnostics, results.trials)
+    (history,) = [d.history for d in diagnostics if d.method == "full"]
     assert history["signal"].tolist() == ["collapsed"]  # the search-history chart crosses it out
     page = generations_page(full.to_dict() | {"trial": "full"}, files="x", generations=None, calculator=None)
     assert (
