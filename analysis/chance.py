@@ -189,10 +189,10 @@ def baseline_frame(table: Table, trials: pd.DataFrame) -> pd.DataFrame:
         configs = ", ".join(dict.fromkeys(str(chance.at[t, "config"]) for t in members))
         n = int(first["chance/n"])
         for name, key in BASELINE_KEYS.items():
-            answer = f" {first['chance/majority_answer']}" if name == MAJORITY else ""
+            what = f"always {first['chance/majority_answer']}, the {name}" if name == MAJORITY else name
             rows.append(
                 {
-                    label_column: f"Chance: {name}{answer} ({n} problems)",
+                    label_column: f"Chance: {what} ({n} problems)",
                     "Config": configs,
                     ACC: 100 * first[key],
                     LOW: 100 * first[f"{key}_low"],

@@ -191,6 +191,11 @@ def _answers(best: dict[str, Any]) -> str:
     return ("COLLAPSED: " if best.get("collapsed") else "") + best["collapse"]
 
 
+def _label(name: str, baseline: dict[str, Any]) -> str:
+    """`always 5, the majority answer` or `last number in the question`."""
+    return f"always {baseline['answer']}, the {name}" if name == MAJORITY else name
+
+
 def _chance_rows(summaries: list[ExperimentSummary]) -> list[tuple[str, ...]]:
     """Two rows per distinct set of test examples among the best trials (experiments tested alike share)."""
     sets: dict[tuple, list[str]] = {}
@@ -204,7 +209,7 @@ def _chance_rows(summaries: list[ExperimentSummary]) -> list[tuple[str, ...]]:
         baselines = {name: dict(items) for name, items in key}
         for name in (MAJORITY, LAST_NUMBER):
             b = baselines[name]
-            label = f"chance: {name}" + (f" {b['answer']}" if name == MAJORITY else "")
+            label = f"chance: {_label(name, b)}"
             config = ",".join(dict.fromkeys(configs))
             test = _interval(b["accuracy"], b["low"], b["high"])
             rows.append((label, config, "-", "-", "-", "-", test, "-", f"same {b['n']} test problems"))
@@ -242,7 +247,7 @@ def trial_chance_lines(
     lines = []
     if best["baselines"]:
         parts = [
-            f"{name}{' ' + b['answer'] if name == MAJORITY else ''} {_interval(b['accuracy'], b['low'], b['high'])}"
+            f"{_label(name, b)} {_interval(b['accuracy'], b['low'], b['high'])}"
             for name, b in best["baselines"].items()
         ]
         n = best["baselines"][MAJORITY]["n"]

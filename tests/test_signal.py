@@ -129,7 +129,7 @@ def test_the_accuracy_table_marks_trials_and_holds_the_baselines_of_the_same_exa
     assert frame.loc[("QLoRA", "main"), "Signal"].startswith("chance level (majority answer: 30.0%)")
     assert frame.loc[("LoRA", "socratic"), "Signal"] == "-"  # a missing row
     baselines = table.baselines.set_index("Model")
-    majority = baselines.loc["Chance: majority answer 5 (20 problems)"]
+    majority = baselines.loc["Chance: always 5, the majority answer (20 problems)"]
     low, high = bootstrap_ci([ref == "5" for ref in REFERENCES])
     assert (majority[ACC], majority[LOW], majority[HIGH]) == pytest.approx((30.0, 100 * low, 100 * high))
     last = baselines.loc["Chance: last number in the question (20 problems)"]
@@ -138,10 +138,11 @@ def test_the_accuracy_table_marks_trials_and_holds_the_baselines_of_the_same_exa
     assert majority["Config"] == "main" and majority["Test examples"] == 20
 
     markdown = table_markdown(table)
-    assert "| *Chance: majority answer 5 (20 problems)* | *main* | *30.0* |" in markdown
+    assert "| *Chance: always 5, the majority answer (20 problems)* | *main* | *30.0* |" in markdown
     assert markdown.splitlines()[-1].endswith("| *chance* |")
-    assert '<tr class="chance"><td class="text">Chance: majority answer 5 (20 problems)</td>' in table_html(
-        table
+    assert (
+        '<tr class="chance"><td class="text">Chance: always 5, the majority answer (20 problems)</td>'
+        in table_html(table)
     )
     assert r"Chance: last number in the question (20 problems) & main & 20.0" in table_latex(table)
     for key in ("table1_models", "cot_styles", "calculator", "stacked_lora", "efficiency"):
@@ -198,7 +199,9 @@ def test_the_report_counts_the_trials_that_learned_nothing_and_draws_their_curve
     assert html.count('<tr class="chance">') == 2 * 3
     with (tmp_path / "report" / "tables" / "accuracy_per_model.csv").open() as file:
         rows = {(r["Model"], r["Config"]): r for r in csv.DictReader(file)}
-    assert float(rows[("Chance: majority answer 5 (20 problems)", "main")][ACC]) == pytest.approx(30.0)
+    assert float(rows[("Chance: always 5, the majority answer (20 problems)", "main")][ACC]) == pytest.approx(
+        30.0
+    )
     assert rows[("Full fine-tuning", "main")]["Signal"].startswith("collapsed")
 
 
@@ -219,7 +222,7 @@ def test_the_end_of_study_table_shows_the_baselines_and_warns_of_a_collapsed_bes
     assert full.best["collapsed"] is True and lora.best["collapsed"] is False
     table = format_table([lora, full], metric="dev/accuracy").splitlines()
     assert "test answers" in table[0] and "COLLAPSED: 1 distinct answer, 100% on one" in table[2]
-    majority = next(line for line in table if line.startswith("chance: majority answer 5"))
+    majority = next(line for line in table if line.startswith("chance: always 5, the majority answer"))
     low, high = bootstrap_ci([ref == "5" for ref in REFERENCES])
     assert f"0.300 [{low:.3f}, {high:.3f}]" in majority and "same 20 test problems" in majority
     assert len(table) == 1 + 2 + 2  # both experiments share their test problems: one pair of chance rows
@@ -240,7 +243,7 @@ def test_study_train_prints_the_baselines_of_its_test_problems_and_warns(study):
     )
     low, high = bootstrap_ci([ref == "5" for ref in REFERENCES])
     assert lines[0].startswith(
-        f"chance on the same 20 test problems: majority answer 5 0.300 [{low:.3f}, {high:.3f}]; "
+        f"chance on the same 20 test problems: always 5, the majority answer 0.300 [{low:.3f}, {high:.3f}]; "
     )
     assert lines[1].startswith("warning: the trial of qlora-main (study.train) is not above chance")
     assert len(lines) == 2
