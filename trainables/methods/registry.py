@@ -27,7 +27,8 @@ class StrategyContext:
     train: Any = None
     """The trial's `TrainConfig` (a first stage derives its own from it)."""
     fit: Callable[..., dict] | None = None
-    """`fit(model, examples, *, lr, epochs, ...) -> log`: the shared loop, for strategies with a first stage."""
+    """`fit(model, pairs, train_config) -> {"loss", "losses"}`: the shared loop on (input, target) pairs, for
+    strategies with a first stage (`trial.stage_fitter`)."""
     code_records: list | None = None
     """The coding dataset (stacked LoRA's first stage)."""
     cache_dir: Path | None = None
