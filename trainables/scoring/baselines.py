@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from trainables.scoring.metrics import bootstrap_ci, find_numbers, format_answer, parse_number
+from trainables.data.arithmetic import format_answer, parse_number
+from trainables.scoring.metrics import bootstrap_ci, find_numbers
 
 MAJORITY = "majority answer"
 LAST_NUMBER = "last number in the question"
