@@ -67,6 +67,12 @@ def _numbers(text: str) -> list[Fraction]:
     return values
 
 
+def find_numbers(text: str) -> list[Fraction]:
+    """Every well-formed number in `text`, in order, as answer extraction reads them (`'$1,000.50'` -> 2001/2);
+    dates, times and version strings are skipped."""
+    return _numbers(text)
+
+
 def _strip_annotations(text: str) -> str:
     """Replace each `<<expr=value>>` by its value, or by nothing where the value is written right after."""
 
