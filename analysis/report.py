@@ -20,8 +20,11 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
+from analysis import confirm, curves, pairwise, plots
 from analysis import diagnostics as search
-from analysis import plots
+from analysis.chance import add_history_signal, add_signal, attach_chance, summary_sentence
 from analysis.diagnostics import SearchDiagnostics, diagnose, importance_table, search_table
 from analysis.load import Results, load_results, read_jsonl
 from analysis.render import (
@@ -42,6 +45,8 @@ FIGURES = {
     "efficiency": "Accuracy against trainable parameters and wall-clock hours (dashed: Pareto front).",
     "search_history": "Optimisation history: every trial's dev metric in search order and the best so far.",
     "importance": "Hyperparameter importance (Optuna's fANOVA on the trials' sampled values and dev metric).",
+    "learning_curves": "Dev accuracy at each evaluation against training examples seen, per reported trial "
+    "(dashed: collapsed).",
 }
 """Chart file stem -> caption."""
 
@@ -53,6 +58,8 @@ class Report:
     results: Results
     tables: dict[str, Table]
     diagnostics: list[SearchDiagnostics]
+    confirmation: pd.DataFrame | None = None
+    """The pairwise comparisons of the confirmation runs (`study.confirm`), when the study has them."""
     figures: dict[str, Path] = field(default_factory=dict)
     """Chart stem -> PNG path."""
     pages: dict[str, Path] = field(default_factory=dict)
@@ -65,8 +72,11 @@ def make_tables(
     results: Results, *, metric: str, mode: str
 ) -> tuple[dict[str, Table], list[SearchDiagnostics]]:
     """The tables (the importance table included) and the search diagnostics of `results`."""
+    results.trials = add_signal(results.trials)  # collapse and chance baselines, for tables, charts, summary
     tables = build_tables(results.trials, metric=metric, mode=mode)
+    tables |= chance_tables(results, tables)
     diagnostics = diagnose(results.trials, metric=metric, mode=mode)
+    add_history_signal(diagnostics, results.trials)  # the search history crosses out collapsed trials
     tables["search_summary"] = search_table(results.trials, metric=metric, mode=mode)
     tables["importance"] = importance_table(diagnostics, metric=metric)
     return tables, diagnostics
@@ -75,7 +85,11 @@ def make_tables(
 def make_figures(report: Report, directory: Path, *, metric: str) -> dict[str, Path]:
     """Draw every chart into `directory` (PNG)."""
     tables, trials = report.tables, report.results.trials
-    return {
+    if report.confirmation is not None:
+        figures = {"pairwise": pairwise.plot_pairwise(report.confirmation, directory / "pairwise.png")}
+    else:
+        figures = {}
+    return figures | {
         "accuracy_per_model": plots.plot_accuracy_per_model(
             tables["accuracy_per_model"], directory / "accuracy_per_model.png"
         ),
@@ -86,7 +100,21 @@ def make_figures(report: Report, directory: Path, *, metric: str) -> dict[str, P
             report.diagnostics, directory / "search_history.png", metric=metric
         ),
         "importance": search.plot_importance(report.diagnostics, directory / "importance.png", metric=metric),
+        **chance_figures(report, directory),
     }
+
+
+def chance_tables(results: Results, tables: dict[str, Table]) -> dict[str, Table]:
+    """The tables that tell signal from chance beyond the marks `build_tables` puts in every table."""
+    table = curves.curves_table(tables, results.history)
+    return {"learning_curves": attach_chance(table, results.trials)}
+
+
+def chance_figures(report: Report, directory: Path) -> dict[str, Path]:
+    """The learning curves chart."""
+    path = directory / "learning_curves.png"
+    table = report.tables["learning_curves"]
+    return {"learning_curves": curves.plot_learning_curves(table, report.results.history, path)}
 
 
 def _slug(label: str) -> str:
@@ -144,6 +172,8 @@ def write_table_files(report: Report, out_dir: Path) -> None:
             known = frame["trial"].where(frame["trial"].isin(trials.index))
             frame["trial_dir"] = known.map(trials["trial_dir"])
             frame["generations"] = known.map(trials["generations"])
+        if table.baselines is not None and len(table.baselines):  # chance rows last, with no trial
+            frame = pd.concat([frame, table.baselines], ignore_index=True)
         csv, tex = out_dir / "tables" / f"{key}.csv", out_dir / "tables" / f"{key}.tex"
         frame.to_csv(csv, index=False)
         tex.write_text(table_latex(table))
@@ -162,7 +192,10 @@ def _summary(results: Results, *, metric: str, mode: str) -> str:
         "trial's test-split numbers; dev numbers appear only in the search diagnostics. Accuracy and semantic "
         "similarity are percentages (similarity = 100 x the average cosine of sentence embeddings); ROUGE-1 is a "
         "fraction. 'missing' marks a row no finished trial exists for (never a 0); '-' marks a number that does not "
-        "apply or was not published. Numbers link to the trial's generations."
+        "apply or was not published. Numbers link to the trial's generations. "
+        + summary_sentence(results.trials)
+        + " Rows in italics are chance baselines computed on the same test examples; the Signal column says "
+        "whether a row's trial is above chance."
     )
 
 
@@ -173,6 +206,7 @@ SECTIONS = (
     ("calculator", None),
     ("stacked_lora", "stacked_lora"),
     ("efficiency", "efficiency"),
+    ("learning_curves", "learning_curves"),
     ("search_summary", "search_history"),
     ("importance", "importance"),
 )
@@ -185,7 +219,9 @@ def write_documents(
     """report.md (charts as files) and report.html (charts embedded as data URIs)."""
     markdown = [f"# {title}", "", summary, ""]
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(summary)}</p>"]
-    for key, figure in SECTIONS:
+    for key, figure in (*SECTIONS, *confirm.SECTIONS):
+        if key not in report.tables:
+            continue  # the confirmation sections, for a study without confirmation runs
         table = report.tables[key]
         markdown += [f"## {table.title}", "", table.note, "", table_markdown(table, links), ""]
         body += [
@@ -195,11 +231,12 @@ def write_documents(
         ]
         if figure:
             path = report.figures[figure]
-            markdown += [f"![{FIGURES[figure]}](figures/{path.name})", "", f"*{FIGURES[figure]}*", ""]
+            caption = (FIGURES | confirm.FIGURES)[figure]
+            markdown += [f"![{caption}](figures/{path.name})", "", f"*{caption}*", ""]
             data = base64.b64encode(path.read_bytes()).decode("ascii")
             body.append(
-                f'<figure><img alt="{html.escape(FIGURES[figure])}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{html.escape(FIGURES[figure])}</figcaption></figure>"
+                f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
             )
     files = ", ".join(f"[{name}](tables/{name})" for name in sorted(report.files))
     markdown += ["## Files", "", f"Tables as CSV and LaTeX: {files}.", ""]
@@ -236,6 +273,13 @@ def build_report(
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     report = Report(results=results, tables=tables, diagnostics=diagnostics)
+    found = confirm.find([str(location) for location in locations])
+    if found is not None:  # the confirmation runs of `python -m study.confirm`
+        trials = results.trials
+        labels = dict(zip(trials["trial"], trials["trial"], strict=True))
+        labels |= dict(zip(trials["trial_dir"], trials["trial"], strict=True))
+        confirm_tables, report.confirmation = pairwise.confirmation_tables(confirm.load(found), labels)
+        tables.update(confirm_tables)
     report.figures = make_figures(report, out / "figures", metric=metric)
     links = write_pages(report, out)
     write_table_files(report, out)

@@ -309,6 +309,7 @@ def test_tiny_study_end_to_end(tmp_path, micro_t5_dir):
     assert styles == ["breakdown", "code", "no_breakdown"]  # --trials 2 raised to cover the 3 styles
     for trial, rows in results.items():
         assert "test/accuracy" in rows[-1] and "dev/accuracy" in rows[-1]
+        assert {"test/distinct_answers", "test/top_answer_share", "train/examples_seen"} <= set(rows[-1])
         assert (experiment / trial / "generations_test.jsonl").is_file()
         assert json.loads((experiment / trial / "placement.json").read_text())["node_id"]
     best = json.loads((experiment / "best_config.json").read_text())
@@ -319,6 +320,7 @@ def test_tiny_study_end_to_end(tmp_path, micro_t5_dir):
     table = output[output.index("best trial of each experiment") :].splitlines()
     assert table[1].split()[:5] == ["method", "config", "finished", "stopped", "failed"]
     assert table[2].split()[:5] == ["lora_cot", "main", "3", "0", "0"]
+    assert any(line.startswith("chance: always ") for line in table)  # the same test problems
     assert "| Trial name" in output and "prompt_style" in output  # Ray's progress table with the groups
 
 
@@ -395,7 +397,8 @@ def test_resume_after_the_driver_is_killed_runs_each_trial_once(tmp_path, micro_
         assert "test/accuracy" in rows[-1]
         if trial.removeprefix("trial_") in finished:
             assert rows == before[trial]  # a finished trial is not run again
-    assert output.splitlines()[-1].split()[:5] == ["lora", "main", "3", "0", "0"]
+    table = output[output.index("best trial of each experiment") :].splitlines()
+    assert table[2].split()[:5] == ["lora", "main", "3", "0", "0"]  # chance rows and warnings follow it
 
 
 def tensorboard_scalars(trial_dir: Path) -> dict[str, dict[int, float]]:
@@ -443,7 +446,8 @@ def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micr
     fs = {rows[-1]["config"]["strategy"]["f"] for rows in results.values()}
     assert fs == {"identity", "relu", "leaky_relu", "gelu", "tanh", "silu"}  # every f covered
     expected = ["stacked", "main", str(8 - len(stopped)), str(len(stopped)), "0"]
-    assert output.splitlines()[-1].split()[:5] == expected
+    table = output[output.index("best trial of each experiment") :].splitlines()
+    assert table[2].split()[:5] == expected  # the chance rows and any warning follow the experiment's row
     assert f"sqlite:///{tmp_path}/out/asha/optuna.db" in output and "optuna-dashboard sqlite:///" in output
 
     # Optuna, as a user opens it: one trial per Ray trial, in the state Ray's ExperimentAnalysis gives.
