@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 
 from study.errors import run_cli
+from study.plugins import add_plugin_argument, preload_plugins
 from study.presets import PRESET_NAMES, get_preset
-
-METHODS = ("lora", "lora_cot", "full", "qlora", "stacked")
+from trainables.methods import method_names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m study.train",
         description="Train and evaluate one configuration of one method (no search, no Ray).",
     )
-    parser.add_argument("--method", required=True, choices=METHODS, help="the fine-tuning strategy")
+    parser.add_argument("--method", required=True, choices=method_names(), help="the fine-tuning method")
+    add_plugin_argument(parser)
     parser.add_argument(
         "--preset", default="tiny", choices=PRESET_NAMES, help="model, data and loop defaults"
     )
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    preload_plugins(argv)  # first: their methods are valid values of --method
     args = build_parser().parse_args(argv)
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out (the folder of the run to continue)")
