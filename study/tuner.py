@@ -75,7 +75,9 @@ class PruneAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
-def study_trainable(config: dict, *, splits, code_records, cache_dir: str, plugins: Sequence[str] = ()) -> None:
+def study_trainable(
+    config: dict, *, splits, code_records, cache_dir: str, plugins: Sequence[str] = ()
+) -> None:
     """The trial: record where it runs (`placement.json`), then `trainables.training.trial.math_trainable`."""
     import ray
     from ray import tune as ray_tune
