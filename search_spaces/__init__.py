@@ -2,7 +2,7 @@
 
 A space returns the whole flat trial config: the fixed `base` (from `study.prepare.base_trial`, flattened
 with "/" keys) with its sampled values on top. Keys arrive nested in the trainable (`train/lr` ->
-`config["train"]["lr"]`), in exactly the shape `trainables.training.trial.TrialConfig.from_dict` accepts.
+`config["train"]["lr"]`), in exactly the shape `trainables.trial.TrialConfig.from_dict` accepts.
 
 A method's space is the module its registry record names (`Strategy.search_space`: `search_spaces.<name>`
 for the built-in methods, any importable module for a plugin), imported when first asked for. It holds:

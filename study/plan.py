@@ -78,7 +78,7 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
         ValueError: naming the method, for an override or setting its trial config rejects.
     """
     from trainables.training.loop import TrainConfig
-    from trainables.training.trial import TrialConfig
+    from trainables.trial import TrialConfig
 
     preset = get_preset(config.preset_name)
     bases = {

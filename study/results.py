@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainables.methods.stacked import BASELINES
+
 COMPLETION_KEY = "test/accuracy"
 """The trainable's last report, and only that one, carries the test metrics."""
 
@@ -85,7 +87,7 @@ def summarize(
         for key, value in (("prompt_style", train.get("prompt_style")), ("f", strategy.get("f"))):
             if value is not None:
                 summary.groups[key] = value
-        if strategy.get("baseline") not in (None, "stacked"):
+        if strategy.get("baseline") not in (None, BASELINES[0]):  # a stacked baseline, not the method
             summary.groups["baseline"] = strategy["baseline"]
     return summary
 

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("--resume needs --out (the folder of the run to continue)")
     from study.prepare import DEFAULT_CACHE, base_trial, parse_overrides, prepare, with_overrides
     from trainables.training.reporting import LocalReporter
-    from trainables.training.trial import TrialConfig, run_trial
+    from trainables.trial import TrialConfig, run_trial
 
     sizes = {f"{split}_size": getattr(args, f"{split}_size") for split in ("train", "dev", "test")}
     preset = get_preset(args.preset)

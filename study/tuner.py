@@ -78,11 +78,11 @@ class PruneAwareOptunaSearch(OptunaSearch):
 def study_trainable(
     config: dict, *, splits, code_records, cache_dir: str, plugins: Sequence[str] = ()
 ) -> None:
-    """The trial: record where it runs (`placement.json`), then `trainables.training.trial.math_trainable`."""
+    """The trial: record where it runs (`placement.json`), then `trainables.trial.math_trainable`."""
     import ray
     from ray import tune as ray_tune
 
-    from trainables.training.trial import math_trainable
+    from trainables.trial import math_trainable
 
     placement = {
         "node_id": ray.get_runtime_context().get_node_id(),

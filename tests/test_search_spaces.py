@@ -30,7 +30,7 @@ from search_spaces.overrides import (
 from study.prepare import base_trial
 from study.presets import get_preset
 from trainables.methods import STRATEGIES, method_names
-from trainables.training.trial import TrialConfig
+from trainables.trial import TrialConfig
 
 METHODS = method_names()
 

@@ -288,7 +288,7 @@ def test_tiny_study_end_to_end(tmp_path, micro_t5_dir):
         assert (experiment / trial / "generations_test.jsonl").is_file()
         assert json.loads((experiment / trial / "placement.json").read_text())["node_id"]
     best = json.loads((experiment / "best_config.json").read_text())
-    from trainables.training.trial import TrialConfig
+    from trainables.trial import TrialConfig
 
     assert TrialConfig.from_dict(best["config"]).method == "lora_cot"
     assert json.loads((study / "best_configs.json").read_text())[0]["trial_id"] == best["trial_id"]

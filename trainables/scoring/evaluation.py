@@ -26,7 +26,7 @@ from trainables.scoring.metrics import (
     rouge1,
     semantic_similarity,
 )
-from trainables.training.batching import collate, encode_pairs
+from trainables.data.batching import collate, encode_pairs
 
 METRICS = ("accuracy", "perplexity", "rouge1", "similarity")
 
