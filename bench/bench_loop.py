@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from transformers import T5Config, T5ForConditionalGeneration, get_linear_schedule_with_warmup
 
+from trainables.data.batching import collate, encode_pairs
 from trainables.data.records import CodeRecord
 from trainables.methods import StrategyContext, get_strategy
 from trainables.scoring.evaluation import EvalSettings, generate
-from trainables.data.batching import collate, encode_pairs
 from trainables.training.loop import TrainConfig, fit
 from trainables.training.models import load_model
 from trainables.training.tokenizer import train_tokenizer

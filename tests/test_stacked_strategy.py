@@ -125,8 +125,8 @@ def test_bad_baseline_is_named():
 def test_stacking_on_an_8bit_base_trains_only_stage2(micro_t5_dir, micro_splits, context_factory):
     import bitsandbytes as bnb
 
-    from trainables.data.prompts import format_example
     from trainables.data.batching import collate, encode_pairs
+    from trainables.data.prompts import format_example
 
     strategy = get_strategy("stacked")
     config = strategy.make_config({"base_bits": 8, "f": "gelu"})

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from trainables.data.batching import collate, encode_pairs
 from trainables.data.prompts import format_example
 from trainables.data.records import CodeRecord
 from trainables.methods import STRATEGIES, StrategyContext, get_strategy
-from trainables.data.batching import collate, encode_pairs
 from trainables.training.loop import TrainConfig
 from trainables.training.models import load_model, load_tokenizer
 from trainables.trial import stage_fitter

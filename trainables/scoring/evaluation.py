@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from trainables.data.batching import collate, encode_pairs
 from trainables.data.prompts import format_example, usable
 from trainables.data.records import MathRecord
 from trainables.scoring.metrics import (
@@ -26,7 +27,6 @@ from trainables.scoring.metrics import (
     rouge1,
     semantic_similarity,
 )
-from trainables.data.batching import collate, encode_pairs
 
 METRICS = ("accuracy", "perplexity", "rouge1", "similarity")
 
