@@ -74,9 +74,14 @@ def _method_files(name: str) -> set[Path]:
 
 
 def _named_in_branches(tree: ast.AST, names: set[str]) -> list[tuple[int, str]]:
-    """(line, name) of each method name compared against (`==`, `in`), used as a key or as an index."""
+    """(line, name) of each method name compared against (`==`, `in`), used as a key or as an index, or
+    written in a list of two or more of them."""
     found = []
     for node in ast.walk(tree):
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            listed = [e for e in node.elts if isinstance(e, ast.Constant) and e.value in names]
+            found += [(e.lineno, e.value) for e in listed] if len(listed) > 1 else []
+            continue
         if isinstance(node, ast.Compare):
             operands = [node.left, *node.comparators]
         elif isinstance(node, ast.Subscript):
@@ -98,7 +103,7 @@ def _named_in_branches(tree: ast.AST, names: set[str]) -> list[tuple[int, str]]:
 @pytest.mark.parametrize("folder", ["study", "search_spaces", "trainables", "analysis"])
 def test_no_module_branches_on_a_method_name(folder):
     """A method's facts live in its record: outside its own files (and the published tables, which are
-    about particular methods) no code compares with, keys by or indexes by a method's name."""
+    about particular methods) no code compares with, keys by, indexes by or lists a method's name."""
     methods = set(STRATEGIES)
     owner = {path: name for name in methods for path in _method_files(name)}
     bad = [
