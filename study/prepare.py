@@ -63,11 +63,20 @@ def prepare(
         code_dataset = code_dataset or preset.code_dataset
         code_records = load_code_dataset(code_dataset, data_dir=data_dir, math_train=main.train)
         notes.append(f"stage-1 coding dataset: {code_dataset} ({len(code_records)} tasks)")
-    names = {m: model or preset_field(preset, get_strategy(m).base_model, method=m) for m in methods}
+    names = base_model_names(preset, methods=methods, model=model)
     # Each distinct base is resolved once: for `tiny` that builds (or finds) the model and its pretraining.
     resolved = {n: resolve_model(n, preset, splits=splits, cache_dir=cache_dir) for n in set(names.values())}
     models = {m: resolved[n] for m, n in names.items()}
     return Prepared(splits=splits, code_records=code_records, models=models, notes=notes)
+
+
+def base_model_names(preset: Preset, *, methods: Sequence[str], model: str | None = None) -> dict[str, str]:
+    """Method -> its base model's name: `model` for every method, else the preset field its record names.
+
+    Raises:
+        ValueError: for a record naming a field presets do not have.
+    """
+    return {m: model or preset_field(preset, get_strategy(m).base_model, method=m) for m in methods}
 
 
 def resolve_model(name: str, preset: Preset, *, splits: Mapping[str, Splits], cache_dir: Path) -> str:

@@ -18,13 +18,16 @@ from pathlib import Path
 from study.errors import run_cli
 from study.plugins import add_plugin_argument, preload_plugins
 from study.presets import PRESET_NAMES, get_preset
-from trainables.methods import method_names
+from trainables.methods import get_strategy, method_names
 
 
 def build_parser() -> argparse.ArgumentParser:
+    methods = "\n".join(f"  {name:<10} {get_strategy(name).description}" for name in method_names())
     parser = argparse.ArgumentParser(
         prog="python -m study.train",
         description="Train and evaluate one configuration of one method (no search, no Ray).",
+        epilog=f"methods (the registry's; --plugin adds more):\n{methods}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--method", required=True, choices=method_names(), help="the fine-tuning method")
     add_plugin_argument(parser)

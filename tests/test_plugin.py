@@ -147,3 +147,21 @@ def test_a_plugin_method_runs_a_one_trial_study(plugin, micro_t5_dir, tmp_path):
     assert rows[-1]["config"]["method"] == "ia3" and "test/accuracy" in rows[-1]
     table = result.stdout[result.stdout.index("best trial of each experiment") :].splitlines()
     assert table[2].split()[:5] == ["ia3", "main", "1", "0", "0"]
+
+
+def test_a_record_naming_a_preset_field_that_does_not_exist_is_refused_before_loading(monkeypatch):
+    from study.prepare import base_model_names, base_trial
+    from study.presets import get_preset
+
+    lora = get_strategy("lora")
+    fields = {"config_cls": lora.config_cls, "apply": lora.apply, "display_name": "X", "colour": "#000000"}
+    monkeypatch.setitem(STRATEGIES, "big", type(lora)(name="big", base_model="t5_large", **fields))
+    monkeypatch.setitem(STRATEGIES, "fixed", type(lora)(name="fixed", preset_settings="nope", **fields))
+    with pytest.raises(ValueError, match="method 'big' names preset field 't5_large', which presets do not"):
+        base_model_names(get_preset("tiny"), methods=["lora", "big"])
+    with pytest.raises(ValueError, match="method 'fixed' names preset field 'nope'"):
+        base_trial(get_preset("tiny"), method="fixed", model="m", data_config="main", seed=0)
+    assert base_model_names(get_preset("paper"), methods=["lora", "qlora"]) == {
+        "lora": "t5-small",
+        "qlora": "t5-base",
+    }

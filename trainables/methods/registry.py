@@ -67,7 +67,7 @@ class Strategy:
     colour: str
     """The method's colour in charts, `#RRGGBB`."""
     description: str = ""
-    """One line for `--help` and docs."""
+    """One line saying what trains (`python -m study.train --help` lists it)."""
     load_kwargs: Callable[[Any], dict] = field(default=_no_load_kwargs)
     """Extra `load_model` arguments for a config, e.g. 8-bit quantisation for QLoRA."""
     base_model: str = "model"
