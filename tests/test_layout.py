@@ -121,3 +121,17 @@ def test_the_layout_table_names_only_files_that_exist():
     paths = re.findall(r"`((?:study|search_spaces|trainables|analysis|bench|tests)/[\w/.]*)`", text)
     missing = [p for p in paths if not (REPO / p).exists()]
     assert paths and not missing, missing
+
+
+def test_records_and_search_spaces_load_without_torch():
+    """The CLI reads every record and may sample every space before it imports torch (seconds)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from trainables.methods import STRATEGIES; from search_spaces import space_module; "
+        "[space_module(m) for m in STRATEGIES]; "
+        "print(len(STRATEGIES), [m for m in ('torch', 'peft', 'transformers', 'ray') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["5", "[]"], out.stderr
