@@ -20,12 +20,12 @@ from typing import NoReturn
 
 from study.errors import run_cli
 from trainables.data import load as data
+from trainables.data.arithmetic import format_answer
 from trainables.data.records import DataError, MathRecord, parse_gsm8k_answer
 from trainables.scoring.metrics import (
     DEFAULT_SIMILARITY_MODEL,
     accuracy_per_example,
     bootstrap_ci,
-    format_answer,
     rouge1,
     semantic_similarity,
 )

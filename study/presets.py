@@ -1,6 +1,7 @@
 """Presets: the model, data and loop settings a study starts from before the search varies them.
 
-- `tiny`: the embedded generated problems and a ~1M-parameter T5 built locally; minutes on a 2-core CPU.
+- `tiny`: the embedded generated problems and a small T5 built locally (its shape is `tiny_size`, a key of
+  `trainables.training.models.TINY_SIZES`, which gives the parameter counts); minutes on a 2-core CPU.
 - `small`: T5-small on a GSM8K subset; a quick check on one GPU.
 - `paper`: T5-small (T5-base for QLoRA) on the full GSM8K, as in the study being reproduced.
 """

@@ -11,6 +11,7 @@ best trial of each experiment is printed at the end. See docs/running.md.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import NoReturn
 
 from study.config import CODE_DATASETS, DEFAULT_STORAGE, SCHEDULERS, SEARCH_METRICS, StudyConfig
@@ -20,11 +21,22 @@ from study.presets import PRESET_NAMES
 from trainables.methods import method_names
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str, *, zero_ok: bool) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        raise argparse.ArgumentTypeError(f"expected a number {'>=' if zero_ok else '>'} 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, zero_ok=False)
+
+
+def _non_negative_float(text: str) -> float:
+    return _number(text, zero_ok=True)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -82,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--scheduler", default="asha", choices=SCHEDULERS, help="ASHA early stopping, or none"
     )
     search.add_argument(
+        "--grace-period",
+        type=int,
+        default=1,
+        help="ASHA: evaluations before a trial can be stopped (default 1)",
+    )
+    search.add_argument(
+        "--reduction-factor",
+        type=float,
+        default=2.0,
+        help="ASHA: 1/F of the trials at a rung go on to the next (default 2)",
+    )
+    search.add_argument(
         "--space",
         action="append",
         default=[],
@@ -101,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--cpus-per-trial", type=_positive_float, help="CPUs per trial (default 1)")
     where.add_argument(
         "--gpus-per-trial",
-        type=_positive_float,
+        type=_non_negative_float,
         help="GPU share per trial, fractions allowed: 0.25 runs four trials per GPU (default: by method)",
     )
     where.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial (default 2)")
@@ -143,6 +167,8 @@ def parse_config(argv: list[str] | None = None) -> StudyConfig:
         test_size=args.test_size,
         code_dataset=args.code_dataset,
         scheduler=args.scheduler,
+        grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor,
         max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,

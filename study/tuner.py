@@ -35,7 +35,8 @@ from study.prepare import DEFAULT_CACHE
 from study.results import COMPLETION_KEY, ExperimentSummary, format_table, read_text, summarize, write_json
 
 RESUME_CHECKED = ("preset", "model", "data_dir", "train_size", "dev_size", "test_size", "code_dataset")
-RESUME_CHECKED += ("trials", "seed", "metric", "mode", "scheduler", "overrides")
+RESUME_CHECKED += ("trials", "seed", "metric", "mode", "scheduler", "grace_period", "reduction_factor")
+RESUME_CHECKED += ("overrides",)
 """Settings a resumed study must share with the one it continues (Ray restores the searcher as it was)."""
 PROGRESS_PARAMS = (
     "train/lr",
@@ -107,6 +108,18 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def asha_scheduler(config: StudyConfig, experiment: Experiment) -> tune.schedulers.ASHAScheduler | None:
+    """ASHA with the study's grace period and reduction factor on the trial's evaluations; None without."""
+    if config.scheduler != "asha":
+        return None
+    return tune.schedulers.ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=experiment.max_iterations,
+        grace_period=min(config.grace_period, experiment.max_iterations),
+        reduction_factor=config.reduction_factor,
+    )
+
+
 def build_tuner(
     config: StudyConfig,
     experiment: Experiment,
@@ -137,14 +150,7 @@ def build_tuner(
         sampler=sampler,
         points_to_evaluate=experiment.points or None,
     )
-    scheduler = None
-    if config.scheduler == "asha":
-        scheduler = tune.schedulers.ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=experiment.max_iterations,
-            grace_period=min(config.grace_period, experiment.max_iterations),
-            reduction_factor=config.reduction_factor,
-        )
+    scheduler = asha_scheduler(config, experiment)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

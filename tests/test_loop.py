@@ -147,3 +147,56 @@ def test_bad_train_settings_name_the_value(changes, message):
     with pytest.raises(ValueError) as error:
         _config(**changes)
     assert message in str(error.value)
+
+
+def test_resume_with_gradient_accumulation_matches_an_uninterrupted_run(micro_t5_dir, micro_splits, tmp_path):
+    # 64 records / micro-batches of 8 = 8 per epoch, 4 optimiser steps; three evaluations an epoch would
+    # fall on micro-batch 3 of 8, in the middle of an accumulated step, unless aligned to the steps.
+    config = _config(grad_accum=2, evals_per_epoch=3, epochs=1)
+    model, tokenizer = _lora_model(micro_t5_dir)
+    whole = LocalReporter(tmp_path / "whole", echo=None)
+    expected = train_and_evaluate(model, tokenizer, micro_splits, config, whole)
+
+    model, tokenizer = _lora_model(micro_t5_dir)
+    with pytest.raises(Crash):
+        train_and_evaluate(
+            model, tokenizer, micro_splits, config, CrashingReporter(tmp_path / "resumed", echo=None)
+        )
+    model, tokenizer = _lora_model(micro_t5_dir)
+    resumed = LocalReporter(tmp_path / "resumed", resume=True, echo=None)
+    got = train_and_evaluate(model, tokenizer, micro_splits, config, resumed)
+
+    assert [r["step"] for r in whole.history] == [1, 3, 4]  # evaluations at optimiser-step boundaries
+    assert [r["step"] for r in resumed.history] == [3, 4]
+    assert got["train/loss"] == pytest.approx(expected["train/loss"], rel=1e-6)
+    assert got["dev/perplexity"] == pytest.approx(expected["dev/perplexity"], rel=1e-6)
+    assert got["test/accuracy"] == expected["test/accuracy"]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_loop_autocasts_to_the_dtype_models_pick(micro_t5_dir, micro_splits, monkeypatch, dtype):
+    # One decision for the loop and for loading: a GPU that only emulates bf16 gets fp32 from both.
+    from trainables.training import loop
+
+    model, tokenizer = _lora_model(micro_t5_dir)
+    monkeypatch.setattr(loop, "pick_dtype", lambda device: dtype)  # as pick_dtype answers for some GPU
+    seen = []
+    model.register_forward_hook(lambda *args: seen.append(torch.is_autocast_enabled("cpu")))
+    pairs = [format_example(r, "answer_only") for r in micro_splits.train[:4]]
+    fit(model, tokenizer, pairs, _config(epochs=1, batch_size=4))
+    assert seen == [dtype == torch.bfloat16]
+
+
+def test_evaluation_truncates_like_training(micro_t5_dir, micro_splits, tmp_path):
+    # The trial's max_input_tokens / max_target_tokens, not a fixed 512, bound what perplexity scores.
+    from trainables.data.batching import collate, encode_pairs
+    from trainables.scoring.metrics import perplexity
+
+    config = _config(epochs=1, max_input_tokens=12, max_target_tokens=6)
+    model, tokenizer = _lora_model(micro_t5_dir)
+    final = train_and_evaluate(model, tokenizer, micro_splits, config, LocalReporter(tmp_path, echo=None))
+    pairs = [format_example(r, "breakdown") for r in micro_splits.dev]
+    examples = encode_pairs(tokenizer, pairs, max_input_tokens=12, max_target_tokens=6)
+    batches = [collate(examples[i : i + 8], tokenizer.pad_token_id, torch.device("cpu")) for i in (0,)]
+    assert len(examples) == 8 and max(len(e["labels"]) for e in examples) == 6
+    assert final["dev/perplexity"] == pytest.approx(perplexity(model, batches), rel=1e-6)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from trainables.data.arithmetic import format_answer, parse_number
 from trainables.data.records import parse_gsm8k_answer
 from trainables.scoring.metrics import (
     SimilarityModelError,
@@ -17,8 +18,6 @@ from trainables.scoring.metrics import (
     answers_match,
     bootstrap_ci,
     extract_answer,
-    format_answer,
-    parse_number,
     perplexity,
     rouge1,
     semantic_similarity,

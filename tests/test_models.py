@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from trainables.training.models import (
     TINY_SIZES,
     ModelError,
     ModelNotFoundError,
+    TinyT5Size,
     build_tiny_t5,
     cached_tiny_t5,
     count_parameters,
@@ -180,6 +182,13 @@ def test_cache_builds_once_and_keys_by_texts_size_and_seed(tmp_path, micro_texts
     assert len(others) == 5 and first not in others
 
 
+def test_cache_key_holds_the_shape_of_the_size_not_only_its_name(tmp_path, micro_texts, monkeypatch):
+    before = tiny_t5_dir(tmp_path, texts=micro_texts, size="micro", seed=0)
+    wider = TinyT5Size(**{**dataclasses.asdict(TINY_SIZES["micro"]), "d_ff": 128})
+    monkeypatch.setitem(models.TINY_SIZES, "micro", wider)
+    assert tiny_t5_dir(tmp_path, texts=micro_texts, size="micro", seed=0) != before
+
+
 def test_cache_uses_the_build_of_a_process_that_finished_first(tmp_path, micro_texts, monkeypatch):
     target = tiny_t5_dir(tmp_path, texts=micro_texts, size="micro", seed=0)
     real_train = models.train_tokenizer
@@ -191,7 +200,8 @@ def test_cache_uses_the_build_of_a_process_that_finished_first(tmp_path, micro_t
 
     monkeypatch.setattr(models, "train_tokenizer", train_while_another_process_finishes)
     assert cached_tiny_t5(tmp_path, texts=micro_texts, size="micro", seed=0) == target
-    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # the loser's temp dir is gone
+    # the loser's temp dir is gone (the lock file of the cache stays: deleting a lock file is a race)
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".lock"] == [target.name]
     assert load_model(target, device="cpu").config.vocab_size == 384
 
 
@@ -296,3 +306,45 @@ def test_count_parameters_separates_frozen_weights(micro_t5):
         param.requires_grad_(False)
     frozen = sum(p.numel() for p in model.encoder.parameters())  # includes the tied embedding
     assert count_parameters(model) == (total - frozen, total) and 0 < frozen < total
+
+
+@pytest.mark.parametrize(
+    ("native", "emulated", "expected"), [(True, True, torch.bfloat16), (False, True, torch.float32)]
+)
+def test_bf16_only_on_gpus_with_native_bf16(monkeypatch, native, emulated, expected):
+    # A V100 or T4 emulates bf16: torch.cuda.is_bf16_supported() says True, including_emulation=False says no.
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        return native or (including_emulation and emulated)
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert pick_dtype(torch.device("cuda")) == expected
+    assert pick_dtype(torch.device("cpu")) == torch.float32
+
+
+def test_pretraining_is_built_once_and_keyed_by_its_whole_train_config(
+    tmp_path, micro_t5_dir, micro_texts, monkeypatch
+):
+    import shutil
+
+    from trainables.training import pretrain as pretraining
+    from trainables.training.loop import TrainConfig
+
+    base = Path(shutil.copytree(micro_t5_dir, tmp_path / "base"))
+    texts = micro_texts[:32]
+    config = TrainConfig(epochs=1, batch_size=16, max_input_tokens=32, max_target_tokens=32)
+    key = pretraining.pretrained_dir(base, texts=texts, config=config)
+    assert key != pretraining.pretrained_dir(
+        base, texts=texts, config=dataclasses.replace(config, warmup_ratio=0.5)
+    )
+    assert key != pretraining.pretrained_dir(base, texts=texts[1:], config=config)
+    assert key == pretraining.pretrained_dir(
+        base, texts=texts, config=dataclasses.replace(config, eval={"num_beams": 2})
+    )
+    fits = []
+    real_fit = pretraining.fit
+    monkeypatch.setattr(
+        pretraining, "fit", lambda *args, **kwargs: fits.append(1) or real_fit(*args, **kwargs)
+    )
+    first = pretraining.pretrain(base, texts=texts, config=config, log=lambda message: None)
+    assert pretraining.pretrain(base, texts=texts, config=config, log=lambda message: None) == first == key
+    assert len(fits) == 1 and load_model(first, device="cpu").config.vocab_size == 384

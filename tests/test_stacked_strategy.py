@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -142,3 +143,64 @@ def test_stacking_on_an_8bit_base_trains_only_stage2(micro_t5_dir, micro_splits,
     model(**batch).loss.backward()
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert with_grad and all("lora_A2" in n or "lora_B2" in n for n in with_grad), sorted(with_grad)[:4]
+
+
+def _stage1_weights(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_A1" in n or "lora_B1" in n}
+
+
+def test_trials_differing_only_in_warmup_get_their_own_stage1(micro_t5_dir, context_factory):
+    # Stage 1 trains with the trial's whole TrainConfig, and the search varies train/warmup_ratio per trial.
+    weights = []
+    for warmup in (0.0, 0.5):
+        context = context_factory()
+        context.train = dataclasses.replace(context.train, warmup_ratio=warmup)
+        weights.append(_stage1_weights(_apply(micro_t5_dir, context, f="relu")))
+    assert len(context_factory.fits) == 2
+    assert any(not torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
+
+
+# A changed value for every TrainConfig field; stage 1 replaces lr, epochs, evals_per_epoch and prompt_style
+# with its own, and never evaluates, so only those five leave its key as it is.
+TRAIN_CHANGES = {
+    "lr": 1e-2,
+    "epochs": 5,
+    "batch_size": 8,
+    "grad_accum": 2,
+    "warmup_ratio": 0.5,
+    "weight_decay": 0.1,
+    "max_grad_norm": 0.5,
+    "max_input_tokens": 32,
+    "max_target_tokens": 32,
+    "prompt_style": "code",
+    "evals_per_epoch": 3,
+    "seed": 1,
+    "eval": {"max_new_tokens": 7},
+}
+NOT_STAGE1 = {"lr", "epochs", "evals_per_epoch", "prompt_style", "eval"}
+
+
+@pytest.mark.parametrize("field", sorted(TRAIN_CHANGES))
+def test_every_train_setting_stage1_uses_is_in_its_key(field, context_factory):
+    assert set(TRAIN_CHANGES) == {f.name for f in dataclasses.fields(TrainConfig)}
+    config = get_strategy("stacked").make_config({})
+    context = context_factory()
+    key = stage1_key(config, context)
+    context.train = dataclasses.replace(context.train, **{field: TRAIN_CHANGES[field]})
+    assert (stage1_key(config, context) == key) == (field in NOT_STAGE1)
+
+
+def test_stage1_key_follows_the_coding_tasks_and_the_base(context_factory):
+    config = get_strategy("stacked").make_config({})
+    context = context_factory()
+    key = stage1_key(config, context)
+    first, keys = context.code_records[0], {key}
+    for test_list in ((), ("assert f() == 1",)):  # an MBPP prompt shows the task's first test
+        context.code_records[0] = dataclasses.replace(first, source="mbpp", test_list=test_list)
+        keys.add(stage1_key(config, context))
+    assert len(keys) == 3
+    context.code_records[0] = first
+    assert stage1_key(config, context) == key
+    context.model_name = "t5-small"
+    assert stage1_key(config, context) != key
+    assert stage1_key(get_strategy("stacked").make_config({"base_bits": 8}), context_factory()) != key

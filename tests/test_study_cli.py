@@ -69,6 +69,14 @@ def test_flags_become_a_study_config(tmp_path):
     assert len(config.experiments()) == 10
 
 
+def test_asha_flags_become_a_study_config():
+    config = parse_config(["--method", "lora", "--grace-period", "2", "--reduction-factor", "3"])
+    assert (config.grace_period, config.reduction_factor) == (2, 3.0)
+    assert "--grace-period" in build_parser().format_help()
+    default = parse_config(["--method", "lora"])
+    assert (default.grace_period, default.reduction_factor) == (1, 2.0)
+
+
 def test_defaults_are_the_papers_setting():
     config = StudyConfig(methods=("lora",))
     assert (config.preset_name, config.name, config.metric, config.mode) == (
@@ -107,6 +115,12 @@ def test_bad_settings_raise_one_clear_error(changes, message):
         (["--method", "sft"], "invalid choice: 'sft'"),
         (["--method", "lora", "--trials", "0"], "--trials must be a whole number >= 1"),
         (["--method", "lora", "--gpus-per-trial", "lots"], "expected a number"),
+        (["--method", "lora", "--cpus-per-trial", "-2"], "expected a number > 0, got '-2'"),
+        (["--method", "lora", "--cpus-per-trial", "0"], "expected a number > 0, got '0'"),
+        (["--method", "lora", "--gpus-per-trial", "-0.5"], "expected a number >= 0, got '-0.5'"),
+        (["--method", "lora", "--gpus-per-trial", "nan"], "expected a number >= 0, got 'nan'"),
+        (["--method", "lora", "--grace-period", "0"], "--grace-period must be a whole number >= 1"),
+        (["--method", "lora", "--reduction-factor", "1"], "reduction_factor must be > 1"),
         (["--method", "lora", "--space", "lr=1e-3"], "train/<name> or strategy/<name>"),
         (["--method", "lora", "--address", "no port"], "--address must be"),
     ],

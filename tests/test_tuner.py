@@ -79,6 +79,20 @@ def test_plan_raises_trials_to_cover_the_groups_and_sets_asha_max_t():
     assert cot.base["train/seed"] == 0 and cot.base["model"] == "<model>"
 
 
+def test_asha_gets_the_studys_grace_period_and_reduction_factor():
+    from study.run import parse_config
+    from study.tuner import asha_scheduler
+
+    config = parse_config(
+        ["--method", "lora", "--preset", "tiny", "--grace-period", "2", "--reduction-factor", "3"]
+    )
+    (experiment,) = plan_experiments(config)
+    scheduler = asha_scheduler(config, experiment)
+    rungs = [milestone for milestone, _ in scheduler._brackets[0]._rungs]  # ASHA keeps only its rungs
+    assert (experiment.max_iterations, rungs, scheduler._reduction_factor) == (3, [2], 3.0)
+    assert asha_scheduler(parse_config(["--method", "lora", "--scheduler", "none"]), experiment) is None
+
+
 def test_plan_rejects_an_override_the_trial_config_rejects():
     config = StudyConfig(methods=("lora",), preset="tiny", overrides=(spec_to_override("strategy/r", 0),))
     with pytest.raises(ValueError, match="method lora: LoRA rank r must be >= 1"):
@@ -165,6 +179,11 @@ def test_an_existing_study_needs_resume_and_the_same_settings(tmp_path):
     )
     with pytest.raises(ValueError, match="trials: 50 -> 9"):
         _check_resume(more, [experiment])
+    gentler = StudyConfig(
+        methods=("lora",), preset="tiny", storage=str(tmp_path), name="s", resume=True, grace_period=2
+    )
+    with pytest.raises(ValueError, match="grace_period: 1 -> 2"):  # Ray restores the old scheduler
+        _check_resume(gentler, [experiment])
     same = StudyConfig(methods=("lora",), preset="tiny", storage=str(tmp_path), name="s", resume=True)
     assert _check_resume(same, [experiment]) == {"lora-main"}
 

@@ -8,11 +8,22 @@ import torch
 
 
 def encode_pairs(
-    tokenizer, pairs: Sequence[tuple[str, str]], *, max_input_tokens: int, max_target_tokens: int
+    tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    max_input_tokens: int | None,
+    max_target_tokens: int | None,
 ) -> list[dict[str, list[int]]]:
-    """Tokenise (input, target) pairs once; padding happens per batch."""
-    inputs = tokenizer([p[0] for p in pairs], truncation=True, max_length=max_input_tokens)
-    targets = tokenizer(text_target=[p[1] for p in pairs], truncation=True, max_length=max_target_tokens)
+    """Tokenise (input, target) pairs once, truncated to the limits (None: not truncated); padding happens
+    per batch."""
+    inputs = tokenizer(
+        [p[0] for p in pairs], truncation=max_input_tokens is not None, max_length=max_input_tokens
+    )
+    targets = tokenizer(
+        text_target=[p[1] for p in pairs],
+        truncation=max_target_tokens is not None,
+        max_length=max_target_tokens,
+    )
     return [
         {"input_ids": i, "labels": t} for i, t in zip(inputs["input_ids"], targets["input_ids"], strict=True)
     ]

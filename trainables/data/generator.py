@@ -26,6 +26,7 @@ import random
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from trainables.data.arithmetic import write_annotation
 from trainables.data.programs import solution_to_program
 from trainables.data.records import MathRecord
 
@@ -176,7 +177,8 @@ class _Story:
             "nth": FRACTIONS.get(n, ""),
         }
         dollar = "$" if kind in ("money", "cost") else ""
-        calc = f"{v} {template.op} {n} = {dollar}<<{v}{template.op}{n}={result}>>{result}"
+        expr = f"{v}{template.op}{n}"
+        calc = f"{v} {template.op} {n} = {dollar}{write_annotation(expr, result)}{result}"
         self.facts.append(_sentence(template.fact, words))
         self.subqs.append(_sentence(template.subq, words))
         self.steps.append(_sentence(template.step, {**words, "calc": calc}))

@@ -34,22 +34,14 @@ into spaces. Rules, chosen to be conservative:
 from __future__ import annotations
 
 import ast
-import operator
 import re
 from collections.abc import Sequence
 from fractions import Fraction
 from string import ascii_lowercase
 
-ANNOTATION = re.compile(r"<<([^<>]*)>>")
+from trainables.data.arithmetic import NotArithmetic, annotations, evaluate, exact_number, split_annotation
+
 TOKEN = re.compile(r"\s*(?:(\d+\.\d*|\.\d+|\d+)|(//|[-+*/()]))")
-VALUE = re.compile(r"^-?(\d+\.?\d*|\.\d+)(/\d+)?$")
-BINARY_OPS = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-}
 
 
 class ProgramError(ValueError):
@@ -74,7 +66,7 @@ def solution_to_program(steps: Sequence[str], answer: str) -> str | None:
 
 def convert_solution(steps: Sequence[str], answer: str) -> str:
     """Like `solution_to_program`, but raises `ProgramError` with the reason instead of returning None."""
-    target = _number(answer)
+    target = exact_number(answer)
     if target is None:
         raise ProgramError(f"final answer {answer!r} is not a number")
     statements: list[str] = []
@@ -82,10 +74,11 @@ def convert_solution(steps: Sequence[str], answer: str) -> str:
     exact: dict[str, int | Fraction] = {}  # variable -> its exact value
     python: dict[str, int | float] = {}  # variable -> its value as Python computes it
     bound: dict[int | Fraction, str] = {}  # value -> the latest variable a later number may be replaced by
-    for annotation in (a for step in steps for a in ANNOTATION.findall(step)):
-        if annotation.count("=") != 1:
-            raise ProgramError(f"annotation <<{annotation}>> does not read expr=value")
-        expr, written = annotation.split("=")
+    for annotation in (a for step in steps for a in annotations(step)):
+        try:
+            expr, written = split_annotation(annotation)
+        except ValueError as err:
+            raise ProgramError(str(err)) from None
         code = _substitute(_tokens(expr), bound)
         if code in exact:  # `<<24=24>>` after `a = ...`: an alias, not a new step
             name = code
@@ -93,10 +86,10 @@ def convert_solution(steps: Sequence[str], answer: str) -> str:
             tree = _parse(code)
             name = _variable_name(len(exact))
             statements.append(f"{name} = {code}")
-            exact[name] = _evaluate(tree, exact, exact=True)
+            exact[name] = _evaluate(tree, exact, exact=True, source=code)
             python[name] = _evaluate(tree, python, exact=False)
         names.append(name)
-        if _number(written) == exact[name]:
+        if exact_number(written) == exact[name]:
             bound[exact[name]] = name
     if not statements:
         raise ProgramError("no calculator annotations")
@@ -106,7 +99,7 @@ def convert_solution(steps: Sequence[str], answer: str) -> str:
     statements = statements[: list(exact).index(final) + 1]
     program = "; ".join(statements + [_print_statement(final, python[final], answer)])
     printed = evaluate_program(program)
-    if _number(printed) != target:
+    if exact_number(printed) != target:
         raise ProgramError(f"program prints {printed}, not the final answer {answer}")
     return program
 
@@ -162,28 +155,12 @@ def _evaluate_printed(node: ast.expr, env: dict) -> int | float:
     return _evaluate(node, env, exact=False)
 
 
-def _evaluate(node: ast.expr, env: dict, *, exact: bool) -> int | float | Fraction:
-    """Evaluate an arithmetic expression tree; with exact=True literals become Fractions."""
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        if not exact or type(node.value) is int:
-            return node.value  # an int is exact already; Fraction arithmetic with it stays exact
-        return Fraction(str(node.value))
-    if isinstance(node, ast.Name):
-        if node.id not in env:
-            raise ProgramError(f"name {node.id!r} used before assignment")
-        return env[node.id]
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        value = _evaluate(node.operand, env, exact=exact)
-        return -value if isinstance(node.op, ast.USub) else value
-    if isinstance(node, ast.BinOp) and type(node.op) in BINARY_OPS:
-        left = _evaluate(node.left, env, exact=exact)
-        right = _evaluate(node.right, env, exact=exact)
-        if isinstance(node.op, (ast.Div, ast.FloorDiv)) and right == 0:
-            raise ProgramError(f"division by zero in {ast.unparse(node)!r}")
-        if exact and isinstance(node.op, ast.Div):
-            left = Fraction(left)  # int / int would give a float
-        return BINARY_OPS[type(node.op)](left, right)
-    raise ProgramError(f"not plain arithmetic: {ast.unparse(node)!r}")
+def _evaluate(node: ast.expr, env: dict, *, exact: bool, source: str | None = None) -> int | float | Fraction:
+    """Evaluate an arithmetic expression tree (`arithmetic.evaluate`); with exact=True literals are exact."""
+    try:
+        return evaluate(node, exact=exact, names=env, source=source)
+    except NotArithmetic as err:
+        raise ProgramError(str(err)) from None
 
 
 def _parse(code: str) -> ast.expr:
@@ -220,7 +197,7 @@ def _substitute(tokens: list[str], bound: dict[int | Fraction, str]) -> str:
     out: list[str] = []
     for token in tokens:
         if token[0].isdigit():
-            token = bound.get(_exact(token), token)
+            token = bound.get(exact_number(token), token)
         unary = token in ("+", "-") and (not out or out[-1].strip() in ("+", "-", "*", "/", "//", "("))
         if token in ("+", "-", "*", "/", "//") and not unary:
             out.append(f" {token} ")
@@ -237,17 +214,6 @@ def _print_statement(final: str, value: int | float, answer: str) -> str:
         return f"print({final})"
     decimals = len(answer.partition(".")[2])
     return f"print(round({final}))" if decimals == 0 else f"print(round({final}, {decimals}))"
-
-
-def _number(text: str) -> int | Fraction | None:
-    """A written number (`'72'`, `'.4'`, `'3/4'`, `'-2'`, `'1,000'`) as an exact fraction, else None."""
-    text = text.strip().replace(",", "")
-    return _exact(text) if VALUE.match(text) else None
-
-
-def _exact(text: str) -> int | Fraction:
-    """A number token's exact value; ints skip the (slow) Fraction parser and compare equal all the same."""
-    return int(text) if text.isdigit() else Fraction(text)
 
 
 def _variable_name(index: int) -> str:

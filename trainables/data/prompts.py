@@ -38,9 +38,9 @@ character T5's vocabulary lacks (it has no `{`, `}` and rarely sees `<`); the `<
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
+from trainables.data.arithmetic import remove_annotations
 from trainables.data.records import CodeRecord, MathRecord
 
 PROMPT_STYLES = ("answer_only", "breakdown", "no_breakdown", "code")
@@ -52,7 +52,6 @@ INSTRUCTIONS = {
     "no_breakdown": "Explain your reasoning, then give the answer.",
     "code": "Write a Python program that prints the answer.",
 }
-ANNOTATION = re.compile(r"<<[^<>]*>>")
 SENTENCE_END = (".", "!", "?")
 
 
@@ -74,7 +73,7 @@ def breakdown(record: MathRecord) -> tuple[str, str]:
 
 def no_breakdown(record: MathRecord) -> tuple[str, str]:
     """The question -> one paragraph of reasoning without annotations, ending `The answer is N.`"""
-    sentences = [_sentence(ANNOTATION.sub("", step)) for step in record.steps]
+    sentences = [_sentence(remove_annotations(step)) for step in record.steps]
     return _input("no_breakdown", record), " ".join(sentences + [f"The answer is {record.answer}."])
 
 

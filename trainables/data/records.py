@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from trainables.data.arithmetic import normalise_number
+
 FINAL_ANSWER = re.compile(r"^####\s*(.+?)\s*$")
-NUMBER = re.compile(r"^-?\d+(\.\d+)?(/\d+)?$")
 # The Socratic separator; two official test lines end in a bare `**` (a sub-question with an empty step).
 SOCRATIC_SEPARATOR = re.compile(r"\s\*\*(?:\s|$)")
 
@@ -59,18 +60,6 @@ class CodeRecord:
     """`mbpp` or `gsm8k-programs`."""
 
 
-def normalise_answer(raw: str) -> str:
-    """Strip what people write around a number: `'$1,000.'` -> `'1000'`.
-
-    Raises:
-        ValueError: if what is left is not a number.
-    """
-    text = raw.strip().replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
-    if not NUMBER.match(text):
-        raise ValueError(f"final answer {raw!r} is not a number")
-    return text
-
-
 def parse_gsm8k_answer(question: str, answer_text: str, *, source: str = "gsm8k/main") -> MathRecord:
     """Split a GSM8K `answer` field into steps, Socratic sub-questions and the final answer.
 
@@ -80,7 +69,7 @@ def parse_gsm8k_answer(question: str, answer_text: str, *, source: str = "gsm8k/
     lines = [line.strip() for line in answer_text.strip().splitlines() if line.strip()]
     if not lines or not (match := FINAL_ANSWER.match(lines[-1])):
         raise ValueError("no '#### N' final answer line")
-    answer = normalise_answer(match.group(1))
+    answer = normalise_number(match.group(1))
     steps, subquestions = [], []
     for line in lines[:-1]:
         # Socratic lines read 'How many eggs does Janet sell? ** Janet sells 16 - 3 - 4 = ...'

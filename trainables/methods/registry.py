@@ -38,8 +38,8 @@ class StrategyContext:
     train: Any = None
     """The trial's `TrainConfig` (a first stage derives its own from it)."""
     fit: Callable[..., dict] | None = None
-    """`fit(model, pairs, config) -> log`: the shared loop on (input, target) pairs with a `TrainConfig`,
-    for methods with a first stage; the log holds the stage's last `loss` and its `losses` per epoch."""
+    """`fit(model, pairs, config) -> {"loss", "losses"}`: the shared loop on (input, target) pairs with a
+    `TrainConfig`, for methods with a first stage (`trainables.trial.stage_fitter`)."""
     code_records: list | None = None
     """The coding dataset (given to methods whose record sets `needs_code_data`)."""
     cache_dir: Path | None = None

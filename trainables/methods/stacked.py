@@ -2,10 +2,11 @@
 
 Stage 1 trains A1 B1 on a coding dataset; stage 2 freezes it and trains A2 B2 on GSM8K through f. Stage 1
 depends only on its own settings, so it is trained once and shared by every trial with the same ones: a
-content-addressed cache in a local folder of each node (`~/.cache/slm-math-study/stage1` for the study),
-guarded by a file lock so concurrent trials on a node neither train it twice nor read a half-written
-adapter. A file lock needs a local file system, which object storage is not; being content-addressed, the
-cache is correct to share across studies, and on a cluster each node trains a given stage 1 at most once.
+content-addressed cache (`trainables.training.cache`) in a local folder of each node
+(`~/.cache/slm-math-study/stage1` for the study), guarded by a file lock so concurrent trials on a node
+neither train it twice nor read a half-written adapter. Its key hashes every setting stage 1 trains with
+(the trial's whole TrainConfig included), so it is correct to share across studies, and on a cluster each
+node trains a given stage 1 at most once.
 
 The `baseline` setting swaps in the comparison methods: `linear` (f = identity), `merged_then_lora`
 (stage 1 folded into W0, then a fresh LoRA: COLA-style) and `single_lora` (one LoRA of rank r1 + r2 on
@@ -15,11 +16,6 @@ GSM8K only).
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import hashlib
-import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,9 +23,12 @@ from typing import TYPE_CHECKING
 from trainables.data.prompts import code_task_example
 from trainables.methods.registry import StrategyContext, register_strategy
 from trainables.methods.stacked_lora.config import StackedLoraConfig
+from trainables.training.cache import build_once, settings_key, texts_digest  # a leaf: imports no trainables
 
 if TYPE_CHECKING:  # torch, PEFT and the adapter's modules load when a trial applies the method
     import torch
+
+    from trainables.training.loop import TrainConfig
 
 BASELINES = ("stacked", "linear", "merged_then_lora", "single_lora")
 """The method (first), then the comparison baselines; the search space and the analysis import these."""
@@ -77,66 +76,79 @@ class StackedStrategyConfig(StackedLoraConfig):
         return StackedLoraConfig(**{**values, **overrides})
 
 
+STAGE2_FIELDS = ("r2", "alpha2", "f", "f_space", "init_scale", "stage1_merge")
+"""Adapter fields stage 1 never reads: stage 2 builds A2 B2 from them after stage 1 has trained."""
+NOT_STAGE1 = {
+    "strategy": (*STAGE2_FIELDS, "baseline"),  # a baseline acts through `adapter_config()`, hashed whole
+    "adapter": STAGE2_FIELDS,
+    "train": ("eval",),  # `fit` never evaluates; the other fields are stage 1's own TrainConfig
+}
+
+
 def stage1_key(config: StackedStrategyConfig, context: StrategyContext) -> str:
-    """A digest of everything stage 1's result depends on: base model, data, adapter shape, training."""
-    train = context.train
-    parts = {
+    """A digest of everything stage 1 is made from: the base, its coding pairs, every setting it trains with.
+
+    The settings are whole dataclasses minus `NOT_STAGE1` (`trainables.training.cache`), so a field added
+    later is part of the key until someone shows it cannot change stage 1.
+    """
+    settings = {
         "format": CACHE_FORMAT,
         "model": context.model_name,
-        "base_bits": config.base_bits,
-        "data": hashlib.sha256(
-            "\0".join(f"{r.text}\0{r.code}" for r in context.code_records).encode()
-        ).hexdigest(),
-        "adapter": config.adapter_config().stage1_fields(),
-        "dropout": config.dropout,
-        "lr": config.stage1_lr,
-        "epochs": config.stage1_epochs,
-        "train": {
-            k: getattr(train, k)
-            for k in ("batch_size", "grad_accum", "max_input_tokens", "max_target_tokens", "seed")
-        },
+        "pairs": texts_digest(text for pair in _stage1_pairs(context) for text in pair),
+        "strategy": config,
+        "adapter": config.adapter_config(),
+        "train": _stage1_train(config, context),
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    ignore = [f"{part}.{name}" for part, names in NOT_STAGE1.items() for name in names]
+    return settings_key(settings, ignore=ignore, length=20)
 
 
-def _train_stage1(model: torch.nn.Module, config: StackedStrategyConfig, context: StrategyContext) -> None:
+def _stage1_pairs(context: StrategyContext) -> list[tuple[str, str]]:
     if not context.code_records:
         raise ValueError("stacked LoRA needs a coding dataset for stage 1 (none was loaded)")
-    pairs = [code_task_example(r) for r in context.code_records]
-    stage1_train = dataclasses.replace(
+    return [code_task_example(r) for r in context.code_records]
+
+
+def _stage1_train(config: StackedStrategyConfig, context: StrategyContext) -> TrainConfig:
+    """The trial's TrainConfig with stage 1's learning rate and epochs: what stage 1 trains with."""
+    return dataclasses.replace(
         context.train,
         lr=config.stage1_lr,
         epochs=config.stage1_epochs,
         evals_per_epoch=1,
         prompt_style="code",
     )
+
+
+def _train_stage1(model: torch.nn.Module, config: StackedStrategyConfig, context: StrategyContext) -> None:
+    from trainables.methods.stacked_lora import apply_stacked_lora
+
+    apply_stacked_lora(model, config.adapter_config())
+    pairs = _stage1_pairs(context)
     context.log(f"stacked LoRA stage 1: training A1 B1 on {len(pairs)} coding tasks")
-    context.fit(model, pairs, stage1_train)
+    context.fit(model, pairs, _stage1_train(config, context))
 
 
 def _stage1_from_cache(model, config: StackedStrategyConfig, context: StrategyContext) -> torch.nn.Module:
     """Apply stage 1 to `model`: load the cached adapter, or train it and fill the cache."""
-    from trainables.methods.stacked_lora import apply_stacked_lora, load_stacked_lora, save_stacked_lora
+    from trainables.methods.stacked_lora import load_stacked_lora, save_stacked_lora
 
     if context.cache_dir is None:
-        apply_stacked_lora(model, config.adapter_config())
         _train_stage1(model, config, context)
         return model
-    cache = Path(context.cache_dir) / f"stage1-{stage1_key(config, context)}"
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{cache}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one trial trains; the others wait here, then load its result
-        if cache.is_dir():
-            context.log(f"stacked LoRA stage 1: reusing {cache}")
-            return load_stacked_lora(model, cache)
-        apply_stacked_lora(model, config.adapter_config())
+    trained = []
+
+    def build(staging: Path) -> None:  # runs under the cache's lock: the other trials wait, then load it
         _train_stage1(model, config, context)
-        staging = Path(f"{cache}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
         save_stacked_lora(model, staging, base_model_name_or_path=context.model_name)
-        staging.rename(cache)  # atomic: a reader sees a whole adapter or none
+        trained.append(True)
+
+    cache = build_once(Path(context.cache_dir) / f"stage1-{stage1_key(config, context)}", build)
+    if trained:
         context.log(f"stacked LoRA stage 1: cached in {cache}")
         return model
+    context.log(f"stacked LoRA stage 1: reusing {cache}")
+    return load_stacked_lora(model, cache)
 
 
 def apply_stacked(

@@ -2,31 +2,31 @@
 
 Small models copy numbers well and do arithmetic badly. Whenever a generated sequence ends with `<<EXPR=`,
 `CalculatorLogitsProcessor` evaluates EXPR exactly (`safe_eval`, never `eval`), writes the value the way
-GSM8K does (`format_number`) and forces the tokens of `value>>` into that row over the next steps, while
-the other rows of the batch decode freely. Every annotation of GSM8K (23,716 in train, 4,282 in test)
-records the exact value of its expression; `format_number` writes 97.2% of train's (96.4% of test's)
-character for character, the rest being GSM8K's stray styles `.4` (for 0.4), `144.00` and `3/4`.
+GSM8K does (`format_number`; both from `trainables.data.arithmetic`) and forces the tokens of `value>>`
+into that row over the next steps, while the other rows of the batch decode freely. Every annotation of
+GSM8K (23,716 in train, 4,282 in test) records the exact value of its expression; `format_number` writes
+97.2% of train's (96.4% of test's) character for character, the rest being GSM8K's stray styles `.4` (for
+0.4), `144.00` and `3/4`.
 """
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 
 import torch
 from transformers import LogitsProcessor
 
-EXPRESSION_CHARS = frozenset("0123456789.+-*/() ")
-"""All GSM8K's expressions use: numbers, `+ - * /` and parentheses (no `x`, `**`, `%` or thousands commas)."""
-OPERATORS = {
-    ast.Add: Fraction.__add__,
-    ast.Sub: Fraction.__sub__,
-    ast.Mult: Fraction.__mul__,
-    ast.Div: Fraction.__truediv__,
-    ast.FloorDiv: lambda a, b: Fraction(a // b),  # twice in GSM8K's train split: `560//10`
-}
+from trainables.data.arithmetic import (
+    DECIMALS,
+    EXPRESSION_CHARS,
+    MAX_CHARS,
+    MAX_DEPTH,
+    MAX_DIGITS,
+    MAX_EXACT_PLACES,
+    format_number,
+    safe_eval,
+)
 
 
 @dataclass(frozen=True)
@@ -39,15 +39,15 @@ class CalculatorConfig:
     """Ends the expression; the calculator fills in what follows it."""
     close_marker: str = ">>"
     """Forced after the value."""
-    max_chars: int = 64
+    max_chars: int = MAX_CHARS
     """Longer expressions are left alone (GSM8K's longest has 30 characters); also sets the decoded tail."""
-    max_depth: int = 10
+    max_depth: int = MAX_DEPTH
     """Deeper parenthesis nesting is left alone, checked before parsing (GSM8K nests at most 2)."""
-    max_digits: int = 30
+    max_digits: int = MAX_DIGITS
     """Every literal and intermediate result must have numerator and denominator below 10**max_digits."""
-    decimals: int = 2
+    decimals: int = DECIMALS
     """Places a value is rounded to when it is not a short terminating decimal (GSM8K writes 137.33)."""
-    max_exact_places: int = 6
+    max_exact_places: int = MAX_EXACT_PLACES
     """Terminating decimals with at most this many places are written exactly (GSM8K writes .004, .925)."""
 
     def __post_init__(self) -> None:
@@ -61,113 +61,6 @@ class CalculatorConfig:
         for name in ("decimals", "max_exact_places"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 0")
-
-
-DEFAULT = CalculatorConfig()
-
-
-def safe_eval(
-    expr: str,
-    *,
-    max_chars: int = DEFAULT.max_chars,
-    max_depth: int = DEFAULT.max_depth,
-    max_digits: int = DEFAULT.max_digits,
-) -> Fraction | None:
-    """Evaluate a calculator expression exactly, or return None when it is not one.
-
-    Only numbers (`3`, `2.5`, `.5`), `+ - * / //`, unary minus and parentheses are accepted; `**`, names,
-    calls and everything else give None, as do division by zero and any literal or intermediate result
-    whose numerator or denominator reaches 10**max_digits. Length and nesting are checked before `ast.parse`,
-    so no input can hit the recursion limit, hang or take much memory.
-
-    Raises:
-        TypeError: if `expr` is not a string.
-    """
-    if not isinstance(expr, str):
-        raise TypeError(f"safe_eval expects a str, got {type(expr).__name__}")
-    if not expr.strip() or len(expr) > max_chars or not EXPRESSION_CHARS.issuperset(expr):
-        return None
-    depth = 0
-    for char in expr:
-        depth += (char == "(") - (char == ")")
-        if depth < 0 or depth > max_depth:
-            return None
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
-    return _evaluate(tree.body, expr, 10**max_digits)
-
-
-def _evaluate(node: ast.AST, expr: str, limit: int) -> Fraction | None:
-    """Evaluate one checked node; the operator is checked before its operands are evaluated."""
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        # the float in the tree is inexact (0.1); the source text gives the exact decimal
-        value = Fraction(ast.get_source_segment(expr, node))
-    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        operand = _evaluate(node.operand, expr, limit)
-        if operand is None:
-            return None
-        value = -operand if isinstance(node.op, ast.USub) else operand
-    elif isinstance(node, ast.BinOp) and type(node.op) in OPERATORS:
-        left = _evaluate(node.left, expr, limit)
-        right = _evaluate(node.right, expr, limit) if left is not None else None
-        if right is None or (isinstance(node.op, (ast.Div, ast.FloorDiv)) and right == 0):
-            return None
-        value = OPERATORS[type(node.op)](left, right)
-    else:
-        return None
-    return value if abs(value.numerator) < limit and value.denominator < limit else None
-
-
-def format_number(
-    value: Fraction | int,
-    *,
-    decimals: int = DEFAULT.decimals,
-    max_exact_places: int = DEFAULT.max_exact_places,
-) -> str:
-    """Write a value as GSM8K's annotations do: `24`, `2.5`, `0.004`, `-7`.
-
-    Integers have no `.0`; terminating decimals of at most `max_exact_places` places are exact; any other
-    value is rounded half away from zero to `decimals` places (more if that would show a nonzero value
-    as 0) with trailing zeros stripped: 10/3 -> `3.33`, 2/3 -> `0.67`, 1/300 -> `0.003`. GSM8K's
-    annotations hold no such value; its free text rounds to 2 places (`$2060/$15 per hour = 137.33`).
-
-    Raises:
-        TypeError: if `value` is not a Fraction or int (a float is already inexact).
-        ValueError: if `decimals` or `max_exact_places` is negative.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, Fraction)):
-        raise TypeError(f"format_number expects a Fraction or int, got {type(value).__name__}")
-    if decimals < 0 or max_exact_places < 0:
-        raise ValueError(f"decimals={decimals} and max_exact_places={max_exact_places} must be at least 0")
-    value = Fraction(value)
-    if value.denominator == 1:
-        return str(value.numerator)
-    places = _terminating_places(value.denominator)
-    if places is None or places > max_exact_places:
-        places = decimals
-        while _scaled(value, places) == 0:
-            places += 1
-    scaled = _scaled(value, places)
-    digits = str(scaled).rjust(places + 1, "0")
-    whole, fraction = digits[: len(digits) - places], digits[len(digits) - places :].rstrip("0")
-    return ("-" if value < 0 else "") + whole + (f".{fraction}" if fraction else "")
-
-
-def _terminating_places(denominator: int) -> int | None:
-    """Decimal places of 1/denominator when it terminates (denominator = 2**a * 5**b), else None."""
-    twos = fives = 0
-    while denominator % 2 == 0:
-        denominator, twos = denominator // 2, twos + 1
-    while denominator % 5 == 0:
-        denominator, fives = denominator // 5, fives + 1
-    return max(twos, fives) if denominator == 1 else None
-
-
-def _scaled(value: Fraction, places: int) -> int:
-    """|value| * 10**places rounded half away from zero."""
-    return int(abs(value) * 10**places + Fraction(1, 2))
 
 
 class CalculatorLogitsProcessor(LogitsProcessor):

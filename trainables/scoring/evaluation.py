@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from trainables.data.arithmetic import format_answer
 from trainables.data.batching import collate, encode_pairs
 from trainables.data.prompts import format_example, usable
 from trainables.data.records import MathRecord
@@ -22,7 +23,6 @@ from trainables.scoring.metrics import (
     answers_match,
     bootstrap_ci,
     extract_answer,
-    format_answer,
     perplexity,
     rouge1,
     semantic_similarity,
@@ -86,12 +86,22 @@ class EvalResult:
 
 @torch.no_grad()
 def generate(
-    model, tokenizer, inputs: Sequence[str], settings: EvalSettings, *, calculator: bool = False
+    model,
+    tokenizer,
+    inputs: Sequence[str],
+    settings: EvalSettings,
+    *,
+    calculator: bool = False,
+    max_input_tokens: int | None = None,
 ) -> list[str]:
-    """Greedy batched generation in length-sorted batches; outputs in the order of `inputs`."""
+    """Greedy batched generation in length-sorted batches; outputs in the order of `inputs`.
+
+    Inputs are truncated to `max_input_tokens` (None: not at all), as training truncated them.
+    """
     device = next(model.parameters()).device
     model.eval()
-    encoded = tokenizer(list(inputs), truncation=True, max_length=512)["input_ids"]
+    truncate = max_input_tokens is not None
+    encoded = tokenizer(list(inputs), truncation=truncate, max_length=max_input_tokens)["input_ids"]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     processors = None
     if calculator:
@@ -139,14 +149,23 @@ def evaluate_split(
     settings: EvalSettings,
     calculator: bool = False,
     metrics: Sequence[str] | None = None,
+    max_input_tokens: int | None = None,
+    max_target_tokens: int | None = None,
 ) -> EvalResult:
-    """Generate for every record of a split and score the generations."""
+    """Generate for every record of a split and score the generations.
+
+    `max_input_tokens` and `max_target_tokens` truncate inputs (for generation and perplexity) and
+    reference targets (for perplexity) as the trial's training did; None leaves them whole.
+    """
     records = [r for r in records if usable(r, style)][: settings.max_examples]
     if not records:
         raise ValueError(f"no records of this split can be used with prompt style {style!r}")
     wanted = set(metrics if metrics is not None else settings.metrics) | {"accuracy"}
     pairs = [format_example(r, style) for r in records]
-    predictions = generate(model, tokenizer, [p[0] for p in pairs], settings, calculator=calculator)
+    inputs = [p[0] for p in pairs]
+    predictions = generate(
+        model, tokenizer, inputs, settings, calculator=calculator, max_input_tokens=max_input_tokens
+    )
     extracted, program_outputs = extract_all(predictions, style=style, settings=settings)
     correct = [answers_match(x, r.answer) for x, r in zip(extracted, records, strict=True)]
     low, high = bootstrap_ci(correct)
@@ -158,7 +177,8 @@ def evaluate_split(
     }
     targets = [p[1] for p in pairs]
     if "perplexity" in wanted:
-        result["perplexity"] = _perplexity(model, tokenizer, pairs, settings)
+        limits = {"max_input_tokens": max_input_tokens, "max_target_tokens": max_target_tokens}
+        result["perplexity"] = _perplexity(model, tokenizer, pairs, settings, **limits)
     if "rouge1" in wanted:
         result["rouge1"] = rouge1(predictions, targets)
     if "similarity" in wanted:
@@ -180,9 +200,19 @@ def evaluate_split(
     return EvalResult(metrics=result, rows=rows)
 
 
-def _perplexity(model, tokenizer, pairs, settings: EvalSettings) -> float:
+def _perplexity(
+    model,
+    tokenizer,
+    pairs,
+    settings: EvalSettings,
+    *,
+    max_input_tokens: int | None,
+    max_target_tokens: int | None,
+) -> float:
     device = next(model.parameters()).device
-    examples = encode_pairs(tokenizer, pairs, max_input_tokens=512, max_target_tokens=512)
+    examples = encode_pairs(
+        tokenizer, pairs, max_input_tokens=max_input_tokens, max_target_tokens=max_target_tokens
+    )
     batches = (
         collate(examples[i : i + settings.batch_size], tokenizer.pad_token_id, device)
         for i in range(0, len(examples), settings.batch_size)

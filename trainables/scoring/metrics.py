@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from trainables.data.arithmetic import ANNOTATION_VALUE, UNCLOSED_ANNOTATION, parse_number
+
 if TYPE_CHECKING:
     import torch
 
@@ -37,9 +39,6 @@ _NUMBER = re.compile(
     r"(?P<body>(?:\d+(?:,\d{3}(?!\d))*|(?=\.\d))(?:[./:]\d+)*(?:[eE][-+]?\d{1,3}(?!\d))?)"
 )
 _ISO_DATE = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b")
-# A calculator annotation `<<48/2=24>>`: only the value after the last `=` is an answer candidate.
-_ANNOTATION = re.compile(r"<<(?:[^<>]*=)?(?P<value>[^<>=]*)>>")
-_UNCLOSED_ANNOTATION = re.compile(r"<<[^>]*\Z")
 _FINAL_MARKER = re.compile(r"####[ \t]*(?P<rest>[^\n]*)")
 _ANSWER_IS = re.compile(r"\banswer\s*(?:is|was|=|:)\s*:?(?P<rest>[^\n]*)", re.IGNORECASE)
 # Program output such as 0.30000000000000004 is float noise, not a different answer.
@@ -74,7 +73,8 @@ def _strip_annotations(text: str) -> str:
             return " "
         return f" {match.group('value').strip()} "
 
-    return _UNCLOSED_ANNOTATION.sub(" ", _ANNOTATION.sub(replace, text))
+    # A calculator annotation `<<48/2=24>>`: only the value after the last `=` is an answer candidate.
+    return UNCLOSED_ANNOTATION.sub(" ", ANNOTATION_VALUE.sub(replace, text))
 
 
 def extract_answer(text: str, *, style: str = "text") -> Fraction | None:
@@ -108,38 +108,6 @@ def extract_answer(text: str, *, style: str = "text") -> Fraction | None:
                 return numbers[0]
     numbers = _numbers(text)
     return numbers[-1] if numbers else None
-
-
-def parse_number(text: str) -> Fraction:
-    """Parse a reference answer such as `'72'`, `'-3'`, `'0.5'`, `'3/4'` or `'$1,000'` exactly.
-
-    Raises:
-        ValueError: if `text` is not one number.
-    """
-    cleaned = text.strip().replace(",", "").replace("$", "").rstrip(".")
-    try:
-        return Fraction(cleaned)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"reference answer {text!r} is not a number") from None
-
-
-def format_answer(value: Fraction | None) -> str | None:
-    """Write an answer back as text: 72 -> `'72'`, 1/2 -> `'0.5'`, 3/4 -> `'0.75'`, 1/3 -> `'1/3'`."""
-    if value is None:
-        return None
-    if value.denominator == 1:
-        return str(value.numerator)
-    den, twos, fives = value.denominator, 0, 0
-    while den % 2 == 0:
-        den, twos = den // 2, twos + 1
-    while den % 5 == 0:
-        den, fives = den // 5, fives + 1
-    if den != 1:
-        return f"{value.numerator}/{value.denominator}"  # no finite decimal
-    places = max(twos, fives)  # 10**places is the smallest power of ten the denominator divides
-    digits = str((abs(value) * 10**places).numerator).rjust(places + 1, "0")
-    decimal = f"{digits[:-places]}.{digits[-places:]}"
-    return f"-{decimal}" if value < 0 else decimal
 
 
 def answers_match(predicted: Fraction | None, reference: str | int | Fraction) -> bool:

@@ -2,8 +2,9 @@
 
 A strategy has already decided which weights train; this module does the rest: tokenise the prompt style's
 (input, target) pairs, batch, AdamW with linear warmup and decay, gradient accumulation, bf16 autocast on
-GPUs (fp32 on CPU, where bf16 is many times slower), evaluation on the dev split, reporting and checkpoints,
-and the final test evaluation whose generations are written next to the trial's results.
+GPUs with native bf16 (fp32 on CPUs and on GPUs that only emulate bf16, where it is many times slower),
+evaluation on the dev split, reporting and checkpoints, and the final test evaluation whose generations are
+written next to the trial's results.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from trainables.data.batching import collate, encode_pairs
 from trainables.data.prompts import PROMPT_STYLES, format_example, usable
 from trainables.scoring.calculator import calculator_supported
 from trainables.scoring.evaluation import EvalSettings, evaluate_split
-from trainables.training.models import count_parameters
+from trainables.training.models import count_parameters, pick_dtype
 from trainables.training.reporting import Reporter
 
 
@@ -58,7 +59,8 @@ class TrainConfig:
     prompt_style: str = "breakdown"
     """How a record becomes (input, target): answer_only, breakdown, no_breakdown or code."""
     evals_per_epoch: int = 1
-    """Dev evaluations (and reports, checkpoints) per epoch."""
+    """Dev evaluations (and reports, checkpoints) per epoch, each at the end of an optimiser step (so at most
+    one per step)."""
     seed: int = 0
     """Seeds Python, NumPy and torch; the same seed and config give the same metrics on CPU."""
     eval: EvalSettings | None = None
@@ -149,12 +151,11 @@ def fit(
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total_steps), total_steps
     )
-    eval_points = {
-        round(batches_per_epoch * (k + 1) / config.evals_per_epoch) - 1 for k in range(config.evals_per_epoch)
-    }
+    eval_points = _eval_points(batches_per_epoch, config.grad_accum, config.evals_per_epoch)
     start = _restore(model, optimizer, scheduler, reporter, log)
     step, epoch0, batch0 = start["step"], start["epoch"], start["batch"]
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    # pick_dtype, not torch.cuda.is_bf16_supported(): that counts emulated bf16 (V100, T4), which is slow
+    use_bf16 = pick_dtype(device) == torch.bfloat16
     loss_sum, loss_count, seen, t0 = 0.0, 0, 0, time.perf_counter()
     for epoch in range(epoch0, config.epochs):
         model.train()
@@ -198,6 +199,17 @@ def fit(
                 model.train()
                 loss_sum, loss_count, seen, t0 = 0.0, 0, 0, time.perf_counter()
     return step
+
+
+def _eval_points(batches_per_epoch: int, grad_accum: int, evals_per_epoch: int) -> set[int]:
+    """Indices of the micro-batches after which to evaluate: the last micro-batch of evenly spaced steps.
+
+    An evaluation is also a checkpoint, and a checkpoint holds no gradients: one taken in the middle of an
+    accumulated step would lose the micro-batches already summed, so a resumed run would diverge.
+    """
+    steps_per_epoch = math.ceil(batches_per_epoch / grad_accum)
+    steps = {round(steps_per_epoch * (k + 1) / evals_per_epoch) for k in range(evals_per_epoch)}
+    return {min(s * grad_accum, batches_per_epoch) - 1 for s in steps if s > 0}
 
 
 def _save(directory: Path, model, optimizer, scheduler, position: dict) -> None:
@@ -253,13 +265,14 @@ def train_and_evaluate(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     memory = {"peak": 0.0}
+    limits = _token_limits(config)
 
     def on_eval(train_metrics: dict) -> None:
         memory["peak"] = max(memory["peak"], memory_mb(device))
         save = train_metrics.pop("_save")
         metrics = dict(train_metrics)
         dev = evaluate_split(
-            model, tokenizer, splits.dev, style=style, settings=config.eval, calculator=False
+            model, tokenizer, splits.dev, style=style, settings=config.eval, calculator=False, **limits
         )
         metrics.update({f"dev/{k}": v for k, v in dev.metrics.items()})
         metrics.update(
@@ -275,10 +288,17 @@ def train_and_evaluate(
     return final
 
 
+def _token_limits(config: TrainConfig) -> dict[str, int]:
+    """Evaluation truncates inputs and targets as training did."""
+    return {"max_input_tokens": config.max_input_tokens, "max_target_tokens": config.max_target_tokens}
+
+
 def _test_metrics(model, tokenizer, records, config: TrainConfig, trial_dir: Path) -> dict:
     """Test-split metrics and the generations file; twice (without and with calculator) where it applies."""
-    style = config.prompt_style
-    result = evaluate_split(model, tokenizer, records, style=style, settings=config.eval, calculator=False)
+    style, limits = config.prompt_style, _token_limits(config)
+    result = evaluate_split(
+        model, tokenizer, records, style=style, settings=config.eval, calculator=False, **limits
+    )
     result.write_generations(trial_dir / "generations_test.jsonl")
     metrics = {f"test/{k}": v for k, v in result.metrics.items()}
     if style == "breakdown" and config.eval.calculator and calculator_supported(tokenizer):
@@ -290,6 +310,7 @@ def _test_metrics(model, tokenizer, records, config: TrainConfig, trial_dir: Pat
             settings=config.eval,
             calculator=True,
             metrics=("accuracy",),
+            **limits,
         )
         with_calc.write_generations(trial_dir / "generations_test_calculator.jsonl")
         metrics["test/accuracy_calculator"] = with_calc.metrics["accuracy"]

@@ -8,7 +8,6 @@ keys that directory by the texts, size and seed, so a study builds it once and e
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -29,6 +28,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from trainables.training.cache import build_once, settings_key, texts_digest
 from trainables.training.tokenizer import train_tokenizer
 
 QUANTIZATIONS = (None, "8bit", "4bit")
@@ -322,13 +322,18 @@ def build_tiny_t5(
 def tiny_t5_dir(
     cache_dir: str | os.PathLike, *, texts: Iterable[str], size: str = "tiny", seed: int = 0
 ) -> Path:
-    """The content-addressed directory for a tiny T5 built from these texts, size and seed."""
-    _size(size)
-    digest = hashlib.sha256(f"v{TINY_FORMAT_VERSION}\0{size}\0{seed}".encode())
-    for text in texts:
-        data = text.encode()
-        digest.update(len(data).to_bytes(8, "little") + data)  # length-prefixed: ['ab'] != ['a', 'b']
-    return Path(cache_dir) / f"t5-{size}-seed{seed}-{digest.hexdigest()[:16]}"
+    """The content-addressed directory for a tiny T5 built from these texts, size and seed.
+
+    The key holds the size's whole shape (`TinyT5Size`), not only its name, so a preset whose shape
+    changes gets a new model instead of an old one from the cache.
+    """
+    settings = {
+        "format": TINY_FORMAT_VERSION,
+        "size": _size(size),
+        "seed": seed,
+        "texts": texts_digest(texts),
+    }
+    return Path(cache_dir) / f"t5-{size}-seed{seed}-{settings_key(settings)}"
 
 
 def cached_tiny_t5(
@@ -336,19 +341,12 @@ def cached_tiny_t5(
 ) -> Path:
     """The tiny T5 for these texts, size and seed under `cache_dir`, built on first use.
 
-    Safe when several processes ask at once: each builds into its own temporary directory, the first
-    rename wins and the others use its result.
+    Safe when several processes ask at once: one builds (`trainables.training.cache.build_once`), the
+    others wait for it and use its result.
     """
     texts = list(texts)
     out = tiny_t5_dir(cache_dir, texts=texts, size=size, seed=seed)
-    if (out / "config.json").is_file():
-        return out
-    try:
-        return build_tiny_t5(out, texts=texts, size=size, seed=seed)
-    except FileExistsError:
-        if (out / "config.json").is_file():
-            return out
-        raise
+    return build_once(out, lambda staging: build_tiny_t5(staging, texts=texts, size=size, seed=seed))
 
 
 class _OncePerMessage(logging.Filter):

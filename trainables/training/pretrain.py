@@ -10,15 +10,13 @@ the question -> solution mapping that the strategies are compared on.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import random
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
+from trainables.training.cache import build_once, settings_key, texts_digest
 from trainables.training.loop import TrainConfig, fit
 from trainables.training.models import load_model, load_tokenizer
 
@@ -38,11 +36,13 @@ def prefix_lm_pairs(texts: Sequence[str], *, seed: int) -> list[tuple[str, str]]
 
 
 def pretrained_dir(base: Path, *, texts: Sequence[str], config: TrainConfig) -> Path:
-    """The content-addressed folder of `base` pretrained on `texts` with `config`."""
-    digest = hashlib.sha256(f"v{PRETRAIN_FORMAT}\0{config}\0".encode())
-    for text in texts:
-        digest.update(text.encode() + b"\0")
-    return base.parent / f"{base.name}-prefixlm-{digest.hexdigest()[:16]}"
+    """The content-addressed folder of `base` pretrained on `texts` with `config`.
+
+    `base` is itself content-addressed; the key adds the texts and the whole TrainConfig but its `eval`
+    (pretraining never evaluates).
+    """
+    settings = {"format": PRETRAIN_FORMAT, "texts": texts_digest(texts), "train": config}
+    return base.parent / f"{base.name}-prefixlm-{settings_key(settings, ignore=('train.eval',))}"
 
 
 def pretrain(
@@ -54,27 +54,20 @@ def pretrain(
 ) -> Path:
     """Pretrain the model saved in `base` with prefix LM on `texts`; returns the folder of the result.
 
-    Built once: a later call with the same arguments returns the cached folder. Safe when several
-    processes ask at once (each builds into its own folder; the first rename wins).
+    Built once (`trainables.training.cache.build_once`): a later call with the same arguments returns the
+    cached folder, and processes asking at once wait for the one that builds it.
     """
     out = pretrained_dir(base, texts=texts, config=config)
-    if (out / "config.json").is_file():
-        return out
-    model, tokenizer = load_model(base, device="cpu"), load_tokenizer(base)
-    pairs = prefix_lm_pairs(texts, seed=config.seed)
-    log(f"pretraining the tiny T5 (prefix LM, {len(pairs)} texts, {config.epochs} epochs) -> {out}")
-    losses: list[float] = []
-    with torch.random.fork_rng():
-        fit(model, tokenizer, pairs, config, on_eval=lambda m: losses.append(m["train/loss"]), log=log)
-    log(f"pretraining loss per epoch: {', '.join(f'{x:.3f}' for x in losses)}")
-    staging = Path(f"{out}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    try:
-        staging.rename(out)
-    except OSError:  # another process finished first: use its result
-        shutil.rmtree(staging, ignore_errors=True)
-        if not (out / "config.json").is_file():
-            raise
-    return out
+
+    def build(staging: Path) -> None:
+        model, tokenizer = load_model(base, device="cpu"), load_tokenizer(base)
+        pairs = prefix_lm_pairs(texts, seed=config.seed)
+        log(f"pretraining the tiny T5 (prefix LM, {len(pairs)} texts, {config.epochs} epochs) -> {out}")
+        losses: list[float] = []
+        with torch.random.fork_rng():
+            fit(model, tokenizer, pairs, config, on_eval=lambda m: losses.append(m["train/loss"]), log=log)
+        log(f"pretraining loss per epoch: {', '.join(f'{x:.3f}' for x in losses)}")
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+
+    return build_once(out, build)

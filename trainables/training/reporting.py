@@ -76,18 +76,33 @@ class LocalReporter:
         if self.echo is not None:
             self.echo(json.dumps(_json_safe(metrics)))
         if save is not None:
-            staging = self.out_dir / "checkpoint.tmp"
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir()
-            save(staging)
-            shutil.rmtree(self.out_dir / "checkpoint", ignore_errors=True)
-            staging.rename(
-                self.out_dir / "checkpoint"
-            )  # a crash mid-save leaves the previous checkpoint whole
+            self._replace_checkpoint(save)
+
+    def _replace_checkpoint(self, save: SaveCheckpoint) -> None:
+        """Write the new checkpoint beside the old one, then swap: a crash at any step leaves a whole one.
+
+        The old folder is renamed aside before the new one is renamed in (a directory cannot be renamed
+        over another) and deleted only after; `restore` falls back to the aside copy, which exists alone
+        only after a crash between the two renames.
+        """
+        checkpoint, previous = self.out_dir / "checkpoint", self.out_dir / "checkpoint.previous"
+        staging = self.out_dir / "checkpoint.tmp"
+        shutil.rmtree(staging, ignore_errors=True)  # a crash mid-save left it: never a whole checkpoint
+        staging.mkdir()
+        save(staging)
+        if checkpoint.is_dir():
+            shutil.rmtree(previous, ignore_errors=True)  # older than `checkpoint`, which is whole
+            checkpoint.rename(previous)
+        staging.rename(checkpoint)
+        shutil.rmtree(previous, ignore_errors=True)
 
     def restore(self) -> Path | None:
-        checkpoint = self.out_dir / "checkpoint"
-        return checkpoint if self.resume and checkpoint.is_dir() else None
+        if not self.resume:
+            return None
+        for name in ("checkpoint", "checkpoint.previous"):  # the newest whole checkpoint
+            if (self.out_dir / name).is_dir():
+                return self.out_dir / name
+        return None
 
     def trial_dir(self) -> Path:
         return self.out_dir
