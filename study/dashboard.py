@@ -28,6 +28,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from study import stale_clusters
 from study.errors import run_cli
 
 AUTH_MODE = "RAY_AUTH_MODE"
@@ -128,6 +129,9 @@ def connect(*, address: str | None, num_cpus: int | None, dashboard: bool) -> Cl
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address not in (None, "auto"):
         check_reachable(address)
+    if address is None:  # a study killed with SIGKILL left its cluster's agents behind: end them now
+        for line in stale_clusters.end_stale():
+            print(line, file=sys.stderr)
     try:
         if address is None:  # "local": never join someone else's `ray start` cluster on this machine
             context = ray.init(
@@ -150,6 +154,8 @@ def connect(*, address: str | None, num_cpus: int | None, dashboard: bool) -> Cl
                 f"copy the head node's ~/.ray/auth_token to {token_path()} or set RAY_AUTH_TOKEN"
             ) from None
         raise
+    if address is None and context.address_info.get("session_dir"):
+        stale_clusters.record(context.address_info["session_dir"])
     url = context.dashboard_url
     info = ClusterInfo(
         address=context.address_info.get("gcs_address")
@@ -187,6 +193,7 @@ def _write_cluster_file(info: ClusterInfo) -> None:
 
 def forget_cluster() -> None:
     """Remove this process's entry from CLUSTER_FILE (the study is over; its cluster may be gone)."""
+    stale_clusters.forget()
     try:
         if json.loads(CLUSTER_FILE.read_text()).get("pid") == os.getpid():
             CLUSTER_FILE.unlink()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -209,13 +211,60 @@ def score(
     return summary, rows
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)  # also through a symlink or a hard link
+    return a.resolve() == b.resolve()
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before anything runs, an output that is an input, the other output or a directory.
+
+    Raises:
+        ValueError: naming the flag and the path.
+    """
+    inputs = {"--predictions": args.predictions, "--references": args.references}
+    outputs = {"--out": args.out}
+    if args.per_example is not None:
+        outputs["--per-example"] = args.per_example
+    for flag, path in outputs.items():
+        if path.is_dir():
+            raise ValueError(f"{flag} {path} is a directory; give the path of a file to write")
+        parent = next((p for p in path.absolute().parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise ValueError(f"{flag} {path}: {parent} is not a directory")
+        for source, input_path in inputs.items():
+            if _same_file(path, input_path):
+                raise ValueError(f"{flag} {path} is the {source} file; write the output somewhere else")
+    if len(outputs) == 2 and _same_file(args.out, args.per_example):
+        raise ValueError(f"--out and --per-example are the same file {args.out}")
+
+
+def write_atomically(files: dict[Path, str]) -> None:
+    """Write every file to a temporary name beside it, then rename each into place: a failure while writing
+    leaves no output half-written, and the old files untouched."""
+    staged: list[tuple[str, Path]] = []
+    umask = os.umask(0o22)
+    os.umask(umask)
+    try:
+        for path, text in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            staged.append((temp, path))
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                os.fchmod(handle.fileno(), 0o666 & ~umask)  # as open() would have made it, not 0600
+        for temp, path in staged:
+            os.replace(temp, path)
+    finally:
+        for temp, _ in staged:
+            if os.path.exists(temp):
+                os.unlink(temp)
 
 
 def _evaluate(argv: Sequence[str] | None) -> None:
     args = build_parser().parse_args(argv)
+    check_outputs(args)
     metrics = parse_metrics(args.metrics)
     references = load_references(args.references)
     predictions = load_predictions(args.predictions, references, references_path=args.references)
@@ -223,9 +272,10 @@ def _evaluate(argv: Sequence[str] | None) -> None:
         predictions, references, style=args.style, metrics=metrics, similarity_model=args.similarity_model
     )
     summary.update(predictions_file=str(args.predictions), references_file=str(args.references))
-    _write(args.out, json.dumps(summary, indent=2) + "\n")
+    files = {args.out: json.dumps(summary, indent=2) + "\n"}
     if args.per_example:
-        _write(args.per_example, "".join(json.dumps(row) + "\n" for row in rows))
+        files[args.per_example] = "".join(json.dumps(row) + "\n" for row in rows)
+    write_atomically(files)
     print(json.dumps(summary))
 
 

@@ -71,6 +71,15 @@ def _pinned_variants(overrides: tuple[Override, ...]):
             yield (*overrides[:i], dataclasses.replace(o, kind="fixed", value=value), *overrides[i + 1 :])
 
 
+def _every_branch(method: str, overrides: tuple[Override, ...]) -> list[dict[str, Any]]:
+    """One point per branch of the space, even a branch the overrides leave no enqueued point on: with
+    `--space strategy/f=[nope]` no coverage point survives, yet the stacked branch must still be built with
+    f=nope (and refused) before Ray starts. The overrides answer the keys they name."""
+    named = {o.key for o in overrides}
+    branches = [{k: v for k, v in point.items() if k not in named} for point in coverage_points(method)]
+    return [dict(b) for b in dict.fromkeys(tuple(sorted(b.items())) for b in branches) if b]
+
+
 def plan_experiments(config: StudyConfig) -> list[Experiment]:
     """Every experiment's base config, overrides and coverage; each branch is sampled once and validated.
 
@@ -96,7 +105,7 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
         points = coverage_points(method, overrides)
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=config.seed))
         for variant in _pinned_variants(overrides):
-            for point in [{}, *points]:
+            for point in [{}, *_every_branch(method, overrides)]:
                 if point:
                     study.enqueue_trial(point)
                 flat = define_by_run(method, base, variant)(study.ask())

@@ -72,6 +72,7 @@ def test_socratic_file_is_detected(gsm8k_dir):
         ([row(1), {"question": "q"}], r"bad\.jsonl:2: missing field 'answer'"),
         ([{"question": 5, "answer": "#### 1"}], r"bad\.jsonl:1: field 'question' should be str, got int"),
         (["[1, 2]"], r"bad\.jsonl:1: expected a JSON object, got list"),
+        ([row(1), "[" * 100_000 + "]" * 100_000], r"bad\.jsonl:2: malformed JSON: nested too deeply"),
         ([], r"bad\.jsonl: empty file"),
         (["", "   "], r"bad\.jsonl: empty file"),
         ([{"question": "q", "answer": "no final line"}], r"bad\.jsonl: no record has a usable final answer"),

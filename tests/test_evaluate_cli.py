@@ -333,3 +333,87 @@ def test_unloadable_similarity_model_exits_2(files, tmp_path, capsys):
         capsys, _args(*files, tmp_path, "--metrics", "similarity", "--similarity-model", str(missing))
     )
     assert "cannot load sentence-embedding model" in err
+
+
+NESTED = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("which", ["preds", "refs"])
+def test_deeply_nested_json_exits_2_naming_the_line(files, tmp_path, capsys, which):
+    preds, refs = files
+    target = preds if which == "preds" else refs
+    lines = target.read_text().splitlines()
+    target.write_text("".join(line + "\n" for line in [lines[0], NESTED, *lines[2:]]))
+    err = _error_line(capsys, _args(preds, refs, tmp_path))
+    assert f"{which}.jsonl:2: malformed JSON: nested too deeply" in err
+    assert not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "target", "message"),
+    [
+        ("--out", "preds", "--out {path} is the --predictions file"),
+        ("--out", "refs", "--out {path} is the --references file"),
+        ("--per-example", "preds", "--per-example {path} is the --predictions file"),
+        ("--out", "preds-via-dots", "is the --predictions file"),
+        ("--out", "preds-via-link", "is the --predictions file"),
+    ],
+)
+def test_an_output_that_is_an_input_is_refused_and_nothing_written(
+    files, tmp_path, capsys, flag, target, message
+):
+    preds, refs = files
+    before = {p: p.read_bytes() for p in (preds, refs)}
+    path = {
+        "preds": preds,
+        "refs": refs,
+        "preds-via-dots": tmp_path / "." / ".." / tmp_path.name / preds.name,
+    }.get(target)
+    if target == "preds-via-link":
+        path = tmp_path / "link.jsonl"
+        path.symlink_to(preds)
+    argv = ["--predictions", str(preds), "--references", str(refs), "--out", str(tmp_path / "m.json")]
+    if flag == "--out":
+        argv[-1] = str(path)
+    else:
+        argv += [flag, str(path)]
+    assert message.format(path=path) in _error_line(capsys, argv)
+    assert {p: p.read_bytes() for p in (preds, refs)} == before
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_a_per_example_directory_is_refused_before_anything_is_written(files, tmp_path, capsys):
+    (tmp_path / "rows").mkdir()
+    err = _error_line(capsys, _args(*files, tmp_path, "--per-example", str(tmp_path / "rows")))
+    assert f"--per-example {tmp_path / 'rows'} is a directory" in err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_outputs_are_replaced_whole_and_keep_the_usual_mode(files, tmp_path):
+    out = tmp_path / "m.json"
+    out.write_text("old")
+    _run(*files, out, "--metrics", "accuracy", "--per-example", str(tmp_path / "rows.jsonl"))
+    assert (
+        json.loads(out.read_text())["n"] == 12
+        and len((tmp_path / "rows.jsonl").read_text().splitlines()) == 12
+    )
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "preds.jsonl", "refs.jsonl", "rows.jsonl"]
+
+
+def _umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("style", ["text", "code"])
+def test_a_reference_dividing_by_zero_is_caught_before_scoring_naming_the_line(
+    files, tmp_path, capsys, style
+):
+    preds, refs = files
+    lines = refs.read_text().splitlines()
+    lines[6] = json.dumps({"question": json.loads(lines[6])["question"], "answer": "#### 5/0"})
+    refs.write_text("\n".join(lines) + "\n")
+    err = _error_line(capsys, _args(preds, refs, tmp_path, "--style", style, "--metrics", "accuracy"))
+    assert "refs.jsonl:7: final answer '5/0' divides by zero" in err

@@ -134,3 +134,19 @@ def test_wrong_flags_exit_2_with_one_line(args, message):
 def test_study_package_entry_point_matches_pyproject():
     text = (REPO / "pyproject.toml").read_text()
     assert 'slm-study = "study.run:main"' in text
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ("strategy/f=[nope]", "error: method stacked: unknown stacked LoRA f 'nope'"),
+        ("train/lr=abc", "error: method stacked: train/lr must be a number, got 'abc'"),
+    ],
+)
+def test_a_bad_space_value_on_any_branch_stops_the_study_before_ray_starts(tmp_path, space, message):
+    result = run_cli(
+        "--method", "stacked", "--preset", "tiny", "--space", space, "--storage", str(tmp_path), timeout=300
+    )
+    assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
+    assert result.stderr.count("\n") == 1 and "Ray dashboard" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no study folder was started

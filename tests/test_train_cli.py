@@ -51,7 +51,8 @@ def test_stacked_defaults_come_from_the_preset():
     [
         ("lora", {"f": "relu"}, "--set f is not a setting of method 'lora'"),
         ("stacked", {"f": "swish"}, "unknown stacked LoRA f 'swish'"),
-        ("lora", {"lr": "fast"}, "bad setting for method 'lora'"),
+        ("lora", {"lr": "fast"}, "train/lr must be a number, got 'fast'"),
+        ("lora", {"r": "x"}, "strategy/r must be a whole number, got 'x'"),
         ("lora", {"prompt_style": "poem"}, "unknown prompt_style 'poem'"),
         ("lora", {"calculator": "maybe"}, "calculator must be on or off, got 'maybe'"),
     ],
@@ -71,6 +72,7 @@ def test_set_needs_key_equals_value():
     ("args", "message"),
     [
         (["--method", "lora", "--set", "f=relu"], "error: --set f is not a setting of method 'lora'"),
+        (["--method", "lora", "--set", "lr=abc"], "error: train/lr must be a number, got 'abc'"),
         (["--method", "lora", "--resume"], "error: --resume needs --out"),
         (["--method", "lora", "--model", "/no/such/model", "--data-dir", "/no/such/dir"], "error: "),
     ],

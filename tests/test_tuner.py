@@ -108,6 +108,22 @@ def test_plan_rejects_an_override_the_trial_config_rejects():
         plan_experiments(config)
 
 
+@pytest.mark.parametrize(
+    ("method", "key", "spec", "message"),
+    [
+        # no coverage point survives f=[nope]: the stacked branch must still be built (and refused)
+        ("stacked", "strategy/f", ["nope"], "method stacked: unknown stacked LoRA f 'nope'"),
+        ("stacked", "strategy/f", "nope", "method stacked: unknown stacked LoRA f 'nope'"),
+        ("lora", "train/lr", "abc", "method lora: train/lr must be a number, got 'abc'"),
+        ("stacked", "strategy/r2", "[8, x]", "method stacked: strategy/r2 must be a whole number, got 'x'"),
+    ],
+)
+def test_plan_refuses_a_bad_value_on_any_branch_before_ray_starts(method, key, spec, message):
+    config = StudyConfig(methods=(method,), preset="tiny", overrides=(spec_to_override(key, spec),))
+    with pytest.raises(ValueError, match=message):
+        plan_experiments(config)
+
+
 def test_missing_data_stops_before_ray_with_the_tiny_alternative(tmp_path):
     config = StudyConfig(methods=("lora",), data_dir=str(tmp_path), storage=str(tmp_path / "out"))
     with pytest.raises(ValueError, match=r"no GSM8K files in .*--preset tiny"):

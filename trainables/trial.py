@@ -17,9 +17,11 @@ import torch
 
 from trainables.data.records import CodeRecord
 from trainables.methods import StrategyContext, get_strategy, load_plugins
+from trainables.scoring.evaluation import EvalSettings
 from trainables.training.loop import TrainConfig, fit, seed_everything, train_and_evaluate
 from trainables.training.models import load_model, load_tokenizer, pick_device
 from trainables.training.reporting import RayReporter, Reporter
+from trainables.training.setting_types import check_number_fields
 
 DATA_CONFIGS = ("main", "socratic")
 
@@ -52,6 +54,10 @@ class TrialConfig:
         strategy = get_strategy(config["method"])
         train = dict(config.get("train", {}))
         train.setdefault("prompt_style", strategy.default_prompt_style)
+        check_number_fields("strategy", strategy.config_cls, config.get("strategy", {}))
+        check_number_fields("train", TrainConfig, train)
+        if isinstance(train.get("eval"), Mapping):
+            check_number_fields("train/eval", EvalSettings, train["eval"])
         try:
             return cls(
                 method=strategy.name,

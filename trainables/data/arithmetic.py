@@ -114,6 +114,8 @@ def normalise_number(raw: str) -> str:
     text = raw.strip().replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
     if not CANONICAL_NUMBER.match(text):
         raise ValueError(f"final answer {raw!r} is not a number")
+    if re.search(r"/0+$", text):  # '5/0' matches CANONICAL_NUMBER but is no number: refuse it up front
+        raise ValueError(f"final answer {raw!r} divides by zero")
     return text
 
 

@@ -267,6 +267,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
                     raise DataError(
                         f"{path}:{number}: malformed JSON: {err.msg} (column {err.colno})"
                     ) from None
+                except RecursionError:  # '[' * 100000: the decoder recurses once per level
+                    raise DataError(f"{path}:{number}: malformed JSON: nested too deeply") from None
                 if not isinstance(row, dict):
                     raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
                 yield number, row
