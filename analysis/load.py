@@ -27,6 +27,9 @@ STATUSES = ("finished", "early_stopped", "error", "incomplete")
 """finished: has test metrics; early_stopped: stopped by the scheduler before its last evaluation;
 error: crashed (error file) without test metrics; incomplete: not (yet) run to an end (interrupted study)."""
 GENERATIONS = "generations_test.jsonl"
+CONFIRM_MANIFEST = "confirm.json"
+"""Marks `<study>/confirm/` (`study.confirm`): its re-runs are not trials of the search, so a study's root
+leaves them out; `analysis.confirm` reads them from that folder itself."""
 GENERATIONS_CALCULATOR = "generations_test_calculator.jsonl"
 # The defaults of `trainables.training.loop.TrainConfig` for a trial whose config leaves them out (kept equal by a
 # test; importing the trainables here would import torch into a report command).
@@ -107,7 +110,7 @@ def load_results(locations: Sequence[str | Path]) -> Results:
     history: list[dict] = []
     for store in stores:
         prefix = posixpath.basename(store.base.rstrip("/")) if len(stores) > 1 else ""
-        folders = store.files_by_folder()
+        folders = _without_confirmation_runs(store, store.files_by_folder())
         states = _trial_states(store, folders)
         for folder, names in sorted(folders.items()):
             if "params.json" not in names:
@@ -131,6 +134,12 @@ def load_results(locations: Sequence[str | Path]) -> Results:
             f"two results folders share a name; trial {trials['trial'][trials['trial'].duplicated()].iloc[0]}"
         )
     return Results(trials=trials, history=pd.DataFrame(history), roots=tuple(s.location for s in stores))
+
+
+def _without_confirmation_runs(store: _Store, folders: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The folders outside any confirmation folder below the root (the root itself may be one)."""
+    roots = [f for f, names in folders.items() if CONFIRM_MANIFEST in names and f != store.base]
+    return {f: n for f, n in folders.items() if not any(f == r or f.startswith(r + "/") for r in roots)}
 
 
 def _load_trial(

@@ -20,8 +20,10 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
+from analysis import confirm, pairwise, plots
 from analysis import diagnostics as search
-from analysis import plots
 from analysis.diagnostics import SearchDiagnostics, diagnose, importance_table, search_table
 from analysis.load import Results, load_results, read_jsonl
 from analysis.render import (
@@ -53,6 +55,8 @@ class Report:
     results: Results
     tables: dict[str, Table]
     diagnostics: list[SearchDiagnostics]
+    confirmation: pd.DataFrame | None = None
+    """The pairwise comparisons of the confirmation runs (`study.confirm`), when the study has them."""
     figures: dict[str, Path] = field(default_factory=dict)
     """Chart stem -> PNG path."""
     pages: dict[str, Path] = field(default_factory=dict)
@@ -75,7 +79,11 @@ def make_tables(
 def make_figures(report: Report, directory: Path, *, metric: str) -> dict[str, Path]:
     """Draw every chart into `directory` (PNG)."""
     tables, trials = report.tables, report.results.trials
-    return {
+    if report.confirmation is not None:
+        figures = {"pairwise": pairwise.plot_pairwise(report.confirmation, directory / "pairwise.png")}
+    else:
+        figures = {}
+    return figures | {
         "accuracy_per_model": plots.plot_accuracy_per_model(
             tables["accuracy_per_model"], directory / "accuracy_per_model.png"
         ),
@@ -185,7 +193,9 @@ def write_documents(
     """report.md (charts as files) and report.html (charts embedded as data URIs)."""
     markdown = [f"# {title}", "", summary, ""]
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(summary)}</p>"]
-    for key, figure in SECTIONS:
+    for key, figure in (*SECTIONS, *confirm.SECTIONS):
+        if key not in report.tables:
+            continue  # the confirmation sections, for a study without confirmation runs
         table = report.tables[key]
         markdown += [f"## {table.title}", "", table.note, "", table_markdown(table, links), ""]
         body += [
@@ -195,11 +205,12 @@ def write_documents(
         ]
         if figure:
             path = report.figures[figure]
-            markdown += [f"![{FIGURES[figure]}](figures/{path.name})", "", f"*{FIGURES[figure]}*", ""]
+            caption = (FIGURES | confirm.FIGURES)[figure]
+            markdown += [f"![{caption}](figures/{path.name})", "", f"*{caption}*", ""]
             data = base64.b64encode(path.read_bytes()).decode("ascii")
             body.append(
-                f'<figure><img alt="{html.escape(FIGURES[figure])}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{html.escape(FIGURES[figure])}</figcaption></figure>"
+                f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
             )
     files = ", ".join(f"[{name}](tables/{name})" for name in sorted(report.files))
     markdown += ["## Files", "", f"Tables as CSV and LaTeX: {files}.", ""]
@@ -236,6 +247,13 @@ def build_report(
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     report = Report(results=results, tables=tables, diagnostics=diagnostics)
+    found = confirm.find([str(location) for location in locations])
+    if found is not None:  # the confirmation runs of `python -m study.confirm`
+        trials = results.trials
+        labels = dict(zip(trials["trial"], trials["trial"], strict=True))
+        labels |= dict(zip(trials["trial_dir"], trials["trial"], strict=True))
+        confirm_tables, report.confirmation = pairwise.confirmation_tables(confirm.load(found), labels)
+        tables.update(confirm_tables)
     report.figures = make_figures(report, out / "figures", metric=metric)
     links = write_pages(report, out)
     write_table_files(report, out)

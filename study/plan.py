@@ -120,8 +120,11 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
     return experiments
 
 
-def prepare_inputs(config: StudyConfig) -> Prepared:
+def prepare_inputs(config: StudyConfig, *, data: Mapping[str, Any] | None = None) -> Prepared:
     """Data and base models, once, in the driver; a missing one is one line naming it and the tiny preset.
+
+    `data` overrides DataConfig fields after the command line's (`study.confirm` asks for the whole test
+    split with `{"test_size": None}`).
 
     Raises:
         ValueError: when the data or a model cannot be had (hub, local cache, `--model`, `--data-dir`).
@@ -129,7 +132,7 @@ def prepare_inputs(config: StudyConfig) -> Prepared:
     from trainables.training.models import ModelError, load_tokenizer
 
     base = get_preset(config.preset_name)
-    preset = dataclasses.replace(base, data={**base.data, **config.data_overrides()})
+    preset = dataclasses.replace(base, data={**base.data, **config.data_overrides(), **(data or {})})
     hint = "" if config.preset == "tiny" else "; or run the tiny study: --preset tiny"
     try:
         prepared = prepare(

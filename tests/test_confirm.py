@@ -1,0 +1,128 @@
+"""`python -m study.confirm`: bad input, the settings it recovers from a study, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_tuner import REPO, finish, start_study, study_env, trial_results
+
+from study.config import StudyConfig
+from study.confirm import ConfirmConfig, main, seeds_for, study_config
+
+
+def _study(tmp_path: Path, **settings) -> Path:
+    folder = tmp_path / "results" / "slm-tiny"
+    folder.mkdir(parents=True)
+    config = StudyConfig(methods=("lora",), preset="tiny", storage=str(tmp_path / "elsewhere"), **settings)
+    record = {k: v for k, v in config.__dict__.items() if k != "overrides"} | {"overrides": []}
+    (folder / "study.json").write_text(json.dumps(record))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{tmp}/no-such-study"], "error: no such results folder: "),
+        (["{tmp}"], "is not a study folder (no study.json)"),
+        (["{study}", "--seeds", "1"], "error: --seeds must be a whole number >= 2"),
+        (["{study}", "--seeds", "two"], "error: argument --seeds: invalid int value"),
+        (["{study}", "--resume"], "error: nothing to resume: no confirmation runs in "),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message, monkeypatch):
+    study = _study(tmp_path)
+    monkeypatch.setattr("study.confirm.plan", lambda confirm, config: {"seeds": [1, 2], "groups": {}})
+    with pytest.raises(SystemExit) as exit_info:
+        main([a.format(tmp=tmp_path, study=study) for a in args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_study_settings_come_from_study_json_and_the_folder_it_is_in(tmp_path):
+    study = _study(tmp_path, seed=7, test_size=40, num_cpus=3, cpus_per_trial=0.5)
+    config = study_config(ConfirmConfig(results=str(study), num_cpus=2))
+    assert (config.preset, config.seed, config.test_size, config.cpus_per_trial) == ("tiny", 7, 40, 0.5)
+    assert config.study_path == str(study)  # where the study is now, not the storage it was run with
+    assert config.num_cpus == 2  # the command line wins over the study's cluster settings
+    assert seeds_for(config, 3) == [8, 9, 10]  # fresh: the search trained every trial with seed 7
+
+
+@pytest.mark.slow
+def test_confirm_end_to_end_on_a_tiny_study(tmp_path, micro_t5_dir):
+    finish(
+        start_study(
+            ["--method", "lora", "--trials", "1", "--name", "s", "--space", "train/epochs=1"],
+            tmp_path=tmp_path,
+            model=micro_t5_dir,
+        )
+    )
+    study = tmp_path / "out" / "s"
+    command = [
+        sys.executable,
+        "-m",
+        "study.confirm",
+        str(study),
+        "--seeds",
+        "2",
+        "--num-cpus",
+        "2",
+        "--no-dashboard",
+    ]
+
+    def confirm(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*command, *extra], cwd=REPO, env=study_env(tmp_path), capture_output=True, text=True, timeout=300
+        )
+
+    done = confirm()
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    manifest = json.loads((study / "confirm" / "confirm.json").read_text())
+    assert manifest["seeds"] == [1, 2] and list(manifest["groups"]) == ["method/main/lora"]
+    experiment = study / "confirm" / manifest["groups"]["method/main/lora"]["experiment"]
+    runs = trial_results(experiment)
+    assert sorted(rows[-1]["config"]["train"]["seed"] for rows in runs.values()) == [1, 2]
+    source = json.loads(next((study / "lora-main").glob("trial_*/params.json")).read_text())
+    for trial, rows in runs.items():
+        config = rows[-1]["config"]
+        assert {**config, "train": {**config["train"], "seed": 0}} == source  # the best trial, another seed
+        assert "test/accuracy" in rows[-1] and rows[-1]["test/n"] == 8  # the whole (tiny) test split
+        assert (experiment / trial / "generations_test.jsonl").is_file()
+    from ray.tune import ExperimentAnalysis
+
+    frame = ExperimentAnalysis(str(experiment)).dataframe()
+    assert sorted(frame["config/train/seed"]) == [1, 2] and frame["test/accuracy"].notna().all()
+    assert "method/main/lora" in done.stdout and "search's best" in done.stdout
+
+    again = confirm()
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+    resumed = confirm("--resume")
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    assert trial_results(experiment) == runs  # finished runs are not run again
+
+
+@pytest.mark.slow  # reads GSM8K four times (~10 s each on a loaded 2-core machine)
+def test_gsm8k_runs_are_scored_on_the_whole_test_split_with_train_and_dev_unchanged(data_dir, micro_t5_dir):
+    from study.confirm_runs import prepare_confirm_inputs
+    from study.plan import prepare_inputs
+
+    config = StudyConfig(
+        methods=("lora",),
+        preset="small",
+        data_dir=str(data_dir),
+        model=str(micro_t5_dir),
+        train_size=50,
+        dev_size=10,
+        test_size=20,
+    )
+    study = prepare_inputs(config).splits["main"]
+    prepared, notes = prepare_confirm_inputs(config)
+    splits = prepared.splits["main"]
+    assert len(study.test) == 20 and len(splits.test) == 1319  # GSM8K's whole test file
+    assert [r.question for r in splits.train] == [r.question for r in study.train]
+    assert [r.question for r in splits.dev] == [r.question for r in study.dev]
+    assert notes == ["main: the whole test split, 1319 records"]
