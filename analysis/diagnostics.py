@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from analysis.chance_plots import mark_collapsed_trials
 from analysis.load import hyperparameter_columns
 from analysis.methods import METHOD_COLORS, METHOD_LABELS
 from analysis.plots import new_figure, save_figure
@@ -269,6 +270,7 @@ def plot_search_history(diagnostics: Sequence[SearchDiagnostics], path: Path, *,
                 label=status.replace("_", " "),
             )
         ax.plot(history["number"], history["best_so_far"], color="black", lw=1.2, label="best so far")
+        mark_collapsed_trials(ax, history)
         failed = history[history["status"] == "error"]
         for number in failed["number"]:
             ax.axvline(number, color="tab:red", alpha=0.3, lw=1)

@@ -17,8 +17,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
+from analysis.chance import SIGNAL
+from analysis.chance_plots import chance_lines, cross_collapsed, mark_collapsed, signals
 from analysis.methods import METHOD_COLORS, METHOD_LABELS
 from analysis.table import ACC, CALC, CALC_HIGH, CALC_LOW, HIGH, LOW, PUBLISHED, Table
 
@@ -124,8 +126,10 @@ def plot_accuracy_per_model(table: Table, path: Path) -> Path:
             width=0.6,
             color=CONFIG_COLORS.get(config, "gray"),
         )
+    mark_collapsed(ax, x, frame[ACC], signals(frame), width=0.6)
     _published(ax, x, frame[ACC + PUBLISHED])
     _legend(ax, configs, what="ours", published=frame[ACC + PUBLISHED].notna().any())
+    chance_lines(ax, table)
     ax.set_xlim(-0.6, len(frame) - 0.4)
     ax.set_xticks(x, [f"{m}\n{c}" for m, c in zip(frame["Model"], frame["Config"], strict=True)], fontsize=8)
     _percent_axis(ax, [*frame[HIGH], *frame[ACC + PUBLISHED]], "Test accuracy (%)")
@@ -157,11 +161,13 @@ def plot_cot(table: Table, path: Path) -> Path:
         lows = [r.get(lo, math.nan) for r, (_, _, lo, _) in zip(rows, categories, strict=True)]
         highs = [r.get(hi, math.nan) for r, (_, _, _, hi) in zip(rows, categories, strict=True)]
         _bars(ax, x, values, lows, highs, width=width * 0.95, color=CONFIG_COLORS[config])
+        mark_collapsed(ax, x, values, [r.get(SIGNAL) for r in rows], width=width * 0.95)
         published = [
             r[ACC + PUBLISHED] if c[1] == ACC else math.nan for r, c in zip(rows, categories, strict=True)
         ]
         _published(ax, x, published)
     _legend(ax, configs, what="LoRA + CoT", published=frame[ACC + PUBLISHED].notna().any())
+    chance_lines(ax, table)
     ax.set_xlim(-0.6, len(categories) - 0.4)
     ax.set_xticks(np.arange(len(categories)), [c[0] for c in categories])
     _percent_axis(ax, [*frame[HIGH], *frame.get(CALC_HIGH, []), *frame[ACC + PUBLISHED]], "Test accuracy (%)")
@@ -190,6 +196,7 @@ def plot_stacked(table: Table, path: Path) -> Path:
             width=width * 0.95,
             color=CONFIG_COLORS.get(config, "gray"),
         )
+        mark_collapsed(ax, x, part[ACC], signals(part), width=width * 0.95)
     n_f = sum(v.startswith("f = ") for v in variants)
     if 0 < n_f < len(variants):
         ax.axvline(n_f - 0.5, color="gray", linestyle="--", lw=1)
@@ -204,6 +211,7 @@ def plot_stacked(table: Table, path: Path) -> Path:
     ax.set_xlabel("W = W0 + A1B1 + f(A2B2): nonlinearity f (left), baselines (right)")
     ax.set_title("Stacked LoRA per f and against its baselines")
     _legend(ax, configs, what="Stacked LoRA", published=False)
+    chance_lines(ax, table)
     ax.set_xlim(-0.6, len(variants) - 0.4)
     return save_figure(figure, path)
 
@@ -222,6 +230,11 @@ def _pareto(points: pd.DataFrame, x: str) -> pd.DataFrame:
 def plot_efficiency(trials: pd.DataFrame, table: Table, path: Path) -> Path:
     """Accuracy against trainable parameters and against wall-clock hours: every finished trial (faint), the
     best trial per (method, config) (large; star: main, diamond: socratic) and the Pareto front of those."""
+    return save_figure(efficiency_figure(trials, table), path)
+
+
+def efficiency_figure(trials: pd.DataFrame, table: Table) -> Figure:
+    """The efficiency chart (see `plot_efficiency`) as a figure; collapsed trials are crossed out in red."""
     finished = trials[trials["status"] == "finished"]
     finished = (
         finished[finished["test/accuracy"].notna()] if "test/accuracy" in finished else finished.iloc[:0]
@@ -258,12 +271,12 @@ def plot_efficiency(trials: pd.DataFrame, table: Table, path: Path) -> Path:
                 ls="--",
                 label="Pareto front",
             )
-        if (points["x"] > 0).any() or len(finished):
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on a short log axis
+        _log_axis(ax, [*points["x"], *finished.get(trial_column, [])])
+        cross_collapsed(ax, finished, best, trial_column=trial_column, table_column=table_column)
         ax.set_xlabel(xlabel)
         accuracies = [*points["accuracy"], *(100 * finished.get("test/accuracy", pd.Series(dtype=float)))]
         _percent_axis(ax, accuracies, "Test accuracy (%)", bottom=-2.0)  # a point at 0 stays whole
+        chance_lines(ax, table, legend=False)
         ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     more = axes[0, 1].get_legend_handles_labels()
@@ -271,4 +284,35 @@ def plot_efficiency(trials: pd.DataFrame, table: Table, path: Path) -> Path:
     figure.legend(unique.values(), unique.keys(), fontsize=7, loc="outside right center")
     axes[0, 0].set_title("Accuracy against trainable parameters")
     axes[0, 1].set_title("Accuracy against compute time")
-    return save_figure(figure, path)
+    return figure
+
+
+# --- log axes that carry numbers at any span ---------------------------------------------------------------
+
+
+def _compact(value: float, _position=None) -> str:
+    """A tick label: 12,288 -> '12.3k', 1.5e6 -> '1.5M', 0.0123 -> '0.0123'."""
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _log_axis(ax, values) -> None:
+    """A log-scale x axis that carries numbers at any range: powers of ten where the data span two or more,
+    else a few ticks spread over the data (a span of less than a decade shows no power of ten at all)."""
+    positive = np.array(
+        [float(v) for v in values if isinstance(v, numbers.Real) and math.isfinite(v) and v > 0]
+    )
+    if not len(positive):
+        return
+    ax.set_xscale("log")
+    low, high = positive.min(), positive.max()
+    ax.set_xlim(low / 1.5, high * 1.5)
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on a short log axis
+    if math.floor(math.log10(high * 1.5)) - math.ceil(math.log10(low / 1.5)) >= 1:
+        return  # two or more powers of ten in view: matplotlib's own labels read
+    ticks = np.unique([float(f"{t:.2g}") for t in np.geomspace(low / 1.3, high * 1.3, 4)])  # inside the view
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(_compact))
+    ax.xaxis.set_minor_locator(NullLocator())

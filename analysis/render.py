@@ -29,6 +29,7 @@ tr.wrong td.mark { background: #fde2e2; } tr.right td.mark { background: #e1f5e1
 pre { white-space: pre-wrap; margin: 0; font-size: 0.95em; }
 img { max-width: 100%; border: 1px solid #ddd; }
 p.note { color: #555; font-size: 0.9em; }
+tr.chance td { background: #f6f6ee; font-style: italic; }
 a { color: #1a5fb4; }
 """
 
@@ -73,7 +74,20 @@ def table_markdown(table: Table, links: Mapping[str, TrialLinks] | None = None) 
         if has_trial:
             cells.append(f"[{link.name}]({link.page}) ([files]({link.files}))" if link else "missing")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _baseline_lines_markdown(table, has_trial=has_trial)
     return "\n".join(lines)
+
+
+def _baseline_lines_markdown(table: Table, *, has_trial: bool) -> list[str]:
+    """The chance rows under a Markdown table, in italics so they never read as a trial."""
+    return [
+        "| "
+        + " | ".join(
+            [*(f"*{_markdown_escape(t)}*" for t in row.values()), *(["*chance*"] if has_trial else [])]
+        )
+        + " |"
+        for row in table.baseline_rows()
+    ]
 
 
 def table_html(table: Table, links: Mapping[str, TrialLinks] | None = None) -> str:
@@ -110,7 +124,22 @@ def table_html(table: Table, links: Mapping[str, TrialLinks] | None = None) -> s
             else:
                 cells.append('<td class="text missing">missing</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
+    body += _baseline_rows_html(table, has_trial=has_trial)
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
+
+
+def _baseline_rows_html(table: Table, *, has_trial: bool) -> list[str]:
+    """The chance rows under an HTML table (class `chance`: shaded, italic)."""
+    text_columns = table.text_columns
+    rows = []
+    for row in table.baseline_rows():
+        cells = [
+            f'<td class="{"text" if c in text_columns else "num"}">{html.escape(t)}</td>'
+            for c, t in row.items()
+        ]
+        cells += ['<td class="text">chance</td>'] if has_trial else []
+        rows.append('<tr class="chance">' + "".join(cells) + "</tr>")
+    return rows
 
 
 _LATEX_SPECIAL = {
@@ -147,6 +176,10 @@ def table_latex(table: Table) -> str:
     ]
     for _, row in text.iterrows():
         lines.append(" & ".join(latex_escape(str(row[c])) for c in columns) + r" \\")
+    chance = table.baseline_rows()
+    if chance:  # the chance baselines of the same test examples, apart from the trials
+        lines.append("\\midrule")
+        lines += [" & ".join(latex_escape(row[c]) for c in columns) + r" \\" for row in chance]
     lines += ["\\bottomrule", "\\end{tabular}", ""]
     return "\n".join(lines)
 
@@ -189,6 +222,7 @@ def generations_page(
         f"<h1>{html.escape(title)}</h1>",
         f'<p>Status: {html.escape(str(trial["status"]))}. Result folder: <a href="{html.escape(files)}">'
         f"{html.escape(files)}</a></p>",
+        *_signal_line(trial),
         "<h2>Final metrics (last report)</h2>",
         _key_values(metrics),
         "<h2>Settings</h2>",
@@ -211,6 +245,25 @@ def generations_page(
     if generations is None:
         parts.append("<p>This trial left no generations file (it did not reach its test evaluation).</p>")
     return _document(title, "\n".join(parts))
+
+
+def _signal_line(trial: Mapping[str, Any]) -> list[str]:
+    """The trial's verdict (`analysis.chance`): above chance, chance level or collapsed, with the baselines."""
+    detail = trial.get("signal_detail")
+    if not isinstance(detail, str):
+        return []
+    text = f"Signal: {detail}."
+    majority, last = trial.get("chance/majority"), trial.get("chance/last_number")
+    if (
+        isinstance(majority, float)
+        and isinstance(last, float)
+        and not (math.isnan(majority) or math.isnan(last))
+    ):
+        text += (
+            f" On the same test examples, always answering {trial.get('chance/majority_answer')} scores "
+            f"{100 * majority:.1f}% and answering the question's last number {100 * last:.1f}%."
+        )
+    return [f'<p class="signal">{html.escape(text)}</p>']
 
 
 def _key_values(values: Mapping[str, Any]) -> str:

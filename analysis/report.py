@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import confirm, pairwise, plots
+from analysis import confirm, curves, pairwise, plots
 from analysis import diagnostics as search
+from analysis.chance import add_history_signal, add_signal, attach_chance, summary_sentence
 from analysis.diagnostics import SearchDiagnostics, diagnose, importance_table, search_table
 from analysis.load import Results, load_results, read_jsonl
 from analysis.render import (
@@ -44,6 +45,8 @@ FIGURES = {
     "efficiency": "Accuracy against trainable parameters and wall-clock hours (dashed: Pareto front).",
     "search_history": "Optimisation history: every trial's dev metric in search order and the best so far.",
     "importance": "Hyperparameter importance (Optuna's fANOVA on the trials' sampled values and dev metric).",
+    "learning_curves": "Dev accuracy at each evaluation against training examples seen, per reported trial "
+    "(dashed: collapsed).",
 }
 """Chart file stem -> caption."""
 
@@ -69,8 +72,11 @@ def make_tables(
     results: Results, *, metric: str, mode: str
 ) -> tuple[dict[str, Table], list[SearchDiagnostics]]:
     """The tables (the importance table included) and the search diagnostics of `results`."""
+    results.trials = add_signal(results.trials)  # collapse and chance baselines, for tables, charts, summary
     tables = build_tables(results.trials, metric=metric, mode=mode)
+    tables |= chance_tables(results, tables)
     diagnostics = diagnose(results.trials, metric=metric, mode=mode)
+    add_history_signal(diagnostics, results.trials)  # the search history crosses out collapsed trials
     tables["search_summary"] = search_table(results.trials, metric=metric, mode=mode)
     tables["importance"] = importance_table(diagnostics, metric=metric)
     return tables, diagnostics
@@ -94,7 +100,21 @@ def make_figures(report: Report, directory: Path, *, metric: str) -> dict[str, P
             report.diagnostics, directory / "search_history.png", metric=metric
         ),
         "importance": search.plot_importance(report.diagnostics, directory / "importance.png", metric=metric),
+        **chance_figures(report, directory),
     }
+
+
+def chance_tables(results: Results, tables: dict[str, Table]) -> dict[str, Table]:
+    """The tables that tell signal from chance beyond the marks `build_tables` puts in every table."""
+    table = curves.curves_table(tables, results.history)
+    return {"learning_curves": attach_chance(table, results.trials)}
+
+
+def chance_figures(report: Report, directory: Path) -> dict[str, Path]:
+    """The learning curves chart."""
+    path = directory / "learning_curves.png"
+    table = report.tables["learning_curves"]
+    return {"learning_curves": curves.plot_learning_curves(table, report.results.history, path)}
 
 
 def _slug(label: str) -> str:
@@ -152,6 +172,8 @@ def write_table_files(report: Report, out_dir: Path) -> None:
             known = frame["trial"].where(frame["trial"].isin(trials.index))
             frame["trial_dir"] = known.map(trials["trial_dir"])
             frame["generations"] = known.map(trials["generations"])
+        if table.baselines is not None and len(table.baselines):  # chance rows last, with no trial
+            frame = pd.concat([frame, table.baselines], ignore_index=True)
         csv, tex = out_dir / "tables" / f"{key}.csv", out_dir / "tables" / f"{key}.tex"
         frame.to_csv(csv, index=False)
         tex.write_text(table_latex(table))
@@ -170,7 +192,10 @@ def _summary(results: Results, *, metric: str, mode: str) -> str:
         "trial's test-split numbers; dev numbers appear only in the search diagnostics. Accuracy and semantic "
         "similarity are percentages (similarity = 100 x the average cosine of sentence embeddings); ROUGE-1 is a "
         "fraction. 'missing' marks a row no finished trial exists for (never a 0); '-' marks a number that does not "
-        "apply or was not published. Numbers link to the trial's generations."
+        "apply or was not published. Numbers link to the trial's generations. "
+        + summary_sentence(results.trials)
+        + " Rows in italics are chance baselines computed on the same test examples; the Signal column says "
+        "whether a row's trial is above chance."
     )
 
 
@@ -181,6 +206,7 @@ SECTIONS = (
     ("calculator", None),
     ("stacked_lora", "stacked_lora"),
     ("efficiency", "efficiency"),
+    ("learning_curves", "learning_curves"),
     ("search_summary", "search_history"),
     ("importance", "importance"),
 )

@@ -44,6 +44,8 @@ class Table:
     """What a reader needs to know to read it (units, how trials were chosen)."""
     formats: dict[str, str] = field(default_factory=lambda: dict(_FORMATS))
     """Column -> format string."""
+    baselines: pd.DataFrame | None = None
+    """Chance rows printed under the trials' rows (`analysis.chance`): some of the table's columns, no trial."""
 
     def cell(self, index: int, column: str) -> str:
         """The printed text of one cell: formatted, `missing` in a missing row, `-` where nothing applies."""
@@ -72,3 +74,21 @@ class Table:
     def text_frame(self) -> pd.DataFrame:
         """The table as printed text (what the Markdown and LaTeX files show)."""
         return pd.DataFrame({c: [self.cell(i, c) for i in self.frame.index] for c in self.columns})
+
+    def baseline_rows(self) -> list[dict[str, str]]:
+        """The chance rows as printed text, one dict per row over `columns`: '-' where a column does not apply."""
+        if self.baselines is None:
+            return []
+        rows = []
+        for _, baseline in self.baselines.iterrows():
+            cells = {}
+            for column in self.columns:
+                value = baseline.get(column)
+                if isinstance(value, str):
+                    cells[column] = value
+                elif value is None or (isinstance(value, float) and math.isnan(value)):
+                    cells[column] = "-"
+                else:
+                    cells[column] = self.formats.get(column, "{}").format(value)
+            rows.append(cells)
+        return rows

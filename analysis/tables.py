@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.chance import add_signal, attach_chance
 from analysis.methods import METHOD_LABELS
 from analysis.published import (
     ACCURACY_PCT,
@@ -309,11 +310,13 @@ BUILDERS: tuple[Callable[..., Table], ...] = (
 def build_tables(
     trials: pd.DataFrame, *, metric: str = "dev/accuracy", mode: str = "max"
 ) -> dict[str, Table]:
-    """Every table of the report, by key.
+    """Every table of the report, by key; each trial row says whether it is above chance (column `Signal`)
+    and each accuracy table carries the chance baselines of its test examples (`Table.baselines`).
 
     Raises:
         ValueError: when `metric` cannot choose trials (a test metric, or one no trial reported).
     """
     check_metric(trials, metric, mode)
-    tables = [build(trials, metric=metric, mode=mode) for build in BUILDERS]
+    trials = add_signal(trials)  # each trial's collapse and chance baselines (read once, used by every table)
+    tables = [attach_chance(build(trials, metric=metric, mode=mode), trials) for build in BUILDERS]
     return {table.key: table for table in tables}

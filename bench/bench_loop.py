@@ -12,6 +12,7 @@ evaluation generation through `trainables.scoring.evaluation.generate` (length-s
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import tempfile
 import time
@@ -24,7 +25,7 @@ from trainables.data.batching import collate, encode_pairs
 from trainables.data.records import CodeRecord
 from trainables.methods import StrategyContext, get_strategy
 from trainables.scoring.evaluation import EvalSettings, generate
-from trainables.training.loop import TrainConfig, fit
+from trainables.training.loop import TrainConfig, batch_order, fit
 from trainables.training.models import load_model
 from trainables.training.tokenizer import train_tokenizer
 from trainables.trial import stage_fitter
@@ -38,18 +39,20 @@ def texts(n: int, words: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(WORDS) + f" {rng.randint(1, 999)}" for _ in range(words)) for _ in range(n)]
 
 
-def save_t5_small(directory: Path, tokenizer) -> Path:
-    config = T5Config(**T5_SMALL, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+def save_t5_small(directory: Path, tokenizer, shape: dict = T5_SMALL) -> Path:
+    """A randomly initialised (seed 0) T5 of `shape` (default T5-small's) and `tokenizer`, saved like a hub model."""
+    config = T5Config(**shape, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     torch.manual_seed(0)
     T5ForConditionalGeneration(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 
 
-def prepared(method: str, path: Path, tokenizer, train: TrainConfig):
+def prepared(method: str, path: Path, tokenizer, train: TrainConfig, *, device="cpu", settings=None):
+    """The model `method` trains, on `device`; `settings` override the strategy's defaults (`{"bits": 4}`)."""
     strategy = get_strategy(method)
-    config = strategy.make_config({})
-    model = load_model(path, device="cpu", **strategy.load_kwargs(config))
+    config = strategy.make_config(dict(settings or {}))
+    model = load_model(path, device=device, **strategy.load_kwargs(config))
     # stacked LoRA's stage 1 trains here, before any timing, on a few coding tasks
     code = [CodeRecord(text=text, code=text, source="gsm8k-programs") for text in texts(8, words=8, seed=3)]
     context = StrategyContext(
@@ -62,54 +65,103 @@ def prepared(method: str, path: Path, tokenizer, train: TrainConfig):
     return strategy.apply(model, config, context)
 
 
-def plain_loop(model, batches, train: TrainConfig) -> None:
-    """What a user would write by hand: forward, backward, clip, step."""
+def synchronize(device) -> None:
+    """Wait for the GPU's queued kernels, so a clock read after this has timed them."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_loop(model, batches, train: TrainConfig, *, bf16: bool = False) -> None:
+    """What a user would write by hand: forward (in bf16 autocast on a GPU), backward, clip, step."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, len(batches))
     model.train()
     for batch in batches:
-        model(**batch).loss.backward()
+        with torch.autocast(params[0].device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, train.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
 
-def time_training(method: str, path: Path, tokenizer, pairs, train: TrainConfig) -> tuple[float, float]:
+def epoch_batches(tokenizer, pairs, train: TrainConfig, device="cpu") -> list[dict]:
+    """The padded batches, on `device`, that `fit` draws in its first epoch over `pairs`."""
     examples = encode_pairs(
         tokenizer, pairs, max_input_tokens=train.max_input_tokens, max_target_tokens=train.max_target_tokens
     )
-    batches = [
-        collate(examples[i : i + train.batch_size], tokenizer.pad_token_id, torch.device("cpu"))
-        for i in range(0, len(examples), train.batch_size)
+    order = batch_order(len(examples), train.batch_size, seed=train.seed, epoch=0)
+    return [
+        collate([examples[i] for i in ids], tokenizer.pad_token_id, torch.device(device)) for ids in order
     ]
+
+
+def time_training(
+    method: str, path: Path, tokenizer, pairs, train: TrainConfig, *, device="cpu", bf16=False, settings=None
+) -> tuple[float, float]:
+    """(study loop, plain loop) examples/s of one epoch over `pairs`; bf16 autocast in the plain loop where
+    `fit` uses it (`bf16`), and the batches `fit` draws in its first epoch, so both do the same work."""
+    batches = epoch_batches(tokenizer, pairs, train, device)
+    model_of = functools.partial(prepared, method, path, tokenizer, train, device=device, settings=settings)
     # warm up both paths once (allocator, bitsandbytes kernels), then time them in turn
-    plain_loop(prepared(method, path, tokenizer, train), batches[:1], train)
-    model = prepared(method, path, tokenizer, train)
+    plain_loop(model_of(), batches[:1], train, bf16=bf16)
+    model = model_of()
+    synchronize(device)
     start = time.perf_counter()
-    plain_loop(model, batches, train)
+    plain_loop(model, batches, train, bf16=bf16)
+    synchronize(device)
     plain = len(pairs) / (time.perf_counter() - start)
-    model = prepared(method, path, tokenizer, train)
+    del model  # before the next one is built: two models' optimiser states would inflate peak GPU memory
+    model = model_of()
+    synchronize(device)
     start = time.perf_counter()
     fit(model, tokenizer, pairs, train)
+    synchronize(device)
     ours = len(pairs) / (time.perf_counter() - start)
     return ours, plain
 
 
-def time_generation(path: Path, tokenizer, inputs: list[str], max_new_tokens: int) -> tuple[float, float]:
-    model = load_model(path, device="cpu").eval()
-    settings = EvalSettings(batch_size=16, max_new_tokens=max_new_tokens)
-    generate(model, tokenizer, inputs[:2], settings)  # warm-up: first-call allocations, not generation
+def time_generation(
+    path: Path,
+    tokenizer,
+    inputs: list[str],
+    max_new_tokens: int,
+    *,
+    device="cpu",
+    batch_size: int = 16,
+    singles: int | None = None,
+    exact_length: bool = False,
+    bf16: bool = False,
+) -> tuple[float, float]:
+    """(batched, one at a time) examples/s of greedy generation; the second over the first `singles` inputs.
+
+    `exact_length` makes every sequence run to `max_new_tokens` (EOS is held back), so both modes decode
+    the same number of tokens whatever a random model happens to emit. `bf16` generates under bf16
+    autocast (the study's evaluation runs in fp32).
+    """
+    model = load_model(path, device=device).eval()
+    if exact_length:
+        model.generation_config.min_new_tokens = max_new_tokens
+    settings = EvalSettings(batch_size=batch_size, max_new_tokens=max_new_tokens)
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
+    with autocast:
+        generate(model, tokenizer, inputs[:2], settings)  # warm-up: first-call allocations, not generation
+    synchronize(device)
     start = time.perf_counter()
-    generate(model, tokenizer, inputs, settings)
+    with autocast:
+        generate(model, tokenizer, inputs, settings)
+    synchronize(device)
     batched = len(inputs) / (time.perf_counter() - start)
+    alone = inputs[:singles]
     start = time.perf_counter()
-    with torch.no_grad():
-        for text in inputs:
-            encoded = tokenizer(text, return_tensors="pt")
+    with torch.no_grad(), autocast:
+        for text in alone:
+            encoded = tokenizer(text, return_tensors="pt").to(device)
             model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False)
-    single = len(inputs) / (time.perf_counter() - start)
+    synchronize(device)
+    single = len(alone) / (time.perf_counter() - start)
     return batched, single
 
 

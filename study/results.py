@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
-from typing import Any
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
 
 from trainables.methods.stacked import BASELINES
+from trainables.scoring.baselines import LAST_NUMBER, MAJORITY, baselines_of_generations
+from trainables.scoring.collapse import answer_spread, describe_collapse, is_collapsed
 
 COMPLETION_KEY = "test/accuracy"
 """The trainable's last report, and only that one, carries the test metrics."""
@@ -83,6 +86,7 @@ def summarize(
             "path": best.path,
             "checkpoint": best.checkpoint.path if best.checkpoint else None,
         }
+        summary.best |= chance_of(summary.best)
         strategy, train = best.config.get("strategy", {}), best.config.get("train", {})
         for key, value in (("prompt_style", train.get("prompt_style")), ("f", strategy.get("f"))):
             if value is not None:
@@ -93,7 +97,8 @@ def summarize(
 
 
 def format_table(summaries: list[ExperimentSummary], *, metric: str) -> str:
-    """The end-of-study table: one row per experiment, its best finished trial."""
+    """The end-of-study table: one row per experiment, its best finished trial, then the chance baselines of
+    the best trials' test examples (one pair of rows per distinct test set)."""
     header = (
         "method",
         "config",
@@ -102,26 +107,165 @@ def format_table(summaries: list[ExperimentSummary], *, metric: str) -> str:
         "failed",
         metric,
         "test/accuracy [95% CI]",
+        "test answers",
         "best trial",
     )
     rows = [header]
     for s in summaries:
         if s.best is None:
             rows.append(
-                (s.method, s.data_config, str(s.finished), str(s.stopped), str(s.failed), "-", "-", "none")
+                (
+                    s.method,
+                    s.data_config,
+                    str(s.finished),
+                    str(s.stopped),
+                    str(s.failed),
+                    "-",
+                    "-",
+                    "-",
+                    "none",
+                )
             )
             continue
         m = s.best["metrics"]
-        test = f"{m.get('test/accuracy', float('nan')):.3f} [{m.get('test/accuracy_low', float('nan')):.3f}, "
-        test += f"{m.get('test/accuracy_high', float('nan')):.3f}]"
+        test = _interval(m.get("test/accuracy"), m.get("test/accuracy_low"), m.get("test/accuracy_high"))
         groups = " ".join(f"{k}={v}" for k, v in s.groups.items())
         label = f"{s.best['trial_id']} {groups}".strip()
         counts = (str(s.finished), str(s.stopped), str(s.failed))
-        rows.append((s.method, s.data_config, *counts, f"{s.best['value']:.4g}", test, label))
+        rows.append(
+            (s.method, s.data_config, *counts, f"{s.best['value']:.4g}", test, _answers(s.best), label)
+        )
+    rows += _chance_rows(summaries)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
     )
+
+
+# --- signal or chance: the best trials' collapse and the chance baselines of their test examples ----------
+
+
+def _interval(value: Any, low: Any, high: Any) -> str:
+    """`0.312 [0.220, 0.410]`, with `-` for a missing number."""
+
+    def text(x: Any) -> str:
+        return "-" if _number(x) is None else f"{x:.3f}"
+
+    return f"{text(value)} [{text(low)}, {text(high)}]"
+
+
+def chance_of(best: dict[str, Any]) -> dict[str, Any]:
+    """`baselines` (each chance baseline on the best trial's test examples, from its generations file) and
+    `collapsed` / `collapse` (from its reported answer spread, else counted from the same file); empty values
+    where neither is there. Never raises: the study's results are in by now."""
+    rows = _generations(best.get("path"))
+    chance: dict[str, Any] = {"baselines": None, "collapsed": None, "collapse": None}
+    try:
+        if rows:
+            chance["baselines"] = {name: asdict(b) for name, b in baselines_of_generations(rows).items()}
+    except ValueError:
+        pass  # a generations file without references: no baselines to show
+    metrics = best.get("metrics", {})
+    spread = {k: metrics.get(f"test/{k}") for k in ("distinct_answers", "top_answer_share")}
+    if any(_number(v) is None for v in spread.values()) and rows:
+        spread = answer_spread([r.get("extracted") for r in rows])  # a result from before these metrics
+    n = _number(metrics.get("test/n")) or len(rows or [])
+    if n and all(_number(v) is not None for v in spread.values()):
+        chance["collapsed"] = is_collapsed(**spread, n=int(n))
+        chance["collapse"] = describe_collapse(**spread)
+    return chance
+
+
+def _generations(path: Any) -> list[dict] | None:
+    text = read_text(f"{path}/generations_test.jsonl") if isinstance(path, str) else None
+    if text is None:
+        return None
+    try:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError:
+        return None
+
+
+def _answers(best: dict[str, Any]) -> str:
+    if best.get("collapse") is None:
+        return "-"
+    return ("COLLAPSED: " if best.get("collapsed") else "") + best["collapse"]
+
+
+def _label(name: str, baseline: dict[str, Any]) -> str:
+    """`always 5, the majority answer` or `last number in the question`."""
+    return f"always {baseline['answer']}, the {name}" if name == MAJORITY else name
+
+
+def _chance_rows(summaries: list[ExperimentSummary]) -> list[tuple[str, ...]]:
+    """Two rows per distinct set of test examples among the best trials (experiments tested alike share)."""
+    sets: dict[tuple, list[str]] = {}
+    for s in summaries:
+        baselines = (s.best or {}).get("baselines")
+        if baselines:
+            key = tuple(sorted((name, tuple(sorted(b.items()))) for name, b in baselines.items()))
+            sets.setdefault(key, []).append(s.data_config)
+    rows = []
+    for key, configs in sets.items():
+        baselines = {name: dict(items) for name, items in key}
+        for name in (MAJORITY, LAST_NUMBER):
+            b = baselines[name]
+            label = f"chance: {_label(name, b)}"
+            config = ",".join(dict.fromkeys(configs))
+            test = _interval(b["accuracy"], b["low"], b["high"])
+            rows.append((label, config, "-", "-", "-", "-", test, "-", f"same {b['n']} test problems"))
+    return rows
+
+
+def warning_lines(summaries: list[ExperimentSummary], *, what: str = "the best trial of") -> list[str]:
+    """One line for each best trial that learned nothing: collapsed, or not above the majority answer."""
+    lines = []
+    for s in summaries:
+        best = s.best or {}
+        name = f"{s.method}-{s.data_config} ({best.get('trial_id')})"
+        majority = ((best.get("baselines") or {}).get(MAJORITY) or {}).get("accuracy")
+        low = _number(best.get("metrics", {}).get("test/accuracy_low"))
+        if best.get("collapsed"):
+            lines.append(
+                f"warning: {what} {name} is collapsed ({best['collapse']}): it learned nothing, "
+                "and its accuracy is chance, not signal"
+            )
+        elif majority is not None and low is not None and low <= majority:
+            lines.append(
+                f"warning: {what} {name} is not above chance: its 95% interval reaches down to "
+                f"the majority-answer baseline {majority:.3f} of the same test problems"
+            )
+    return lines
+
+
+def trial_chance_lines(
+    metrics: dict[str, Any], trial_dir: str, *, method: str, data_config: str
+) -> list[str]:
+    """What `study.train` says after one trial: the chance baselines of its test problems, then a warning
+    if it learned nothing (the same line `study.run` prints for a best trial)."""
+    best = {"trial_id": "study.train", "metrics": metrics, "path": trial_dir}
+    best |= chance_of(best)
+    lines = []
+    if best["baselines"]:
+        parts = [
+            f"{_label(name, b)} {_interval(b['accuracy'], b['low'], b['high'])}"
+            for name, b in best["baselines"].items()
+        ]
+        n = best["baselines"][MAJORITY]["n"]
+        lines.append(f"chance on the same {n} test problems: " + "; ".join(parts))
+    summary = ExperimentSummary(method=method, data_config=data_config, best=best)
+    return lines + warning_lines([summary], what="the trial of")
+
+
+def print_summary(
+    summaries: list[ExperimentSummary], *, metric: str, heading: str, out: TextIO | None = None
+) -> None:
+    """The end-of-study output: `heading`, the table on stdout, then one warning line per best trial that
+    learned nothing on stderr."""
+    print(heading, file=out or sys.stdout)
+    print(format_table(summaries, metric=metric), file=out or sys.stdout)
+    for line in warning_lines(summaries):
+        print(line, file=out or sys.stderr)
 
 
 # --- storage: a local folder or any URI pyarrow knows (Ray Tune stores through pyarrow too) --------------

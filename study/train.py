@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out (the folder of the run to continue)")
     from study.prepare import DEFAULT_CACHE, base_trial, parse_overrides, prepare, with_overrides
+    from study.results import trial_chance_lines
     from trainables.training.reporting import LocalReporter
     from trainables.trial import TrialConfig, run_trial
 
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     (out / "final_metrics.json").write_text(json.dumps(final, indent=2))
     print(json.dumps(final, indent=2))
+    for line in trial_chance_lines(final, str(out), method=trial.method, data_config=trial.data_config):
+        print(line, file=sys.stderr)  # the majority answer and last-number baselines; a collapse warning
     print(f"outputs in {out}", file=sys.stderr)
     return final
 

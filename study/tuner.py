@@ -32,7 +32,7 @@ from study.config import StudyConfig
 from study.dashboard import access_lines, check_reachable, connect, forget_cluster
 from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE
-from study.results import COMPLETION_KEY, ExperimentSummary, format_table, read_text, summarize, write_json
+from study.results import COMPLETION_KEY, ExperimentSummary, print_summary, read_text, summarize, write_json
 
 RESUME_CHECKED = ("preset", "model", "data_dir", "train_size", "dev_size", "test_size", "code_dataset")
 RESUME_CHECKED += ("trials", "seed", "metric", "mode", "scheduler", "grace_period", "reduction_factor")
@@ -215,6 +215,7 @@ def _progress_reporter(config: StudyConfig, experiment: Experiment) -> tune.CLIR
         metric_columns={
             "training_iteration": "iter",
             config.metric: config.metric,
+            "dev/distinct_answers": "dev answers",  # 1-5 distinct answers: a collapsed model, visible live
             "test/accuracy": "test acc",
         },
         parameter_columns={k: k.split("/")[-1] for k in PROGRESS_PARAMS if k in keys},
@@ -279,8 +280,8 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
         forget_cluster()
     write_json(f"{config.study_path}/best_configs.json", [s.best for s in summaries if s.best])
     objective = f"by {config.metric}, {config.mode}"
-    print(f"\nbest trial of each experiment ({objective}), results in {config.study_path}:")
-    print(format_table(summaries, metric=config.metric))
+    heading = f"\nbest trial of each experiment ({objective}), results in {config.study_path}:"
+    print_summary(summaries, metric=config.metric, heading=heading)  # warns of a best trial at chance
     return summaries
 
 

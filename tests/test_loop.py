@@ -9,6 +9,7 @@ import torch
 
 from trainables.data.prompts import format_example
 from trainables.methods import StrategyContext, get_strategy
+from trainables.scoring.collapse import answer_spread
 from trainables.training.loop import TrainConfig, TrainingDiverged, batch_order, fit, train_and_evaluate
 from trainables.training.models import load_model, load_tokenizer
 from trainables.training.reporting import LocalReporter
@@ -55,12 +56,18 @@ def test_reports_every_metric_each_epoch_and_test_metrics_last(micro_t5_dir, mic
     assert [round(r["epoch"]) for r in reporter.history] == [1, 2]
     for key in ("train/loss", "train/examples_per_s", "dev/accuracy", "dev/perplexity", "dev/rouge1"):
         assert all(key in r for r in reporter.history), key
+    for key in ("dev/distinct_answers", "dev/top_answer_share"):
+        assert all(key in r for r in reporter.history), key
+    train_size = len(micro_splits.train)  # every record is usable with the breakdown style
+    assert [r["train/examples_seen"] for r in reporter.history] == [train_size, 2 * train_size]
     assert reporter.history[-1] is not None and final["test/n"] == len(micro_splits.test)
     assert "test/accuracy" not in reporter.history[0]
     assert final["params/trainable"] < final["params/total"]
     rows = [json.loads(line) for line in (tmp_path / "generations_test.jsonl").read_text().splitlines()]
     assert len(rows) == len(micro_splits.test)
     assert sum(r["correct"] for r in rows) / len(rows) == pytest.approx(final["test/accuracy"])
+    spread = answer_spread([r["extracted"] for r in rows])  # the generations file tells the same spread
+    assert (final["test/distinct_answers"], final["test/top_answer_share"]) == tuple(spread.values())
     assert {"input", "target", "prediction", "extracted", "reference", "correct"} <= set(rows[0])
     assert (tmp_path / "generations_test_calculator.jsonl").is_file()
     assert "test/accuracy_calculator" in final

@@ -388,6 +388,26 @@ def test_rouge1_module_matches_rouge_score_and_is_cached():
     assert _rouge1_module() is _rouge1_module()
 
 
+@pytest.mark.parametrize(
+    ("prediction", "reference"),
+    [
+        ("the cat sat on the mat", "the cat sat"),
+        ("The Cat.", "the cat"),
+        ("5 5 5 apples", "5 apples, 5 pears"),  # a repeated word overlaps at most as often as the rarer side
+        ("café_au lait", "cafe au LAIT"),  # non-ASCII letters and `_` split words, as in rouge_score
+        ("", "a b"),
+        ("!!!", "..."),
+    ],
+)
+def test_rouge1_without_evaluate_matches_rouge_score(prediction, reference):
+    """The fallback for machines without `evaluate` gives rouge_score's number (here to 1e-12)."""
+    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
+    from trainables.scoring.metrics import _rouge1_fmeasure
+
+    expected = rouge_scorer.RougeScorer(["rouge1"]).score(reference, prediction)["rouge1"].fmeasure
+    assert _rouge1_fmeasure(prediction, reference) == pytest.approx(expected, abs=1e-12)
+
+
 @pytest.mark.slow
 def test_semantic_similarity_orders_related_above_unrelated():
     question = "Janet's ducks lay 16 eggs per day and she sells them at the market."

@@ -61,7 +61,7 @@ def test_the_notebook_shows_the_tables_numbers_and_every_chart(tmp_path):
     html = _texts(notebook, "text/html")
     assert "0.4100" in html and "75.00" in html and "0.5084" in html  # Table 1, LoRA main: ours and published
     assert html.count(">missing<") >= 12
-    assert sum("image/png" in o.get("data", {}) for o in _outputs(notebook)) == 6
+    assert sum("image/png" in o.get("data", {}) for o in _outputs(notebook)) == 7  # with the learning curves
     assert (out / "report.html").is_file() and nbformat.read(out / "report.ipynb", as_version=4).cells
 
 
@@ -128,6 +128,7 @@ def test_a_tiny_study_of_every_method_becomes_a_report_and_a_notebook(tmp_path, 
         "efficiency",
         "search_history",
         "importance",
+        "learning_curves",
     ):
         assert (tmp_path / "report" / "figures" / f"{name}.png").stat().st_size > 10_000
 

@@ -58,7 +58,8 @@ def test_html_and_latex_tables_show_missing_rows_and_escape_text(tables):
     assert html.count('<td class="num missing">missing</td>') == 3 * 4  # 4 missing rows x 3 numbers
     assert '<td class="num published">0.5156</td>' in html
     latex = table_latex(built["cot_styles"])
-    assert r"\begin{tabular}{llrrrrrrrrr}" in latex and r"no\_breakdown & socratic & 16.0" in latex
+    # the last column is the trial's Signal (text), the chance rows follow the trials' rows
+    assert r"\begin{tabular}{llrrrrrrrrrl}" in latex and r"no\_breakdown & socratic & 16.0" in latex
     assert r"Accuracy \%" in latex and latex_escape("a_b & 5% #1") == r"a\_b \& 5\% \#1"
 
 

@@ -100,3 +100,4 @@ def test_one_configuration_runs_and_prints_its_metrics(micro_t5_dir, tmp_path):
     assert final["test/n"] == 8 and 0 <= final["test/accuracy"] <= 1
     assert "stacked LoRA stage 1" in result.stderr
     assert (tmp_path / "generations_test.jsonl").read_text().count("\n") == 8
+    assert "chance on the same 8 test problems: always " in result.stderr

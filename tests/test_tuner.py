@@ -320,6 +320,7 @@ def test_tiny_study_end_to_end(tmp_path, micro_t5_dir):
     assert styles == ["breakdown", "code", "no_breakdown"]  # --trials 2 raised to cover the 3 styles
     for trial, rows in results.items():
         assert "test/accuracy" in rows[-1] and "dev/accuracy" in rows[-1]
+        assert {"test/distinct_answers", "test/top_answer_share", "train/examples_seen"} <= set(rows[-1])
         assert (experiment / trial / "generations_test.jsonl").is_file()
         assert json.loads((experiment / trial / "placement.json").read_text())["node_id"]
     best = json.loads((experiment / "best_config.json").read_text())
@@ -330,6 +331,7 @@ def test_tiny_study_end_to_end(tmp_path, micro_t5_dir):
     table = output[output.index("best trial of each experiment") :].splitlines()
     assert table[1].split()[:5] == ["method", "config", "finished", "stopped", "failed"]
     assert table[2].split()[:5] == ["lora_cot", "main", "3", "0", "0"]
+    assert any(line.startswith("chance: always ") for line in table)  # the same test problems
     assert "| Trial name" in output and "prompt_style" in output  # Ray's progress table with the groups
 
 
@@ -402,7 +404,8 @@ def test_resume_after_the_driver_is_killed_runs_each_trial_once(tmp_path, micro_
         assert "test/accuracy" in rows[-1]
         if trial.removeprefix("trial_") in finished:
             assert rows == before[trial]  # a finished trial is not run again
-    assert output.splitlines()[-1].split()[:5] == ["lora", "main", "3", "0", "0"]
+    table = output[output.index("best trial of each experiment") :].splitlines()
+    assert table[2].split()[:5] == ["lora", "main", "3", "0", "0"]  # chance rows and warnings follow it
 
 
 @pytest.mark.slow
@@ -433,4 +436,5 @@ def test_asha_stops_stacked_trials_early_and_optuna_records_them(tmp_path, micro
     assert len(pruned) == len(stopped) and len(complete) == 8 - len(stopped)
     assert all(t.value is not None and list(t.intermediate_values) == [1] for t in pruned)
     expected = ["stacked", "main", str(8 - len(stopped)), str(len(stopped)), "0"]
-    assert output.splitlines()[-1].split()[:5] == expected
+    table = output[output.index("best trial of each experiment") :].splitlines()
+    assert table[2].split()[:5] == expected  # the chance rows and any warning follow the experiment's row

@@ -313,8 +313,13 @@ def _code_record(row: dict, where: str) -> CodeRecord:
 
 def _hub_rows(name: str, config: str, split: str):
     """`datasets.load_dataset`, with any failure turned into a one-line DataError."""
-    import datasets  # here, not at the top: importing it takes a second and most runs read local files
-
+    try:
+        import datasets  # here, not at the top: importing it takes a second and most runs read local files
+    except ImportError as err:  # e.g. a GPU machine set up with torch and transformers only
+        raise DataError(
+            f"loading {name} from the Hugging Face hub needs the datasets package (pip install datasets); "
+            f"{NO_HUB_HINT}"
+        ) from err
     try:
         return datasets.load_dataset(name, config, split=split)
     except Exception as err:  # offline, unknown name, network, cache: to the user all mean "not from the hub"

@@ -18,6 +18,7 @@ from trainables.data.arithmetic import format_answer
 from trainables.data.batching import collate, encode_pairs
 from trainables.data.prompts import format_example, usable
 from trainables.data.records import MathRecord
+from trainables.scoring.collapse import answer_spread
 from trainables.scoring.metrics import (
     DEFAULT_SIMILARITY_MODEL,
     answers_match,
@@ -174,6 +175,7 @@ def evaluate_split(
         "accuracy_low": low,
         "accuracy_high": high,
         "n": len(correct),
+        **answer_spread(extracted),  # distinct_answers, top_answer_share: is the model collapsed?
     }
     targets = [p[1] for p in pairs]
     if "perplexity" in wanted:

@@ -3,7 +3,9 @@ ROUGE-1 and embedding similarity.
 
 Answers are compared as exact `Fraction`s, so `18.0 == 18` and `0.5 == 1/2` without float surprises.
 `evaluate`, `sentence_transformers` and `torch` are imported inside the functions that need them: each
-takes seconds to import, and the scoring CLI and answer extraction need none of them.
+takes seconds to import, and the scoring CLI and answer extraction need none of them. Without `evaluate`
+(a bare GPU machine has only torch, transformers, peft and sentence-transformers) ROUGE-1 is computed here
+by the same tokenisation and counting as `rouge_score`, so the number does not depend on what is installed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -62,6 +65,12 @@ def _numbers(text: str) -> list[Fraction]:
             continue  # `12/25/2020`, `3:30`, `1.2.3`, `5/0`: not one number
         values.append(-value if match.group("sign") or match.group("sign2") else value)
     return values
+
+
+def find_numbers(text: str) -> list[Fraction]:
+    """Every well-formed number in `text`, in order, as answer extraction reads them (`'$1,000.50'` -> 2001/2);
+    dates, times and version strings are skipped."""
+    return _numbers(text)
 
 
 def _strip_annotations(text: str) -> str:
@@ -187,14 +196,53 @@ def _rouge1_module():
 def rouge1(predictions: Sequence[str], references: Sequence[str], *, use_stemmer: bool = False) -> float:
     """Mean ROUGE-1 F-measure, computed by the project's `evaluate` module (`metric_modules/rouge1.py`).
 
+    Where `evaluate` (or the `datasets` it needs) is not installed, the same mean is computed without it:
+    by `rouge_score` with the stemmer, by `_rouge1_fmeasure` here without one.
+
     Raises:
         ValueError: if the lengths differ or there are no predictions.
+        ImportError: for `use_stemmer=True` when neither `evaluate` nor `rouge_score` is installed.
     """
     _check_pairs(predictions, references)
-    result = _rouge1_module().compute(
+    try:
+        module = _rouge1_module()
+    except ImportError:
+        return _rouge1_without_evaluate(predictions, references, use_stemmer=use_stemmer)
+    result = module.compute(
         predictions=list(predictions), references=list(references), use_stemmer=use_stemmer
     )
     return float(result["rouge1"])
+
+
+def _rouge1_without_evaluate(
+    predictions: Sequence[str], references: Sequence[str], *, use_stemmer: bool
+) -> float:
+    if use_stemmer:  # the Porter stemmer is nltk's, through rouge_score: no copy of it here
+        from rouge_score import rouge_scorer
+
+        scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
+        scores = [scorer.score(r, p)["rouge1"].fmeasure for p, r in zip(predictions, references, strict=True)]
+    else:
+        scores = [_rouge1_fmeasure(p, r) for p, r in zip(predictions, references, strict=True)]
+    return sum(scores) / len(scores)
+
+
+_NON_ALPHANUMERIC = re.compile(r"[^a-z0-9]+")
+
+
+def _rouge1_fmeasure(prediction: str, reference: str) -> float:
+    """ROUGE-1 F-measure of one pair, as `rouge_score` computes it without a stemmer.
+
+    Its tokenizer lower-cases, then splits on anything that is not an ASCII letter or digit (so `é` and
+    `_` separate words); the overlap counts each unigram at most as often as the rarer side has it.
+    """
+    pred, ref = (
+        Counter(t for t in _NON_ALPHANUMERIC.split(text.lower()) if t) for text in (prediction, reference)
+    )
+    overlap = sum((pred & ref).values())
+    precision = overlap / max(sum(pred.values()), 1)
+    recall = overlap / max(sum(ref.values()), 1)
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
 def _resolve_similarity_model(model_name: str) -> str:

@@ -191,6 +191,9 @@ def fit(
                         "step": step,
                         "train/loss": loss_sum / max(loss_count, 1),
                         "train/examples_per_s": seen / max(train_seconds, 1e-9),
+                        # from the position, so a resumed trial counts the examples seen before it too
+                        "train/examples_seen": epoch * len(examples)
+                        + min((index + 1) * micro_batch, len(examples)),
                         "_save": lambda directory, pos=position: _save(
                             directory, model, optimizer, scheduler, pos
                         ),

@@ -1,0 +1,203 @@
+"""Signal or chance: each trial's answer spread and collapse, its test split's chance baselines, a verdict.
+
+For every finished trial: `test/distinct_answers` and `test/top_answer_share` (its reported metrics, or for
+results written before they existed, counted from its `generations_test.jsonl`), `collapsed`
+(`trainables.scoring.collapse` defines it), the two chance baselines of its own test examples
+(`trainables.scoring.baselines`) and a verdict, the table column `Signal`:
+
+- `collapsed`: its predictions collapsed, whatever its accuracy;
+- `chance level`: its accuracy's 95% interval reaches down to the majority-answer baseline of the same
+  test examples (not above it);
+- `above chance`: its whole interval lies above that baseline;
+- `unknown`: it left no generations file with numeric references to compare it with (nor collapsed).
+
+A trial that is collapsed or at chance level "learned nothing"; the report's summary counts them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+import pandas as pd
+
+from analysis.load import read_jsonl
+from analysis.table import ACC, HIGH, LOW, Table
+from trainables.scoring.baselines import (
+    LAST_NUMBER,
+    MAJORITY,
+    Baseline,
+    baselines_of_generations,
+    question_of,
+)
+from trainables.scoring.collapse import answer_spread, describe_collapse, is_collapsed
+
+DISTINCT, TOP_SHARE = "test/distinct_answers", "test/top_answer_share"
+SIGNAL = "Signal"
+"""Table column (and trials column `signal`) holding the verdict."""
+COLLAPSED, CHANCE, ABOVE, UNKNOWN = "collapsed", "chance level", "above chance", "unknown"
+LEARNED_NOTHING = (COLLAPSED, CHANCE)
+BASELINE_KEYS = {MAJORITY: "chance/majority", LAST_NUMBER: "chance/last_number"}
+"""Baseline name -> the trials columns of its accuracy (`...`, `..._low`, `..._high`, fractions)."""
+CHANCE_COLUMNS = (
+    DISTINCT,
+    TOP_SHARE,
+    "collapsed",
+    *(f"{key}{end}" for key in BASELINE_KEYS.values() for end in ("", "_low", "_high")),
+    "chance/majority_answer",
+    "chance/n",
+    "chance/test_set",
+    "signal",
+    "signal_detail",
+)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _test_set(rows: list[dict]) -> str:
+    """A short digest of a test split's (question, reference) pairs: equal for trials tested alike."""
+    pairs = [(question_of(str(r.get("input", ""))), str(r.get("reference"))) for r in rows]
+    return hashlib.sha1(json.dumps(pairs).encode()).hexdigest()[:12]
+
+
+def _from_generations(rows: list[dict]) -> dict[str, Any]:
+    values: dict[str, Any] = {"chance/n": len(rows), "chance/test_set": _test_set(rows)}
+    spread = answer_spread([r.get("extracted") for r in rows])
+    values |= {DISTINCT: spread["distinct_answers"], TOP_SHARE: spread["top_answer_share"]}
+    try:
+        baselines: dict[str, Baseline] = baselines_of_generations(rows)
+    except ValueError:
+        return (
+            values  # no numeric references (not a GSM8K-style file): no baselines, the verdict says unknown
+        )
+    for name, key in BASELINE_KEYS.items():
+        b = baselines[name]
+        values |= {key: b.accuracy, f"{key}_low": b.low, f"{key}_high": b.high}
+    values["chance/majority_answer"] = baselines[MAJORITY].answer
+    return values
+
+
+def _verdict(row: dict[str, Any]) -> tuple[str, str]:
+    """(verdict, the verdict with its reason) of one trial row that has its chance columns filled."""
+    if row["collapsed"] is True:
+        detail = describe_collapse(distinct_answers=row[DISTINCT], top_answer_share=row[TOP_SHARE])
+        return COLLAPSED, f"{COLLAPSED}: {detail}"
+    majority, low = row.get("chance/majority"), row.get("test/accuracy_low")
+    if not (_number(majority) and _number(low)):
+        return UNKNOWN, f"{UNKNOWN} (no generations file with references to compare with)"
+    if low <= majority:
+        return CHANCE, f"{CHANCE} (majority answer: {100 * majority:.1f}%)"
+    return ABOVE, ABOVE
+
+
+def add_signal(trials: pd.DataFrame) -> pd.DataFrame:
+    """`trials` with the chance columns added (a copy); a frame that has them already is returned as is.
+
+    Raises:
+        ValueError: for a generations file that is not JSON lines.
+    """
+    if "signal" in trials:
+        return trials
+    records = []
+    for row in trials.to_dict("records"):
+        values: dict[str, Any] = dict.fromkeys(CHANCE_COLUMNS)
+        finished = row.get("status") == "finished"
+        generations = row.get("generations")
+        if finished and isinstance(generations, str):
+            rows = read_jsonl(generations)
+            if rows:
+                values |= _from_generations(rows)
+        for key in (DISTINCT, TOP_SHARE):  # what the trial reported wins over a recount
+            if _number(row.get(key)):
+                values[key] = row[key]
+        n = row.get("test/n") if _number(row.get("test/n")) else values["chance/n"]
+        if finished and _number(values[DISTINCT]) and _number(values[TOP_SHARE]) and _number(n):
+            values["collapsed"] = is_collapsed(
+                distinct_answers=values[DISTINCT], top_answer_share=values[TOP_SHARE], n=int(n)
+            )
+        if finished:
+            values["signal"], values["signal_detail"] = _verdict({**row, **values})
+        records.append(values)
+    added = pd.DataFrame(records, index=trials.index, columns=list(CHANCE_COLUMNS))
+    return pd.concat([trials.drop(columns=[c for c in CHANCE_COLUMNS if c in trials]), added], axis=1)
+
+
+def learned_nothing(trials: pd.DataFrame) -> tuple[int, int, int, int]:
+    """(finished trials, collapsed, at chance level, unknown) among `trials` (which `add_signal` filled)."""
+    signals = add_signal(trials)["signal"]
+    finished = int(signals.notna().sum())
+    return (
+        finished,
+        int((signals == COLLAPSED).sum()),
+        int((signals == CHANCE).sum()),
+        int((signals == UNKNOWN).sum()),
+    )
+
+
+def summary_sentence(trials: pd.DataFrame) -> str:
+    """How many finished trials learned nothing, for the report's summary."""
+    finished, collapsed, chance, unknown = learned_nothing(trials)
+    text = (
+        f"{collapsed + chance} of {finished} finished trials learned nothing: {collapsed} collapsed (one answer on "
+        f"more than half of the test problems, or too few distinct answers) and {chance} not above the "
+        "majority-answer baseline of their test split (95% interval reaching down to it)."
+    )
+    if unknown:
+        text += f" {unknown} could not be compared with a baseline (no generations file with references)."
+    return text
+
+
+def add_history_signal(diagnostics, trials: pd.DataFrame) -> None:
+    """Give each search history (`SearchDiagnostics.history`, however it was built) its trials' verdicts, in a
+    `signal` column, so the search-history chart can cross out the collapsed ones."""
+    verdicts = add_signal(trials).set_index("trial")["signal"]
+    for diagnostic in diagnostics:
+        diagnostic.history["signal"] = diagnostic.history["trial"].map(verdicts)
+
+
+def attach_chance(table: Table, trials: pd.DataFrame) -> Table:
+    """Mark each row's trial with its verdict (column `Signal`) and, for a table with an accuracy column, put
+    the chance baselines of the rows' test examples under them (`Table.baselines`). Returns `table`."""
+    if "trial" not in table.frame:
+        return table
+    details = add_signal(trials).set_index("trial")["signal_detail"].to_dict()
+    table.frame[SIGNAL] = [
+        details[t] if isinstance(t, str) and isinstance(details.get(t), str) else "-"
+        for t in table.frame["trial"]
+    ]
+    if ACC in table.frame:
+        table.baselines = baseline_frame(table, trials)
+    return table
+
+
+def baseline_frame(table: Table, trials: pd.DataFrame) -> pd.DataFrame:
+    """Two rows (majority answer, last number) per distinct test set among the rows' trials, with the configs
+    of the rows tested on it; the row label goes in the table's first column."""
+    chance = add_signal(trials).set_index("trial")
+    label_column = table.columns[0]
+    groups: dict[str, list[str]] = {}  # test set -> the trials tested on it, in row order
+    for trial in table.frame["trial"]:
+        if isinstance(trial, str) and isinstance(chance.at[trial, "chance/test_set"], str):
+            groups.setdefault(chance.at[trial, "chance/test_set"], []).append(trial)
+    rows = []
+    for members in groups.values():
+        first = chance.loc[members[0]]
+        configs = ", ".join(dict.fromkeys(str(chance.at[t, "config"]) for t in members))
+        n = int(first["chance/n"])
+        for name, key in BASELINE_KEYS.items():
+            what = f"always {first['chance/majority_answer']}, the {name}" if name == MAJORITY else name
+            rows.append(
+                {
+                    label_column: f"Chance: {what} ({n} problems)",
+                    "Config": configs,
+                    ACC: 100 * first[key],
+                    LOW: 100 * first[f"{key}_low"],
+                    HIGH: 100 * first[f"{key}_high"],
+                    "Test examples": n,
+                }
+            )
+    return pd.DataFrame(rows, columns=[label_column, "Config", ACC, LOW, HIGH, "Test examples"])
