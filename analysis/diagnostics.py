@@ -21,8 +21,8 @@ from matplotlib.ticker import MaxNLocator
 
 from analysis.chance_plots import mark_collapsed_trials
 from analysis.load import hyperparameter_columns
-from analysis.plots import METHOD_COLORS, new_figure, save_figure
-from analysis.published import METHOD_LABELS
+from analysis.methods import METHOD_COLORS, METHOD_LABELS
+from analysis.plots import new_figure, save_figure
 from analysis.select import choose
 from analysis.stored_study import load_stored_study, stored_history, stored_importances
 from analysis.table import Table

@@ -16,9 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.published import METHOD_LABELS
+from analysis.methods import METHOD_LABELS
+from analysis.published import COT_METHOD, STACKED_METHOD
 from analysis.select import choose
-from analysis.tables import BASELINE_LABELS, model_pool, stacked_pool
+from analysis.tables import BASELINE_LABELS, STACKED, model_pool, stacked_pool
 
 
 @dataclass(frozen=True)
@@ -57,20 +58,20 @@ def slug(trial: str) -> str:
 def compared_groups(trials: pd.DataFrame, *, metric: str, mode: str) -> list[Chosen]:
     """Every group the report compares that has a finished trial, with that trial, in report order."""
     out: list[Chosen] = []
-    methods = pd.concat([model_pool(trials), trials[trials["method"] == "lora_cot"]])
+    methods = pd.concat([model_pool(trials), trials[trials["method"] == COT_METHOD]])
     choice = choose(methods, ("config", "method"), metric=metric, mode=mode)
     for (config, method), row in sorted(choice.best.items(), key=lambda kv: (kv[0][0], _order(kv[0][1]))):
         out.append(Chosen(Group("method", config, method, METHOD_LABELS.get(method, method)), row))
-    cot = choose(trials[trials["method"] == "lora_cot"], ("config", "prompt_style"), metric=metric, mode=mode)
+    cot = choose(trials[trials["method"] == COT_METHOD], ("config", "prompt_style"), metric=metric, mode=mode)
     for (config, style), row in sorted(cot.best.items()):
         out.append(Chosen(Group("cot", config, style, style), row))
     stacked = choose(stacked_pool(trials), ("config", "baseline", "f"), metric=metric, mode=mode)
     for (config, baseline, f), row in sorted(stacked.best.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        if baseline == "stacked":
-            out.append(Chosen(Group("stacked", config, f"f={f}", f"f = {f}"), row))
+        if baseline == STACKED:
+            out.append(Chosen(Group(STACKED_METHOD, config, f"f={f}", f"f = {f}"), row))
         else:
             out.append(
-                Chosen(Group("stacked", config, baseline, BASELINE_LABELS.get(baseline, baseline)), row)
+                Chosen(Group(STACKED_METHOD, config, baseline, BASELINE_LABELS.get(baseline, baseline)), row)
             )
     return out
 
@@ -93,7 +94,7 @@ def comparisons(groups: list[Group]) -> list[tuple[Group, Group]]:
             members = [g for g in groups if g.family == family and g.config == config]
             pairs += list(itertools.combinations(members, 2))
     for config in configs:
-        stacked = [g for g in groups if g.family == "stacked" and g.config == config]
+        stacked = [g for g in groups if g.family == STACKED_METHOD and g.config == config]
         baselines = [g for g in stacked if g.name in ("linear", "single_lora")]
         for g in stacked:
             if g.name.startswith("f="):

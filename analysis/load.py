@@ -21,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from trainables.methods.stacked import BASELINES
+
 STATUSES = ("finished", "early_stopped", "error", "incomplete")
 """finished: has test metrics; early_stopped: stopped by the scheduler before its last evaluation;
 error: crashed (error file) without test metrics; incomplete: not (yet) run to an end (interrupted study)."""
@@ -160,8 +162,9 @@ def _load_trial(
         "config": params.get("data_config", "main"),
         "prompt_style": train.get("prompt_style", DEFAULT_PROMPT_STYLE),
         "baseline": baseline,
-        "f": strategy.get("f") if baseline in (None, "stacked") else None,
-        "f_space": strategy.get("f_space") if baseline in (None, "stacked") else None,
+        # f exists on the stacked variant only (BASELINES[0]; a trial of another method has no baseline)
+        "f": strategy.get("f") if baseline in (None, BASELINES[0]) else None,
+        "f_space": strategy.get("f_space") if baseline in (None, BASELINES[0]) else None,
     }
     row.update({f"config/{key}": value for key, value in _flatten(params).items()})
     row.update({key: value for key, value in last.items() if key not in row and key != "config"})

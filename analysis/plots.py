@@ -21,17 +21,10 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLo
 
 from analysis.chance import SIGNAL
 from analysis.chance_plots import chance_lines, cross_collapsed, mark_collapsed, signals
-from analysis.published import METHOD_LABELS
+from analysis.methods import METHOD_COLORS, METHOD_LABELS
 from analysis.table import ACC, CALC, CALC_HIGH, CALC_LOW, HIGH, LOW, PUBLISHED, Table
 
 CONFIG_COLORS = {"main": "#4C72B0", "socratic": "#DD8452"}
-METHOD_COLORS = {
-    "lora": "#4C72B0",
-    "qlora": "#55A868",
-    "full": "#C44E52",
-    "stacked": "#8172B2",
-    "lora_cot": "#CCB974",
-}
 DPI = 150
 
 

@@ -86,34 +86,3 @@ def choose(
     rows = trials.set_index("trial", drop=False)
     best = {key: rows.loc[record["trial"]].to_dict() for key, record in winners.items()}
     return Choice(by=by, best=best, counts={k: (v[0], v[1]) for k, v in counts.items()})
-
-
-def best_trials(
-    trials: pd.DataFrame,
-    by: Sequence[str],
-    *,
-    metric: str = "dev/accuracy",
-    mode: str = "max",
-) -> pd.DataFrame:
-    """The best finished trial of each group of `by` columns, with the group's trial counts.
-
-    Args:
-        trials: `Results.trials`, or a subset of it.
-        by: The grouping columns, e.g. `("method", "config")` or `("method", "config", "prompt_style")`.
-        metric: The dev metric that ranks trials (their last report's value).
-        mode: `max` when a larger `metric` is better, `min` otherwise.
-
-    Returns:
-        One row per group that has a finished trial: the chosen trial's columns plus `n_trials` (every trial
-        of the group, whatever its status) and `n_finished`, ordered by the group columns.
-
-    Raises:
-        ValueError: for a test metric, an unknown mode, or a metric no trial reported.
-    """
-    choice = choose(trials, by, metric=metric, mode=mode)
-    rows = [
-        {**row, "n_trials": choice.counts[k][0], "n_finished": choice.counts[k][1]}
-        for k, row in choice.best.items()
-    ]
-    frame = pd.DataFrame(rows, columns=[*trials.columns, "n_trials", "n_finished"])
-    return frame.sort_values(list(choice.by), kind="stable").reset_index(drop=True)

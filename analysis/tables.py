@@ -16,11 +16,24 @@ from typing import Any
 import pandas as pd
 
 from analysis.chance import add_signal, attach_chance
-from analysis.published import ACCURACY_PCT, COT_ACCURACY_PCT, METHOD_LABELS, MODEL_ROWS, TABLE_ONE, ModelRow
+from analysis.methods import METHOD_LABELS
+from analysis.published import (
+    ACCURACY_PCT,
+    COT_ACCURACY_PCT,
+    COT_METHOD,
+    MODEL_ROWS,
+    STACKED_METHOD,
+    TABLE_ONE,
+    ModelRow,
+)
 from analysis.select import Choice, check_metric, choose
 from analysis.table import ACC, CALC, CALC_HIGH, CALC_LOW, HIGH, LOW, PPL, PUBLISHED, ROUGE, SIM, Table
-from search_spaces.lora_cot import COT_STYLES
-from search_spaces.stacked import BASELINES, F_CHOICES
+from search_spaces.stacked import F_CHOICES
+from trainables.data.prompts import COT_STYLES
+from trainables.methods.stacked import BASELINES
+
+STACKED = BASELINES[0]
+"""The `baseline` value of the stacked variant itself (a trial without the column is one)."""
 
 CONFIGS = ("main", "socratic")
 BASELINE_LABELS = {
@@ -71,7 +84,7 @@ def model_pool(trials: pd.DataFrame) -> pd.DataFrame:
     """The trials of Table 1's methods; for stacked LoRA only the stacked variant, not its baselines."""
     methods = {row.method for row in MODEL_ROWS}
     is_baseline = (
-        (trials["method"] == "stacked") & trials["baseline"].notna() & (trials["baseline"] != "stacked")
+        (trials["method"] == STACKED_METHOD) & trials["baseline"].notna() & (trials["baseline"] != STACKED)
     )
     return trials[trials["method"].isin(methods) & ~is_baseline]
 
@@ -151,14 +164,14 @@ def accuracy_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
 
 
 def _styles(trials: pd.DataFrame) -> list[str]:
-    seen = trials.loc[trials["method"] == "lora_cot", "prompt_style"].dropna().unique().tolist()
+    seen = trials.loc[trials["method"] == COT_METHOD, "prompt_style"].dropna().unique().tolist()
     return list(COT_STYLES) + sorted(set(seen) - set(COT_STYLES))
 
 
 def cot_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     """LoRA + chain-of-thought: accuracy per prompt style and config (with the calculator where it applies)."""
     choice = choose(
-        trials[trials["method"] == "lora_cot"], ("config", "prompt_style"), metric=metric, mode=mode
+        trials[trials["method"] == COT_METHOD], ("config", "prompt_style"), metric=metric, mode=mode
     )
     rows = []
     for config in CONFIGS:
@@ -186,9 +199,9 @@ def cot_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
 def calculator_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     """Accuracy without and with the calculator, for every breakdown-style row of the other tables."""
     models = choose(model_pool(trials), ("method", "config"), metric=metric, mode=mode)
-    cot = choose(trials[trials["method"] == "lora_cot"], ("config", "prompt_style"), metric=metric, mode=mode)
+    cot = choose(trials[trials["method"] == COT_METHOD], ("config", "prompt_style"), metric=metric, mode=mode)
     wanted = [(m.label, m.config, models.row(m.method, m.config)) for m in model_rows(trials)]
-    wanted += [(METHOD_LABELS["lora_cot"], c, cot.row(c, "breakdown")) for c in CONFIGS]
+    wanted += [(METHOD_LABELS[COT_METHOD], c, cot.row(c, "breakdown")) for c in CONFIGS]
     rows = []
     for label, config, row in wanted:
         without, with_calc = _pct(row, "test/accuracy"), _pct(row, "test/accuracy_calculator")
@@ -214,8 +227,8 @@ def calculator_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
 
 def stacked_pool(trials: pd.DataFrame) -> pd.DataFrame:
     """Stacked LoRA trials with `baseline` filled in (a trial without one is the stacked variant)."""
-    pool = trials[trials["method"] == "stacked"].copy()
-    pool["baseline"] = pool["baseline"].fillna("stacked")
+    pool = trials[trials["method"] == STACKED_METHOD].copy()
+    pool["baseline"] = pool["baseline"].fillna(STACKED)
     return pool
 
 
@@ -224,7 +237,7 @@ def stacked_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     pool = stacked_pool(trials)
     choice = choose(pool, ("config", "baseline", "f"), metric=metric, mode=mode)
     configs = sorted(pool["config"].unique()) or ["main"]
-    variants = [("stacked", f, f"f = {f}") for f in F_CHOICES] + [
+    variants = [(STACKED, f, f"f = {f}") for f in F_CHOICES] + [
         (b, None, BASELINE_LABELS[b]) for b in BASELINES[1:]
     ]
     rows = []
@@ -251,13 +264,13 @@ def stacked_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
 def efficiency_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     """Accuracy against trainable parameters, memory and wall time, per (method, config)."""
     models = choose(model_pool(trials), ("method", "config"), metric=metric, mode=mode)
-    cot = choose(trials[trials["method"] == "lora_cot"], ("method", "config"), metric=metric, mode=mode)
+    cot = choose(trials[trials["method"] == COT_METHOD], ("method", "config"), metric=metric, mode=mode)
     hours = trials.groupby(["method", "config"])["hours"].sum().to_dict()
     wanted = [(m.label, m.method, m.config) for m in model_rows(trials)]
-    wanted += [(METHOD_LABELS["lora_cot"], "lora_cot", c) for c in CONFIGS]
+    wanted += [(METHOD_LABELS[COT_METHOD], COT_METHOD, c) for c in CONFIGS]
     rows = []
     for label, method, config in wanted:
-        row = (cot if method == "lora_cot" else models).row(method, config)
+        row = (cot if method == COT_METHOD else models).row(method, config)
         trainable, total = _num(row, "params/trainable"), _num(row, "params/total")
         rows.append(
             {

@@ -21,14 +21,14 @@ from pathlib import Path
 import torch
 from transformers import T5Config, T5ForConditionalGeneration, get_linear_schedule_with_warmup
 
+from trainables.data.batching import collate, encode_pairs
 from trainables.data.records import CodeRecord
 from trainables.methods import StrategyContext, get_strategy
 from trainables.scoring.evaluation import EvalSettings, generate
-from trainables.training.batching import collate, encode_pairs
 from trainables.training.loop import TrainConfig, batch_order, fit
 from trainables.training.models import load_model
 from trainables.training.tokenizer import train_tokenizer
-from trainables.training.trial import stage_fitter
+from trainables.trial import stage_fitter
 
 T5_SMALL = {"d_model": 512, "d_ff": 2048, "num_layers": 6, "num_heads": 8, "d_kv": 64, "vocab_size": 32128}
 WORDS = "apples pencils farmer sold bought each week dollars twice half more than total how many left".split()

@@ -2,47 +2,62 @@
 
 A space returns the whole flat trial config: the fixed `base` (from `study.prepare.base_trial`, flattened
 with "/" keys) with its sampled values on top. Keys arrive nested in the trainable (`train/lr` ->
-`config["train"]["lr"]`), in exactly the shape `trainables.training.trial.TrialConfig.from_dict` accepts.
+`config["train"]["lr"]`), in exactly the shape `trainables.trial.TrialConfig.from_dict` accepts.
 
-`COVERAGE` lists the points each experiment enqueues before TPE samples: one per value of a grouping
-parameter the paper reports separately (each CoT style; each stacking f, then each other baseline), so a
-study of any size has a trial for every group. `CONDITIONAL` names keys a space samples only on some
-branches; a constant override of such a key is applied only where the space asks for it.
+A method's space is the module its registry record names (`Strategy.search_space`: `search_spaces.<name>`
+for the built-in methods, any importable module for a plugin), imported when first asked for. It holds:
+- `space(trial, *, base)`: the define-by-run function;
+- `COVERAGE` (optional): the points each experiment enqueues before TPE samples, one per value of a
+  grouping parameter the paper reports separately (each CoT style; each stacking f, then each other
+  baseline), so a study of any size has a trial for every group;
+- `CONDITIONAL` (optional): keys the space samples only on some branches; a constant override of such a
+  key is applied only where the space asks for it.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
-from search_spaces import full, lora, lora_cot, qlora, stacked
 from search_spaces.overrides import NarrowedTrial, Override
+from trainables.methods import get_strategy
 
 Space = Callable[..., dict[str, Any]]
 
-SEARCH_SPACES: dict[str, Space] = {
-    "lora": lora.space,
-    "lora_cot": lora_cot.space,
-    "full": full.space,
-    "qlora": qlora.space,
-    "stacked": stacked.space,
-}
-COVERAGE: dict[str, tuple[dict[str, Any], ...]] = {"lora_cot": lora_cot.COVERAGE, "stacked": stacked.COVERAGE}
-CONDITIONAL: dict[str, frozenset[str]] = {
-    "stacked": frozenset({"strategy/f", "strategy/f_space", "strategy/alpha1", "strategy/stage1_lr"})
-}
+
+def space_module(method: str) -> ModuleType:
+    """The module holding `method`'s search space, as its registry record names it.
+
+    Raises:
+        ValueError: for an unknown method (listing the known ones) or a record naming a module without
+            a `space` function.
+    """
+    path = get_strategy(method).search_space
+    try:
+        module = importlib.import_module(path)
+    except ImportError as err:
+        raise ValueError(f"method {method!r}: cannot import its search space {path} ({err})") from None
+    if not callable(getattr(module, "space", None)):
+        raise ValueError(f"method {method!r}: its search space module {path} has no space(trial, *, base)")
+    return module
 
 
 def get_space(method: str) -> Space:
-    """The search space of `method`.
+    """The search space of `method` (see `space_module`)."""
+    return space_module(method).space
 
-    Raises:
-        ValueError: for an unknown method, listing the known ones.
-    """
-    if method not in SEARCH_SPACES:
-        raise ValueError(f"no search space for method {method!r}; choose from {', '.join(SEARCH_SPACES)}")
-    return SEARCH_SPACES[method]
+
+def coverage(method: str) -> tuple[dict[str, Any], ...]:
+    """`method`'s coverage points before any override (its space module's `COVERAGE`, or none)."""
+    return tuple(getattr(space_module(method), "COVERAGE", ()))
+
+
+def conditional_keys(method: str) -> frozenset[str]:
+    """The keys `method`'s space samples only on some branches (its module's `CONDITIONAL`, or none)."""
+    return frozenset(getattr(space_module(method), "CONDITIONAL", ()))
 
 
 def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -78,7 +93,7 @@ def apply_space(trial: Any, *, method: str, base: dict[str, Any], overrides: Seq
     narrowed = NarrowedTrial(trial, by_key)
     config = get_space(method)(narrowed, base=base)
     for key, override in by_key.items():
-        if key in narrowed.asked or key in CONDITIONAL.get(method, ()):
+        if key in narrowed.asked or key in conditional_keys(method):
             continue  # answered inside the space, or a branch this trial did not take
         config[key] = override.suggest(trial)
     return config
@@ -96,7 +111,7 @@ def coverage_points(method: str, overrides: Sequence[Override] = ()) -> list[dic
     by_key = {o.key: o for o in overrides}
     return [
         dict(point)
-        for point in COVERAGE.get(method, ())
+        for point in coverage(method)
         if all(key not in by_key or by_key[key].accepts(value) for key, value in point.items())
     ]
 
@@ -125,7 +140,7 @@ class _FirstChoice:
 def space_keys(method: str, base: dict[str, Any]) -> set[str]:
     """Every key `method`'s space samples on some branch (its coverage points reach every branch)."""
     keys: set[str] = set()
-    for point in ({}, *COVERAGE.get(method, ())):
+    for point in ({}, *coverage(method)):
         recorder = _FirstChoice(point)
         get_space(method)(recorder, base=base)
         keys |= recorder.asked

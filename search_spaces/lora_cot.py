@@ -10,9 +10,7 @@ from typing import Any
 
 from search_spaces.common import lora_params, train_params
 from search_spaces.lora import LR
-
-COT_STYLES = ("breakdown", "no_breakdown", "code")
-"""Kept equal to `trainables.methods.lora_cot.COT_STYLES` by a test (importing it imports torch)."""
+from trainables.data.prompts import COT_STYLES
 
 COVERAGE = tuple({"train/prompt_style": style} for style in COT_STYLES)
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from search_spaces.common import LORA_ALPHAS, LORA_RANKS, LORA_TARGETS, train_params
+from trainables.methods.stacked import BASELINES
+from trainables.methods.stacked_lora.config import ACTIVATIONS, F_SPACES
 
-F_CHOICES = ("identity", "relu", "leaky_relu", "gelu", "tanh", "silu")
-"""Kept equal to the keys of `trainables.methods.stacked_lora.config.ACTIVATIONS` by a test."""
-F_SPACES = ("weight", "activation")
-BASELINES = ("stacked", "linear", "merged_then_lora", "single_lora")
-"""Kept equal to `trainables.methods.stacked.BASELINES` by a test."""
+F_CHOICES = tuple(ACTIVATIONS)
+"""Every nonlinearity the adapter offers (adding one to `ACTIVATIONS` adds it to the search)."""
 STAGE1_LRS = (3e-4, 1e-3, 3e-3)
 STAGE1_RANKS = (8, 16)
 STAGE1_ALPHAS = (16, 32)
@@ -27,6 +26,8 @@ DROPOUTS = (0.0, 0.05, 0.1)
 COVERAGE = tuple({"strategy/baseline": "stacked", "strategy/f": f} for f in F_CHOICES) + tuple(
     {"strategy/baseline": baseline} for baseline in BASELINES[1:]
 )
+CONDITIONAL = frozenset({"strategy/f", "strategy/f_space", "strategy/alpha1", "strategy/stage1_lr"})
+"""f and f_space exist only on the stacked branch; alpha1 and stage1_lr only where a stage 1 trains."""
 
 
 def space(trial: Any, *, base: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """`StudyConfig`: every setting of one study, validated before anything heavy is imported or started.
 
 The CLI (`study.run`) only parses arguments into this dataclass; `study.tuner.run_study` does the rest.
-Nothing here imports torch, Ray or a model, so `--help` and bad-flag errors are instant.
+Nothing here imports torch, Ray or a model, so `--help` and bad-flag errors are instant; the method names
+come from the method registry (`trainables.methods`), whose records load without torch.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from pathlib import Path
 
 from search_spaces.overrides import Override
 from study.presets import PRESET_NAMES
+from trainables.methods import load_plugins, method_names
 
-METHODS = ("lora", "lora_cot", "full", "qlora", "stacked")
-"""Kept equal to `trainables.methods.STRATEGIES` and `search_spaces.SEARCH_SPACES` by a test."""
 DATA_CONFIGS = ("main", "socratic")
 SCHEDULERS = ("asha", "none")
 SEARCH_METRICS = {
@@ -41,7 +41,7 @@ class StudyConfig:
     """One study: which experiments, on what data and model, searched how, run where, stored where."""
 
     methods: tuple[str, ...]
-    """Methods to study; `all` expands to every method."""
+    """Methods to study; `all` expands to every registered method (plugins' included)."""
     configs: tuple[str, ...] = ("main",)
     """GSM8K configs; each (method, config) pair is one experiment with its own Optuna study."""
     trials: int = 50
@@ -99,9 +99,13 @@ class StudyConfig:
     """max or min; None: the metric's natural direction."""
     overrides: tuple[Override, ...] = field(default_factory=tuple)
     """Search-space overrides from `--space` and `--space-file`."""
+    plugins: tuple[str, ...] = ()
+    """Modules that register more methods (`--plugin`); imported here and again in every trial's worker."""
 
     def __post_init__(self) -> None:
-        self.methods = self._expand(self.methods, METHODS, "method")
+        self.plugins = (self.plugins,) if isinstance(self.plugins, str) else tuple(self.plugins)
+        load_plugins(self.plugins)  # before the methods are checked: a plugin's method is a method
+        self.methods = self._expand(self.methods, method_names(), "method")
         self.configs = self._expand(self.configs, DATA_CONFIGS, "config")
         self._check_choices()
         self._check_numbers()

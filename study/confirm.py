@@ -120,7 +120,7 @@ def plan(confirm: ConfirmConfig, config: StudyConfig) -> dict[str, Any]:
     """
     from analysis.groups import compared_groups, slug
     from analysis.load import load_results
-    from trainables.training.trial import TrialConfig
+    from trainables.trial import TrialConfig
 
     trials = load_results([confirm.results]).trials
     chosen = compared_groups(trials, metric=config.metric, mode=config.mode)

@@ -104,6 +104,7 @@ def run_experiments(confirm: ConfirmConfig, config: StudyConfig, manifest: dict[
             splits=prepared.splits,
             code_records=prepared.code_records,
             cache_dir=str(DEFAULT_CACHE / "stage1"),
+            plugins=config.plugins,  # the study's --plugin modules, imported again in each worker
         )
         outcomes = {}
         for name, experiment in manifest["experiments"].items():

@@ -21,9 +21,7 @@ from study.config import StudyConfig, experiment_name
 from study.dashboard import ClusterInfo
 from study.prepare import Prepared, base_trial, prepare
 from study.presets import get_preset
-
-GPU_SHARE = {"lora": 0.25, "lora_cot": 0.25, "stacked": 0.25, "full": 0.5, "qlora": 0.5}
-"""Default GPU share per trial where the cluster has GPUs: four small T5 LoRA trials share one GPU."""
+from trainables.methods import get_strategy
 
 
 @dataclass
@@ -89,7 +87,7 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
         ValueError: naming the method, for an override or setting its trial config rejects.
     """
     from trainables.training.loop import TrainConfig
-    from trainables.training.trial import TrialConfig
+    from trainables.trial import TrialConfig
 
     preset = get_preset(config.preset_name)
     bases = {
@@ -158,22 +156,23 @@ def trial_resources(config: StudyConfig, method: str, cluster: ClusterInfo) -> d
     """CPUs and GPU share of one trial of `method` on `cluster`.
 
     Raises:
-        ValueError: when a local cluster has no GPU for `--gpus-per-trial`, or qlora has neither a GPU nor
-            a working bitsandbytes CPU path.
+        ValueError: when a local cluster has no GPU for `--gpus-per-trial`, or a method with a quantised
+            base (qlora) has neither a GPU nor a working bitsandbytes CPU path.
     """
+    strategy = get_strategy(method)
     cluster_gpus = cluster.resources.get("GPU", 0)
     gpus = config.gpus_per_trial
     if gpus is None:
-        gpus = GPU_SHARE[method] if cluster_gpus > 0 else 0.0
+        gpus = strategy.gpu_share if cluster_gpus > 0 else 0.0
     if gpus > 0 and cluster_gpus == 0 and cluster.started_here:
         raise ValueError(f"--gpus-per-trial {gpus:g} but this machine has no GPU Ray can use")
-    if method == "qlora" and gpus == 0:
-        _check_cpu_quantization()
+    if strategy.quantized_base and gpus == 0:
+        _check_cpu_quantization(method)
     return {"cpu": config.cpus_per_trial or 1.0, "gpu": gpus}
 
 
-def _check_cpu_quantization() -> None:
-    """QLoRA without a GPU needs bitsandbytes' CPU int8 path; try it on one small layer."""
+def _check_cpu_quantization(method: str) -> None:
+    """A quantised base without a GPU needs bitsandbytes' CPU int8 path; try it on one small layer."""
     try:
         import bitsandbytes as bnb
         import torch
@@ -183,7 +182,7 @@ def _check_cpu_quantization() -> None:
         layer(torch.randn(2, 64, requires_grad=True)).sum().backward()
     except Exception as err:  # any failure means there is no CPU path
         raise ValueError(
-            f"qlora needs a GPU (--gpus-per-trial > 0 on a cluster with GPUs) or bitsandbytes' CPU backend, "
+            f"{method} needs a GPU (--gpus-per-trial > 0 on a cluster with GPUs) or bitsandbytes' CPU backend, "
             f"which failed here: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
         ) from None
 

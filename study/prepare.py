@@ -6,6 +6,7 @@ sees the same data and the same base model. Loading a model is left to the trial
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 from study.presets import Preset
 from trainables.data.load import DataConfig, Splits, load_code_dataset, load_math_splits
 from trainables.data.records import CodeRecord
+from trainables.methods import get_strategy
 
 DEFAULT_CACHE = Path.home() / ".cache" / "slm-math-study"
 
@@ -26,7 +28,7 @@ class Prepared:
     splits: dict[str, Splits]
     """GSM8K config (main / socratic) -> train / dev / test records."""
     code_records: list[CodeRecord] = field(default_factory=list)
-    """Stacked LoRA's stage-1 dataset (empty when no stacked trial runs)."""
+    """The coding dataset (stacked LoRA's stage 1): empty unless a method's record `needs_code_data`."""
     models: dict[str, str] = field(default_factory=dict)
     """Method -> base model name or path."""
     notes: list[str] = field(default_factory=list)
@@ -56,16 +58,25 @@ def prepare(
     }
     notes = [s.description for s in splits.values()]
     code_records: list[CodeRecord] = []
-    if "stacked" in methods:
+    if any(get_strategy(m).needs_code_data for m in methods):
         main = next(iter(splits.values()))
         code_dataset = code_dataset or preset.code_dataset
         code_records = load_code_dataset(code_dataset, data_dir=data_dir, math_train=main.train)
         notes.append(f"stage-1 coding dataset: {code_dataset} ({len(code_records)} tasks)")
-    names = {m: model or (preset.qlora_model if m == "qlora" else preset.model) for m in methods}
+    names = base_model_names(preset, methods=methods, model=model)
     # Each distinct base is resolved once: for `tiny` that builds (or finds) the model and its pretraining.
     resolved = {n: resolve_model(n, preset, splits=splits, cache_dir=cache_dir) for n in set(names.values())}
     models = {m: resolved[n] for m, n in names.items()}
     return Prepared(splits=splits, code_records=code_records, models=models, notes=notes)
+
+
+def base_model_names(preset: Preset, *, methods: Sequence[str], model: str | None = None) -> dict[str, str]:
+    """Method -> its base model's name: `model` for every method, else the preset field its record names.
+
+    Raises:
+        ValueError: for a record naming a field presets do not have.
+    """
+    return {m: model or preset_field(preset, get_strategy(m).base_model, method=m) for m in methods}
 
 
 def resolve_model(name: str, preset: Preset, *, splits: Mapping[str, Splits], cache_dir: Path) -> str:
@@ -142,9 +153,6 @@ def with_overrides(trial: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
     Raises:
         ValueError: for a key no group knows, or one that two groups share.
     """
-    import dataclasses
-
-    from trainables.methods import get_strategy
     from trainables.scoring.evaluation import EvalSettings
     from trainables.training.loop import TrainConfig
 
@@ -174,6 +182,18 @@ def base_trial(preset: Preset, *, method: str, model: str, data_config: str, see
     """The trial config dict a preset gives before any search or override."""
     train = {**preset.train, "seed": seed, "eval": dict(preset.eval)}
     trial: dict[str, Any] = {"method": method, "model": model, "data_config": data_config, "train": train}
-    if method == "stacked":
-        trial["strategy"] = dict(preset.stacked)
+    settings = get_strategy(method).preset_settings
+    if settings:
+        trial["strategy"] = dict(preset_field(preset, settings, method=method))
     return trial
+
+
+def preset_field(preset: Preset, name: str, *, method: str) -> Any:
+    """The preset field a method's record names (`base_model`, `preset_settings`).
+
+    Raises:
+        ValueError: for a name that is not a field of `Preset`.
+    """
+    if name not in {f.name for f in dataclasses.fields(Preset)}:
+        raise ValueError(f"method {method!r} names preset field {name!r}, which presets do not have")
+    return getattr(preset, name)

@@ -21,6 +21,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
+from trainables.methods.stacked import BASELINES
 from trainables.scoring.baselines import LAST_NUMBER, MAJORITY, baselines_of_generations
 from trainables.scoring.collapse import answer_spread, describe_collapse, is_collapsed
 
@@ -90,7 +91,7 @@ def summarize(
         for key, value in (("prompt_style", train.get("prompt_style")), ("f", strategy.get("f"))):
             if value is not None:
                 summary.groups[key] = value
-        if strategy.get("baseline") not in (None, "stacked"):
+        if strategy.get("baseline") not in (None, BASELINES[0]):  # a stacked baseline, not the method
             summary.groups["baseline"] = strategy["baseline"]
     return summary
 

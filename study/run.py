@@ -14,9 +14,11 @@ import argparse
 import math
 from typing import NoReturn
 
-from study.config import CODE_DATASETS, DEFAULT_STORAGE, METHODS, SCHEDULERS, SEARCH_METRICS, StudyConfig
+from study.config import CODE_DATASETS, DEFAULT_STORAGE, SCHEDULERS, SEARCH_METRICS, StudyConfig
 from study.errors import run_cli
+from study.plugins import add_plugin_argument, preload_plugins
 from study.presets import PRESET_NAMES
+from trainables.methods import method_names
 
 
 def _number(text: str, *, zero_ok: bool) -> float:
@@ -51,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status 2 means bad input (a flag, a missing model or data, an unreachable cluster).",
     )
     what = parser.add_argument_group("what to study")
-    what.add_argument("--method", required=True, choices=(*METHODS, "all"), help="a method, or all of them")
+    what.add_argument(
+        "--method", required=True, choices=(*method_names(), "all"), help="a method, or all of them"
+    )
+    add_plugin_argument(what)
     what.add_argument("--config", default="main", choices=("main", "socratic", "both"), help="GSM8K config")
     what.add_argument(
         "--trials", type=int, default=50, help="trials per (method, config) experiment (default 50)"
@@ -154,11 +159,13 @@ def parse_config(argv: list[str] | None = None) -> StudyConfig:
     """Command-line arguments -> a validated `StudyConfig` (raises ValueError for bad input)."""
     from search_spaces.overrides import load_space_file, parse_override
 
+    plugins = preload_plugins(argv)  # first: their methods are valid values of --method and --space
     parser = build_parser()
     args = parser.parse_args(argv)
-    overrides = [parse_override(text, methods=METHODS) for text in args.space]
+    methods = method_names()
+    overrides = [parse_override(text, methods=methods) for text in args.space]
     if args.space_file:
-        overrides = load_space_file(args.space_file, methods=METHODS) + overrides
+        overrides = load_space_file(args.space_file, methods=methods) + overrides
     return StudyConfig(
         methods=(args.method,),
         configs=(args.config,),
@@ -189,6 +196,7 @@ def parse_config(argv: list[str] | None = None) -> StudyConfig:
         metric=args.metric,
         mode=args.mode,
         overrides=tuple(overrides),
+        plugins=plugins,
     )
 
 

@@ -16,17 +16,21 @@ import tempfile
 from pathlib import Path
 
 from study.errors import run_cli
+from study.plugins import add_plugin_argument, preload_plugins
 from study.presets import PRESET_NAMES, get_preset
-
-METHODS = ("lora", "lora_cot", "full", "qlora", "stacked")
+from trainables.methods import get_strategy, method_names
 
 
 def build_parser() -> argparse.ArgumentParser:
+    methods = "\n".join(f"  {name:<10} {get_strategy(name).description}" for name in method_names())
     parser = argparse.ArgumentParser(
         prog="python -m study.train",
         description="Train and evaluate one configuration of one method (no search, no Ray).",
+        epilog=f"methods (the registry's; --plugin adds more):\n{methods}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--method", required=True, choices=METHODS, help="the fine-tuning strategy")
+    parser.add_argument("--method", required=True, choices=method_names(), help="the fine-tuning method")
+    add_plugin_argument(parser)
     parser.add_argument(
         "--preset", default="tiny", choices=PRESET_NAMES, help="model, data and loop defaults"
     )
@@ -59,13 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    preload_plugins(argv)  # first: their methods are valid values of --method
     args = build_parser().parse_args(argv)
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out (the folder of the run to continue)")
     from study.prepare import DEFAULT_CACHE, base_trial, parse_overrides, prepare, with_overrides
     from study.results import trial_chance_lines
     from trainables.training.reporting import LocalReporter
-    from trainables.training.trial import TrialConfig, run_trial
+    from trainables.trial import TrialConfig, run_trial
 
     sizes = {f"{split}_size": getattr(args, f"{split}_size") for split in ("train", "dev", "test")}
     preset = get_preset(args.preset)

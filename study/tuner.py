@@ -27,7 +27,7 @@ import optuna
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
-from search_spaces import CONDITIONAL, define_by_run, space_keys
+from search_spaces import conditional_keys, define_by_run, space_keys
 from study.config import StudyConfig
 from study.dashboard import access_lines, check_reachable, connect, forget_cluster, note_study
 from study.optuna_store import StoredOptunaSearch, settle
@@ -57,12 +57,14 @@ PROGRESS_PARAMS = (
 )
 
 
-def study_trainable(config: dict, *, splits, code_records, cache_dir: str) -> None:
-    """The trial: record where it runs (`placement.json`), then `trainables.training.trial.math_trainable`."""
+def study_trainable(
+    config: dict, *, splits, code_records, cache_dir: str, plugins: Sequence[str] = ()
+) -> None:
+    """The trial: record where it runs (`placement.json`), then `trainables.trial.math_trainable`."""
     import ray
     from ray import tune as ray_tune
 
-    from trainables.training.trial import math_trainable
+    from trainables.trial import math_trainable
 
     placement = {
         "node_id": ray.get_runtime_context().get_node_id(),
@@ -74,7 +76,7 @@ def study_trainable(config: dict, *, splits, code_records, cache_dir: str) -> No
     trial_dir = Path(ray_tune.get_context().get_trial_dir())
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / "placement.json").write_text(json.dumps(placement))
-    math_trainable(config, splits=splits, code_records=code_records, cache_dir=cache_dir)
+    math_trainable(config, splits=splits, code_records=code_records, cache_dir=cache_dir, plugins=plugins)
 
 
 def trial_name(trial: Any) -> str:
@@ -197,7 +199,7 @@ class _ProgressReporter(tune.CLIReporter):
 def _progress_reporter(config: StudyConfig, experiment: Experiment) -> tune.CLIReporter:
     keys = space_keys(experiment.method, experiment.base)
     return _ProgressReporter(
-        conditional=CONDITIONAL.get(experiment.method, frozenset()),
+        conditional=conditional_keys(experiment.method),
         metric_columns={
             "training_iteration": "iter",
             config.metric: config.metric,
@@ -264,6 +266,7 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
             splits=prepared.splits,
             code_records=prepared.code_records,
             cache_dir=str(DEFAULT_CACHE / "stage1"),
+            plugins=config.plugins,  # imported again in each worker, before it reads a trial's method
         )
         summaries = [
             _run_experiment(config, e, trainable, resources, cluster, existing, location) for e in experiments

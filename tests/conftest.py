@@ -11,9 +11,7 @@ import os
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE"):
     os.environ[_var] = "1"
 
-import operator  # noqa: E402  (the environment above must be set first)
-import random  # noqa: E402
-from pathlib import Path  # noqa: E402
+from pathlib import Path  # noqa: E402  (the environment above must be set first)
 
 import pytest  # noqa: E402
 
@@ -53,34 +51,11 @@ def data_dir() -> Path:
     return path
 
 
-def _inline_math_texts(n: int, seed: int) -> list[str]:
-    """GSM8K-shaped questions, solutions and programs, for when `trainables.data.generator` is absent."""
-    rng = random.Random(seed)
-    ops = (
-        ("+", "buys", operator.add),
-        ("-", "gives away", operator.sub),
-        ("*", "multiplies them by", operator.mul),
-    )
-    texts = []
-    for _ in range(n):
-        a, b = sorted((rng.randint(2, 99), rng.randint(2, 99)), reverse=True)  # no negative counts
-        op, verb, fn = rng.choice(ops)
-        c = fn(a, b)
-        texts += [
-            f"Sam has {a} apples and {verb} {b}. How many apples does Sam have?",
-            f"Sam has {a} {op} {b} = <<{a}{op}{b}={c}>>{c} apples.\n#### {c}",
-            f"a = {a}; b = a {op} {b}; print(b)",
-        ]
-    return texts
-
-
 @pytest.fixture(scope="session")
 def micro_texts() -> list[str]:
     """A few hundred short math texts (questions, solutions with calculator marks, programs)."""
-    try:
-        from trainables.data.generator import generate_problems
-    except ImportError:
-        return _inline_math_texts(100, MICRO_SEED)
+    from trainables.data.generator import generate_problems
+
     records = generate_problems(100, seed=MICRO_SEED, min_steps=1, max_steps=3, max_operand=100)
     texts = []
     for record in records:

@@ -29,13 +29,13 @@ SCRIPT = """
 import json, sys
 from pathlib import Path
 
-import trainables.scoring.evaluation, trainables.training.loop, trainables.training.trial  # noqa: F401
+import trainables.scoring.evaluation, trainables.training.loop, trainables.trial  # noqa: F401
 from trainables.data.load import DataConfig, gsm8k_programs, load_math_splits
 from trainables.data.records import DataError
 from trainables.scoring.metrics import rouge1
 from trainables.training.models import ModelError, build_tiny_t5, load_model
 from trainables.training.reporting import LocalReporter
-from trainables.training.trial import TrialConfig, run_trial
+from trainables.trial import TrialConfig, run_trial
 
 out = Path(sys.argv[1])
 absent = sys.argv[2].split(",")

@@ -19,7 +19,7 @@ import pytest
 from analysis.diagnostics import diagnose, param_importances, search_history, search_table
 from analysis.load import DEFAULT_EPOCHS, DEFAULT_EVALS_PER_EPOCH, DEFAULT_PROMPT_STYLE, load_results
 from analysis.published import TABLE_ONE
-from analysis.select import best_trials
+from analysis.select import choose
 from analysis.table import ACC, CALC, HIGH, LOW, MISSING, PPL, PUBLISHED, ROUGE, SIM
 from analysis.tables import build_tables
 
@@ -301,17 +301,18 @@ def test_two_roots_are_told_apart_and_an_overlap_is_refused(tmp_path):
 def test_the_best_trial_is_chosen_by_dev_among_finished_trials_never_by_test(study):
     root, s = study
     trials = load_results([root]).trials
-    best = best_trials(trials[trials["method"] == "lora"], ("method", "config"))
-    assert best["trial_dir"].tolist() == [str(s["lora_best"])]  # not the higher-test one, not the stopped one
-    assert best[["n_trials", "n_finished"]].values.tolist() == [[4, 2]]
-    by_perplexity = best_trials(
-        trials[trials["method"] == "lora"], ("method",), metric="dev/perplexity", mode="min"
-    )
-    assert by_perplexity["trial_dir"].tolist() == [str(s["lora_best"])]  # 3.5 - 0.30 < 3.5 - 0.25
+    lora = trials[trials["method"] == "lora"]
+    best = choose(lora, ("method", "config"))
+    assert best.row("lora", "main")["trial_dir"] == str(
+        s["lora_best"]
+    )  # not the higher-test one, not the stopped one
+    assert list(best.counts.values()) == [(4, 2)]
+    by_perplexity = choose(lora, ("method",), metric="dev/perplexity", mode="min")
+    assert by_perplexity.row("lora")["trial_dir"] == str(s["lora_best"])  # 3.5 - 0.30 < 3.5 - 0.25
     with pytest.raises(ValueError, match="test split"):
-        best_trials(trials, ("method",), metric="test/accuracy")
+        choose(trials, ("method",), metric="test/accuracy")
     with pytest.raises(ValueError, match="no trial reported 'dev/bleu'"):
-        best_trials(trials, ("method",), metric="dev/bleu")
+        choose(trials, ("method",), metric="dev/bleu")
 
 
 def test_a_tie_on_dev_goes_to_the_first_trial_by_name_whatever_the_reading_order(tmp_path):
@@ -320,7 +321,7 @@ def test_a_tie_on_dev_goes_to_the_first_trial_by_name_whatever_the_reading_order
     write_trial(experiment, trial_params("lora"), dev=[0.5, 0.5], test=test_metrics(0.9))
     trials = load_results([tmp_path]).trials
     for order in (trials, trials.iloc[::-1]):
-        assert best_trials(order, ("method",))["trial_dir"].tolist() == [str(first)]
+        assert choose(order, ("method",)).row("lora")["trial_dir"] == str(first)
 
 
 def test_table1_shows_the_chosen_trials_test_numbers_beside_the_published_ones(study):

@@ -196,8 +196,8 @@ def test_the_loop_autocasts_to_the_dtype_models_pick(micro_t5_dir, micro_splits,
 
 def test_evaluation_truncates_like_training(micro_t5_dir, micro_splits, tmp_path):
     # The trial's max_input_tokens / max_target_tokens, not a fixed 512, bound what perplexity scores.
+    from trainables.data.batching import collate, encode_pairs
     from trainables.scoring.metrics import perplexity
-    from trainables.training.batching import collate, encode_pairs
 
     config = _config(epochs=1, max_input_tokens=12, max_target_tokens=6)
     model, tokenizer = _lora_model(micro_t5_dir)

@@ -14,7 +14,7 @@ from trainables.methods.stacked import stage1_key
 from trainables.methods.stacked_lora import StackedLoraLinear
 from trainables.training.loop import TrainConfig
 from trainables.training.models import load_model, load_tokenizer
-from trainables.training.trial import stage_fitter
+from trainables.trial import stage_fitter
 
 
 @pytest.fixture
@@ -126,8 +126,8 @@ def test_bad_baseline_is_named():
 def test_stacking_on_an_8bit_base_trains_only_stage2(micro_t5_dir, micro_splits, context_factory):
     import bitsandbytes as bnb
 
+    from trainables.data.batching import collate, encode_pairs
     from trainables.data.prompts import format_example
-    from trainables.training.batching import collate, encode_pairs
 
     strategy = get_strategy("stacked")
     config = strategy.make_config({"base_bits": 8, "f": "gelu"})

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from trainables.data.batching import collate, encode_pairs
 from trainables.data.prompts import format_example
 from trainables.data.records import CodeRecord
 from trainables.methods import STRATEGIES, StrategyContext, get_strategy
-from trainables.training.batching import collate, encode_pairs
 from trainables.training.loop import TrainConfig
 from trainables.training.models import load_model, load_tokenizer
-from trainables.training.trial import stage_fitter
+from trainables.trial import stage_fitter
 
 # What may train under each method (by parameter name); everything else must stay bit-identical.
 TRAINS = {

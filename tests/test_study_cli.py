@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from study.config import METHODS, StudyConfig
+from study.config import StudyConfig
 from study.run import build_parser, parse_config
+from trainables.methods import method_names
+
+METHODS = method_names()
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pytest
 
 from study.prepare import base_trial, parse_overrides, parse_value, with_overrides
 from study.presets import get_preset
-from trainables.training.trial import TrialConfig
+from trainables.trial import TrialConfig
 
 
 def _trial(method: str, **overrides):

@@ -13,7 +13,7 @@ def test_a_diverging_and_a_crashing_trial_fail_alone_with_their_cause(
     from ray import tune
 
     from study import dashboard
-    from trainables.training.trial import math_trainable
+    from trainables.trial import math_trainable
 
     # Ray reads its auth settings once per process; an earlier test may have switched them: set ours again.
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")

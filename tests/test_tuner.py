@@ -23,7 +23,7 @@ from study.prepare import base_trial
 from study.presets import get_preset
 from study.results import format_table, read_text, summarize, write_json, write_text
 from study.tuner import _check_resume, _study_record
-from trainables.training import trial as _trial  # noqa: F401  (torch imported at collection: tests time their own work)
+from trainables import trial as _trial  # noqa: F401  (torch imported at collection: tests time their own work)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CPU_ONLY = ClusterInfo(address="127.0.0.1:1", dashboard_url=None, started_here=True, resources={"CPU": 2.0})
@@ -313,7 +313,7 @@ def test_tiny_study_end_to_end(tmp_path, micro_t5_dir):
         assert (experiment / trial / "generations_test.jsonl").is_file()
         assert json.loads((experiment / trial / "placement.json").read_text())["node_id"]
     best = json.loads((experiment / "best_config.json").read_text())
-    from trainables.training.trial import TrialConfig
+    from trainables.trial import TrialConfig
 
     assert TrialConfig.from_dict(best["config"]).method == "lora_cot"
     assert json.loads((study / "best_configs.json").read_text())[0]["trial_id"] == best["trial_id"]

@@ -1,4 +1,5 @@
-"""The machine learning of the study: data, prompts, metrics, models, strategies and the training loop."""
+"""The machine learning of the study, in four subpackages imported one way: `data` <- `scoring` <-
+`training` <- `methods`; `trial` (the trial entry point Ray runs) wires a method to the loop."""
 
 import logging
 

@@ -44,6 +44,8 @@ from trainables.data.arithmetic import remove_annotations
 from trainables.data.records import CodeRecord, MathRecord
 
 PROMPT_STYLES = ("answer_only", "breakdown", "no_breakdown", "code")
+COT_STYLES = PROMPT_STYLES[1:]
+"""The chain-of-thought styles (all but `answer_only`): the `lora_cot` space searches them, tables report each."""
 INSTRUCTIONS = {
     "answer_only": "Answer the math question.",
     "breakdown": "Solve the math question step by step.",

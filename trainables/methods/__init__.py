@@ -1,12 +1,33 @@
-"""Fine-tuning strategies. Importing this package registers every method in `STRATEGIES`."""
+"""Fine-tuning methods. Importing this package registers every method module in it in `STRATEGIES`.
 
-from trainables.methods import full, lora, lora_cot, qlora, stacked  # noqa: F401  (each registers itself)
+Each module (or subpackage) of this folder is imported once, in name order, and a method module ends with
+its `register_strategy(...)`; a module that registers nothing (the `stacked_lora` adapter) is a helper of
+one that does. So a new method is a new file here, and no list of methods is kept anywhere.
+"""
+
+import importlib
+import pkgutil
+
 from trainables.methods.registry import (
     STRATEGIES,
     Strategy,
     StrategyContext,
     get_strategy,
+    load_plugins,
+    method_names,
     register_strategy,
 )
 
-__all__ = ["STRATEGIES", "Strategy", "StrategyContext", "get_strategy", "register_strategy"]
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _module != "registry":
+        importlib.import_module(f"{__name__}.{_module}")
+
+__all__ = [
+    "STRATEGIES",
+    "Strategy",
+    "StrategyContext",
+    "get_strategy",
+    "load_plugins",
+    "method_names",
+    "register_strategy",
+]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from trainables.methods.registry import StrategyContext, register_strategy
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -32,5 +34,9 @@ register_strategy(
     name="full",
     config_cls=FullStrategyConfig,
     apply=apply_full,
+    display_name="Full fine-tuning",
+    colour="#C44E52",
     description="full fine-tuning: every weight trained",
+    gpu_share=0.5,
+    order=30,
 )

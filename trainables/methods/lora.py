@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from peft import LoraConfig, TaskType, get_peft_model
+from typing import TYPE_CHECKING
 
 from trainables.methods.registry import StrategyContext, register_strategy
+
+if TYPE_CHECKING:
+    import torch
+    from peft import LoraConfig
 
 # T5's attention projections are q, k, v, o; its feed-forward layers wi (wi_0 / wi_1 when gated) and wo.
 T5_LINEAR_NAMES = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo")
@@ -43,6 +45,8 @@ class LoraStrategyConfig:
 
 def peft_lora_config(config: LoraStrategyConfig) -> LoraConfig:
     """The PEFT config for `config` (zero-init B, so a fresh adapter leaves outputs unchanged)."""
+    from peft import LoraConfig, TaskType  # PEFT takes seconds to import: only when a trial needs it
+
     return LoraConfig(
         task_type=TaskType.SEQ_2_SEQ_LM,
         r=config.r,
@@ -56,6 +60,8 @@ def apply_lora(
     model: torch.nn.Module, config: LoraStrategyConfig, context: StrategyContext
 ) -> torch.nn.Module:
     """Freeze the base model and add a trainable LoRA adapter."""
+    from peft import get_peft_model
+
     return get_peft_model(model, peft_lora_config(config))
 
 
@@ -63,5 +69,8 @@ register_strategy(
     name="lora",
     config_cls=LoraStrategyConfig,
     apply=apply_lora,
+    display_name="LoRA",
+    colour="#4C72B0",
     description="LoRA on T5-small: frozen base, trainable low-rank A, B",
+    order=10,
 )

@@ -7,12 +7,13 @@ torchtune derives its QLoRA builders from the LoRA ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from peft import get_peft_model, prepare_model_for_kbit_training
+from typing import TYPE_CHECKING
 
 from trainables.methods.lora import LoraStrategyConfig, peft_lora_config
 from trainables.methods.registry import StrategyContext, register_strategy
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -34,6 +35,8 @@ def apply_qlora(
     model: torch.nn.Module, config: QLoraStrategyConfig, context: StrategyContext
 ) -> torch.nn.Module:
     """Prepare the quantised base for training (fp32 norms, input grads) and add LoRA."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     return get_peft_model(model, peft_lora_config(config))
 
@@ -42,6 +45,12 @@ register_strategy(
     name="qlora",
     config_cls=QLoraStrategyConfig,
     apply=apply_qlora,
+    display_name="QLoRA",
+    colour="#55A868",
     load_kwargs=lambda config: {"quantization": f"{config.bits}bit"},
+    base_model="qlora_model",
     description="QLoRA: LoRA on T5-base loaded in 8-bit with bitsandbytes",
+    gpu_share=0.5,
+    quantized_base=True,
+    order=40,
 )

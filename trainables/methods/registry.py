@@ -1,24 +1,35 @@
-"""The strategy registry: a method name -> how to prepare a model for it.
+"""The method registry: one record per fine-tuning method, holding everything the rest of the system asks of it.
 
-A strategy decides which weights exist and which train; everything else (batching, optimiser, evaluation,
-checkpoints) is the shared loop's. Each strategy module ends with one `register_strategy(...)` call, so
-adding a method touches one place, the way a PEFT tuner package registers itself in its `__init__`.
+A method decides which weights exist and which train; everything else (batching, optimiser, evaluation,
+checkpoints) is the shared loop's. Each method module ends with one `register_strategy(...)` call, the way
+a PEFT tuner package registers itself with `register_peft_method(...)`; `trainables.methods` imports every
+module of its package, so adding a method is adding its files (`docs/adding-a-method.md`). A method from
+outside the package is loaded with `load_plugins` (`--plugin MODULE` on the command line).
+
+Records are plain data and must stay cheap to import: the study's CLI validates method names before torch
+is imported, so a method module imports torch and PEFT inside the functions that use them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import importlib
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 
 @dataclass
 class StrategyContext:
-    """What a strategy may use besides the model: the trial's tokenizer, data and a way to train."""
+    """What a method may use besides the model: the trial's tokenizer, data and a way to train."""
 
     tokenizer: Any
     """The trial's tokenizer."""
@@ -27,35 +38,75 @@ class StrategyContext:
     train: Any = None
     """The trial's `TrainConfig` (a first stage derives its own from it)."""
     fit: Callable[..., dict] | None = None
-    """`fit(model, pairs, train_config) -> {"loss", "losses"}`: the shared loop on (input, target) pairs, for
-    strategies with a first stage (`trial.stage_fitter`)."""
+    """`fit(model, pairs, config) -> {"loss", "losses"}`: the shared loop on (input, target) pairs with a
+    `TrainConfig`, for methods with a first stage (`trainables.trial.stage_fitter`)."""
     code_records: list | None = None
-    """The coding dataset (stacked LoRA's first stage)."""
+    """The coding dataset (given to methods whose record sets `needs_code_data`)."""
     cache_dir: Path | None = None
     """A folder shared by all trials of a study (stacked LoRA caches its stage 1 there)."""
     log: Callable[[str], None] = print
-    """Where a strategy says what it did."""
+    """Where a method says what it did."""
+
+
+def _no_load_kwargs(config: Any) -> dict:
+    return {}
 
 
 @dataclass(frozen=True)
 class Strategy:
-    """One fine-tuning method."""
+    """One fine-tuning method: the record every other part of the system reads."""
 
     name: str
-    """The method name used on the command line and in results."""
+    """The method name used on the command line, in trial configs and in results (lower_snake_case)."""
     config_cls: type
-    """The dataclass holding this method's hyperparameters."""
+    """The dataclass holding this method's hyperparameters (the trial config's `strategy` group)."""
     apply: Callable[[torch.nn.Module, Any, StrategyContext], torch.nn.Module]
     """Prepare a freshly loaded model: add adapters, choose what trains. Returns the model to train."""
-    load_kwargs: Callable[[Any], dict] = field(default=lambda config: {})
-    """Extra `load_model` arguments, e.g. 8-bit quantisation for QLoRA."""
-    default_prompt_style: str = "breakdown"
-    """The prompt style a trial uses unless the search space says otherwise."""
+    display_name: str
+    """How tables, charts and reports name the method, e.g. "Stacked LoRA"."""
+    colour: str
+    """The method's colour in charts, `#RRGGBB`."""
     description: str = ""
-    """One line for `--help` and reports."""
+    """One line saying what trains (`python -m study.train --help` lists it)."""
+    load_kwargs: Callable[[Any], dict] = field(default=_no_load_kwargs)
+    """Extra `load_model` arguments for a config, e.g. 8-bit quantisation for QLoRA."""
+    base_model: str = "model"
+    """Which base model of a study preset the method uses: the name of a preset field (`model`, or
+    `qlora_model` for QLoRA's T5-base). `--model` replaces it for every method."""
+    preset_settings: str | None = None
+    """The name of a preset field holding fixed `strategy/...` settings (stacked LoRA's stage-1 epochs)."""
+    search_space: str = ""
+    """Dotted path of the module holding the method's search space (`space`, optional `COVERAGE` and
+    `CONDITIONAL`); empty means `search_spaces.<name>`. The study imports it, trainables never does."""
+    gpu_share: float = 0.25
+    """GPU share of one trial where the cluster has GPUs (0.25: four trials share a GPU)."""
+    default_prompt_style: str = "breakdown"
+    """The prompt style a trial uses unless its config says otherwise."""
+    needs_code_data: bool = False
+    """Whether trials need the coding dataset (`StrategyContext.code_records`) and the shared stage cache."""
+    quantized_base: bool = False
+    """Whether the base always loads through bitsandbytes: without a GPU the study checks its CPU path first."""
+    order: int = 100
+    """Where the method comes in `--method all`, tables and legends (smaller first; ties by name)."""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"method name must be lower_snake_case, got {self.name!r}")
+        if not dataclasses.is_dataclass(self.config_cls):
+            raise ValueError(f"method {self.name!r}: config_cls must be a dataclass, got {self.config_cls!r}")
+        if not callable(self.apply) or not callable(self.load_kwargs):
+            raise ValueError(f"method {self.name!r}: apply and load_kwargs must be callables")
+        if not self.display_name.strip():
+            raise ValueError(f"method {self.name!r}: display_name is empty")
+        if not _COLOUR.match(self.colour):
+            raise ValueError(f"method {self.name!r}: colour must be #RRGGBB, got {self.colour!r}")
+        if not 0 < self.gpu_share <= 1:
+            raise ValueError(f"method {self.name!r}: gpu_share must be in (0, 1], got {self.gpu_share}")
+        if not self.search_space:
+            object.__setattr__(self, "search_space", f"search_spaces.{self.name}")
 
     def make_config(self, values: Mapping[str, Any]) -> Any:
-        """Build this strategy's config dataclass from a (Ray Tune) mapping; unknown keys are an error."""
+        """Build this method's config dataclass from a (Ray Tune) mapping; unknown keys are an error."""
         names = {f.name for f in dataclasses.fields(self.config_cls)}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -67,23 +118,51 @@ class Strategy:
 
 
 STRATEGIES: dict[str, Strategy] = {}
+"""Method name -> record (iterate `method_names()` for the study's order)."""
 
 
 def register_strategy(**kwargs: Any) -> Strategy:
-    """Add a strategy to the registry (called once at the end of each strategy module)."""
+    """Add a method to the registry (called once at the end of each method module).
+
+    Raises:
+        ValueError: for a name registered twice, or a record field that is not valid.
+    """
     strategy = Strategy(**kwargs)
     if strategy.name in STRATEGIES:
-        raise ValueError(f"strategy {strategy.name!r} is registered twice")
+        raise ValueError(f"method {strategy.name!r} is registered twice")
     STRATEGIES[strategy.name] = strategy
     return strategy
 
 
 def get_strategy(name: str) -> Strategy:
-    """The strategy registered under `name`.
+    """The method registered under `name`.
 
     Raises:
         ValueError: for an unknown name, listing the known ones.
     """
     if name not in STRATEGIES:
-        raise ValueError(f"unknown method {name!r}; choose from {', '.join(sorted(STRATEGIES))}")
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(method_names())}")
     return STRATEGIES[name]
+
+
+def method_names() -> tuple[str, ...]:
+    """Every registered method name, in the study's order: what `--method all` runs (plugins included
+    once loaded). No module writes the list out again."""
+    return tuple(sorted(STRATEGIES, key=lambda name: (STRATEGIES[name].order, name)))
+
+
+def load_plugins(modules: Sequence[str]) -> None:
+    """Import each module (dotted name on `sys.path`), so that the methods it registers exist.
+
+    A study imports them in the driver and again in every Ray worker, before a trial config is read;
+    importing a module twice is a no-op, so this is safe to call for every trial.
+
+    Raises:
+        ValueError: naming a module that cannot be imported, and why.
+    """
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # a plugin's own import error is the user's to read, in one line
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"--plugin {module}: cannot import it ({reason})") from None

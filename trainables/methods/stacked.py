@@ -20,24 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
-
 from trainables.data.prompts import code_task_example
 from trainables.methods.registry import StrategyContext, register_strategy
-from trainables.methods.stacked_lora import (
-    StackedLoraConfig,
-    apply_stacked_lora,
-    load_stacked_lora,
-    save_stacked_lora,
-    start_stage2,
-)
+from trainables.methods.stacked_lora.config import StackedLoraConfig
 from trainables.training.cache import build_once, settings_key, texts_digest  # a leaf: imports no trainables
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch, PEFT and the adapter's modules load when a trial applies the method
+    import torch
+
     from trainables.training.loop import TrainConfig
 
 BASELINES = ("stacked", "linear", "merged_then_lora", "single_lora")
+"""The method (first), then the comparison baselines; the search space and the analysis import these."""
 CACHE_FORMAT = 1  # bump when what a cached stage 1 means changes
 
 
@@ -127,6 +121,8 @@ def _stage1_train(config: StackedStrategyConfig, context: StrategyContext) -> Tr
 
 
 def _train_stage1(model: torch.nn.Module, config: StackedStrategyConfig, context: StrategyContext) -> None:
+    from trainables.methods.stacked_lora import apply_stacked_lora
+
     apply_stacked_lora(model, config.adapter_config())
     pairs = _stage1_pairs(context)
     context.log(f"stacked LoRA stage 1: training A1 B1 on {len(pairs)} coding tasks")
@@ -135,6 +131,8 @@ def _train_stage1(model: torch.nn.Module, config: StackedStrategyConfig, context
 
 def _stage1_from_cache(model, config: StackedStrategyConfig, context: StrategyContext) -> torch.nn.Module:
     """Apply stage 1 to `model`: load the cached adapter, or train it and fill the cache."""
+    from trainables.methods.stacked_lora import load_stacked_lora, save_stacked_lora
+
     if context.cache_dir is None:
         _train_stage1(model, config, context)
         return model
@@ -157,6 +155,10 @@ def apply_stacked(
     model: torch.nn.Module, config: StackedStrategyConfig, context: StrategyContext
 ) -> torch.nn.Module:
     """Stage 1 (cached), then freeze it and add the trainable stage-2 adapter."""
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    from trainables.methods.stacked_lora import start_stage2
+
     if config.base_bits:
         # fp32 norms and input gradients for a quantised base, as for QLoRA
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
@@ -178,6 +180,11 @@ register_strategy(
     name="stacked",
     config_cls=StackedStrategyConfig,
     apply=apply_stacked,
+    display_name="Stacked LoRA",
+    colour="#8172B2",
     load_kwargs=lambda config: {"quantization": f"{config.base_bits}bit"} if config.base_bits else {},
+    preset_settings="stacked",
     description="stacked LoRA: W0 + A1B1 (coding, frozen) + f(A2B2) (GSM8K)",
+    needs_code_data=True,
+    order=50,
 )

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from trainables.data.arithmetic import format_answer
+from trainables.data.batching import collate, encode_pairs
 from trainables.data.prompts import format_example, usable
 from trainables.data.records import MathRecord
 from trainables.scoring.collapse import answer_spread
@@ -27,7 +28,6 @@ from trainables.scoring.metrics import (
     rouge1,
     semantic_similarity,
 )
-from trainables.training.batching import collate, encode_pairs
 
 METRICS = ("accuracy", "perplexity", "rouge1", "similarity")
 

@@ -22,10 +22,10 @@ import psutil
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from trainables.data.batching import collate, encode_pairs
 from trainables.data.prompts import PROMPT_STYLES, format_example, usable
 from trainables.scoring.calculator import calculator_supported
 from trainables.scoring.evaluation import EvalSettings, evaluate_split
-from trainables.training.batching import collate, encode_pairs
 from trainables.training.models import count_parameters, pick_dtype
 from trainables.training.reporting import Reporter
 

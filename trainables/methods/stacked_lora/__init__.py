@@ -37,36 +37,41 @@ Baselines (the lead's setting chooses; the mechanics are here):
 * merged-then-LoRA (COLA-style): `f="identity", f_space="activation", stage1_merge=True` folds s1 B1 A1 into
   W0 when stage 2 starts; a saved adapter keeps A1, B1, and loading folds them in again. Float bases only.
 * one LoRA of rank r1 + r2: plain PEFT LoRA (the `lora` strategy with `r = r1 + r2`), not this package.
+
+The package imports its torch modules (`layer`, `model`) on first use of one of their names (PEP 562), so
+that the method registry can read `StackedLoraConfig` without torch.
 """
 
-from trainables.methods.stacked_lora.config import ACTIVATIONS, F_SPACES, StackedLoraConfig
-from trainables.methods.stacked_lora.layer import StackedLoraLinear
-from trainables.methods.stacked_lora.model import (
-    apply_stacked_lora,
-    load_stacked_lora,
-    merge_and_unload,
-    merge_stacked_lora,
-    read_stacked_lora_config,
-    save_stacked_lora,
-    stacked_layers,
-    stacked_lora_state_dict,
-    start_stage2,
-    unmerge_stacked_lora,
-)
+import importlib
 
-__all__ = [
-    "ACTIVATIONS",
-    "F_SPACES",
-    "StackedLoraConfig",
-    "StackedLoraLinear",
-    "apply_stacked_lora",
-    "load_stacked_lora",
-    "merge_and_unload",
-    "merge_stacked_lora",
-    "read_stacked_lora_config",
-    "save_stacked_lora",
-    "stacked_layers",
-    "stacked_lora_state_dict",
-    "start_stage2",
-    "unmerge_stacked_lora",
-]
+from trainables.methods.stacked_lora.config import ACTIVATIONS, F_SPACES, StackedLoraConfig
+
+_LAZY = {
+    "StackedLoraLinear": "layer",
+    **dict.fromkeys(
+        (
+            "apply_stacked_lora",
+            "load_stacked_lora",
+            "merge_and_unload",
+            "merge_stacked_lora",
+            "read_stacked_lora_config",
+            "save_stacked_lora",
+            "stacked_layers",
+            "stacked_lora_state_dict",
+            "start_stage2",
+            "unmerge_stacked_lora",
+        ),
+        "model",
+    ),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+__all__ = ["ACTIVATIONS", "F_SPACES", "StackedLoraConfig", *_LAZY]

@@ -8,23 +8,54 @@ The adapter computes `W = W0 + s1 B1 A1 + f(s2 B2 A2)` with `s = alpha / r` (see
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    import torch
+
+
+class TorchFunction:
+    """A torch function named by its dotted path, imported at its first call.
+
+    This module must load without torch: the method registry imports it for the config class, and the
+    study's CLI validates method names before it imports torch (seconds). After the first call a call
+    costs one attribute read more than the function itself.
+    """
+
+    __slots__ = ("path", "_function")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._function: Callable | None = None
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        if self._function is None:
+            module, _, name = self.path.rpartition(".")
+            self._function = getattr(importlib.import_module(module), name)
+        return self._function(t)
+
+    def __repr__(self) -> str:
+        return self.path
+
+
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
+
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "identity": lambda t: t,
-    "relu": F.relu,
-    "leaky_relu": F.leaky_relu,  # negative slope 0.01
-    "gelu": F.gelu,  # exact (erf) form
-    "tanh": torch.tanh,
-    "silu": F.silu,
+    "identity": _identity,
+    "relu": TorchFunction("torch.nn.functional.relu"),
+    "leaky_relu": TorchFunction("torch.nn.functional.leaky_relu"),  # negative slope 0.01
+    "gelu": TorchFunction("torch.nn.functional.gelu"),  # exact (erf) form
+    "tanh": TorchFunction("torch.tanh"),
+    "silu": TorchFunction("torch.nn.functional.silu"),
 }
-"""Name -> elementwise function for `f`. Add an entry to offer another `f` (any name here validates)."""
+"""Name -> elementwise function for `f`. Add an entry to offer another `f` (any name here validates; the
+search space samples every name here)."""
 
 F_SPACES = ("weight", "activation")
 """Where f acts: on the (out, in) weight delta, or on the stage-2 adapter's (..., r2) hidden activations."""
@@ -37,6 +68,8 @@ def _is_number(value: Any) -> bool:
 
 def _value_and_slope_at_zero(f: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
     """f(0) and f'(0) as autograd computes them (torch's relu gives f'(0) = 0)."""
+    import torch
+
     zero = torch.zeros(1, requires_grad=True)
     value = f(zero)
     (slope,) = torch.autograd.grad(value.sum(), zero)

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from trainables.data.records import CodeRecord
-from trainables.methods import get_strategy
-from trainables.methods.registry import StrategyContext
+from trainables.methods import StrategyContext, get_strategy, load_plugins
 from trainables.scoring.evaluation import EvalSettings
 from trainables.training.loop import TrainConfig, fit, seed_everything, train_and_evaluate
 from trainables.training.models import load_model, load_tokenizer, pick_device
@@ -69,16 +68,6 @@ class TrialConfig:
             )
         except TypeError as error:  # a value of the wrong type, e.g. a word where a number belongs
             raise ValueError(f"bad setting for method {strategy.name!r}: {error}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The nested dict form, as Ray Tune stores it."""
-        return {
-            "method": self.method,
-            "model": self.model,
-            "data_config": self.data_config,
-            "strategy": asdict(self.strategy),
-            "train": asdict(self.train),
-        }
 
 
 def stage_fitter(tokenizer, log: Callable[[str], None]) -> Callable[..., dict]:
@@ -136,8 +125,14 @@ def math_trainable(
     splits: Mapping[str, Any],
     code_records: Sequence[CodeRecord] | None = None,
     cache_dir: str | None = None,
+    plugins: Sequence[str] = (),
 ) -> None:
-    """The Ray Tune function trainable (bind data with `tune.with_parameters`)."""
+    """The Ray Tune function trainable (bind data and plugin modules with `tune.with_parameters`).
+
+    `plugins` are imported before the config is read: a worker process starts with only the built-in
+    methods registered.
+    """
+    load_plugins(plugins)
     run_trial(
         TrialConfig.from_dict(config),
         splits=splits,

@@ -1,0 +1,167 @@
+"""Adding a method is adding files: IA3, from the two modules docs/adding-a-method.md shows, loaded with
+`--plugin`, runs through `study.train` and a one-trial `study.run` (its Ray worker imports it too)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from search_spaces import space_keys
+from study.config import StudyConfig
+from study.dashboard import ClusterInfo
+from study.plan import plan_experiments, trial_resources
+from study.run import parse_config
+from trainables.methods import STRATEGIES, get_strategy, load_plugins, method_names, register_strategy
+
+REPO = Path(__file__).resolve().parents[1]
+BUILT_IN = ("lora", "lora_cot", "full", "qlora", "stacked")
+
+
+def _doc_files() -> dict[str, str]:
+    """The files docs/adding-a-method.md shows: a ```python NAME.py block each."""
+    text = (REPO / "docs" / "adding-a-method.md").read_text()
+    return dict(re.findall(r"```python (\w+\.py)\n(.*?)```", text, flags=re.DOTALL))
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """The doc's plugin on sys.path; afterwards the registry and sys.modules are as before."""
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    for name, code in _doc_files().items():
+        (folder / name).write_text(code)
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    STRATEGIES.pop("ia3", None)
+    for module in ("ia3_method", "ia3_space"):
+        sys.modules.pop(module, None)
+
+
+def test_the_doc_shows_a_method_and_its_space():
+    assert set(_doc_files()) == {"ia3_method.py", "ia3_space.py"}
+
+
+def test_a_plugin_adds_a_method_to_every_list(plugin):
+    assert "ia3" not in method_names()
+    config = parse_config(["--plugin", "ia3_method", "--method", "all", "--preset", "tiny"])
+    assert config.methods == (*BUILT_IN, "ia3") and config.plugins == ("ia3_method",)
+    assert get_strategy("ia3").display_name == "IA3"
+    # the study finds its space through the record, samples it and builds each trial config
+    [experiment] = plan_experiments(StudyConfig(methods=("ia3",), preset="tiny"))
+    assert experiment.name == "ia3-main" and experiment.points == []
+    assert "strategy/target_modules" in space_keys("ia3", experiment.base)
+
+
+def test_a_plugin_method_gets_its_record_s_gpu_share(plugin):
+    load_plugins(["ia3_method"])
+    config = StudyConfig(methods=("ia3",), preset="tiny")
+    cluster = ClusterInfo(
+        address="h:1", dashboard_url=None, started_here=False, resources={"CPU": 4, "GPU": 1}
+    )
+    assert trial_resources(config, "ia3", cluster) == {"cpu": 1.0, "gpu": 0.125}
+
+
+def test_a_missing_plugin_is_one_line_and_exit_2():
+    result = subprocess.run(
+        [sys.executable, "-m", "study.run", "--plugin", "no_such_plugin", "--method", "lora"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "error: --plugin no_such_plugin: cannot import it (No module named 'no_such_plugin')"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name": "IA3"}, "lower_snake_case"),
+        ({"colour": "brown"}, "colour must be #RRGGBB"),
+        ({"gpu_share": 0}, "gpu_share must be in (0, 1]"),
+        ({"config_cls": dict}, "config_cls must be a dataclass"),
+        ({"name": "lora"}, "method 'lora' is registered twice"),
+    ],
+)
+def test_a_bad_record_is_refused_naming_the_field(change, message):
+    lora = get_strategy("lora")
+    fields = {
+        "name": "lora_plus",
+        "config_cls": lora.config_cls,
+        "apply": lora.apply,
+        "display_name": "LoRA+",
+        "colour": "#000000",
+    }
+    with pytest.raises(ValueError, match=re.escape(message)):
+        register_strategy(**{**fields, **change})
+    assert "lora_plus" not in STRATEGIES and STRATEGIES["lora"] is lora
+
+
+def test_a_plugin_method_trains_through_study_train(plugin, micro_t5_dir, tmp_path, capsys):
+    from study.train import main
+
+    out = tmp_path / "run"
+    final = main(
+        [
+            "--plugin", "ia3_method", "--method", "ia3", "--preset", "tiny", "--model", str(micro_t5_dir),
+            "--train-size", "32", "--dev-size", "4", "--test-size", "4", "--out", str(out),
+            "--set", "epochs=1", "--set", "max_new_tokens=4", "--set", "metrics=accuracy",
+        ]
+    )  # fmt: skip
+    assert final["test/n"] == 4 and 0 <= final["test/accuracy"] <= 1
+    # IA3 trains one vector per targeted layer (k, v: d_model each; wo: its input width), nothing else
+    assert 0 < final["params/trainable"] < final["params/total"] / 50
+    assert json.loads((out / "final_metrics.json").read_text()) == final
+
+
+@pytest.mark.slow
+def test_a_plugin_method_runs_a_one_trial_study(plugin, micro_t5_dir, tmp_path):
+    from test_tuner import MICRO, study_env
+
+    env = study_env(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join([str(plugin), str(REPO), env.get("PYTHONPATH", "")])
+    args = [*MICRO, "--model", str(micro_t5_dir), "--storage", str(tmp_path / "out"), "--name", "ia3"]
+    args += ["--plugin", "ia3_method", "--method", "ia3", "--trials", "1", "--space", "train/epochs=1"]
+    result = subprocess.run(
+        [sys.executable, "-m", "study.run", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        start_new_session=True,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    [rows] = [
+        [json.loads(line) for line in path.read_text().splitlines()]
+        for path in (tmp_path / "out" / "ia3" / "ia3-main").glob("trial_*/result.json")
+    ]
+    assert rows[-1]["config"]["method"] == "ia3" and "test/accuracy" in rows[-1]
+    table = result.stdout[result.stdout.index("best trial of each experiment") :].splitlines()
+    assert table[2].split()[:5] == ["ia3", "main", "1", "0", "0"]
+
+
+def test_a_record_naming_a_preset_field_that_does_not_exist_is_refused_before_loading(monkeypatch):
+    from study.prepare import base_model_names, base_trial
+    from study.presets import get_preset
+
+    lora = get_strategy("lora")
+    fields = {"config_cls": lora.config_cls, "apply": lora.apply, "display_name": "X", "colour": "#000000"}
+    monkeypatch.setitem(STRATEGIES, "big", type(lora)(name="big", base_model="t5_large", **fields))
+    monkeypatch.setitem(STRATEGIES, "fixed", type(lora)(name="fixed", preset_settings="nope", **fields))
+    with pytest.raises(ValueError, match="method 'big' names preset field 't5_large', which presets do not"):
+        base_model_names(get_preset("tiny"), methods=["lora", "big"])
+    with pytest.raises(ValueError, match="method 'fixed' names preset field 'nope'"):
+        base_trial(get_preset("tiny"), method="fixed", model="m", data_config="main", seed=0)
+    assert base_model_names(get_preset("paper"), methods=["lora", "qlora"]) == {
+        "lora": "t5-small",
+        "qlora": "t5-base",
+    }
