@@ -1,9 +1,11 @@
 """Search diagnostics per (method, config) experiment: the optimisation history and hyperparameter importance.
 
-Ray's `OptunaSearch` keeps its Optuna study inside the searcher's pickled state, so the study is rebuilt
-in memory from what every trial left on disk: its sampled hyperparameters (`params.json`) and its last
-reported dev metric, the value the searcher was told. Optuna's fANOVA evaluator then ranks the parameters;
-parameters only some trials have (conditional ones, such as stacked LoRA's f) are left out, as Optuna does.
+Where the study stored its Optuna study (`analysis.stored_study`), history and importance come from it:
+Optuna's trial order and values, and Optuna's fANOVA on its COMPLETE trials, exactly what optuna-dashboard
+shows. Otherwise (older results, a report on another metric) the study is rebuilt in memory from what every
+trial left on disk: its sampled hyperparameters (`params.json`) and its last reported dev metric. Either
+way parameters only some trials have (conditional ones, such as stacked LoRA's f) are left out, as Optuna
+does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from analysis.load import hyperparameter_columns
 from analysis.methods import METHOD_COLORS, METHOD_LABELS
 from analysis.plots import new_figure, save_figure
 from analysis.select import choose
+from analysis.stored_study import load_stored_study, stored_history, stored_importances
 from analysis.table import Table
 
 MIN_TRIALS = 3
@@ -154,8 +157,13 @@ def diagnose(trials: pd.DataFrame, *, metric: str, mode: str) -> list[SearchDiag
     """History and importances of every (method, config) experiment in `trials`."""
     diagnostics = []
     for (method, config), group in trials.groupby(["method", "config"], sort=True):
-        importances, reason = param_importances(group, metric=metric, mode=mode)
-        history = search_history(group, metric=metric, mode=mode)
+        study = load_stored_study(group, metric=metric, mode=mode)
+        if study is not None:
+            importances, reason = stored_importances(study, min_trials=MIN_TRIALS)
+            history = stored_history(study, group, mode=mode)
+        else:
+            importances, reason = param_importances(group, metric=metric, mode=mode)
+            history = search_history(group, metric=metric, mode=mode)
         diagnostics.append(SearchDiagnostics(method, config, history, importances, reason))
     return diagnostics
 

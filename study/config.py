@@ -28,6 +28,9 @@ SEARCH_METRICS = {
 """Metrics reported at every evaluation (so ASHA can compare trials on them) -> the better direction."""
 CODE_DATASETS = ("mbpp", "gsm8k-programs")
 DEFAULT_STORAGE = "results"
+JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
+"""A --optuna-storage path ending so is an Optuna journal file (as `optuna-dashboard FILE` reads it)."""
+MLFLOW_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 _ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -81,6 +84,11 @@ class StudyConfig:
     """Local folder or URI (s3://, gs://, ...) holding `<name>/<method>-<config>/`."""
     name: str | None = None
     """The study's folder under `storage`; None: `slm-<preset>`."""
+    optuna_storage: str | None = None
+    """Optuna storage URL for every experiment's study (RDB URL, redis:// or a journal file); None: a SQLite
+    file per study folder, `<storage>/<name>/optuna.db`."""
+    mlflow: str | None = None
+    """MLflow tracking URI (file:, sqlite:, http(s)://, ...) to log every trial to; None: no MLflow."""
     resume: bool = False
     """Continue an interrupted study with this name (finished trials are not run again)."""
     seed: int = 0
@@ -107,6 +115,7 @@ class StudyConfig:
             raise ValueError("--storage must be a folder or a URI, got an empty string")
         if not _URI.match(self.storage):
             self.storage = str(Path(self.storage).expanduser().resolve())
+        self._check_tracking_uris()
         self.name = self.name or f"slm-{self.preset or 'paper'}"
         if not _NAME.match(self.name):
             raise ValueError(f"--name must be letters, digits, '.', '-' or '_' (no '/'), got {self.name!r}")
@@ -172,6 +181,28 @@ class StudyConfig:
                 raise ValueError(f"--gpus-per-trial must be >= 0, got {gpus}")
             if gpus > 1 and gpus != int(gpus):
                 raise ValueError(f"--gpus-per-trial above 1 must be a whole number of GPUs, got {gpus}")
+
+    def _check_tracking_uris(self) -> None:
+        """Only the shape here; `study.tracking.check_tracking` connects, before Ray starts."""
+        url = self.optuna_storage
+        if url is not None:
+            url = self.optuna_storage = url.strip()
+            if not _URI.match(url) and not url.endswith(JOURNAL_SUFFIXES):
+                raise ValueError(
+                    f"--optuna-storage must be a database URL (sqlite:///study.db, postgresql://user@host/db, "
+                    f"redis://host) or a journal file ending {', '.join(JOURNAL_SUFFIXES)}, got {url!r}"
+                )
+            if not _URI.match(url):  # a journal file: absolute, so --resume from another folder finds it
+                self.optuna_storage = str(Path(url).expanduser().resolve())
+        uri = self.mlflow
+        if uri is not None:
+            uri = self.mlflow = uri.strip()
+            scheme = uri.split(":", 1)[0] if ":" in uri else ""
+            if not uri or scheme not in MLFLOW_SCHEMES:
+                raise ValueError(
+                    f"--mlflow must be a tracking URI starting {', '.join(s + ':' for s in MLFLOW_SCHEMES)}, "
+                    f"got {uri!r}"
+                )
 
     @property
     def preset_name(self) -> str:

@@ -9,9 +9,11 @@ sure a token exists that only its owner can read (Ray writes it with the default
 dashboard listens on 127.0.0.1 only. The study prints the dashboard URL and what another shell needs.
 
     python -m study.dashboard            # URL, token check, and `ray status` of the running study
+    python -m study.dashboard --study results/slm-tiny   # the optuna-dashboard command of a study
 
 prints the same for the running study's cluster (or `--address`), checks that the dashboard's API
-accepts the token, and runs `ray status` with the matching environment.
+accepts the token, runs `ray status` with the matching environment, and prints the command that opens the
+study's Optuna storage in optuna-dashboard.
 """
 
 from __future__ import annotations
@@ -191,6 +193,35 @@ def _write_cluster_file(info: ClusterInfo) -> None:
         pass  # a convenience for `python -m study.dashboard`; the study runs without it
 
 
+def note_study(*, optuna_url: str) -> None:
+    """Add the running study's Optuna storage to CLUSTER_FILE, so `python -m study.dashboard` can print the
+    optuna-dashboard command too."""
+    try:
+        saved = json.loads(CLUSTER_FILE.read_text())
+        if saved.get("pid") == os.getpid():
+            CLUSTER_FILE.write_text(json.dumps({**saved, "optuna_url": optuna_url}))
+    except (OSError, ValueError):
+        pass  # a convenience, as above
+
+
+def optuna_dashboard_line(url: str) -> str:
+    """How to open a study's Optuna storage in optuna-dashboard (the `dashboard` extra installs it)."""
+    return f"Optuna dashboard: optuna-dashboard {url}  (then open http://127.0.0.1:8080)"
+
+
+def stored_optuna_url(study_dir: str) -> str:
+    """The Optuna storage of a study folder: its --optuna-storage, else its own `optuna.db`.
+
+    Raises:
+        ValueError: if the folder holds no study.
+    """
+    folder = Path(study_dir).expanduser().resolve()
+    record = folder / "study.json"
+    if not record.is_file():
+        raise ValueError(f"{study_dir} is not a study folder (no study.json)")
+    return json.loads(record.read_text()).get("optuna_storage") or f"sqlite:///{folder / 'optuna.db'}"
+
+
 def forget_cluster() -> None:
     """Remove this process's entry from CLUSTER_FILE (the study is over; its cluster may be gone)."""
     stale_clusters.forget()
@@ -235,12 +266,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m study.dashboard", description=main.__doc__)
     parser.add_argument("--address", help="GCS address host:port (default: the running study's)")
     parser.add_argument("--dashboard-url", help="dashboard URL (default: the running study's)")
+    parser.add_argument(
+        "--study",
+        metavar="DIR",
+        help="a study folder (<storage>/<name>): print how to open its Optuna studies",
+    )
     args = parser.parse_args(argv)
     saved = json.loads(CLUSTER_FILE.read_text()) if CLUSTER_FILE.is_file() else {}
     if saved and not _alive(saved.get("pid")):
         saved = {}  # left behind by a study that was killed
     address = args.address or saved.get("address")
     url = args.dashboard_url or (saved.get("dashboard_url") if not args.address else None)
+    optuna_url = stored_optuna_url(args.study) if args.study else saved.get("optuna_url")
+    if args.study and not address:
+        print(optuna_dashboard_line(optuna_url))  # a finished study: no cluster to ask
+        return 0
     if not address:
         raise ValueError(
             "no running study found (start one with python -m study.run), and no --address given"
@@ -248,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = configure_auth()
     info = ClusterInfo(address=address, dashboard_url=url, started_here=False)
     print("\n".join(access_lines(info)))
+    if optuna_url:
+        print(optuna_dashboard_line(optuna_url))
     if url:
         try:
             status = dashboard_status(url, read_token() if mode == "token" else None)

@@ -141,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     store.add_argument("--name", help="the study's folder under --storage (default: slm-<preset>)")
     store.add_argument("--resume", action="store_true", help="continue the interrupted study --name")
+    store.add_argument(
+        "--optuna-storage",
+        metavar="URL",
+        help="Optuna storage for the studies: sqlite:///f.db, postgresql://..., a journal file f.log "
+        "(default: <storage>/<name>/optuna.db)",
+    )
+    store.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log every trial to MLflow: file:./mlruns, sqlite:///mlflow.db, http://...",
+    )
     return parser
 
 
@@ -179,6 +190,8 @@ def parse_config(argv: list[str] | None = None) -> StudyConfig:
         storage=args.storage,
         name=args.name,
         resume=args.resume,
+        optuna_storage=args.optuna_storage,
+        mlflow=args.mlflow,
         seed=args.seed,
         metric=args.metric,
         mode=args.mode,

@@ -3,7 +3,9 @@
 `run_study(config)` goes top to bottom:
 1. plan each experiment (fixed base config, `--space` overrides, coverage points) and build one sampled
    config per branch into a `TrialConfig`, so a bad override fails before anything loads;
-2. prepare the data and base models once in the driver (a missing model or dataset stops here, before Ray);
+2. check where the Optuna studies (`study.tracking`: SQLite `<study>/optuna.db` or --optuna-storage) and
+   MLflow runs go, then prepare the data and base models once in the driver (a bad URL, a missing model or
+   dataset stops here, before Ray);
 3. start a local Ray cluster or join `--address`, and fit each trial's resources to it;
 4. run the experiments in turn - new ones, or restored ones with `--resume` - writing `best_config.json`
    after each, and print the best trial of every experiment.
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import socket
 import sys
@@ -25,18 +26,26 @@ from typing import Any
 import optuna
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import conditional_keys, define_by_run, space_keys
 from study.config import StudyConfig
-from study.dashboard import access_lines, check_reachable, connect, forget_cluster
+from study.dashboard import access_lines, check_reachable, connect, forget_cluster, note_study
+from study.optuna_store import StoredOptunaSearch, settle
 from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE
-from study.results import COMPLETION_KEY, ExperimentSummary, print_summary, read_text, summarize, write_json
+from study.results import ExperimentSummary, print_summary, read_text, summarize, write_json
+from study.tracking import (
+    OptunaLocation,
+    check_tracking,
+    mlflow_callback,
+    optuna_location,
+    prepare_studies,
+    upload,
+)
 
 RESUME_CHECKED = ("preset", "model", "data_dir", "train_size", "dev_size", "test_size", "code_dataset")
 RESUME_CHECKED += ("trials", "seed", "metric", "mode", "scheduler", "grace_period", "reduction_factor")
-RESUME_CHECKED += ("overrides",)
+RESUME_CHECKED += ("overrides", "optuna_storage", "mlflow")
 """Settings a resumed study must share with the one it continues (Ray restores the searcher as it was)."""
 PROGRESS_PARAMS = (
     "train/lr",
@@ -46,34 +55,6 @@ PROGRESS_PARAMS = (
     "train/prompt_style",
     "strategy/f",
 )
-
-
-class PruneAwareOptunaSearch(OptunaSearch):
-    """`OptunaSearch` that tells Optuna which trials ASHA stopped early.
-
-    Ray's `OptunaSearch` reports every trial that ends without an error as COMPLETE with its last value,
-    so to TPE a trial stopped after one epoch looks like a finished one with a poor score. Only a
-    trial's last report carries the test metrics, so a trial that ends without them was stopped: it is
-    told to Optuna as PRUNED, with the value it was stopped at as its last intermediate value.
-    """
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        ot_trial = self._ot_trials.get(trial_id)
-        if (
-            error
-            or not result
-            or COMPLETION_KEY in result
-            or ot_trial is None
-            or trial_id in self._completed_trials
-        ):
-            return super().on_trial_complete(trial_id, result=result, error=error)
-        value, step = result.get(self.metric), result.get("training_iteration")
-        if isinstance(value, (int, float)) and math.isfinite(value) and step is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # Optuna warns if this step was already reported
-                ot_trial.report(float(value), int(step))
-        self._ot_study.tell(ot_trial, None, state=optuna.trial.TrialState.PRUNED)
-        self._completed_trials.add(trial_id)
 
 
 def study_trainable(
@@ -128,12 +109,13 @@ def build_tuner(
     max_concurrent: int,
     restore: bool,
     reuse_actors: bool = True,
+    location: OptunaLocation | None = None,
 ) -> tune.Tuner:
     """A new Tuner for `experiment`, or the interrupted one restored from storage.
 
     `reuse_actors` keeps a trial's worker process (torch and transformers imported) for the next trial;
     `run_trial` seeds everything and frees the model, so trials stay independent (bench_tune_overhead.py
-    measures what it saves).
+    measures what it saves). The Optuna study goes to `location` (default: `optuna_location(config)`).
     """
     path = f"{config.study_path}/{experiment.name}"
     if restore:
@@ -143,7 +125,10 @@ def build_tuner(
         sampler = optuna.samplers.TPESampler(
             seed=config.seed, multivariate=True, group=True, constant_liar=True
         )
-    searcher = PruneAwareOptunaSearch(
+    searcher = StoredOptunaSearch(
+        storage_url=(location or optuna_location(config)).url,
+        study_name=experiment.name,
+        experiment_path=path,
         space=define_by_run(experiment.method, experiment.base, experiment.overrides),
         metric=config.metric,
         mode=config.mode,
@@ -174,6 +159,9 @@ def build_tuner(
             ),
             sync_config=tune.SyncConfig(sync_artifacts=True),  # generations_test.jsonl, placement.json
             progress_reporter=_progress_reporter(config, experiment),
+            callbacks=[mlflow_callback(config.mlflow, study=config.name, experiment=experiment.name)]
+            if config.mlflow
+            else None,
             log_to_file=True,  # each trial's output goes to its folder, not to this terminal
             verbose=1,
         ),
@@ -250,16 +238,24 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, with the columns chosen above
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A reused worker must end its last trial (final artifact sync included) within this many seconds, or
+    # Ray fails the next trial ("Trainable runner reuse requires reset_config()"); Ray's 2 s is too short
+    # on a busy machine. Workers of a local cluster inherit it from this process.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     if config.address:
         check_reachable(config.address)  # before loading anything: a typo in --address is a 1-second error
     experiments = plan_experiments(config)
     existing = _check_resume(config, experiments)
+    location = optuna_location(config)
+    check_tracking(config, location)  # a bad --optuna-storage or --mlflow stops here, before Ray
+    prepare_studies(location, [e.name for e in experiments], restored=existing)
     prepared = prepare_inputs(config)
     for note in prepared.notes:
         print(note, file=sys.stderr)
     for experiment in experiments:
         experiment.base["model"] = prepared.models[experiment.method]
     cluster = connect(address=config.address, num_cpus=config.num_cpus, dashboard=config.dashboard)
+    note_study(optuna_url=location.url)
     try:
         print("\n".join(access_lines(cluster)), file=sys.stderr)
         resources = {m: trial_resources(config, m, cluster) for m in config.methods}
@@ -272,7 +268,9 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
             cache_dir=str(DEFAULT_CACHE / "stage1"),
             plugins=config.plugins,  # imported again in each worker, before it reads a trial's method
         )
-        summaries = [_run_experiment(config, e, trainable, resources, cluster, existing) for e in experiments]
+        summaries = [
+            _run_experiment(config, e, trainable, resources, cluster, existing, location) for e in experiments
+        ]
     finally:
         import ray
 
@@ -285,7 +283,9 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
     return summaries
 
 
-def _run_experiment(config, experiment, trainable, resources, cluster, existing) -> ExperimentSummary:
+def _run_experiment(
+    config, experiment, trainable, resources, cluster, existing, location
+) -> ExperimentSummary:
     method_resources = resources[experiment.method]
     max_concurrent = concurrency(config, method_resources, cluster)
     share = f"{method_resources['cpu']:g} CPU + {method_resources['gpu']:g} GPU"
@@ -308,8 +308,13 @@ def _run_experiment(config, experiment, trainable, resources, cluster, existing)
         tune.with_resources(trainable, method_resources),
         max_concurrent=max_concurrent,
         restore=experiment.name in existing,
+        location=location,
     )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+        settle(location.url, experiment.name, grid, metric=config.metric)
+    finally:
+        upload(location)  # an object-store study's Optuna file goes with its results, interrupted or not
     if grid.num_terminated + grid.num_errors < experiment.trials:
         print(
             f"{experiment.name} was interrupted; continue it with --resume --name {config.name}",

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 import ray
+from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import define_by_run, flatten
@@ -21,14 +22,14 @@ from study.plan import concurrency, plan_experiments, prepare_inputs, trial_reso
 from study.prepare import base_trial
 from study.presets import get_preset
 from study.results import format_table, read_text, summarize, write_json, write_text
-from study.tuner import PruneAwareOptunaSearch, _check_resume, _study_record
+from study.tuner import _check_resume, _study_record
 from trainables import trial as _trial  # noqa: F401  (torch imported at collection: tests time their own work)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CPU_ONLY = ClusterInfo(address="127.0.0.1:1", dashboard_url=None, started_here=True, resources={"CPU": 2.0})
 
 
-def searcher(cls=PruneAwareOptunaSearch):
+def searcher(cls=OptunaSearch):
     base = flatten(base_trial(get_preset("tiny"), method="lora", model="m", data_config="main", seed=0))
     return cls(space=define_by_run("lora", base), metric="dev/accuracy", mode="max", seed=0)
 
@@ -37,33 +38,13 @@ def states(search) -> list:
     return [(t.state, t.value) for t in search._ot_study.trials]
 
 
-def test_trials_asha_stopped_are_pruned_in_optuna(tmp_path):
-    search = searcher()
-    for trial_id in ("stopped", "finished", "crashed"):
-        assert search.suggest(trial_id)["method"] == "lora"
-    search.on_trial_result("stopped", {"dev/accuracy": 0.1, "training_iteration": 1})
-    search.on_trial_complete("stopped", result={"dev/accuracy": 0.2, "training_iteration": 2})
-    search.on_trial_complete(
-        "finished", result={"dev/accuracy": 0.5, "training_iteration": 3, "test/accuracy": 0.4}
-    )
-    search.on_trial_complete("crashed", error=True)
-    assert states(search) == [
-        (optuna.trial.TrialState.PRUNED, 0.2),  # the value it was stopped at
-        (optuna.trial.TrialState.COMPLETE, 0.5),
-        (optuna.trial.TrialState.FAIL, None),
-    ]
-    assert search._ot_study.trials[0].intermediate_values == {1: 0.1, 2: 0.2}
-    search.save(str(tmp_path / "searcher.pkl"))  # Ray pickles the searcher into the experiment state
-    restored = searcher()
-    restored.restore(str(tmp_path / "searcher.pkl"))
-    assert states(restored) == states(search)
-
-
 def test_rays_own_searcher_would_call_a_stopped_trial_complete():
     search = searcher(OptunaSearch)
     search.suggest("stopped")
     search.on_trial_complete("stopped", result={"dev/accuracy": 0.2, "training_iteration": 2})
-    assert states(search) == [(optuna.trial.TrialState.COMPLETE, 0.2)]  # why PruneAwareOptunaSearch exists
+    assert states(search) == [
+        (optuna.trial.TrialState.COMPLETE, 0.2)
+    ]  # why StoredOptunaSearch tells PRUNED (tests/test_optuna_store.py)
 
 
 def test_plan_raises_trials_to_cover_the_groups_and_sets_asha_max_t():
@@ -263,10 +244,12 @@ def study_env(tmp_path: Path) -> dict:
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "RAY_AUTH_TOKEN_PATH": str(tmp_path / "token"),
+        # This checkout's code even for a driver started in another folder (and its Ray workers).
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
     }
 
 
-def start_study(args, *, tmp_path: Path, model: Path):
+def start_study(args, *, tmp_path: Path, model: Path, cwd: Path = REPO):
     import subprocess
 
     return subprocess.Popen(
@@ -281,7 +264,7 @@ def start_study(args, *, tmp_path: Path, model: Path):
             str(tmp_path / "out"),
             *args,
         ],
-        cwd=REPO,
+        cwd=cwd,
         env=study_env(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -290,8 +273,14 @@ def start_study(args, *, tmp_path: Path, model: Path):
     )
 
 
-def finish(process, timeout: float = 300) -> str:
-    output, _ = process.communicate(timeout=timeout)
+def finish(process, timeout: float = 900) -> str:  # minutes on a shared, loaded 2-core machine
+    import subprocess
+
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        end_process_group(process)  # the study and its Ray processes, not left running after the test
+        raise
     assert process.returncode == 0, output[-3000:]
     return output
 
@@ -398,6 +387,10 @@ def test_resume_after_the_driver_is_killed_runs_each_trial_once(tmp_path, micro_
 
     output = finish(start_study([*args, "--resume"], tmp_path=tmp_path, model=micro_t5_dir))
     after = trial_results(experiment)
+    study = optuna.load_study(study_name="lora-main", storage=f"sqlite:///{tmp_path}/out/resume/optuna.db")
+    ray_ids = sorted(t.user_attrs["ray_trial_id"] for t in study.trials)
+    assert ray_ids == sorted(t.removeprefix("trial_") for t in after)  # each trial once, no orphan
+    assert {t.state for t in study.trials} == {TrialState.COMPLETE}  # none left RUNNING
     assert len(after) == 3 and set(statuses(experiment).values()) == {"TERMINATED"}
     for trial, rows in after.items():
         assert [r["training_iteration"] for r in rows] == [1, 2], trial  # every result, each once
@@ -408,11 +401,33 @@ def test_resume_after_the_driver_is_killed_runs_each_trial_once(tmp_path, micro_
     assert table[2].split()[:5] == ["lora", "main", "3", "0", "0"]  # chance rows and warnings follow it
 
 
-@pytest.mark.slow
-def test_asha_stops_stacked_trials_early_and_optuna_records_them(tmp_path, micro_t5_dir):
-    import pickle
+def tensorboard_scalars(trial_dir: Path) -> dict[str, dict[int, float]]:
+    """Tag -> {step: value} from a trial's TensorBoard event files (TFRecord framing, tensorboardX's protos)."""
+    import struct
 
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, dict[int, float]] = {}
+    for path in trial_dir.glob("events.out.tfevents.*"):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = Event.FromString(data[offset + 12 : offset + 12 + length])  # after length and its CRC
+            offset += 12 + length + 4  # the record and its CRC
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
+@pytest.mark.slow
+def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micro_t5_dir):
+    """ASHA stops some stacked trials; Optuna's own tools, MLflow's client and the event files agree with Ray."""
+    mlflow = pytest.importorskip("mlflow")
+    from ray.tune import ExperimentAnalysis
+
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
     args = ["--method", "stacked", "--trials", "8", "--name", "asha", "--metric", "dev/perplexity"]
+    args += ["--mlflow", tracking]
     args += [
         "--space",
         "train/epochs=1",
@@ -421,20 +436,63 @@ def test_asha_stops_stacked_trials_early_and_optuna_records_them(tmp_path, micro
         "--space",
         "strategy/baseline=stacked",
     ]
-    output = finish(start_study(args, tmp_path=tmp_path, model=micro_t5_dir))
+    # From tmp_path: MLflow puts a SQLite store's artifacts in ./mlruns of the driver's folder.
+    output = finish(start_study(args, tmp_path=tmp_path, model=micro_t5_dir, cwd=tmp_path))
     experiment = tmp_path / "out" / "asha" / "stacked-main"
     results = trial_results(experiment)
     stopped = {t.removeprefix("trial_") for t, rows in results.items() if "test/accuracy" not in rows[-1]}
-    assert len(results) == 8 and 1 <= len(stopped) < 8
+    assert len(results) == 8 and 1 <= len(stopped) < 8, statuses(experiment)
     assert all(len(results[f"trial_{t}"]) == 1 for t in stopped)  # stopped at the first rung
     fs = {rows[-1]["config"]["strategy"]["f"] for rows in results.values()}
     assert fs == {"identity", "relu", "leaky_relu", "gelu", "tanh", "silu"}  # every f covered
-    (state,) = experiment.glob("searcher-state-*.pkl")
-    study = pickle.loads(state.read_bytes())["_ot_study"]
-    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(pruned) == len(stopped) and len(complete) == 8 - len(stopped)
-    assert all(t.value is not None and list(t.intermediate_values) == [1] for t in pruned)
     expected = ["stacked", "main", str(8 - len(stopped)), str(len(stopped)), "0"]
     table = output[output.index("best trial of each experiment") :].splitlines()
     assert table[2].split()[:5] == expected  # the chance rows and any warning follow the experiment's row
+    assert f"sqlite:///{tmp_path}/out/asha/optuna.db" in output and "optuna-dashboard sqlite:///" in output
+
+    # Optuna, as a user opens it: one trial per Ray trial, in the state Ray's ExperimentAnalysis gives.
+    study = optuna.load_study(study_name="stacked-main", storage=f"sqlite:///{tmp_path}/out/asha/optuna.db")
+    analysis = ExperimentAnalysis(str(experiment))
+    ray_trials = {t.trial_id: t for t in analysis.trials}
+    optuna_trials = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    assert len(study.trials) == len(ray_trials) == 8 and optuna_trials.keys() == ray_trials.keys()
+    for trial_id, trial in optuna_trials.items():
+        rows = results[f"trial_{trial_id}"]
+        assert ray_trials[trial_id].status == "TERMINATED"
+        assert trial.state == (TrialState.PRUNED if trial_id in stopped else TrialState.COMPLETE)
+        assert trial.value == rows[-1]["dev/perplexity"]
+        assert trial.intermediate_values == {r["training_iteration"]: r["dev/perplexity"] for r in rows}
+        assert trial.params["strategy/f"] == rows[-1]["config"]["strategy"]["f"]
+        assert Path(trial.user_attrs["ray_trial_dir"]) == experiment / f"trial_{trial_id}"
+        if trial_id not in stopped:
+            assert trial.user_attrs["test/accuracy"] == rows[-1]["test/accuracy"]
+            assert Path(trial.user_attrs["generations_test"]).is_file()
+    importances = optuna.importance.get_param_importances(study)
+    assert "train/lr" in importances and abs(sum(importances.values()) - 1) < 1e-6
+
+    # MLflow: one experiment, one run per trial with its parameters, metrics and generations file.
+    mlflow.set_tracking_uri(tracking)
+    try:
+        runs = mlflow.search_runs(experiment_names=["asha/stacked-main"], output_format="list")
+    finally:
+        mlflow.set_tracking_uri(None)  # (the default again, for other tests in this process)
+    runs = {run.data.tags["ray_trial_id"]: run for run in runs}
+    assert runs.keys() == ray_trials.keys()
+    client = mlflow.tracking.MlflowClient(tracking)
+    for trial_id, run in runs.items():
+        rows = results[f"trial_{trial_id}"]
+        assert run.data.params["strategy/f"] == rows[-1]["config"]["strategy"]["f"]
+        history = client.get_metric_history(run.info.run_id, "dev/perplexity")
+        assert [(m.step, m.value) for m in history] == [
+            (r["training_iteration"], r["dev/perplexity"]) for r in rows
+        ]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert ("generations_test.jsonl" in artifacts) == (trial_id not in stopped)
+        assert run.info.status == "FINISHED"
+
+    # TensorBoard: Ray's event files hold the dev metrics of every evaluation.
+    for trial_id in ray_trials:
+        rows = results[f"trial_{trial_id}"]
+        scalars = tensorboard_scalars(experiment / f"trial_{trial_id}")
+        expected = {r["training_iteration"]: r["dev/perplexity"] for r in rows}
+        assert scalars["ray/tune/dev/perplexity"] == pytest.approx(expected), trial_id
