@@ -24,7 +24,7 @@ from analysis.load import hyperparameter_columns
 from analysis.methods import METHOD_COLORS, METHOD_LABELS
 from analysis.plots import new_figure, save_figure
 from analysis.select import choose
-from analysis.stored_study import load_stored_study, stored_history, stored_importances
+from analysis.stored_study import fanova_importances, load_stored_study, stored_history, stored_importances
 from analysis.table import Table
 
 MIN_TRIALS = 3
@@ -140,17 +140,7 @@ def param_importances(group: pd.DataFrame, *, metric: str, mode: str) -> tuple[d
         return {}, f"not enough trials ({len(values)} with {metric}; importance needs {MIN_TRIALS})"
     if values.nunique() < 2:
         return {}, f"every trial has the same {metric}"
-    import optuna  # only now: it takes a while to import
-
-    study = optuna_study(group, metric=metric, mode=mode)
-    try:
-        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
-    except (ValueError, RuntimeError, ZeroDivisionError) as error:
-        return {}, f"importance not computable: {error}"
-    if not importances:
-        return {}, "no hyperparameter took two values in every trial"
-    return {name: float(value) for name, value in importances.items()}, ""
+    return fanova_importances(optuna_study(group, metric=metric, mode=mode))
 
 
 def diagnose(trials: pd.DataFrame, *, metric: str, mode: str) -> list[SearchDiagnostics]:

@@ -103,6 +103,13 @@ def stored_importances(study, *, min_trials: int) -> tuple[dict[str, float], str
         return {}, f"not enough trials ({len(values)} complete in Optuna; importance needs {min_trials})"
     if len(set(values)) < 2:
         return {}, f"every trial has the same {metric}"
+    return fanova_importances(study)
+
+
+def fanova_importances(study) -> tuple[dict[str, float], str]:
+    """Optuna's fANOVA importance of each hyperparameter of `study` (seeded), or ({}, why not)."""
+    import optuna
+
     try:
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
         importances = optuna.importance.get_param_importances(study, evaluator=evaluator)

@@ -1,12 +1,16 @@
 """The study's training loop against a plain PyTorch + PEFT loop, and batched against one-by-one generation.
 
-    python bench/bench_loop.py [--steps 6] [--batch 8] [--tokens 128] [--threads 2]
+    python bench/bench_loop.py [--steps 24] [--repeats 3] [--batch 8] [--tokens 128] [--threads 2]
 
 On the T5-small architecture (random weights: no hub needed), for each strategy, one run measures examples/s
 of training steps through `trainables.training.loop.fit` and through the plainest loop doing the same work (same
 model, batches, optimiser, schedule and clipping), and prints the ratio (target: >= 0.95x). It then measures
 evaluation generation through `trainables.scoring.evaluation.generate` (length-sorted batches of 16) against calling
 `model.generate` one example at a time (target: >= 5x on CPU).
+
+One measurement of a few steps is noise (a full fine-tuning step takes seconds, and one stall of either of
+two threads on two cores stalls the step), so `--repeats` rounds are run and the median ratio is printed
+with every round's.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -74,7 +79,7 @@ def synchronize(device) -> None:
 def plain_loop(model, batches, train: TrainConfig, *, bf16: bool = False) -> None:
     """What a user would write by hand: forward (in bf16 autocast on a GPU), backward, clip, step."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train.lr)
+    optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)  # as fit's
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, len(batches))
     model.train()
     for batch in batches:
@@ -167,7 +172,8 @@ def time_generation(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=6, help="timed optimiser steps per loop")
+    parser.add_argument("--steps", type=int, default=24, help="timed optimiser steps per loop and round")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of both loops; the median is printed")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=128, help="input and target length")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -191,12 +197,15 @@ def main() -> None:
         path = save_t5_small(Path(tmp) / "t5-small-random", tokenizer)
         print(
             f"T5-small architecture, random weights; batch {args.batch} x {args.tokens} tokens, "
-            f"{args.steps} steps, {args.threads} threads"
+            f"{args.steps} steps, {args.repeats} rounds, {args.threads} threads"
         )
-        print(f"{'method':<10}{'study loop ex/s':>17}{'plain loop ex/s':>17}{'ratio':>8}")
+        print(f"{'method':<10}{'study loop ex/s':>17}{'plain loop ex/s':>17}{'ratio':>8}  rounds' ratios")
         for method in args.methods.split(","):
-            ours, plain = time_training(method, path, tokenizer, pairs, train)
-            print(f"{method:<10}{ours:>17.2f}{plain:>17.2f}{ours / plain:>7.2f}x")
+            rounds = [time_training(method, path, tokenizer, pairs, train) for _ in range(args.repeats)]
+            ratios = [ours / plain for ours, plain in rounds]
+            ours, plain = (statistics.median(column) for column in zip(*rounds, strict=True))
+            each = ", ".join(f"{r:.2f}" for r in ratios)
+            print(f"{method:<10}{ours:>17.2f}{plain:>17.2f}{statistics.median(ratios):>7.2f}x  {each}")
         inputs = texts(args.generate, words=12, seed=2)
         batched, single = time_generation(path, tokenizer, inputs, max_new_tokens=32)
         print(
