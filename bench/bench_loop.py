@@ -53,6 +53,19 @@ def save_t5_small(directory: Path, tokenizer, shape: dict = T5_SMALL) -> Path:
     return directory
 
 
+def bench_train_config(*, batch_size: int, tokens: int) -> TrainConfig:
+    """The one epoch both loops time: constant learning rate, no warmup, `tokens` in and out."""
+    return TrainConfig(
+        lr=1e-4,
+        epochs=1,
+        batch_size=batch_size,
+        warmup_ratio=0,
+        max_input_tokens=tokens,
+        max_target_tokens=tokens,
+        prompt_style="breakdown",
+    )
+
+
 def prepared(method: str, path: Path, tokenizer, train: TrainConfig, *, device="cpu", settings=None):
     """The model `method` trains, on `device`; `settings` override the strategy's defaults (`{"bits": 4}`)."""
     strategy = get_strategy(method)
@@ -184,15 +197,7 @@ def main() -> None:
     corpus = texts(args.steps * args.batch, words=args.tokens // 3, seed=0)
     tokenizer = train_tokenizer(corpus, vocab_size=2000)
     pairs = list(zip(corpus, texts(len(corpus), words=args.tokens // 3, seed=1), strict=True))
-    train = TrainConfig(
-        lr=1e-4,
-        epochs=1,
-        batch_size=args.batch,
-        warmup_ratio=0,
-        max_input_tokens=args.tokens,
-        max_target_tokens=args.tokens,
-        prompt_style="breakdown",
-    )
+    train = bench_train_config(batch_size=args.batch, tokens=args.tokens)
     with tempfile.TemporaryDirectory() as tmp:
         path = save_t5_small(Path(tmp) / "t5-small-random", tokenizer)
         print(

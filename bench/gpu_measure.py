@@ -17,6 +17,7 @@ import torch
 
 from bench.bench_loop import (
     T5_SMALL,
+    bench_train_config,
     epoch_batches,
     plain_loop,
     prepared,
@@ -136,15 +137,7 @@ def setup(workdir: Path, *, plan: Plan, device: torch.device, bf16: bool, data_d
     """Texts, a tokenizer trained on them, and random T5-small / T5-base shapes saved under `workdir`."""
     pairs, description = math_texts(data_dir, max(plan.train_pairs, plan.generate_inputs))
     tokenizer = train_tokenizer([t for pair in pairs for t in pair], vocab_size=plan.vocab_size)
-    train = TrainConfig(
-        lr=1e-4,
-        epochs=1,
-        batch_size=plan.batch_size,
-        warmup_ratio=0,
-        max_input_tokens=plan.max_tokens,
-        max_target_tokens=plan.max_tokens,
-        prompt_style="breakdown",
-    )
+    train = bench_train_config(batch_size=plan.batch_size, tokens=plan.max_tokens)
     small = save_t5_small(workdir / "t5-small-shape", tokenizer, plan.small)
     # T5-base's shape is saved by the first measurement that needs it: 900 MB, not worth writing otherwise
     return Bench(plan, device, bf16, tokenizer, small, workdir / "t5-base-shape", pairs, train, description)
