@@ -29,7 +29,7 @@ from analysis.published import (
 from analysis.select import Choice, check_metric, choose
 from analysis.table import ACC, CALC, CALC_HIGH, CALC_LOW, HIGH, LOW, PPL, PUBLISHED, ROUGE, SIM, Table
 from search_spaces.stacked import F_CHOICES
-from trainables.data.prompts import COT_STYLES
+from trainables.data.prompts import PROMPT_STYLES
 from trainables.methods.stacked import BASELINES
 
 STACKED = BASELINES[0]
@@ -165,7 +165,8 @@ def accuracy_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
 
 def _styles(trials: pd.DataFrame) -> list[str]:
     seen = trials.loc[trials["method"] == COT_METHOD, "prompt_style"].dropna().unique().tolist()
-    return list(COT_STYLES) + sorted(set(seen) - set(COT_STYLES))
+    # answer_only first: the floor the chain-of-thought styles are read against
+    return list(PROMPT_STYLES) + sorted(set(seen) - set(PROMPT_STYLES))
 
 
 def cot_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:

@@ -30,7 +30,7 @@ def tiny_settings(model_dir: Path, *, quick: bool) -> dict:
 
     tiny = get_preset("tiny")
     data = {**tiny.data}
-    train = {**tiny.train, "eval": {**tiny.eval, "metrics": METRICS}}
+    train = {**tiny.train, "eval": {**tiny.eval, "metrics": METRICS, "test_metrics": METRICS}}
     if quick:
         data.update({k: QUICK[k] for k in ("train_size", "dev_size", "test_size")})
         train.update(epochs=QUICK["epochs"], batch_size=QUICK["batch_size"])

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from search_spaces.overrides import Override
-from study.presets import PRESET_NAMES
+from study.presets import PRESET_NAMES, get_preset
 from trainables.methods import load_plugins, method_names
 
 DATA_CONFIGS = ("main", "socratic")
@@ -26,7 +26,7 @@ SEARCH_METRICS = {
     "train/loss": "min",
 }
 """Metrics reported at every evaluation (so ASHA can compare trials on them) -> the better direction."""
-CODE_DATASETS = ("mbpp", "gsm8k-programs")
+CODE_DATASETS = ("mbpp", "gsm8k-programs", "solution-programs")
 DEFAULT_STORAGE = "results"
 JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
 """A --optuna-storage path ending so is an Optuna journal file (as `optuna-dashboard FILE` reads it)."""
@@ -59,9 +59,9 @@ class StudyConfig:
     test_size: int | None = None
     """Test records scored at the end of each trial (default: the preset's)."""
     code_dataset: str | None = None
-    """Stacked LoRA's stage-1 coding data: mbpp or gsm8k-programs (None: the preset's)."""
-    scheduler: str = "asha"
-    """asha (early stopping on `metric`) or none (every trial runs all its epochs)."""
+    """Stacked LoRA's stage-1 coding data: mbpp, gsm8k-programs or solution-programs (None: the preset's)."""
+    scheduler: str | None = None
+    """asha (early stopping on `metric`) or none (every trial runs all its epochs); None: the preset's."""
     grace_period: int = 1
     """ASHA: evaluations every trial gets before it can be stopped."""
     reduction_factor: float = 2.0
@@ -107,6 +107,9 @@ class StudyConfig:
         load_plugins(self.plugins)  # before the methods are checked: a plugin's method is a method
         self.methods = self._expand(self.methods, method_names(), "method")
         self.configs = self._expand(self.configs, DATA_CONFIGS, "config")
+        if self.scheduler is None:
+            known = self.preset_name in PRESET_NAMES
+            self.scheduler = get_preset(self.preset_name).scheduler if known else "asha"
         self._check_choices()
         self._check_numbers()
         if self.address is not None and not _ADDRESS.match(self.address):

@@ -92,12 +92,17 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
     preset = get_preset(config.preset_name)
     bases = {
         (m, c): _plain(
-            flatten(base_trial(preset, method=m, model="<model>", data_config=c, seed=config.seed))
+            flatten(
+                with_dev_metric(
+                    base_trial(preset, method=m, model="<model>", data_config=c, seed=config.seed),
+                    config.metric,
+                )
+            )
         )
         for m, c in config.experiments()
     }
     keys = {m: space_keys(m, bases[(m, config.configs[0])]) for m in config.methods}
-    routed = route(config.overrides, keys)
+    routed = route(with_preset_space(preset.space, config.overrides, keys=keys), keys)
     evals_default = TrainConfig.__dataclass_fields__["evals_per_epoch"].default
     experiments = []
     for (method, data_config), base in bases.items():
@@ -118,6 +123,37 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
         trials = max(config.trials, len(points))
         experiments.append(Experiment(method, data_config, base, overrides, points, trials, epochs * evals))
     return experiments
+
+
+def with_dev_metric(trial: dict[str, Any], metric: str) -> dict[str, Any]:
+    """`trial` with the search metric among the metrics its dev evaluations compute (a preset may compute
+    accuracy alone on dev, as the tiny one does, to save time)."""
+    from trainables.scoring.evaluation import METRICS
+
+    name = metric.removeprefix("dev/")
+    metrics = tuple(trial["train"]["eval"].get("metrics", METRICS))
+    if not metric.startswith("dev/") or name in metrics:
+        return trial
+    train = {**trial["train"], "eval": {**trial["train"]["eval"], "metrics": (*metrics, name)}}
+    return {**trial, "train": train}
+
+
+def with_preset_space(
+    space: Sequence[str], overrides: Sequence[Override], *, keys: Mapping[str, set[str]]
+) -> tuple[Override, ...]:
+    """The preset's `--space` specs, then the user's, for the methods of `keys` (method -> the keys its
+    space samples). A preset spec is a default, so it is dropped where it does not apply: one for a method
+    not in the study, or without a prefix for a key no method of the study samples. A user's override of
+    the same key and method (or of the same key for every method) replaces the preset's."""
+    from search_spaces.overrides import parse_override
+    from trainables.methods import method_names
+
+    preset = [parse_override(text, methods=method_names()) for text in space]
+    sampled = set().union(*keys.values()) if keys else set()
+    preset = [o for o in preset if (o.method in keys if o.method is not None else o.key in sampled)]
+    given = {(o.key, o.method) for o in overrides}
+    kept = [o for o in preset if (o.key, o.method) not in given and (o.key, None) not in given]
+    return (*kept, *overrides)
 
 
 def prepare_inputs(config: StudyConfig, *, data: Mapping[str, Any] | None = None) -> Prepared:

@@ -100,24 +100,30 @@ PRETRAIN_SEED = 1_000_003  # problems of their own, not the study's train / dev 
 
 
 def pretrain_tiny_base(base: Path, preset: Preset) -> Path:
-    """The tiny T5 after prefix-LM pretraining on generated texts (see `trainables.training.pretrain`), cached."""
-    from trainables.data.generator import generate_problems
-    from trainables.data.prompts import format_example
+    """The tiny T5 after pretraining on generated texts (see `trainables.training.pretrain`), cached."""
     from trainables.training.loop import TrainConfig
     from trainables.training.pretrain import pretrain
 
     settings = dict(preset.pretrain)
-    problems = generate_problems(
-        settings.pop("problems"),
+    texts, pairs = pretraining_corpus(preset, problems=settings.pop("problems"))
+    config = TrainConfig(prompt_style="breakdown", **settings)
+    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    return pretrain(base, texts=texts, pairs=pairs, config=config, log=log)
+
+
+def pretraining_corpus(preset: Preset, *, problems: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """What the tiny base is pretrained on: questions for prefix LM, and (input, target) tasks, from problems
+    of a seed of their own (`PRETRAIN_SEED`) at the preset's difficulty. No task maps a question to its
+    solution, answer or program (`trainables.data.pretraining` says what each teaches)."""
+    from trainables.data.generator import generate_problems
+    from trainables.data.pretraining import pretraining_pairs
+
+    records = generate_problems(
+        problems,
         seed=PRETRAIN_SEED,
         **{k: preset.data[k] for k in ("min_steps", "max_steps", "max_operand") if k in preset.data},
     )
-    # Questions and solutions as separate texts: the language of the problems, never the mapping.
-    corpus = [r.question for r in problems]
-    corpus += [format_example(r, style)[1] for r in problems for style in ("breakdown", "no_breakdown")]
-    corpus += [r.program for r in problems if r.program]
-    config = TrainConfig(prompt_style="breakdown", **settings)
-    return pretrain(base, texts=corpus, config=config, log=lambda message: print(message, file=sys.stderr))
+    return [r.question for r in records], pretraining_pairs(records, seed=PRETRAIN_SEED)
 
 
 def parse_value(raw: str) -> Any:

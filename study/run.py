@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode", choices=("max", "min"), help="whether --metric is maximised (default: its own)"
     )
     search.add_argument(
-        "--scheduler", default="asha", choices=SCHEDULERS, help="ASHA early stopping, or none"
+        "--scheduler",
+        choices=SCHEDULERS,
+        help="ASHA early stopping, or none (default: the preset's; tiny runs every trial to its end)",
     )
     search.add_argument(
         "--grace-period",

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--code-dataset",
-        choices=("mbpp", "gsm8k-programs"),
+        choices=("mbpp", "gsm8k-programs", "solution-programs"),
         help="stacked stage 1's data (default: the preset's)",
     )
     for split in ("train", "dev", "test"):

@@ -47,7 +47,8 @@ texts = [t for r in splits.train for t in (r.question, r.answer_text, r.program 
 model_dir = build_tiny_t5(out / "micro", texts=texts, size="micro", seed=0)
 train = {
     "epochs": 1, "batch_size": 8, "max_input_tokens": 64, "max_target_tokens": 64,
-    "eval": {"batch_size": 8, "max_new_tokens": 6, "metrics": ["accuracy", "perplexity", "rouge1"]},
+    "eval": {"batch_size": 8, "max_new_tokens": 6, "metrics": ["accuracy", "perplexity", "rouge1"],
+             "test_metrics": ["accuracy", "perplexity", "rouge1"]},
 }
 result["trials"] = {}
 for method in ("lora", "full", "stacked"):

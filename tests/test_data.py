@@ -346,3 +346,17 @@ def test_real_mbpp(data_dir):
     records = load_code_dataset("mbpp", str(data_dir))
     assert len(records) == 974
     assert all(r.text and r.code and "\r" not in r.code and len(r.test_list) == 3 for r in records)
+
+
+def test_solution_programs_dataset_asks_from_the_solution_never_the_question():
+    from trainables.data.generator import generate_problems
+    from trainables.data.prompts import code_task_example
+
+    (record,) = generate_problems(1, seed=3, min_steps=2, max_steps=2)
+    (code,) = load_code_dataset("solution-programs", math_train=[record])
+    source, target = code_task_example(code)
+    assert target == record.program and code.source == "solution-programs"
+    assert source.startswith("Write the solution as a Python program. Solution: ")
+    assert record.question not in source and "####" not in source and "<<" not in source
+    with pytest.raises(DataError, match="solution-programs needs the math train split"):
+        load_code_dataset("solution-programs")

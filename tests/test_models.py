@@ -337,6 +337,7 @@ def test_pretraining_is_built_once_and_keyed_by_its_whole_train_config(
         base, texts=texts, config=dataclasses.replace(config, warmup_ratio=0.5)
     )
     assert key != pretraining.pretrained_dir(base, texts=texts[1:], config=config)
+    assert key != pretraining.pretrained_dir(base, texts=texts, config=config, pairs=[("a b", "c")])
     assert key == pretraining.pretrained_dir(
         base, texts=texts, config=dataclasses.replace(config, eval={"num_beams": 2})
     )

@@ -174,6 +174,7 @@ TRAIN_CHANGES = {
     "max_target_tokens": 32,
     "prompt_style": "code",
     "evals_per_epoch": 3,
+    "group_by_length": True,
     "seed": 1,
     "eval": {"max_new_tokens": 7},
 }

@@ -56,7 +56,7 @@ def test_plan_raises_trials_to_cover_the_groups_and_sets_asha_max_t():
     )
     lora, cot = plan_experiments(config)
     assert (lora.name, lora.trials, lora.points, lora.max_iterations) == ("lora-main", 2, [], 4)
-    assert (cot.trials, len(cot.points)) == (3, 3)
+    assert (cot.trials, len(cot.points)) == (4, 4)  # answer_only is a style too (issue 10)
     assert cot.base["train/seed"] == 0 and cot.base["model"] == "<model>"
 
 
@@ -65,12 +65,14 @@ def test_asha_gets_the_studys_grace_period_and_reduction_factor():
     from study.tuner import asha_scheduler
 
     config = parse_config(
-        ["--method", "lora", "--preset", "tiny", "--grace-period", "2", "--reduction-factor", "3"]
+        # the tiny preset runs without ASHA by default (issue 10): ask for it
+        ["--method", "lora", "--preset", "tiny", "--scheduler", "asha", "--grace-period", "2"]
+        + ["--reduction-factor", "3"]
     )
     (experiment,) = plan_experiments(config)
     scheduler = asha_scheduler(config, experiment)
     rungs = [milestone for milestone, _ in scheduler._brackets[0]._rungs]  # ASHA keeps only its rungs
-    assert (experiment.max_iterations, rungs, scheduler._reduction_factor) == (3, [2], 3.0)
+    assert (experiment.max_iterations, rungs, scheduler._reduction_factor) == (4, [2], 3.0)
     assert asha_scheduler(parse_config(["--method", "lora", "--scheduler", "none"]), experiment) is None
 
 
@@ -83,7 +85,8 @@ def test_plan_rejects_an_override_the_trial_config_rejects():
         plan_experiments(StudyConfig(methods=("lora", "stacked"), preset="tiny", overrides=(bad_choice,)))
     too_wide = spec_to_override("train/warmup_ratio", "0.0..1.5")
     with pytest.raises(ValueError, match=r"method lora: warmup_ratio must be in \[0, 1\), got 1.5"):
-        plan_experiments(StudyConfig(methods=("lora",), preset="tiny", overrides=(too_wide,)))
+        # small: no preset narrowing, so the first sampled trial is not the one that fails
+        plan_experiments(StudyConfig(methods=("lora",), preset="small", overrides=(too_wide,)))
     config = StudyConfig(methods=("full",), preset="tiny", overrides=(spec_to_override("strategy/rank", 4),))
     with pytest.raises(ValueError, match="unknown setting.*rank.*'full'"):
         plan_experiments(config)
@@ -306,7 +309,7 @@ def test_tiny_study_end_to_end(tmp_path, micro_t5_dir):
     experiment = study / "lora_cot-main"
     results = trial_results(experiment)
     styles = sorted(rows[-1]["config"]["train"]["prompt_style"] for rows in results.values())
-    assert styles == ["breakdown", "code", "no_breakdown"]  # --trials 2 raised to cover the 3 styles
+    assert styles == ["answer_only", "breakdown", "code", "no_breakdown"]  # --trials 2 raised to cover 4
     for trial, rows in results.items():
         assert "test/accuracy" in rows[-1] and "dev/accuracy" in rows[-1]
         assert {"test/distinct_answers", "test/top_answer_share", "train/examples_seen"} <= set(rows[-1])
@@ -319,7 +322,7 @@ def test_tiny_study_end_to_end(tmp_path, micro_t5_dir):
     assert json.loads((study / "best_configs.json").read_text())[0]["trial_id"] == best["trial_id"]
     table = output[output.index("best trial of each experiment") :].splitlines()
     assert table[1].split()[:5] == ["method", "config", "finished", "stopped", "failed"]
-    assert table[2].split()[:5] == ["lora_cot", "main", "3", "0", "0"]
+    assert table[2].split()[:5] == ["lora_cot", "main", "4", "0", "0"]
     assert any(line.startswith("chance: always ") for line in table)  # the same test problems
     assert "| Trial name" in output and "prompt_style" in output  # Ray's progress table with the groups
 
@@ -427,8 +430,10 @@ def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micr
 
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     args = ["--method", "stacked", "--trials", "8", "--name", "asha", "--metric", "dev/perplexity"]
-    args += ["--mlflow", tracking]
+    args += ["--mlflow", tracking, "--scheduler", "asha"]  # the tiny preset's default is none
     args += [
+        "--space",
+        "strategy/f=[identity,relu,leaky_relu,gelu,tanh,silu]",  # the tiny preset searches two
         "--space",
         "train/epochs=1",
         "--space",
@@ -496,3 +501,29 @@ def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micr
         scalars = tensorboard_scalars(experiment / f"trial_{trial_id}")
         expected = {r["training_iteration"]: r["dev/perplexity"] for r in rows}
         assert scalars["ray/tune/dev/perplexity"] == pytest.approx(expected), trial_id
+
+
+
+
+def test_the_tiny_presets_narrowing_applies_and_a_users_space_replaces_it():
+    (lora,) = plan_experiments(StudyConfig(methods=("lora",), preset="tiny"))
+    by_key = {o.key: o for o in lora.overrides}
+    assert by_key["strategy/r"].value == 4 and by_key["train/epochs"].value == 4
+    assert (by_key["train/lr"].low, by_key["train/lr"].high) == (4e-3, 1e-2)  # not full fine-tuning's
+    assert "strategy/r2" not in by_key  # stacked's key, and stacked is not in this study
+    user = (spec_to_override("strategy/r", [16]), spec_to_override("train/lr", "1e-4..1e-3", method="lora"))
+    (lora,) = plan_experiments(StudyConfig(methods=("lora",), preset="tiny", overrides=user))
+    by_key = {o.key: o for o in lora.overrides}
+    assert by_key["strategy/r"].choices == (16,) and (by_key["train/lr"].low, by_key["train/lr"].high) == (
+        1e-4,
+        1e-3,
+    )
+    (small,) = plan_experiments(StudyConfig(methods=("lora",), preset="small"))
+    assert small.overrides == ()
+
+
+def test_a_dev_metric_the_preset_skips_on_dev_is_computed_when_the_search_needs_it():
+    (lora,) = plan_experiments(StudyConfig(methods=("lora",), preset="tiny"))
+    assert lora.base["train/eval/metrics"] == "accuracy"  # the tiny preset: accuracy alone on dev
+    (lora,) = plan_experiments(StudyConfig(methods=("lora",), preset="tiny", metric="dev/perplexity"))
+    assert lora.base["train/eval/metrics"] == "accuracy,perplexity"

@@ -32,7 +32,7 @@ from trainables.data.records import CodeRecord, DataError, MathRecord, parse_gsm
 
 SOURCES = ("auto", "hub", "local", "embedded")
 CONFIGS = ("main", "socratic")
-CODE_DATASETS = ("mbpp", "gsm8k-programs")
+CODE_DATASETS = ("mbpp", "gsm8k-programs", "solution-programs")
 GSM8K_HUB = "openai/gsm8k"
 MBPP_HUB = "google-research-datasets/mbpp"
 EMBEDDED_SIZES = {"train": 5000, "test": 500}
@@ -218,6 +218,28 @@ def gsm8k_programs(records: Sequence[MathRecord]) -> list[CodeRecord]:
     return out
 
 
+def solution_programs(records: Sequence[MathRecord]) -> list[CodeRecord]:
+    """A coding dataset from the math train split that is not the math task: solution -> program.
+
+    The text is the worked solution (no-breakdown, `trainables.data.prompts.solution_to_program`), never the
+    question, so stage 1 learns to write programs without seeing the question -> program mapping that the
+    `code` style is scored on.
+
+    Raises:
+        DataError: if no record has a program.
+    """
+    from trainables.data.prompts import no_breakdown
+
+    out = [
+        CodeRecord(text=no_breakdown(r)[1], code=r.program, source="solution-programs")
+        for r in records
+        if r.program
+    ]
+    if not out:
+        raise DataError(f"none of the {len(records)} math records has a program")
+    return out
+
+
 def load_code_dataset(
     name: str, data_dir: str | None = None, *, math_train: Sequence[MathRecord] = ()
 ) -> list[CodeRecord]:
@@ -234,10 +256,10 @@ def load_code_dataset(
     """
     if name not in CODE_DATASETS:
         raise ValueError(f"code dataset must be one of {CODE_DATASETS}, got {name!r}")
-    if name == "gsm8k-programs":
+    if name in ("gsm8k-programs", "solution-programs"):
         if not math_train:
-            raise DataError("gsm8k-programs needs the math train split (math_train)")
-        return gsm8k_programs(math_train)
+            raise DataError(f"{name} needs the math train split (math_train)")
+        return gsm8k_programs(math_train) if name == "gsm8k-programs" else solution_programs(math_train)
     if not data_dir:
         return load_mbpp_hub()
     for candidate in (Path(data_dir) / "mbpp" / "mbpp.jsonl", Path(data_dir) / "mbpp.jsonl"):

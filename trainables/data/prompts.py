@@ -55,6 +55,21 @@ INSTRUCTIONS = {
 SENTENCE_END = (".", "!", "?")
 
 
+SOLUTION_TO_PROGRAM = "Write the solution as a Python program. Solution:"
+"""A coding task that is not the study's mapping: a worked solution (not the question) -> its program."""
+
+
+def solution_program_task(record: MathRecord) -> tuple[str, str]:
+    """The no-breakdown solution -> the record's program (the tiny base's pretraining).
+
+    Raises:
+        ValueError: for a record without a program.
+    """
+    if record.program is None:
+        raise ValueError("this record has no program")
+    return f"{SOLUTION_TO_PROGRAM} {no_breakdown(record)[1]}", record.program
+
+
 def answer_only(record: MathRecord) -> tuple[str, str]:
     """The question -> the final answer alone."""
     return _input("answer_only", record), record.answer
@@ -142,6 +157,8 @@ def code_task_example(record: CodeRecord) -> tuple[str, str]:
     """
     if record.source == "gsm8k-programs":
         return f"{INSTRUCTIONS['code']} Question: {' '.join(record.text.split())}", record.code
+    if record.source == "solution-programs":
+        return f"{SOLUTION_TO_PROGRAM} {record.text}", record.code
     task = " ".join(record.text.split())
     test = f" It must pass: {record.test_list[0]}" if record.test_list else ""
     return f"Write a Python function. Task: {task}{test}", record.code.replace("\r\n", "\n").strip()

@@ -57,7 +57,7 @@ class CodeRecord:
     test_list: tuple[str, ...] = ()
     """`assert` statements that check the solution (MBPP); empty for derived programs."""
     source: str = "mbpp"
-    """`mbpp` or `gsm8k-programs`."""
+    """`mbpp`, `gsm8k-programs` or `solution-programs`."""
 
 
 def parse_gsm8k_answer(question: str, answer_text: str, *, source: str = "gsm8k/main") -> MathRecord:

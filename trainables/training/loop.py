@@ -58,6 +58,9 @@ class TrainConfig:
     """Targets are truncated to this many tokens."""
     prompt_style: str = "breakdown"
     """How a record becomes (input, target): answer_only, breakdown, no_breakdown or code."""
+    group_by_length: bool = False
+    """Batch examples of similar length together (`batch_order`): less padding, so faster steps, at the cost
+    of batches that are less random."""
     evals_per_epoch: int = 1
     """Dev evaluations (and reports, checkpoints) per epoch, each at the end of an optimiser step (so at most
     one per step)."""
@@ -97,11 +100,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def batch_order(n: int, batch_size: int, *, seed: int, epoch: int) -> list[list[int]]:
-    """The shuffled batches of one epoch: a pure function of (seed, epoch), so a resumed trial sees the same."""
+LENGTH_GROUP = 50
+"""Batches per group that `batch_order` sorts by length (Hugging Face's `group_by_length` takes 50 too)."""
+
+
+def batch_order(
+    n: int, batch_size: int, *, seed: int, epoch: int, lengths: Sequence[int] | None = None
+) -> list[list[int]]:
+    """The shuffled batches of one epoch: a pure function of (seed, epoch), so a resumed trial sees the same.
+
+    With `lengths` (tokens per example), each run of `LENGTH_GROUP` batches of the shuffled order is sorted
+    by length before it is cut into batches, and the batches are shuffled again: examples of similar length
+    share a batch, so less of it is padding, while every batch is still drawn from a random part of the data.
+    """
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)
     order = torch.randperm(n, generator=generator).tolist()
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if lengths is None:
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    group = batch_size * LENGTH_GROUP
+    order = [i for g in range(0, n, group) for i in sorted(order[g : g + group], key=lambda i: -lengths[i])]
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -142,6 +161,7 @@ def fit(
         tokenizer, pairs, max_input_tokens=config.max_input_tokens, max_target_tokens=config.max_target_tokens
     )
     micro_batch = max(1, config.batch_size // config.grad_accum)
+    lengths = [len(e["input_ids"]) + len(e["labels"]) for e in examples] if config.group_by_length else None
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the strategy left no trainable parameters")
@@ -160,7 +180,7 @@ def fit(
     for epoch in range(epoch0, config.epochs):
         model.train()
         for index, batch_ids in enumerate(
-            batch_order(len(examples), micro_batch, seed=config.seed, epoch=epoch)
+            batch_order(len(examples), micro_batch, seed=config.seed, epoch=epoch, lengths=lengths)
         ):
             if epoch == epoch0 and index < batch0:
                 continue  # done before the checkpoint this trial resumed from
@@ -300,7 +320,14 @@ def _test_metrics(model, tokenizer, records, config: TrainConfig, trial_dir: Pat
     """Test-split metrics and the generations file; twice (without and with calculator) where it applies."""
     style, limits = config.prompt_style, _token_limits(config)
     result = evaluate_split(
-        model, tokenizer, records, style=style, settings=config.eval, calculator=False, **limits
+        model,
+        tokenizer,
+        records,
+        style=style,
+        settings=config.eval,
+        calculator=False,
+        metrics=config.eval.test_metrics,
+        **limits,
     )
     result.write_generations(trial_dir / "generations_test.jsonl")
     metrics = {f"test/{k}": v for k, v in result.metrics.items()}

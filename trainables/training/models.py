@@ -247,7 +247,8 @@ TINY_SIZES = {
     "mini": TinyT5Size(d_model=128, d_ff=512, num_layers=2, num_heads=4, d_kv=32, vocab_size=2048),
 }
 """Sizes by name. Parameters with a full vocabulary (which 250 GSM8K problems already give):
-micro 156,672 (unit tests), tiny 295,936 (CPU studies), mini 1,181,440."""
+micro 156,672 (unit tests), tiny 295,936 (the tiny preset's: 275,968 with the vocabulary its generated
+problems give, on which a rank-4 adapter on all six projections is 22,528), mini 1,181,440."""
 
 
 def _size(size: str) -> TinyT5Size:

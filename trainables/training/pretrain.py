@@ -1,11 +1,11 @@
-"""A stand-in for pretraining the tiny preset's T5: prefix language modelling on generated text, cached.
+"""A stand-in for pretraining the tiny preset's T5: prefix LM and a few (input, target) tasks, cached.
 
 The study fine-tunes *pretrained* T5s. A tiny T5 with random weights would leave the methods that freeze
 the base (LoRA, QLoRA, stacked LoRA) nothing to adapt, so the tiny preset first pretrains its base with
 T5's prefix-LM objective (Raffel et al. 2020, section 3.3): each text is cut at a random word; the encoder
-reads the start and the decoder writes the rest. The texts are generated questions, solutions and programs
-*as separate texts*, from a seed of their own, so the base learns the language of the problems but never
-the question -> solution mapping that the strategies are compared on.
+reads the start and the decoder writes the rest. Other (input, target) tasks train alongside (`pairs`).
+What the tiny preset pretrains on, and why none of it is the question -> solution mapping the strategies
+are compared on, is `trainables.data.pretraining`'s to say; this module only trains and caches.
 """
 
 from __future__ import annotations
@@ -35,13 +35,21 @@ def prefix_lm_pairs(texts: Sequence[str], *, seed: int) -> list[tuple[str, str]]
     return pairs
 
 
-def pretrained_dir(base: Path, *, texts: Sequence[str], config: TrainConfig) -> Path:
-    """The content-addressed folder of `base` pretrained on `texts` with `config`.
+def pretrained_dir(
+    base: Path, *, texts: Sequence[str], config: TrainConfig, pairs: Sequence[tuple[str, str]] = ()
+) -> Path:
+    """The content-addressed folder of `base` pretrained on `texts` (and `pairs`) with `config`.
 
-    `base` is itself content-addressed; the key adds the texts and the whole TrainConfig but its `eval`
-    (pretraining never evaluates).
+    `base` is itself content-addressed; the key adds the texts, the pairs and the whole TrainConfig but
+    its `eval` (pretraining never evaluates).
     """
-    settings = {"format": PRETRAIN_FORMAT, "texts": texts_digest(texts), "train": config}
+    flat_pairs = [f"{source}\0{target}" for source, target in pairs]
+    settings = {
+        "format": PRETRAIN_FORMAT,
+        "texts": texts_digest(texts),
+        "pairs": texts_digest(flat_pairs),
+        "train": config,
+    }
     return base.parent / f"{base.name}-prefixlm-{settings_key(settings, ignore=('train.eval',))}"
 
 
@@ -50,22 +58,29 @@ def pretrain(
     *,
     texts: Sequence[str],
     config: TrainConfig,
+    pairs: Sequence[tuple[str, str]] = (),
     log: Callable[[str], None] = print,
 ) -> Path:
     """Pretrain the model saved in `base` with prefix LM on `texts`; returns the folder of the result.
 
+    `pairs` are (input, target) tasks trained alongside the prefix-LM pairs (the tiny preset's
+    translations between two notations of a solution; see `study.prepare.pretraining_corpus`).
+
     Built once (`trainables.training.cache.build_once`): a later call with the same arguments returns the
     cached folder, and processes asking at once wait for the one that builds it.
     """
-    out = pretrained_dir(base, texts=texts, config=config)
+    out = pretrained_dir(base, texts=texts, config=config, pairs=pairs)
 
     def build(staging: Path) -> None:
         model, tokenizer = load_model(base, device="cpu"), load_tokenizer(base)
-        pairs = prefix_lm_pairs(texts, seed=config.seed)
-        log(f"pretraining the tiny T5 (prefix LM, {len(pairs)} texts, {config.epochs} epochs) -> {out}")
+        tasks = prefix_lm_pairs(texts, seed=config.seed) + list(pairs)
+        log(
+            f"pretraining the tiny T5 ({len(pairs)} task pairs, {len(tasks) - len(pairs)} prefix-LM texts, "
+            f"{config.epochs} epochs) -> {out}"
+        )
         losses: list[float] = []
         with torch.random.fork_rng():
-            fit(model, tokenizer, pairs, config, on_eval=lambda m: losses.append(m["train/loss"]), log=log)
+            fit(model, tokenizer, tasks, config, on_eval=lambda m: losses.append(m["train/loss"]), log=log)
         log(f"pretraining loss per epoch: {', '.join(f'{x:.3f}' for x in losses)}")
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
