@@ -67,7 +67,7 @@ TINY_SPACE = (
     "strategy/alpha=16",
     "strategy/r2=4",
     "strategy/alpha2=16",
-    # One stage 1 shared by the stacked trials; f against the identity (the linear stacking baseline).
+    # One stage-1 setting for every stacked trial; f against the identity (the linear stacking baseline).
     "stacked:strategy/baseline=stacked",
     "stacked:strategy/f=[identity,relu]",
     "stacked:strategy/r1=4",
