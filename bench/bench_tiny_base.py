@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from study.prepare import PRETRAIN_SEED  # the preset's: problems of their own
 from trainables.data.generator import generate_problems
 from trainables.data.pretraining import arithmetic, numbers
 from trainables.data.prompts import format_example, solution_program_task, usable
@@ -30,8 +31,6 @@ from trainables.training.cache import settings_key
 from trainables.training.loop import TrainConfig, fit
 from trainables.training.models import cached_tiny_t5, count_parameters, load_model, load_tokenizer
 from trainables.training.pretrain import prefix_lm_pairs
-
-PRETRAIN_SEED = 1_000_003  # study.prepare's: problems of their own
 
 
 def pretraining_pairs(records, tasks: set[str]) -> list[tuple[str, str]]:
