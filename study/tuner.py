@@ -254,6 +254,7 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
         print(note, file=sys.stderr)
     for experiment in experiments:
         experiment.base["model"] = prepared.models[experiment.method]
+    _memory_check(config, prepared)
     cluster = connect(address=config.address, num_cpus=config.num_cpus, dashboard=config.dashboard)
     note_study(optuna_url=location.url)
     try:
@@ -281,6 +282,21 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
     heading = f"\nbest trial of each experiment ({objective}), results in {config.study_path}:"
     print_summary(summaries, metric=config.metric, heading=heading)  # warns of a best trial at chance
     return summaries
+
+
+def _memory_check(config: StudyConfig, prepared) -> None:
+    """Each method's trial measured for one step before any starts; one that cannot fit stops the study."""
+    if not config.preflight:
+        return
+    if config.address:  # trials run on the cluster's nodes, whose devices this machine cannot measure
+        print(
+            "memory check skipped with --address: run python -m study.preflight on a worker node",
+            file=sys.stderr,
+        )
+        return
+    from study.preflight import check_memory
+
+    check_memory(config, prepared)
 
 
 def _run_experiment(

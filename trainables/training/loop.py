@@ -356,9 +356,7 @@ def train_and_evaluate(
             what="dev evaluation",
         )
         metrics.update({f"dev/{k}": v for k, v in dev.metrics.items()})
-        metrics.update(
-            {"params/trainable": trainable, "params/total": total, "memory/peak_mb": peak["mb"]}
-        )
+        metrics.update({"params/trainable": trainable, "params/total": total, "memory/peak_mb": peak["mb"]})
         is_last = round(train_metrics["epoch"] * config.evals_per_epoch) >= evaluations_total
         if is_last:
             metrics.update(_test_metrics(model, tokenizer, splits.test, config, reporter.trial_dir(), memory))
