@@ -68,8 +68,11 @@ def build(out: Path, data_dir: Path) -> Path:
             num_threads=1,
             minloglevel=2,
         )
-        tokenizer = T5Tokenizer(vocab_file=str(Path(tmp) / "spiece.model"), extra_ids=EXTRA_IDS, legacy=False)
+        # from_pretrained on the folder converts the SentencePiece model (the constructor alone does not)
+        tokenizer = T5Tokenizer.from_pretrained(tmp, extra_ids=EXTRA_IDS, legacy=False)
         tokenizer.save_pretrained(out)
+    if len(tokenizer) > T5Config().vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens, more than T5-small's embedding holds")
     torch.manual_seed(0)
     model = T5ForConditionalGeneration(T5Config(decoder_start_token_id=0))  # T5-small's shape
     model.save_pretrained(out)

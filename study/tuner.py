@@ -42,6 +42,7 @@ from study.tracking import (
     prepare_studies,
     upload,
 )
+from study.worker_deaths import tolerate_worker_deaths
 
 RESUME_CHECKED = ("preset", "model", "data_dir", "train_size", "dev_size", "test_size", "code_dataset")
 RESUME_CHECKED += ("trials", "seed", "metric", "mode", "scheduler", "grace_period", "reduction_factor")
@@ -256,6 +257,7 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
         experiment.base["model"] = prepared.models[experiment.method]
     _memory_check(config, prepared)
     cluster = connect(address=config.address, num_cpus=config.num_cpus, dashboard=config.dashboard)
+    tolerate_worker_deaths()  # a worker killed for memory fails its trial, not the study
     note_study(optuna_url=location.url)
     try:
         print("\n".join(access_lines(cluster)), file=sys.stderr)

@@ -7,14 +7,13 @@ import json
 
 import pytest
 import torch
+from test_loop import _config, _lora_model
 
 from trainables.data.batching import collate, encode_pairs, token_budget_batches
 from trainables.data.prompts import format_example
 from trainables.scoring.evaluation import EvalResult, generate
 from trainables.training.loop import batch_order, eval_settings, evaluate_with_retries, fit
 from trainables.training.memory import OOM_HOOK_ENV, TrialMemory, is_out_of_memory, oom_hook_limit
-
-from test_loop import _config, _lora_model
 
 
 def _pairs(splits):

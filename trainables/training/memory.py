@@ -99,9 +99,13 @@ class TrialMemory:
         """Halvings of the evaluation batch in force."""
         self.oom_retries = 0
         """Out-of-memory errors recovered from (training, evaluation, a dead worker's retry)."""
+        self.start_mb: float | None = None
+        """The worker's resident memory when the trial began: in a reused worker, what the trials before it
+        left behind."""
 
     def begin(self) -> None:
         """Take the halvings of earlier attempts, one more when the last one died, and mark this one running."""
+        self.start_mb = resident_mb()
         previous = self._read()
         self.halvings = previous.get("halvings", 0)
         self.eval_halvings = previous.get("eval_halvings", 0)
@@ -153,13 +157,16 @@ class TrialMemory:
         self._save(running=True)
         self.log(f"out of memory in {what}: evaluation batch halved to {(batch_size + 1) // 2}")
 
-    def metrics(self, batching: MicroBatching) -> dict[str, int]:
+    def metrics(self, batching: MicroBatching) -> dict[str, float]:
         """What a report records of it."""
-        return {
+        metrics = {
             "train/micro_batch_size": batching.size,
             "train/grad_accum": batching.accum,
             "oom_retries": self.oom_retries,
         }
+        if self.start_mb is not None:
+            metrics["memory/worker_start_mb"] = self.start_mb
+        return metrics
 
     def _save(self, *, running: bool) -> None:
         if self.path is None:
