@@ -249,13 +249,13 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
     existing = _check_resume(config, experiments)
     location = optuna_location(config)
     check_tracking(config, location)  # a bad --optuna-storage or --mlflow stops here, before Ray
-    prepare_studies(location, [e.name for e in experiments], restored=existing)
     prepared = prepare_inputs(config)
     for note in prepared.notes:
         print(note, file=sys.stderr)
     for experiment in experiments:
         experiment.base["model"] = prepared.models[experiment.method]
-    _memory_check(config, prepared)
+    _memory_check(config, prepared)  # before anything is written: a refused study leaves no trace
+    prepare_studies(location, [e.name for e in experiments], restored=existing)
     cluster = connect(address=config.address, num_cpus=config.num_cpus, dashboard=config.dashboard)
     tolerate_worker_deaths()  # a worker killed for memory fails its trial, not the study
     note_study(optuna_url=location.url)
