@@ -204,6 +204,18 @@ def render_table(config: StudyConfig, reports: Sequence[MethodReport], *, device
     return "\n".join(lines)
 
 
+def device_name() -> str:
+    """The device trials would use here, in words."""
+    from trainables.training.models import pick_device
+
+    device = pick_device()
+    if device.type == "cpu":
+        return f"CPU ({os.cpu_count()} cores)"
+    import torch
+
+    return torch.cuda.get_device_name(device)
+
+
 def _num(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -216,7 +228,13 @@ def check_memory(config: StudyConfig, prepared, *, log: Callable[[str], None] | 
         ValueError: when any method cannot fit.
     """
     log = log or (lambda message: print(message, file=sys.stderr))
+    name = device_name()
+    if name.startswith("CPU"):
+        log(
+            f"memory check on the {name}: one step of each method (minutes at the paper's shapes; --no-preflight skips)"
+        )
     reports = run_preflight(config, prepared, steps=1, log=log)
+    log(render_table(config, reports, device=name))
     for r in reports:
         first = f"; stage 1 before any trial: about {r.stage1_hours:.2f} h" if r.stage1_hours else ""
         log(
@@ -264,18 +282,11 @@ def _main(argv: list[str] | None) -> None:
     if out is not None and not out.parent.is_dir():
         raise ValueError(f"--json {args.json}: folder {out.parent} does not exist")
     from study.plan import prepare_inputs
-    from trainables.training.models import pick_device
 
     prepared = prepare_inputs(config)
-    device = pick_device()
-    name = str(device)
-    if device.type == "cpu":
-        name = f"CPU ({os.cpu_count()} cores)"
+    name = device_name()
+    if name.startswith("CPU"):
         print("preflight: no GPU, measuring on the CPU (slowly; the figures are this CPU's)", file=sys.stderr)
-    else:
-        import torch
-
-        name = torch.cuda.get_device_name(device)
     reports = run_preflight(config, prepared, steps=args.steps)
     print(render_table(config, reports, device=name))
     if out is not None:
