@@ -13,6 +13,8 @@ at half its micro-batch (`trainables.training.memory.TrialMemory`).
 
 from __future__ import annotations
 
+import functools
+
 
 def tolerate_worker_deaths() -> None:
     """Make Ray Tune treat a trial task's `OutOfMemoryError` (and any other error of Ray's that is neither
@@ -24,6 +26,7 @@ def tolerate_worker_deaths() -> None:
     if getattr(original, "tolerates_worker_deaths", False):
         return
 
+    @functools.wraps(original)
     def _actor_task_failed(self, tracked_actor_task, exception):
         if isinstance(exception, RayError) and not isinstance(exception, RayActorError | RayTaskError):
             death = RayActorError(error_msg=f"the trial's worker died: {exception}")

@@ -20,15 +20,20 @@ def test_an_out_of_memory_kill_reaches_ray_tune_as_the_worker_s_death():
 
     from study.worker_deaths import tolerate_worker_deaths
 
-    seen = []
+    class Task:
+        _tracked_actor = None
+
+    kill = OutOfMemoryError("1 worker(s) were killed due to the node running low on memory")
     original = ActorManager._actor_task_failed
+    ray_own = getattr(original, "__wrapped__", original)
+    with pytest.raises(RuntimeError, match="Caught unexpected exception"):  # Ray's own: the study would end
+        ray_own(None, Task(), kill)
+    seen = []
     try:
         ActorManager._actor_task_failed = lambda self, task, exception: seen.append(exception)
         tolerate_worker_deaths()
         tolerate_worker_deaths()  # twice: still one wrapper
-        ActorManager._actor_task_failed(
-            None, None, OutOfMemoryError("1 worker(s) were killed due to the node running low on memory")
-        )
+        ActorManager._actor_task_failed(None, Task(), kill)
     finally:
         ActorManager._actor_task_failed = original
     assert len(seen) == 1 and isinstance(seen[0], RayActorError)
