@@ -177,6 +177,7 @@ class TrialMemory:
             "oom_retries": self.oom_retries,
             "running": running,
         }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         staging = self.path.with_suffix(".tmp")
         staging.write_text(json.dumps(record))
         staging.replace(self.path)
