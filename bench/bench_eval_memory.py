@@ -65,6 +65,7 @@ def run_case(case: str, model_dir: str, data_dir: str) -> dict:
     base = resident_mb()
     if case.startswith("train"):
         size = int(case.split("-")[1])
+        model.train()  # dropout on, as in a trial: its masks are kept for the backward pass
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         model(**collate(examples[:size], tokenizer.pad_token_id, cpu)).loss.backward()
         optimizer.step()

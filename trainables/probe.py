@@ -105,6 +105,7 @@ def probe_trial(
         train = [format_example(r, style) for s in splits for r in s.train if usable(r, style)]
         probe = _train_probe(model, tokenizer, train, trial.train, "trial", steps, log)
         if evaluate:
+            free_memory(device)  # what the training steps held is not evaluation's peak
             _eval_probe(probe, model, tokenizer, splits, trial.train)
         probes.append(probe)
         return probes
