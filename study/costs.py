@@ -90,3 +90,16 @@ def recommend(peak_mb: float, share: Share, *, cpu_slots: int) -> str:
     if fit < 1:
         return f"more than this machine's {ram / 1024:.0f} GiB RAM: a smaller batch or a larger machine"
     return f"--max-concurrent {min(fit, cpu_slots)}"
+
+
+def micro_batch_that_fits(*, peak_mb: float, base_mb: float, batch: int, share: Share) -> int | None:
+    """The largest of batch, batch/2, ... 1 whose peak fits `share`, reckoning the memory above `base_mb`
+    (the model's) to grow with the micro-batch as it does, linearly; None when even 1 would not fit."""
+    micro = batch
+    while micro >= 1:
+        if share.fits(base_mb + (peak_mb - base_mb) * micro / batch):
+            return micro
+        if micro == 1:
+            return None
+        micro = (micro + 1) // 2
+    return None

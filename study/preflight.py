@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from study.config import StudyConfig
-from study.costs import Share, TrialCost, cpu_share, gpu_share, recommend, study_hours
+from study.costs import (
+    Share,
+    TrialCost,
+    cpu_share,
+    gpu_share,
+    micro_batch_that_fits,
+    recommend,
+    study_hours,
+)
 from study.errors import run_cli
 
 DEFAULT_STEPS = 3
@@ -46,6 +54,9 @@ class MethodReport:
     fits: bool
     recommend: str
     """The share or concurrency at which it fits (flags to pass)."""
+    micro_batch: int | None = None
+    """The largest micro-batch whose peak (reckoned from the measured one) fits the share: the batch
+    itself when it fits, None when not even 1 would."""
     trial_hours: float | None = None
     stage1_hours: float | None = None
     measured: str = ""
@@ -135,6 +146,16 @@ def _report(config: StudyConfig, method: str, probes: list[dict], trial) -> Meth
         fits=share.fits(peak),
         recommend=recommend(peak, share, cpu_slots=slots),
     )
+    fitting = [
+        micro_batch_that_fits(
+            peak_mb=max(p["train_peak_mb"], p["eval_peak_mb"] or 0.0),
+            base_mb=p["train_base_mb"],
+            batch=p["micro_batch_size"],
+            share=share,
+        )
+        for p in probes
+    ]
+    report.micro_batch = None if None in fitting else min(fitting)
     main, stages = probes[-1], probes[:-1]
     if main["s_per_eval_batch"] is not None:
         cost = TrialCost(
@@ -185,7 +206,7 @@ def render_table(config: StudyConfig, reports: Sequence[MethodReport], *, device
                 f"| {r.method} | {p['phase']} | {p['batch_size']} ({p['micro_batch_size']}) | "
                 f"{p['train_peak_mb']:,.0f} | {_num(p['eval_peak_mb'], ',.0f')} | {p['s_per_step']:.2f} | "
                 f"{_num(p['s_per_eval_batch'], '.2f')} | {r.share if main else ''} | "
-                f"{('yes' if r.fits else '**no**') if main else ''} | {r.recommend if main else ''} | "
+                f"{_verdict(r) if main else ''} | {r.recommend if main else ''} | "
                 f"{_num(r.trial_hours, '.2f') if main else ''} | "
                 f"{_num(p['steps_per_epoch'] * p['epochs'] * p['s_per_step'] / 3600, '.2f') if not main else ''} |"
             )
@@ -204,6 +225,12 @@ def render_table(config: StudyConfig, reports: Sequence[MethodReport], *, device
     return "\n".join(lines)
 
 
+def _verdict(report: MethodReport) -> str:
+    if report.fits:
+        return "yes"
+    return f"**no**: micro-batch {report.micro_batch}" if report.micro_batch else "**no**"
+
+
 def device_name() -> str:
     """The device trials would use here, in words."""
     from trainables.training.models import pick_device
@@ -220,9 +247,13 @@ def _num(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def check_memory(config: StudyConfig, prepared, *, log: Callable[[str], None] | None = None) -> None:
-    """`study.run`'s check: one step and one evaluation batch per method; a method that cannot fit its
-    share gets a line naming the share that would, and the study does not start.
+def check_memory(
+    config: StudyConfig, prepared, *, log: Callable[[str], None] | None = None
+) -> dict[str, int]:
+    """`study.run`'s check: one step and one evaluation batch per method. A method whose largest batch
+    would not fit its share trains in smaller micro-batches with more accumulation (the same experiment);
+    one that would not fit even at a micro-batch of 1 gets a line naming the share that would, and the
+    study does not start. Returns method -> the micro-batch cap its trials take (`train/max_micro_batch`).
 
     Raises:
         ValueError: when any method cannot fit.
@@ -235,13 +266,22 @@ def check_memory(config: StudyConfig, prepared, *, log: Callable[[str], None] | 
         )
     reports = run_preflight(config, prepared, steps=1, log=log)
     log(render_table(config, reports, device=name))
+    caps = {}
     for r in reports:
         first = f"; stage 1 before any trial: about {r.stage1_hours:.2f} h" if r.stage1_hours else ""
+        verdict = "fits" if r.fits else "does NOT fit"
         log(
-            f"memory check: {r.method} peaks at {r.peak_mb:,.0f} MiB, "
-            f"{'fits' if r.fits else 'does NOT fit'} {r.share} ({r.share_mb:,.0f} MiB){first}"
+            f"memory check: {r.method} peaks at {r.peak_mb:,.0f} MiB, {verdict} {r.share} ({r.share_mb:,.0f} MiB){first}"
         )
-    refused = [r for r in reports if not r.fits]
+        batch = r.probes[-1]["micro_batch_size"]
+        if not r.fits and r.micro_batch is not None:
+            caps[r.method] = r.micro_batch
+            log(
+                f"memory check: {r.method}'s trials train in micro-batches of at most {r.micro_batch} (of "
+                f"{batch}), accumulating gradients: the same effective batch and schedule ({r.recommend} "
+                "would fit the whole batch)"
+            )
+    refused = [r for r in reports if r.micro_batch is None]
     for r in refused:
         print(
             f"{r.method}: needs {r.peak_mb:,.0f} MiB, its share is {r.share_mb:,.0f} MiB ({r.share}); fits with "
@@ -253,6 +293,7 @@ def check_memory(config: StudyConfig, prepared, *, log: Callable[[str], None] | 
             f"{len(refused)} method(s) cannot fit their memory share (above); pass the flags that fit, or "
             "--no-preflight to start anyway"
         )
+    return caps
 
 
 def _build_parser():

@@ -254,7 +254,9 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
         print(note, file=sys.stderr)
     for experiment in experiments:
         experiment.base["model"] = prepared.models[experiment.method]
-    _memory_check(config, prepared)  # before anything is written: a refused study leaves no trace
+    _memory_check(
+        config, prepared, experiments
+    )  # before anything is written: a refused study leaves no trace
     prepare_studies(location, [e.name for e in experiments], restored=existing)
     cluster = connect(address=config.address, num_cpus=config.num_cpus, dashboard=config.dashboard)
     tolerate_worker_deaths()  # a worker killed for memory fails its trial, not the study
@@ -286,8 +288,9 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
     return summaries
 
 
-def _memory_check(config: StudyConfig, prepared) -> None:
-    """Each method's trial measured for one step before any starts; one that cannot fit stops the study."""
+def _memory_check(config: StudyConfig, prepared, experiments: Sequence[Experiment]) -> None:
+    """Each method's trial measured for one step before any starts: one whose largest batch would not fit
+    trains in smaller micro-batches (the same experiment); one that cannot fit at all stops the study."""
     if not config.preflight:
         return
     if config.address:  # trials run on the cluster's nodes, whose devices this machine cannot measure
@@ -298,7 +301,10 @@ def _memory_check(config: StudyConfig, prepared) -> None:
         return
     from study.preflight import check_memory
 
-    check_memory(config, prepared)
+    caps = check_memory(config, prepared)
+    for experiment in experiments:
+        if experiment.method in caps:
+            experiment.base["train/max_micro_batch"] = caps[experiment.method]
 
 
 def _run_experiment(

@@ -166,3 +166,13 @@ def test_a_retry_after_the_worker_died_starts_at_half_the_micro_batch(tmp_path):
     again = TrialMemory(tmp_path, log=lines.append)
     again.begin()
     assert again.batching(16, 1).size == 8 and len(lines) == 1
+
+
+def test_a_micro_batch_cap_is_gradient_accumulation_the_same_effective_batch(micro_t5_dir, micro_splits):
+    pairs = _pairs(micro_splits)
+    capped = _loss_curve(micro_t5_dir, pairs, _config(batch_size=16, max_micro_batch=4, evals_per_epoch=2))
+    small = _loss_curve(micro_t5_dir, pairs, _config(batch_size=16, grad_accum=4, evals_per_epoch=2))
+    assert [r["train/loss"] for r in capped] == pytest.approx([r["train/loss"] for r in small], rel=1e-5)
+    last = capped[-1]
+    assert (last["train/micro_batch_size"], last["train/grad_accum"], last["oom_retries"]) == (4, 4, 0)
+    assert eval_settings(_config(batch_size=16, max_micro_batch=4)).batch_tokens == 4 * (64 + 48)

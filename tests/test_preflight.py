@@ -57,3 +57,33 @@ def test_a_study_that_cannot_fit_is_refused_before_anything_starts(micro_t5_dir,
         "to start anyway"
     )
     assert not (tmp_path / "out").exists()  # nothing written, no Ray started
+
+
+def test_a_batch_too_large_for_its_share_trains_in_smaller_micro_batches(monkeypatch):
+    import types
+
+    import study.preflight as preflight
+    from study.config import StudyConfig
+    from study.costs import cpu_share
+    from trainables.training.loop import TrainConfig
+
+    probe = {
+        "phase": "trial", "batch_size": 32, "micro_batch_size": 32, "steps_measured": 1,
+        "train_peak_mb": 1800.0, "train_base_mb": 200.0, "s_per_step": 1.0, "steps_per_epoch": 10,
+        "epochs": 1, "eval_peak_mb": 900.0, "s_per_eval_batch": 1.0, "dev_batches": 1, "test_batches": 1,
+    }  # fmt: skip
+    # 1,000 MiB each for two trials: the batch of 32 needs 1,800; 16 would need 1,000, 8 needs 600
+    monkeypatch.setattr(preflight, "_share", lambda config, method: (cpu_share(ram_mb=2000, concurrent=2), 2))
+    trial = types.SimpleNamespace(train=TrainConfig())
+    report = lambda config, prepared, steps, log: [preflight._report(config, "lora", [dict(probe)], trial)]  # noqa: E731
+    monkeypatch.setattr(preflight, "run_preflight", report)
+    lines: list[str] = []
+    caps = preflight.check_memory(StudyConfig(methods=("lora",), preset="tiny"), None, log=lines.append)
+    assert caps == {"lora": 8}
+    table = next(line for line in lines if line.startswith("| method"))
+    assert "| lora | trial | 32 (32) | 1,800 | 900 |" in table and "**no**: micro-batch 8" in table
+    assert lines[-1].startswith("memory check: lora's trials train in micro-batches of at most 8 (of 32)")
+
+    probe["train_base_mb"] = 950.0  # the model alone nearly fills the share: no micro-batch fits
+    with pytest.raises(ValueError, match="1 method"):
+        preflight.check_memory(StudyConfig(methods=("lora",), preset="tiny"), None, log=lines.append)

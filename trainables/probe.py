@@ -42,6 +42,8 @@ class Probe:
     """Optimiser steps timed, on the longest examples."""
     train_peak_mb: float
     """Peak memory of those steps (GPU: the allocator's reserve; CPU: the process's resident memory)."""
+    train_base_mb: float
+    """Memory before them (the model, the process): the part that does not grow with the micro-batch."""
     s_per_step: float
     """Seconds per optimiser step (the median after the first, which pays for warming up)."""
     steps_per_epoch: int
@@ -143,7 +145,9 @@ def _train_probe(model, tokenizer, pairs, config: TrainConfig, phase: str, steps
         reports.append(metrics)
 
     device = next(model.parameters()).device
+    free_memory(device)
     with PeakMemory(device) as peak:
+        base_mb = peak.mb if device.type == "cpu" else torch.cuda.memory_reserved(device) / 2**20
         taken = fit(model, tokenizer, longest, measured, on_eval=on_eval, memory=memory, log=log)
     durations = [b - a for a, b in zip(marks, marks[1:], strict=False)]
     timed = durations[1:] or durations
@@ -154,6 +158,7 @@ def _train_probe(model, tokenizer, pairs, config: TrainConfig, phase: str, steps
         micro_batch_size=micro,
         steps_measured=taken,
         train_peak_mb=peak.mb,
+        train_base_mb=base_mb,
         s_per_step=statistics.median(timed) if timed else float("nan"),
         steps_per_epoch=-(-len(pairs) // config.batch_size),
         epochs=config.epochs,

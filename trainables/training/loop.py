@@ -54,6 +54,10 @@ class TrainConfig:
     """Examples per optimiser step (before gradient accumulation)."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimiser step."""
+    max_micro_batch: int | None = None
+    """The most examples per forward / backward pass: a larger micro-batch is halved and its accumulation
+    doubled until it fits, the same effective batch (the study's memory check sets it where the largest
+    batch would not fit a trial's memory share). None: no cap."""
     warmup_ratio: float = 0.06
     """Fraction of optimiser steps spent warming the learning rate up from 0."""
     weight_decay: float = 0.0
@@ -93,6 +97,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_micro_batch is not None and self.max_micro_batch < 1:
+            raise ValueError(f"max_micro_batch must be >= 1, got {self.max_micro_batch}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.prompt_style not in PROMPT_STYLES:
@@ -174,6 +180,8 @@ def fit(
     )
     micro_batch = max(1, config.batch_size // config.grad_accum)
     batching = memory.batching(micro_batch, config.grad_accum)
+    while config.max_micro_batch and batching.size > config.max_micro_batch:
+        batching = batching.halved()  # the memory check's cap: the same examples per step, in smaller passes
     lengths = [len(e["input_ids"]) + len(e["labels"]) for e in examples] if config.group_by_length else None
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -373,6 +381,7 @@ def eval_settings(config: TrainConfig, halvings: int = 0) -> EvalSettings:
     settings = config.eval
     assert settings is not None
     micro_batch = max(1, config.batch_size // config.grad_accum)
+    micro_batch = min(micro_batch, config.max_micro_batch or micro_batch)
     budget = settings.batch_tokens or micro_batch * (config.max_input_tokens + config.max_target_tokens)
     size = settings.batch_size
     for _ in range(halvings):
