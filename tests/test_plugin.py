@@ -20,7 +20,8 @@ from study.run import parse_config
 from trainables.methods import STRATEGIES, get_strategy, load_plugins, method_names, register_strategy
 
 REPO = Path(__file__).resolve().parents[1]
-BUILT_IN = ("lora", "lora_cot", "full", "qlora", "stacked")
+BUILT_IN = method_names()
+"""The methods in the repository (read before any test loads the plugin)."""
 
 
 def _doc_files() -> dict[str, str]:
