@@ -13,6 +13,7 @@ from trainables.training.loop import TrainConfig
 from trainables.training.models import load_model, load_tokenizer
 from trainables.trial import stage_fitter
 
+
 def _base_name(name: str) -> str:
     """A parameter's name in the base model: PEFT's wrapper prefix and `base_layer` segment removed."""
     return name.removeprefix("base_model.model.").replace(".base_layer.", ".")
@@ -28,7 +29,9 @@ def test_the_rule_tells_a_base_weight_from_an_added_one():
     base = {"encoder.block.0.layer.0.SelfAttention.q.weight"}
     wrapped = "base_model.model.encoder.block.0.layer.0.SelfAttention.q.base_layer.weight"
     assert not _may_train(wrapped, base, added=True)
-    assert _may_train("base_model.model.encoder.block.0.layer.0.SelfAttention.q.lora_A.default.weight", base, added=True)
+    assert _may_train(
+        "base_model.model.encoder.block.0.layer.0.SelfAttention.q.lora_A.default.weight", base, added=True
+    )
     assert _may_train("encoder.block.0.layer.0.SelfAttention.q.weight", base, added=False)
 
 
