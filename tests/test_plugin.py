@@ -173,7 +173,7 @@ def test_a_plugin_method_reaches_every_table_chart_group_and_pair(plugin, tmp_pa
     the registry's order with its display name, a compared group, and a side of the pairwise tests."""
     from test_analysis import test_metrics, trial_params, write_study, write_trial
 
-    from analysis.groups import comparisons, compared_groups
+    from analysis.groups import compared_groups, comparisons
     from analysis.load import load_results
     from analysis.plots import efficiency_figure, plot_accuracy_per_model
     from analysis.tables import build_tables
