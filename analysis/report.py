@@ -37,6 +37,7 @@ from analysis.render import (
 from analysis.table import Table
 from analysis.tables import build_tables
 from trainables.comparison import groupings
+from trainables.scoring.metric_registry import mode_of
 
 FIGURES = {
     "accuracy_per_model": "Test accuracy per model with bootstrap 95% intervals (diamonds: published values, "
@@ -322,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
-    mode = args.mode or ("min" if args.metric.endswith(("perplexity", "loss")) else "max")
+    mode = args.mode or mode_of(args.metric)  # the metric record's direction
     report = build_report(args.results, args.out, metric=args.metric, mode=mode, title=args.title)
     print(
         f"wrote {report.files['report.html']} and {report.files['report.md']} ({len(report.results.trials)} trials)"
