@@ -46,12 +46,10 @@ from trainables.comparison import (
     method_label,
     method_order,
 )
+from trainables.data.load import CONFIGS
 from trainables.methods import method_names
 from trainables.scoring.metric_registry import METRICS
 from trainables.training.setting_types import is_number
-
-CONFIGS = ("main", "socratic")
-"""GSM8K's configs, in table order (`trainables.data.load.CONFIGS`)."""
 
 
 def _pct(row: Mapping[str, Any] | None, key: str) -> float:

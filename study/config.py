@@ -14,10 +14,10 @@ from pathlib import Path
 
 from search_spaces.overrides import Override
 from study.presets import PRESET_NAMES, get_preset
+from trainables.data.load import CONFIGS as DATA_CONFIGS
 from trainables.methods import load_plugins, method_names
 from trainables.scoring.metric_registry import metric_names, mode_of
 
-DATA_CONFIGS = ("main", "socratic")
 SCHEDULERS = ("asha", "none")
 SEARCH_METRICS = {f"dev/{name}": mode_of(name) for name in metric_names()} | {
     "train/loss": mode_of("train/loss")

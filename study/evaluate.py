@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from study.errors import OneLineParser, run_cli
-from trainables.data import load as data
 from trainables.data.arithmetic import format_answer
+from trainables.data.load import read_jsonl
 from trainables.data.prompts import PROMPT_STYLES, format_example
 from trainables.data.records import DataError, MathRecord, parse_gsm8k_answer
 from trainables.scoring.metric_registry import SplitGenerations, check_names, compute_metrics, metric_names
@@ -117,11 +117,6 @@ def parse_metrics(text: str) -> list[str]:
     return list(check_names(names, from_generations=True))
 
 
-def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of a JSONL file (`trainables.data.load.read_jsonl`)."""
-    return list(data.read_jsonl(path))
-
-
 def _text_field(row: dict, key: str, where: str) -> str:
     if key not in row:
         raise DataError(f"{where}: missing field {key!r}")
@@ -154,7 +149,7 @@ def load_predictions(path: Path, references: Sequence[MathRecord], *, references
         DataError: on a bad line, a question that differs from the reference at the same position, or a
             different number of predictions and references.
     """
-    rows = read_jsonl(path)
+    rows = list(read_jsonl(path))
     predictions = []
     for index, (lineno, row) in enumerate(rows):
         where = f"{path}:{lineno}"
@@ -235,7 +230,7 @@ def load_generations(path: Path, *, similarity_model: str) -> SplitGenerations:
     Raises:
         DataError: naming the file and the bad line.
     """
-    rows = read_jsonl(path)
+    rows = list(read_jsonl(path))
     try:
         return SplitGenerations.from_rows([row for _, row in rows], similarity_model=similarity_model)
     except ValueError as error:
