@@ -14,7 +14,9 @@ import argparse
 import base64
 import html
 import os
+import sys
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from analysis.chance import add_history_signal, add_signal, attach_chance, summa
 from analysis.diagnostics import SearchDiagnostics, diagnose, importance_table, search_table
 from analysis.groups import slug, with_groups
 from analysis.load import Results, load_results, read_jsonl
+from analysis.provenance import study_record
 from analysis.render import (
     PAGE_STYLE,
     TrialLinks,
@@ -37,6 +40,7 @@ from analysis.render import (
 from analysis.table import Table
 from analysis.tables import build_tables
 from trainables.comparison import groupings
+from trainables.methods import load_plugins
 from trainables.scoring.metric_registry import mode_of
 
 FIGURES = {
@@ -266,6 +270,18 @@ def write_documents(
     report.files["report.md"], report.files["report.html"] = out_dir / "report.md", out_dir / "report.html"
 
 
+def load_study_plugins(roots: Sequence[str]) -> None:
+    """Import the `--plugin` modules each study was run with (its `study.json`), so that their methods have
+    their display names, colours and groupings here too. One that cannot be imported is said on stderr, and
+    its method is reported by its name, in gray."""
+    for root in roots:
+        for module in study_record(root).get("plugins") or []:
+            try:
+                load_plugins([str(module)])
+            except ValueError as error:
+                print(f"warning: {error}; its method is shown by its name", file=sys.stderr)
+
+
 def build_report(
     locations: list[str],
     out_dir: str | Path,
@@ -281,6 +297,7 @@ def build_report(
         ValueError: when no trial is found, or `metric` cannot choose trials.
     """
     results = load_results(locations)
+    load_study_plugins(results.roots)
     tables, diagnostics = make_tables(results, metric=metric, mode=mode)
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
