@@ -71,6 +71,15 @@ def test_a_huge_number_is_a_wrong_example_in_a_trials_evaluation():
     assert [format_answer(x) for x in extracted] == [None, None]
 
 
+def test_an_oversized_program_is_a_wrong_example_and_the_run_goes_on(tmp_path):
+    # The 130 MiB of issue 19 stopped the run; the sandbox now refuses anything over 1 MiB unrun.
+    oversized = "print(7)\n" + "#" * (2 << 20)
+    summary, rows = _evaluate(tmp_path, ["print(7)", oversized, "print(7)", "print(12)"], "code")
+    assert [row["correct"] for row in rows] == [True, False, True, True]
+    assert rows[1]["program_error"] == "source over 1048576 bytes"
+    assert summary["accuracy"] == 0.75 and summary["programs_failed"] == 1
+
+
 def test_a_number_up_to_the_bound_is_read_and_written_back():
     longest = "9" * (MAX_NUMBER_CHARS - 4) + "e999"
     assert format_answer(extract_answer(longest, style="code")) == "9" * (MAX_NUMBER_CHARS - 4) + "0" * 999

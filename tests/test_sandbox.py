@@ -562,3 +562,19 @@ def test_preimports_cover_non_ascii_names_and_the_codecs_a_source_writes():
         "encodings.utf_16_le",
         "unicodedata",
     ]
+
+
+@needs_seccomp
+def test_seccomp_alone_lets_a_program_read_its_own_limits_but_not_set_another_process(tmp_path):
+    # Audit hook (which blocks `resource`), Landlock and the uid drop off: as root, only seccomp refuses.
+    layers = sandbox._Layers(audit_hook=False, drop_privileges=False, landlock=False)
+    program = (
+        "import os, resource\n"
+        "print(resource.prlimit(0, resource.RLIMIT_CORE))\n"
+        "resource.prlimit(os.getppid(), resource.RLIMIT_CORE, (0, 0))\n"
+    )
+    result = sandbox._run_one(program, FAST, layers)
+    assert (result.stdout, result.error) == (
+        "(0, 0)\n",
+        "exit 1: PermissionError: [Errno 1] Operation not permitted",
+    )
