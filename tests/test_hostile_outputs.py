@@ -80,6 +80,27 @@ def test_an_oversized_program_is_a_wrong_example_and_the_run_goes_on(tmp_path):
     assert summary["accuracy"] == 0.75 and summary["programs_failed"] == 1
 
 
+def test_a_prediction_with_a_lone_surrogate_is_scored_and_the_run_goes_on(tmp_path):
+    # JSON can carry "\ud800", UTF-8 cannot: ROUGE-1's Arrow table refused it and the run ended.
+    refs = _jsonl(tmp_path / "refs.jsonl", [{"question": q, "answer": a} for q, a in REFERENCES[:2]])
+    preds = _jsonl(tmp_path / "preds.jsonl", [{"prediction": "\ud800 #### 7"}, {"prediction": "#### 12"}])
+    out = tmp_path / "m.json"
+    main(
+        [
+            "--predictions",
+            str(preds),
+            "--references",
+            str(refs),
+            "--out",
+            str(out),
+            "--metrics",
+            "accuracy,rouge1",
+        ]
+    )
+    summary = json.loads(out.read_text())
+    assert summary["accuracy"] == 1.0 and 0 < summary["rouge1"] < 1
+
+
 def test_a_number_up_to_the_bound_is_read_and_written_back():
     longest = "9" * (MAX_NUMBER_CHARS - 4) + "e999"
     assert format_answer(extract_answer(longest, style="code")) == "9" * (MAX_NUMBER_CHARS - 4) + "0" * 999

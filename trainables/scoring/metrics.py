@@ -146,6 +146,12 @@ def answers_match(predicted: Fraction | None, reference: str | int | Fraction) -
     return predicted == expected
 
 
+def _encodable(texts: Sequence[str]) -> list[str]:
+    """The texts with each lone surrogate (which JSON can carry, UTF-8 cannot) replaced by `?`: one such
+    prediction made ROUGE's Arrow table, and so the whole scoring run, fail."""
+    return [t if t.isascii() else t.encode("utf-8", "replace").decode("utf-8") for t in texts]
+
+
 def _check_pairs(predictions: Sequence, references: Sequence) -> None:
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
@@ -219,6 +225,7 @@ def rouge1(predictions: Sequence[str], references: Sequence[str], *, use_stemmer
         ImportError: for `use_stemmer=True` when neither `evaluate` nor `rouge_score` is installed.
     """
     _check_pairs(predictions, references)
+    predictions, references = _encodable(predictions), _encodable(references)
     try:
         module = _rouge1_module()
     except ImportError:
@@ -309,6 +316,7 @@ def semantic_similarity(
         SimilarityModelError: if the model cannot be loaded.
     """
     _check_pairs(predictions, references)
+    predictions, references = _encodable(predictions), _encodable(references)
     model = _similarity_model(model_name, device)
     kwargs = {"batch_size": batch_size, "convert_to_tensor": True, "normalize_embeddings": True}
     pred = model.encode(list(predictions), **kwargs)  # (n, dim), unit rows
