@@ -9,9 +9,9 @@ interpreter that runs the program (`sandbox_stages`), so neither can be changed 
   resource limits, memory placement), no `sync` family (disk I/O for the whole machine), no `uname`.
 - Landlock: the program may read the interpreter, the shared libraries it maps and the standard-library
   modules in `PREIMPORTABLE` and `encodings` (and their compiled caches): nothing else, so no other native
-  extension can be opened either. It may list the standard library's folders, write nothing, connect nowhere (ABI 4) and
-  signal nothing outside itself (ABI 6). The list is what a probe interpreter, started exactly as stage 2
-  is, has loaded after importing every `PREIMPORTABLE` module.
+  extension can be opened either. It may list the standard library's folders, write nothing, connect
+  nowhere (ABI 4) and signal nothing outside itself (ABI 6). The list is what a probe interpreter, started
+  exactly as stage 2 is, has loaded after importing every `PREIMPORTABLE` module and every codec.
 """
 
 from __future__ import annotations
