@@ -415,6 +415,8 @@ def test_run_programs_checks_its_arguments():
         ("max_output_bytes", 0),
         ("max_output_bytes", True),
         ("unprivileged_uid", 0),
+        ("max_source_bytes", 0),
+        ("max_source_bytes", (64 << 20) + 1),  # over a quarter of the default 256 MiB
     ],
 )
 def test_bad_limits_name_the_field_and_value(field, value):
@@ -524,12 +526,12 @@ def test_non_ascii_names_and_any_standard_codec_run(program, printed):
 
 def test_a_source_too_large_to_read_is_a_failed_result_not_a_broken_sandbox():
     # 40 MiB under a 64 MiB memory limit failed the sandbox's setup (as 130 MiB under 256 MiB did).
-    limits = SandboxLimits(wall_seconds=1.0, memory_mb=64, max_source_bytes=32 << 20)
+    limits = SandboxLimits(wall_seconds=1.0, memory_mb=64, max_source_bytes=16 << 20)
     huge = "x = 1\n" + "#" * (40 << 20) + "\nprint(x)"
     results = run_programs(["print(1)", huge, "print(3)"], limits)
     assert [(r.ok, r.stdout, r.error) for r in results] == [
         (True, "1\n", None),
-        (False, "", f"source over {32 << 20} bytes"),
+        (False, "", f"source over {16 << 20} bytes"),
         (True, "3\n", None),
     ]
 

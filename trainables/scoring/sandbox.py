@@ -86,7 +86,7 @@ class SandboxLimits:
     """Cap on stdout; a program that writes more fails with `output over N bytes`."""
     max_source_bytes: int = 1 << 20
     """Longer programs (UTF-8) fail with `source over N bytes`, unrun: reading one into the sandbox's
-    memory limit would fail its setup."""
+    memory limit would fail its setup. At most a quarter of `memory_mb`."""
     unprivileged_uid: int = 65534
     """When the evaluating process is root, the uid and gid the program runs as (65534: `nobody`)."""
 
@@ -104,6 +104,11 @@ class SandboxLimits:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}")
+        if self.max_source_bytes > self.memory_mb << 18:  # stage 2 holds the source twice while reading it
+            raise ValueError(
+                f"max_source_bytes must be at most a quarter of memory_mb ({self.memory_mb << 18} bytes), "
+                f"got {self.max_source_bytes!r}"
+            )
 
 
 @dataclass(frozen=True)
