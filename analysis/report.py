@@ -37,6 +37,7 @@ from analysis.render import (
 )
 from analysis.table import Table
 from analysis.tables import build_tables
+from study.outputs import check_output_file, check_output_folder, write_atomically
 
 FIGURES = {
     "accuracy_per_model": "Test accuracy per model with bootstrap 95% intervals; diamonds are the published values.",
@@ -49,6 +50,8 @@ FIGURES = {
     "(dashed: collapsed).",
 }
 """Chart file stem -> caption."""
+SUBFOLDERS = ("figures", "generations", "tables")
+"""The folders the report writes inside `--out`."""
 
 
 @dataclass
@@ -151,10 +154,8 @@ def write_pages(report: Report, out_dir: Path) -> dict[str, TrialLinks]:
         calculator_rows = read_jsonl(calculator) if isinstance(calculator, str) else None
         page = out_dir / "generations" / f"{_slug(label)}.html"
         files = _href(row["trial_dir"], page.parent)
-        page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(
-            generations_page(row, files=files, generations=generations, calculator=calculator_rows)
-        )
+        text = generations_page(row, files=files, generations=generations, calculator=calculator_rows)
+        write_atomically({page: text}, flag="--out")
         report.pages[label] = page
         links[label] = TrialLinks(
             page=_href(str(page), out_dir), files=_href(row["trial_dir"], out_dir), name=str(row["trial_id"])
@@ -165,7 +166,6 @@ def write_pages(report: Report, out_dir: Path) -> dict[str, TrialLinks]:
 def write_table_files(report: Report, out_dir: Path) -> None:
     """Each table as CSV (numbers, with the trial's folder and generations file) and as LaTeX."""
     trials = report.results.trials.set_index("trial")
-    (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     for key, table in report.tables.items():
         frame = table.frame.copy()
         if "trial" in frame:
@@ -175,8 +175,7 @@ def write_table_files(report: Report, out_dir: Path) -> None:
         if table.baselines is not None and len(table.baselines):  # chance rows last, with no trial
             frame = pd.concat([frame, table.baselines], ignore_index=True)
         csv, tex = out_dir / "tables" / f"{key}.csv", out_dir / "tables" / f"{key}.tex"
-        frame.to_csv(csv, index=False)
-        tex.write_text(table_latex(table))
+        write_atomically({csv: frame.to_csv(index=False), tex: table_latex(table)}, flag="--out")
         report.files[csv.name], report.files[tex.name] = csv, tex
 
 
@@ -245,12 +244,13 @@ def write_documents(
         + ", ".join(f'<a href="tables/{html.escape(n)}">{html.escape(n)}</a>' for n in sorted(report.files))
         + ".</p>"
     )
-    (out_dir / "report.md").write_text("\n".join(markdown))
     document = (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
         f"<style>{PAGE_STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
     )
-    (out_dir / "report.html").write_text(document)
+    write_atomically(
+        {out_dir / "report.md": "\n".join(markdown), out_dir / "report.html": document}, flag="--out"
+    )
     report.files["report.md"], report.files["report.html"] = out_dir / "report.md", out_dir / "report.html"
 
 
@@ -266,11 +266,17 @@ def build_report(
 
     Raises:
         FileNotFoundError: for a results location that does not exist.
-        ValueError: when no trial is found, or `metric` cannot choose trials.
+        ValueError: when no trial is found, `metric` cannot choose trials, or `out_dir` (or a file or folder
+            the report writes in it) is not a folder, a regular file or a new path (`study.outputs`).
     """
+    check_output_folder("--out", Path(out_dir).expanduser())
+    out = Path(out_dir).expanduser().resolve()
+    for folder in (out / name for name in SUBFOLDERS):  # a link here would send the files elsewhere
+        check_output_folder("--out", folder, link_ok=False)
+    for name in ("report.md", "report.html"):
+        check_output_file("--out", out / name)
     results = load_results(locations)
     tables, diagnostics = make_tables(results, metric=metric, mode=mode)
-    out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     report = Report(results=results, tables=tables, diagnostics=diagnostics)
     found = confirm.find([str(location) for location in locations])
