@@ -26,11 +26,12 @@ from analysis import confirm, curves, pairwise, plots
 from analysis import diagnostics as search
 from analysis.chance import add_history_signal, add_signal, attach_chance, summary_sentence
 from analysis.diagnostics import SearchDiagnostics, diagnose, importance_table, search_table
-from analysis.load import Results, load_results, read_jsonl
+from analysis.load import STATUSES, UNREADABLE, Results, load_results, read_jsonl
 from analysis.render import (
     PAGE_STYLE,
     TrialLinks,
     generations_page,
+    markdown_escape,
     table_html,
     table_latex,
     table_markdown,
@@ -128,10 +129,13 @@ def _slug(label: str) -> str:
 
 
 def _href(target: str, out_dir: Path) -> str:
-    """A link from the report folder: relative for a local path, the URI itself for remote storage."""
-    if "://" in target:
-        return target
-    return urllib.parse.quote(os.path.relpath(target, out_dir).replace(os.sep, "/"), safe="/:.-_~")
+    """A link from the report folder: relative for a local path, the URI for remote storage; either way a
+    percent-encoded path (`urllib`), so no folder name can add a scheme (`javascript:`), a quote or markup.
+    The scheme of a storage URI is the user's own results argument, never a folder's name."""
+    scheme, sep, path = target.partition("://")
+    if sep:
+        return f"{scheme}://{urllib.parse.quote(path, safe='/')}"
+    return urllib.parse.quote(os.path.relpath(target, out_dir).replace(os.sep, "/"), safe="/")
 
 
 def write_pages(report: Report, out_dir: Path) -> dict[str, TrialLinks]:
@@ -149,9 +153,7 @@ def write_pages(report: Report, out_dir: Path) -> dict[str, TrialLinks]:
     links: dict[str, TrialLinks] = {}
     for label in labels:
         row = trials.loc[label].to_dict()
-        generations = read_jsonl(row["generations"]) if isinstance(row.get("generations"), str) else None
-        calculator = row.get("generations_calculator")
-        calculator_rows = read_jsonl(calculator) if isinstance(calculator, str) else None
+        generations, calculator_rows = _rows(row.get("generations")), _rows(row.get("generations_calculator"))
         page = out_dir / "generations" / f"{_slug(label)}.html"
         files = _href(row["trial_dir"], page.parent)
         text = generations_page(row, files=files, generations=generations, calculator=calculator_rows)
@@ -161,6 +163,16 @@ def write_pages(report: Report, out_dir: Path) -> dict[str, TrialLinks]:
             page=_href(str(page), out_dir), files=_href(row["trial_dir"], out_dir), name=str(row["trial_id"])
         )
     return links
+
+
+def _rows(address: object) -> list[dict] | None:
+    """A generations file's rows; None when there is none, or it can no longer be read as the loader did."""
+    if not isinstance(address, str):
+        return None
+    try:
+        return read_jsonl(address)
+    except (OSError, ValueError):
+        return None
 
 
 def write_table_files(report: Report, out_dir: Path) -> None:
@@ -181,10 +193,7 @@ def write_table_files(report: Report, out_dir: Path) -> None:
 
 def _summary(results: Results, *, metric: str, mode: str) -> str:
     counts = results.trials["status"].value_counts()
-    statuses = ", ".join(
-        f"{int(counts.get(s, 0))} {s.replace('_', ' ')}"
-        for s in ("finished", "early_stopped", "error", "incomplete")
-    )
+    statuses = ", ".join(f"{int(counts.get(s, 0))} {s.replace('_', ' ')}" for s in STATUSES)
     return (
         f"{len(results.trials)} trials from {', '.join(results.roots)}: {statuses}. "
         f"Each table row is the best finished trial of its group by its last {metric} ({mode}), and shows that "
@@ -216,13 +225,31 @@ def write_documents(
     report: Report, out_dir: Path, links: dict[str, TrialLinks], *, title: str, summary: str
 ) -> None:
     """report.md (charts as files) and report.html (charts embedded as data URIs)."""
-    markdown = [f"# {title}", "", summary, ""]
+    markdown = [f"# {markdown_escape(title)}", "", markdown_escape(summary), ""]
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(summary)}</p>"]
+    unreadable = report.results.trials.query(f"status == '{UNREADABLE}'")
+    if len(unreadable):  # listed with the reason; none of their numbers is in a table or a chart
+        heading = "Unreadable trials"
+        note = (
+            "Trial folders whose files are not what Ray and the study write; none of their numbers is used."
+        )
+        reasons = list(zip(unreadable["trial"], unreadable["error"], strict=True))
+        markdown += [f"## {heading}", "", note, ""]
+        markdown += [f"- {markdown_escape(str(t))}: {markdown_escape(str(r))}" for t, r in reasons] + [""]
+        items = "".join(f"<li>{html.escape(str(t))}: {html.escape(str(r))}</li>" for t, r in reasons)
+        body += [f"<h2>{heading}</h2>", f'<p class="note">{note}</p>', f"<ul>{items}</ul>"]
     for key, figure in (*SECTIONS, *confirm.SECTIONS):
         if key not in report.tables:
             continue  # the confirmation sections, for a study without confirmation runs
         table = report.tables[key]
-        markdown += [f"## {table.title}", "", table.note, "", table_markdown(table, links), ""]
+        markdown += [
+            f"## {markdown_escape(table.title)}",
+            "",
+            markdown_escape(table.note),
+            "",
+            table_markdown(table, links),
+            "",
+        ]
         body += [
             f"<h2>{html.escape(table.title)}</h2>",
             f'<p class="note">{html.escape(table.note)}</p>',
