@@ -20,6 +20,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 
 from analysis import confirm, curves, pairwise, plots
@@ -313,7 +314,10 @@ def build_report(
         labels |= dict(zip(trials["trial_dir"], trials["trial"], strict=True))
         confirm_tables, report.confirmation = pairwise.confirmation_tables(confirm.load(found), labels)
         tables.update(confirm_tables)
-    report.figures = make_figures(report, out / "figures", metric=metric)
+    with matplotlib.rc_context(
+        {"text.parse_math": False}
+    ):  # a folder's `$\\frac{$` is text, not TeX to fail on
+        report.figures = make_figures(report, out / "figures", metric=metric)
     links = write_pages(report, out)
     write_table_files(report, out)
     write_documents(report, out, links, title=title, summary=_summary(results, metric=metric, mode=mode))

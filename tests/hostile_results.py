@@ -67,6 +67,8 @@ SCRIPT = f"<script>{PWN}</script>"
 IMG = f'<img src=x onerror="{PWN}">'
 SVG = f'\'"><svg onload="{PWN}">'
 JS_FOLDER = "javascript:alert(1)"
+TEX = "$\\frac{$"
+"""Text matplotlib would parse as broken mathtext, in a config name the charts show."""
 PAYLOADS = (SCRIPT, IMG, SVG)
 
 
@@ -87,7 +89,7 @@ def write_hostile_study(root: Path) -> list[Path]:
     folders = []
     for experiment, method in ((root / JS_FOLDER, "lora"), (root / f"full-{IMG}", "full")):
         params = trial_params(
-            method, config=f"main{SCRIPT}", strategy={"f": SVG}, train={"prompt_style": IMG}
+            method, config=f"main{SCRIPT}{TEX}", strategy={"f": SVG}, train={"prompt_style": IMG}
         )
         folder = write_trial(
             experiment, params, dev=[0.2, 0.4], test=test_metrics(0.4, n=2), generations=rows
