@@ -221,3 +221,15 @@ def test_chromium_finds_no_live_element_in_a_report_built_from_a_hostile_folder(
         assert "data-pwned" in dom  # the payloads are there, as text
     report = (hostile_report / "report.html").read_text()
     assert SCRIPT not in report and IMG not in report and 'href="javascript:' not in report
+
+
+def test_a_confirmation_manifest_linked_out_of_the_results_folder_is_not_read(tmp_path):
+    from analysis import confirm
+
+    outside = tmp_path / "outside.json"
+    outside.write_text("{}")
+    root = tmp_path / "study"
+    (root / "confirm").mkdir(parents=True)
+    (root / "confirm" / "confirm.json").symlink_to(outside)
+    with pytest.raises(ValueError, match="symbolic link"):
+        confirm.find([str(root)])
