@@ -100,6 +100,8 @@ def test_defaults_are_the_papers_setting():
         ({"metric": "dev/bleu"}, "--metric must be one of"),
         ({"address": "not an address"}, "--address must be"),
         ({"name": "a/b"}, "--name must be"),
+        ({"name": "abc\n"}, "--name must be"),
+        ({"address": "auto\n"}, "--address must be"),
         ({"preset": "huge"}, "unknown preset"),
         ({"reduction_factor": 1.0}, "reduction_factor must be > 1"),
     ],
