@@ -8,7 +8,8 @@ neither train it twice nor read a half-written adapter. Its key hashes every set
 (the trial's whole TrainConfig included), so it is correct to share across studies, and on a cluster each
 node trains a given stage 1 at most once.
 
-The `baseline` setting swaps in the comparison methods: `linear` (f = identity), `merged_then_lora`
+The `baseline` setting (spelled so for compatibility; the report says "variant") swaps in the comparison
+variants: `linear` (f = identity), `merged_then_lora`
 (stage 1 folded into W0, then a fresh LoRA: COLA-style) and `single_lora` (one LoRA of rank r1 + r2 on
 GSM8K only). The study compares its trials per f and per variant (the grouping `stacked`): each f
 against the linear stack and the single LoRA, the variants that say whether f and stage 1 help.
@@ -32,9 +33,10 @@ if TYPE_CHECKING:  # torch, PEFT and the adapter's modules load when a trial app
 
     from trainables.training.loop import TrainConfig
 
-BASELINES = ("stacked", "linear", "merged_then_lora", "single_lora")
-"""The `baseline` setting's values: the method (first), then its comparison variants (the setting keeps its
-name for the trials already run; the report calls them variants)."""
+VARIANTS = ("stacked", "linear", "merged_then_lora", "single_lora")
+"""The `baseline` setting's values: the method (first), then its comparison variants. "Baseline" alone means
+a chance baseline (`trainables.scoring.baselines`); the setting keeps its spelling so that the trials and
+search spaces already written still read."""
 VARIANT_LABELS = {
     "linear": "Linear stack (no f)",
     "merged_then_lora": "Merged stage 1, then LoRA",
@@ -62,9 +64,9 @@ class StackedStrategyConfig(StackedLoraConfig):
         super().__post_init__()
         if self.base_bits not in (0, 4, 8):
             raise ValueError(f"base_bits must be 0, 4 or 8, got {self.base_bits}")
-        if self.baseline not in BASELINES:
+        if self.baseline not in VARIANTS:
             raise ValueError(
-                f"unknown stacked baseline {self.baseline!r}; choose from {', '.join(BASELINES)}"
+                f"unknown stacked baseline {self.baseline!r}; choose from {', '.join(VARIANTS)}"
             )
         if not self.stage1_lr > 0:
             raise ValueError(f"stage1_lr must be > 0, got {self.stage1_lr}")
@@ -189,7 +191,7 @@ def apply_stacked(
 def variant_group(settings: Mapping[str, Any]) -> str:
     """A trial's group: `f=<f>` for the method itself, else its variant (`linear`, `single_lora`, ...)."""
     baseline = settings["strategy/baseline"]
-    return f"f={settings['strategy/f']}" if baseline == BASELINES[0] else baseline
+    return f"f={settings['strategy/f']}" if baseline == VARIANTS[0] else baseline
 
 
 def f_against_variants(groups: Sequence[str]) -> list[tuple[str, str]]:
@@ -197,7 +199,7 @@ def f_against_variants(groups: Sequence[str]) -> list[tuple[str, str]]:
     return [(g, b) for g in groups if g.startswith("f=") for b in TESTED_AGAINST if b in groups]
 
 
-VARIANTS = Grouping(
+GROUPS = Grouping(
     family="stacked",
     keys=("strategy/baseline", "strategy/f"),
     key="stacked_lora",
@@ -222,7 +224,7 @@ register_strategy(
     preset_settings="stacked",
     description="stacked LoRA: W0 + A1B1 (coding, frozen) + f(A2B2) (GSM8K)",
     needs_code_data=True,
-    groupings=(VARIANTS,),
-    method_settings={"strategy/baseline": BASELINES[0]},
+    groupings=(GROUPS,),
+    method_settings={"strategy/baseline": VARIANTS[0]},
     order=50,
 )
