@@ -121,6 +121,7 @@ def projection(result: dict, results: dict) -> None:
     evaluation time is an upper bound: every sequence is generated to max_new_tokens. ASHA stops most
     trials early, so a search costs less than 50 whole trials.
     """
+    from study.costs import TrialCost, study_hours
     from study.presets import get_preset
 
     paper = get_preset("paper")
@@ -128,11 +129,10 @@ def projection(result: dict, results: dict) -> None:
     generation = results.get("generation", {})
     if "batched_examples_per_s" not in generation or "methods" not in results.get("loop", {}):
         raise RuntimeError("needs the loop and generation sections' figures, which are missing")
-    eval_s = (epochs * dev + GSM8K_TEST) / generation["batched_examples_per_s"]
     result.update(
         epochs=epochs,
         train_examples=GSM8K_TRAIN - dev,
-        eval_s_per_trial=eval_s,
+        eval_s_per_trial=(epochs * dev + GSM8K_TEST) / generation["batched_examples_per_s"],
         eval_new_tokens=generation["new_tokens"],
         eval_note=f"dev {dev} x {epochs} + test {GSM8K_TEST}, every sequence {generation['new_tokens']} tokens",
     )
@@ -143,21 +143,30 @@ def projection(result: dict, results: dict) -> None:
             "batched_bf16_examples_per_s"
         ]
     speeds = {m: r["study_examples_per_s"] for m, r in results["loop"]["methods"].items()}
-    eval_of = dict.fromkeys(speeds, eval_s)
+    eval_speed = dict.fromkeys(speeds, generation["batched_examples_per_s"])
     qlora = results.get("qlora", {}).get("runs", {})
     if "QLoRA 8-bit" in qlora and "LoRA, float base" in qlora and "lora" in speeds:
         speeds["qlora"] = qlora["QLoRA 8-bit"]["examples_per_s"]
         # T5-base's generation was not timed: scale T5-small's by LoRA's train-speed ratio of the two shapes
-        eval_of["qlora"] = eval_s * speeds["lora"] / qlora["LoRA, float base"]["examples_per_s"]
+        eval_speed["qlora"] = (
+            eval_speed["lora"] * qlora["LoRA, float base"]["examples_per_s"] / speeds["lora"]
+        )
     result["methods"] = {}
     for method, speed in speeds.items():
-        train_s = epochs * (GSM8K_TRAIN - dev) / speed
+        # the same arithmetic as `python -m study.preflight` (study.costs), from these whole-epoch speeds
+        cost = TrialCost(
+            train_s_per_epoch=(GSM8K_TRAIN - dev) / speed,
+            epochs=epochs,
+            eval_s_dev=dev / eval_speed[method],
+            evals=epochs,
+            eval_s_test=GSM8K_TEST / eval_speed[method],
+        )
         row = {
             "examples_per_s": speed,
             "s_per_epoch_full_train": GSM8K_TRAIN / speed,
-            "trial_train_s": train_s,
-            "trial_eval_s": eval_of[method],
-            "gpu_hours_50_trials": SEARCH_TRIALS * (train_s + eval_of[method]) / 3600,
+            "trial_train_s": cost.epochs * cost.train_s_per_epoch,
+            "trial_eval_s": cost.trial_s - cost.epochs * cost.train_s_per_epoch,
+            "gpu_hours_50_trials": study_hours({method: cost}, trials=SEARCH_TRIALS, concurrency={method: 1}),
         }
         if method == "stacked":  # stage 1 trains once per distinct stage-1 setting, not once per trial
             row["stage1_s"] = paper.stacked["stage1_epochs"] * MBPP_TASKS / speed

@@ -79,6 +79,8 @@ class StudyConfig:
     """CPUs of the local Ray cluster (None: all); ignored with `address`."""
     dashboard: bool = True
     """Start the Ray dashboard with a local cluster (on 127.0.0.1, token-protected)."""
+    preflight: bool = True
+    """Check, before any trial starts, that each method fits its memory share (`study.preflight`)."""
     storage: str = DEFAULT_STORAGE
     """Local folder or URI (s3://, gs://, ...) holding `<name>/<method>-<config>/`."""
     name: str | None = None

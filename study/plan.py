@@ -45,7 +45,7 @@ class Experiment:
         return experiment_name(self.method, self.data_config)
 
 
-def _upper(overrides: Sequence[Override], key: str, default: int) -> int:
+def upper_value(overrides: Sequence[Override], key: str, default: int) -> int:
     """The largest value `key` can take under the overrides."""
     for o in overrides:
         if o.key == key:
@@ -119,8 +119,10 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
                     TrialConfig.from_dict(unflatten(flat))
                 except (ValueError, TypeError) as err:
                     raise ValueError(f"method {method}: {err}") from None
-        epochs = _upper(overrides, "train/epochs", base["train/epochs"])
-        evals = _upper(overrides, "train/evals_per_epoch", base.get("train/evals_per_epoch", evals_default))
+        epochs = upper_value(overrides, "train/epochs", base["train/epochs"])
+        evals = upper_value(
+            overrides, "train/evals_per_epoch", base.get("train/evals_per_epoch", evals_default)
+        )
         trials = max(config.trials, len(points))
         experiments.append(Experiment(method, data_config, base, overrides, points, trials, epochs * evals))
     return experiments

@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster (default: all)")
     where.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+    where.add_argument(
+        "--no-preflight",
+        action="store_true",
+        help="start the trials without first checking that each method fits its memory share "
+        "(python -m study.preflight runs the full check)",
+    )
 
     store = parser.add_argument_group("results")
     store.add_argument(
@@ -151,16 +157,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_config(argv: list[str] | None = None) -> StudyConfig:
     """Command-line arguments -> a validated `StudyConfig` (raises ValueError for bad input)."""
+    return parse_study_args(argv)[0]
+
+
+def parse_study_args(
+    argv: list[str] | None = None, *, parser: argparse.ArgumentParser | None = None
+) -> tuple[StudyConfig, argparse.Namespace]:
+    """`parse_config` with another command's parser (`build_parser()` plus its own flags, as
+    `study.preflight` adds them); returns the namespace too, for those flags."""
     from search_spaces.overrides import load_space_file, parse_override
 
     plugins = preload_plugins(argv)  # first: their methods are valid values of --method and --space
-    parser = build_parser()
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
     methods = method_names()
     overrides = [parse_override(text, methods=methods) for text in args.space]
     if args.space_file:
         overrides = load_space_file(args.space_file, methods=methods) + overrides
-    return StudyConfig(
+    config = StudyConfig(
         methods=(args.method,),
         configs=(args.config,),
         trials=args.trials,
@@ -191,7 +205,9 @@ def parse_config(argv: list[str] | None = None) -> StudyConfig:
         mode=args.mode,
         overrides=tuple(overrides),
         plugins=plugins,
+        preflight=not args.no_preflight,
     )
+    return config, args
 
 
 def _run(argv: list[str] | None) -> None:

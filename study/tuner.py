@@ -43,6 +43,7 @@ from study.tracking import (
     prepare_studies,
     upload,
 )
+from study.worker_deaths import tolerate_worker_deaths
 
 RESUME_CHECKED = ("preset", "model", "data_dir", "train_size", "dev_size", "test_size", "code_dataset")
 RESUME_CHECKED += ("trials", "seed", "metric", "mode", "scheduler", "grace_period", "reduction_factor")
@@ -249,13 +250,17 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
     existing = _check_resume(config, experiments)
     location = optuna_location(config)
     check_tracking(config, location)  # a bad --optuna-storage or --mlflow stops here, before Ray
-    prepare_studies(location, [e.name for e in experiments], restored=existing)
     prepared = prepare_inputs(config)
     for note in prepared.notes:
         print(note, file=sys.stderr)
     for experiment in experiments:
         experiment.base["model"] = prepared.models[experiment.method]
+    _memory_check(
+        config, prepared, experiments
+    )  # before anything is written: a refused study leaves no trace
+    prepare_studies(location, [e.name for e in experiments], restored=existing)
     cluster = connect(address=config.address, num_cpus=config.num_cpus, dashboard=config.dashboard)
+    tolerate_worker_deaths()  # a worker killed for memory fails its trial, not the study
     note_study(optuna_url=location.url)
     try:
         print("\n".join(access_lines(cluster)), file=sys.stderr)
@@ -282,6 +287,25 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
     heading = f"\nbest trial of each experiment ({objective}), results in {config.study_path}:"
     print_summary(summaries, metric=config.metric, heading=heading)  # warns of a best trial at chance
     return summaries
+
+
+def _memory_check(config: StudyConfig, prepared, experiments: Sequence[Experiment]) -> None:
+    """Each method's trial measured for one step before any starts: one whose largest batch would not fit
+    trains in smaller micro-batches (the same experiment); one that cannot fit at all stops the study."""
+    if not config.preflight:
+        return
+    if config.address:  # trials run on the cluster's nodes, whose devices this machine cannot measure
+        print(
+            "memory check skipped with --address: run python -m study.preflight on a worker node",
+            file=sys.stderr,
+        )
+        return
+    from study.preflight import check_memory
+
+    caps = check_memory(config, prepared)
+    for experiment in experiments:
+        if experiment.method in caps:
+            experiment.base["train/max_micro_batch"] = caps[experiment.method]
 
 
 def _run_experiment(

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from trainables.data.records import CodeRecord
 from trainables.methods import StrategyContext, get_strategy, load_plugins
 from trainables.scoring.evaluation import EvalSettings
 from trainables.training.loop import TrainConfig, fit, seed_everything, train_and_evaluate
+from trainables.training.memory import TrialMemory, free_memory
 from trainables.training.models import load_model, load_tokenizer, pick_device
 from trainables.training.reporting import RayReporter, Reporter
 from trainables.training.setting_types import check_number_fields
@@ -69,12 +69,18 @@ class TrialConfig:
             raise ValueError(f"bad setting for method {strategy.name!r}: {error}") from None
 
 
-def stage_fitter(tokenizer, log: Callable[[str], None]) -> Callable[..., dict]:
-    """A `fit` for strategies with an earlier stage: trains on (input, target) pairs and logs the loss."""
+def stage_fitter(
+    tokenizer, log: Callable[[str], None], memory: TrialMemory | None = None
+) -> Callable[..., dict]:
+    """A `fit` for strategies with an earlier stage: trains on (input, target) pairs and logs the loss.
+
+    `memory` is the trial's: a stage that ran out of memory (or whose worker died) halves the trial's
+    micro-batch too."""
 
     def fit_stage(model: torch.nn.Module, pairs: Sequence[tuple[str, str]], config: TrainConfig) -> dict:
         losses: list[float] = []
-        fit(model, tokenizer, pairs, config, on_eval=lambda m: losses.append(m["train/loss"]), log=log)
+        record = lambda m: losses.append(m["train/loss"])  # noqa: E731
+        fit(model, tokenizer, pairs, config, on_eval=record, memory=memory, log=log)
         log(f"stage loss per epoch: {', '.join(f'{x:.4f}' for x in losses)}")
         return {"loss": losses[-1] if losses else float("nan"), "losses": losses}
 
@@ -95,6 +101,8 @@ def run_trial(
         raise ValueError(f"no data loaded for config {trial.data_config!r} (have {', '.join(splits)})")
     seed_everything(trial.train.seed)
     strategy = get_strategy(trial.method)
+    memory = TrialMemory(reporter.trial_dir(), log=log)
+    memory.begin()  # a retry after this trial's worker died starts at half its micro-batch
     device = pick_device()
     model = load_model(trial.model, device=device, **strategy.load_kwargs(trial.strategy))
     tokenizer = load_tokenizer(trial.model)
@@ -102,20 +110,20 @@ def run_trial(
         tokenizer=tokenizer,
         model_name=trial.model,
         train=trial.train,
-        fit=stage_fitter(tokenizer, log),
+        fit=stage_fitter(tokenizer, log, memory),
         code_records=list(code_records or []),
         cache_dir=cache_dir,
         log=log,
     )
     try:
         model = strategy.apply(model, trial.strategy, context)
-        return train_and_evaluate(model, tokenizer, splits[trial.data_config], trial.train, reporter, log=log)
+        split = splits[trial.data_config]
+        return train_and_evaluate(model, tokenizer, split, trial.train, reporter, memory=memory, log=log)
     finally:
         # A trial stopped by ASHA or crashed must give its memory back to the worker that runs the next one.
-        del model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        memory.end()
+        del model, context
+        free_memory(device)
 
 
 def math_trainable(

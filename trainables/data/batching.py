@@ -45,3 +45,29 @@ def collate(
         "attention_mask": (input_ids != pad_id).long().to(device),
         "labels": labels.to(device),
     }
+
+
+def token_budget_batches(
+    widths: Sequence[Sequence[int]], *, max_rows: int, max_tokens: int | None
+) -> list[list[int]]:
+    """Indices grouped into batches, sorted by length, each of at most `max_rows` rows and, padded, at most
+    `max_tokens` tokens (a batch takes one row even when that row alone is over).
+
+    `widths[i]` are example i's lengths per padded part (input, target or generated tokens); a batch pads
+    each part to its longest, so it costs rows x (sum of the parts' longest).
+    """
+    order = sorted(range(len(widths)), key=lambda i: tuple(widths[i]))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest: list[int] = []
+    for i in order:
+        grown = [max(a, b) for a, b in zip(longest, widths[i], strict=True)] if current else list(widths[i])
+        over = max_tokens is not None and (len(current) + 1) * sum(grown) > max_tokens
+        if current and (len(current) == max_rows or over):
+            batches.append(current)
+            current, grown = [], list(widths[i])
+        current.append(i)
+        longest = grown
+    if current:
+        batches.append(current)
+    return batches

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from trainables.data.arithmetic import format_answer
-from trainables.data.batching import collate, encode_pairs
+from trainables.data.batching import collate, encode_pairs, token_budget_batches
 from trainables.data.prompts import format_example, usable
 from trainables.data.records import MathRecord
 from trainables.scoring.collapse import answer_spread
@@ -31,7 +31,11 @@ class EvalSettings:
     """How a split is evaluated (the `train/eval/...` keys of a trial's config)."""
 
     batch_size: int = 32
-    """Sequences generated together."""
+    """Most sequences generated (or scored for perplexity) together."""
+    batch_tokens: int | None = None
+    """Most tokens in one evaluation batch, padded: rows x (input + max_new_tokens) for generation, rows x
+    (input + target) for perplexity. None: no bound here; a trial sets its training micro-batch's
+    (`trainables.training.loop`), so evaluation never needs more memory than training."""
     max_new_tokens: int = 128
     """Generation stops after this many tokens."""
     num_beams: int = 1
@@ -63,6 +67,8 @@ class EvalSettings:
         for name in ("batch_size", "max_new_tokens", "num_beams"):
             if getattr(self, name) < 1:
                 raise ValueError(f"eval {name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_tokens is not None and self.batch_tokens < 1:
+            raise ValueError(f"eval batch_tokens must be >= 1, got {self.batch_tokens}")
 
 
 @dataclass
@@ -92,21 +98,25 @@ def generate(
 ) -> list[str]:
     """Greedy batched generation in length-sorted batches; outputs in the order of `inputs`.
 
-    Inputs are truncated to `max_input_tokens` (None: not at all), as training truncated them.
+    Inputs are truncated to `max_input_tokens` (None: not at all), as training truncated them. A batch
+    holds at most `settings.batch_size` rows and `settings.batch_tokens` tokens (input + new, padded).
     """
     device = next(model.parameters()).device
     model.eval()
     truncate = max_input_tokens is not None
     encoded = tokenizer(list(inputs), truncation=truncate, max_length=max_input_tokens)["input_ids"]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    batches = token_budget_batches(
+        [(len(ids), settings.max_new_tokens) for ids in encoded],
+        max_rows=settings.batch_size,
+        max_tokens=settings.batch_tokens,
+    )
     processors = None
     if calculator:
         from trainables.scoring.calculator import make_calculator_processor
 
         processors = [make_calculator_processor(tokenizer)]
     outputs: list[str] = [""] * len(encoded)
-    for start in range(0, len(order), settings.batch_size):
-        ids = order[start : start + settings.batch_size]
+    for ids in batches:
         batch = collate(
             [{"input_ids": encoded[i], "labels": [0]} for i in ids], tokenizer.pad_token_id, device
         )
@@ -221,8 +231,10 @@ def _perplexity(
     examples = encode_pairs(
         tokenizer, pairs, max_input_tokens=max_input_tokens, max_target_tokens=max_target_tokens
     )
-    batches = (
-        collate(examples[i : i + settings.batch_size], tokenizer.pad_token_id, device)
-        for i in range(0, len(examples), settings.batch_size)
+    groups = token_budget_batches(
+        [(len(e["input_ids"]), len(e["labels"])) for e in examples],
+        max_rows=settings.batch_size,
+        max_tokens=settings.batch_tokens,
     )
+    batches = (collate([examples[i] for i in ids], tokenizer.pad_token_id, device) for ids in groups)
     return perplexity(model, batches)

@@ -322,7 +322,6 @@ def perplexity(model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tens
         ValueError: if the batches hold no target token.
     """
     import torch
-    import torch.nn.functional as F
 
     was_training = model.training
     model.eval()  # dropout off: perplexity must not depend on the train/eval state it was called in
@@ -331,14 +330,16 @@ def perplexity(model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tens
         with torch.no_grad():
             for batch in batches:
                 labels = batch["labels"]
-                logits = model(
+                count = int((labels != -100).sum())
+                if count == 0:
+                    continue
+                # The model's own loss: the mean NLL of the batch's target tokens, from one (batch,
+                # target_len, vocab) logits tensor and no second log-softmax copy of it.
+                loss = model(
                     input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels
-                ).logits  # (batch, target_len, vocab)
-                nll = F.cross_entropy(
-                    logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum"
-                )
-                total_nll += nll.item()
-                n_tokens += int((labels != -100).sum())
+                ).loss
+                total_nll += loss.item() * count
+                n_tokens += count
     finally:
         model.train(was_training)
     if n_tokens == 0:

@@ -9,6 +9,7 @@ written next to the trial's results.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -25,7 +26,14 @@ from transformers import get_linear_schedule_with_warmup
 from trainables.data.batching import collate, encode_pairs
 from trainables.data.prompts import PROMPT_STYLES, format_example, usable
 from trainables.scoring.calculator import calculator_supported
-from trainables.scoring.evaluation import EvalSettings, evaluate_split
+from trainables.scoring.evaluation import EvalResult, EvalSettings, evaluate_split
+from trainables.training.memory import (
+    TrialMemory,
+    check_oom_hook,
+    free_memory,
+    is_out_of_memory,
+    oom_hook_limit,
+)
 from trainables.training.models import count_parameters, pick_dtype
 from trainables.training.reporting import Reporter
 
@@ -46,6 +54,10 @@ class TrainConfig:
     """Examples per optimiser step (before gradient accumulation)."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimiser step."""
+    max_micro_batch: int | None = None
+    """The most examples per forward / backward pass: a larger micro-batch is halved and its accumulation
+    doubled until it fits, the same effective batch (the study's memory check sets it where the largest
+    batch would not fit a trial's memory share). None: no cap."""
     warmup_ratio: float = 0.06
     """Fraction of optimiser steps spent warming the learning rate up from 0."""
     weight_decay: float = 0.0
@@ -85,6 +97,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_micro_batch is not None and self.max_micro_batch < 1:
+            raise ValueError(f"max_micro_batch must be >= 1, got {self.max_micro_batch}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.prompt_style not in PROMPT_STYLES:
@@ -147,20 +161,27 @@ def fit(
     *,
     on_eval: Callable[[dict], None] | None = None,
     reporter: Reporter | None = None,
+    memory: TrialMemory | None = None,
     log: Callable[[str], None] = print,
 ) -> int:
     """Train `model`'s trainable weights on `pairs`; returns the number of optimiser steps taken.
 
     At each evaluation point `on_eval(train_metrics)` is called; its `_save(directory)` entry writes a
     checkpoint of that point. With a `reporter`, training resumes from the reporter's last checkpoint
-    (weights, optimiser, schedule and position), skipping the batches done before it.
+    (weights, optimiser, schedule and position), skipping the batches done before it. A step that runs out
+    of memory is redone from the same optimiser state at half the micro-batch and twice the accumulation
+    (`memory`, the trial's record of that; a fresh one by default).
     """
     device = next(model.parameters()).device
+    memory = memory or TrialMemory(log=log)
     seed_everything(config.seed)
     examples = encode_pairs(
         tokenizer, pairs, max_input_tokens=config.max_input_tokens, max_target_tokens=config.max_target_tokens
     )
     micro_batch = max(1, config.batch_size // config.grad_accum)
+    batching = memory.batching(micro_batch, config.grad_accum)
+    while config.max_micro_batch and batching.size > config.max_micro_batch:
+        batching = batching.halved()  # the memory check's cap: the same examples per step, in smaller passes
     lengths = [len(e["input_ids"]) + len(e["labels"]) for e in examples] if config.group_by_length else None
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -176,30 +197,55 @@ def fit(
     step, epoch0, batch0 = start["step"], start["epoch"], start["batch"]
     # pick_dtype, not torch.cuda.is_bf16_supported(): that counts emulated bf16 (V100, T4), which is slow
     use_bf16 = pick_dtype(device) == torch.bfloat16
-    loss_sum, loss_count, seen, t0 = 0.0, 0, 0, time.perf_counter()
-    for epoch in range(epoch0, config.epochs):
-        model.train()
-        for index, batch_ids in enumerate(
-            batch_order(len(examples), micro_batch, seed=config.seed, epoch=epoch, lengths=lengths)
-        ):
-            if epoch == epoch0 and index < batch0:
-                continue  # done before the checkpoint this trial resumed from
+    oom_limit = oom_hook_limit()
+
+    def accumulate(step_batches: list[list[int]]) -> list[float]:
+        """Forward and backward every micro-batch of one optimiser step; their losses."""
+        losses = []
+        for batch_ids in (ids for configured in step_batches for ids in batching.split(configured)):
             batch = collate([examples[i] for i in batch_ids], tokenizer.pad_token_id, device)
+            check_oom_hook(batch, oom_limit)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = model(**batch).loss
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {loss.item()} at step {step} (epoch {epoch}, lr {config.lr:g})"
                 )
-            (loss / config.grad_accum).backward()
-            loss_sum, loss_count, seen = loss_sum + loss.item(), loss_count + 1, seen + len(batch_ids)
-            if (index + 1) % config.grad_accum == 0 or index + 1 == batches_per_epoch:
-                if config.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
+            (loss / batching.accum).backward()
+            losses.append(loss.item())
+            del batch, loss
+        return losses
+
+    loss_sum, loss_count, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    for epoch in range(epoch0, config.epochs):
+        model.train()
+        order = batch_order(len(examples), micro_batch, seed=config.seed, epoch=epoch, lengths=lengths)
+        for first in range(0, len(order), config.grad_accum):
+            if epoch == epoch0 and first < batch0:
+                continue  # done before the checkpoint this trial resumed from (always a step's end)
+            step_batches = order[first : first + config.grad_accum]
+            index = first + len(step_batches) - 1  # the configured micro-batch that ends this step
+            rng = _rng_state(device)
+            while True:
+                try:
+                    losses = accumulate(step_batches)
+                    break
+                except Exception as error:  # an out-of-memory error of any device: redo at half the batch
+                    if not is_out_of_memory(error):
+                        raise
+                    del error
+                    optimizer.zero_grad(set_to_none=True)  # the partial sum of this step's gradients
+                    free_memory(device)
+                    batching = memory.halve(batching, f"training step {step}")
+                    _set_rng_state(device, rng)  # the same dropout masks as a run started at this size
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            loss_sum, loss_count = loss_sum + sum(losses), loss_count + len(losses)
+            seen += sum(len(ids) for ids in step_batches)
             if index in eval_points and on_eval is not None:
                 train_seconds = time.perf_counter() - t0
                 position = {"step": step, "epoch": epoch, "batch": index + 1}
@@ -214,6 +260,7 @@ def fit(
                         # from the position, so a resumed trial counts the examples seen before it too
                         "train/examples_seen": epoch * len(examples)
                         + min((index + 1) * micro_batch, len(examples)),
+                        **memory.metrics(batching),
                         "_save": lambda directory, pos=position: _save(
                             directory, model, optimizer, scheduler, pos
                         ),
@@ -222,6 +269,17 @@ def fit(
                 model.train()
                 loss_sum, loss_count, seen, t0 = 0.0, 0, 0, time.perf_counter()
     return step
+
+
+def _rng_state(device: torch.device) -> tuple:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(device: torch.device, state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 def _eval_points(batches_per_epoch: int, grad_accum: int, evals_per_epoch: int) -> set[int]:
@@ -272,13 +330,16 @@ def train_and_evaluate(
     config: TrainConfig,
     reporter: Reporter,
     *,
+    memory: TrialMemory | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train on `splits.train`, report dev metrics at each evaluation point, test once at the end.
 
     The last report carries the dev and the test metrics together, so a scheduler that stops a trial at its
-    final iteration cannot lose the test numbers. Returns that last report's metrics.
+    final iteration cannot lose the test numbers. Returns that last report's metrics. An evaluation that
+    runs out of memory is redone at half its batch (`memory` records it).
     """
+    memory = memory or TrialMemory(log=log)
     device = next(model.parameters()).device
     trainable, total = count_parameters(model)
     style = config.prompt_style
@@ -287,28 +348,61 @@ def train_and_evaluate(
     final: dict = {}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    memory = {"peak": 0.0}
+    peak = {"mb": 0.0}
     limits = _token_limits(config)
 
     def on_eval(train_metrics: dict) -> None:
-        memory["peak"] = max(memory["peak"], memory_mb(device))
+        peak["mb"] = max(peak["mb"], memory_mb(device))
         save = train_metrics.pop("_save")
         metrics = dict(train_metrics)
-        dev = evaluate_split(
-            model, tokenizer, splits.dev, style=style, settings=config.eval, calculator=False, **limits
+        dev = evaluate_with_retries(
+            lambda settings: evaluate_split(
+                model, tokenizer, splits.dev, style=style, settings=settings, calculator=False, **limits
+            ),
+            config,
+            memory,
+            what="dev evaluation",
         )
         metrics.update({f"dev/{k}": v for k, v in dev.metrics.items()})
-        metrics.update(
-            {"params/trainable": trainable, "params/total": total, "memory/peak_mb": memory["peak"]}
-        )
+        metrics.update({"params/trainable": trainable, "params/total": total, "memory/peak_mb": peak["mb"]})
         is_last = round(train_metrics["epoch"] * config.evals_per_epoch) >= evaluations_total
         if is_last:
-            metrics.update(_test_metrics(model, tokenizer, splits.test, config, reporter.trial_dir()))
+            metrics.update(_test_metrics(model, tokenizer, splits.test, config, reporter.trial_dir(), memory))
             final.update(metrics)
         reporter.report(metrics, save=save)
 
-    fit(model, tokenizer, pairs, config, on_eval=on_eval, reporter=reporter, log=log)
+    fit(model, tokenizer, pairs, config, on_eval=on_eval, reporter=reporter, memory=memory, log=log)
     return final
+
+
+def eval_settings(config: TrainConfig, halvings: int = 0) -> EvalSettings:
+    """The trial's evaluation settings, its batches bounded by the training micro-batch's tokens (unless
+    `eval.batch_tokens` says otherwise) and halved `halvings` times after out-of-memory errors."""
+    settings = config.eval
+    assert settings is not None
+    micro_batch = max(1, config.batch_size // config.grad_accum)
+    micro_batch = min(micro_batch, config.max_micro_batch or micro_batch)
+    budget = settings.batch_tokens or micro_batch * (config.max_input_tokens + config.max_target_tokens)
+    size = settings.batch_size
+    for _ in range(halvings):
+        size, budget = (size + 1) // 2, (budget + 1) // 2
+    return dataclasses.replace(settings, batch_size=size, batch_tokens=budget)
+
+
+def evaluate_with_retries(
+    evaluate: Callable[[EvalSettings], EvalResult], config: TrainConfig, memory: TrialMemory, *, what: str
+) -> EvalResult:
+    """`evaluate(settings)`, redone at half the batch after each out-of-memory error, down to one row."""
+    while True:
+        settings = eval_settings(config, memory.eval_halvings)
+        try:
+            return evaluate(settings)
+        except Exception as error:  # an out-of-memory error of any device: redo at half the batch
+            if not is_out_of_memory(error):
+                raise
+            del error
+            free_memory()
+            memory.halve_eval(settings.batch_size, what)
 
 
 def _token_limits(config: TrainConfig) -> dict[str, int]:
@@ -316,32 +410,34 @@ def _token_limits(config: TrainConfig) -> dict[str, int]:
     return {"max_input_tokens": config.max_input_tokens, "max_target_tokens": config.max_target_tokens}
 
 
-def _test_metrics(model, tokenizer, records, config: TrainConfig, trial_dir: Path) -> dict:
+def _test_metrics(
+    model, tokenizer, records, config: TrainConfig, trial_dir: Path, memory: TrialMemory
+) -> dict:
     """Test-split metrics and the generations file; twice (without and with calculator) where it applies."""
     style, limits = config.prompt_style, _token_limits(config)
-    result = evaluate_split(
-        model,
-        tokenizer,
-        records,
-        style=style,
-        settings=config.eval,
-        calculator=False,
-        metrics=config.eval.test_metrics,
-        **limits,
-    )
+
+    def evaluate(*, calculator: bool, metrics) -> EvalResult:
+        return evaluate_with_retries(
+            lambda settings: evaluate_split(
+                model,
+                tokenizer,
+                records,
+                style=style,
+                settings=settings,
+                calculator=calculator,
+                metrics=metrics,
+                **limits,
+            ),
+            config,
+            memory,
+            what="test evaluation",
+        )
+
+    result = evaluate(calculator=False, metrics=config.eval.test_metrics)
     result.write_generations(trial_dir / "generations_test.jsonl")
     metrics = {f"test/{k}": v for k, v in result.metrics.items()}
     if style == "breakdown" and config.eval.calculator and calculator_supported(tokenizer):
-        with_calc = evaluate_split(
-            model,
-            tokenizer,
-            records,
-            style=style,
-            settings=config.eval,
-            calculator=True,
-            metrics=("accuracy",),
-            **limits,
-        )
+        with_calc = evaluate(calculator=True, metrics=("accuracy",))
         with_calc.write_generations(trial_dir / "generations_test_calculator.jsonl")
         metrics["test/accuracy_calculator"] = with_calc.metrics["accuracy"]
         metrics["test/accuracy_calculator_low"] = with_calc.metrics["accuracy_low"]

@@ -1,0 +1,353 @@
+"""Before a study spends its budget: what each method's trial costs, and whether it fits its memory share.
+
+    python -m study.preflight --method all --preset paper --model DIR --data-dir ../shared/data
+    python -m study.preflight --method stacked --gpus-per-trial 0.25 --json preflight.json
+
+It takes `study.run`'s own flags. For each method (and stacked LoRA's stage 1) it builds the real model,
+trains a few steps at the largest batch the search can sample on the longest examples, and generates one
+evaluation batch of the longest dev inputs to max_new_tokens, on the device the study would use
+(`trainables.probe`); then prints the peaks, the seconds, whether a trial fits its share (a GPU's share,
+or on a CPU the machine's RAM over the concurrent trials), the share or concurrency that would, and the
+projected hours of a trial, of stage 1 and of the study (`study.costs`). `study.run` runs the same memory
+check with one step before it starts any trial (`check_memory`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from study.config import StudyConfig
+from study.costs import (
+    Share,
+    TrialCost,
+    cpu_share,
+    gpu_share,
+    micro_batch_that_fits,
+    recommend,
+    study_hours,
+)
+from study.errors import run_cli
+
+DEFAULT_STEPS = 3
+
+
+@dataclass
+class MethodReport:
+    """One method's measurements and what follows from them."""
+
+    method: str
+    probes: list[dict[str, Any]]
+    """`trainables.probe.Probe` as dicts: the trial's phase last, a first stage's before it."""
+    share: str
+    """The memory share a trial of it gets, in words."""
+    share_mb: float
+    peak_mb: float
+    """The largest peak of all its phases (training and evaluation)."""
+    fits: bool
+    recommend: str
+    """The share or concurrency at which it fits (flags to pass)."""
+    micro_batch: int | None = None
+    """The largest micro-batch whose peak (reckoned from the measured one) fits the share: the batch
+    itself when it fits, None when not even 1 would."""
+    trial_hours: float | None = None
+    stage1_hours: float | None = None
+    measured: str = ""
+    """What was measured, and what extrapolated from it."""
+    cost: dict[str, Any] = field(default_factory=dict)
+
+
+def _share(config: StudyConfig, method: str) -> tuple[Share, int]:
+    """The memory share of one trial of `method` on this machine, and the CPU slots for trials."""
+    import psutil
+    import torch
+
+    from trainables.methods import get_strategy
+
+    cpus = config.num_cpus or os.cpu_count() or 1
+    slots = max(1, math.floor(cpus / (config.cpus_per_trial or 1.0) + 1e-9))
+    if torch.cuda.is_available():
+        fraction = config.gpus_per_trial or get_strategy(method).gpu_share
+        total = torch.cuda.get_device_properties(0).total_memory / 2**20
+        return gpu_share(gpu_mb=total, fraction=fraction), slots
+    concurrent = config.max_concurrent or slots
+    return cpu_share(ram_mb=psutil.virtual_memory().total / 2**20, concurrent=concurrent), slots
+
+
+def measured_trials(config: StudyConfig, models: dict[str, str]) -> dict[str, Any]:
+    """Method -> the `TrialConfig` to measure: the largest batch and the most epochs the search can sample,
+    and of the prompt styles it covers, the one with the longest texts."""
+    import optuna
+
+    from search_spaces import coverage_points, define_by_run, space_keys, unflatten
+    from search_spaces.common import BATCH_SIZES
+    from study.plan import plan_experiments, upper_value
+    from trainables.trial import TrialConfig
+
+    trials = {}
+    for experiment in plan_experiments(config):
+        if experiment.method in trials:
+            continue  # the configs of a method share its shapes; the longest texts of all are measured
+        base, overrides = {**experiment.base, "model": models[experiment.method]}, experiment.overrides
+        sampled = "train/batch_size" in space_keys(experiment.method, base)
+        batch = upper_value(
+            overrides, "train/batch_size", max(BATCH_SIZES) if sampled else base["train/batch_size"]
+        )
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=config.seed))
+        points = coverage_points(experiment.method, overrides)
+        if points:
+            study.enqueue_trial(max(points, key=lambda p: _STYLE_LENGTH.get(p.get("train/prompt_style"), 0)))
+        flat = define_by_run(experiment.method, base, overrides)(study.ask())
+        flat["train/batch_size"] = batch
+        flat["train/epochs"] = upper_value(overrides, "train/epochs", base["train/epochs"])
+        trials[experiment.method] = TrialConfig.from_dict(unflatten(flat))
+    return trials
+
+
+_STYLE_LENGTH = {"breakdown": 3, "no_breakdown": 2, "code": 1, "answer_only": 0}
+"""Prompt styles by the length of their targets: the longest is the one whose memory is measured."""
+
+
+def run_preflight(
+    config: StudyConfig,
+    prepared,
+    *,
+    steps: int = DEFAULT_STEPS,
+    log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+) -> list[MethodReport]:
+    """Measure every method of `config` on this machine's device; a `MethodReport` each."""
+    from trainables.probe import probe_trial
+
+    reports = []
+    splits = list(prepared.splits.values())
+    for method, trial in measured_trials(config, prepared.models).items():
+        log(f"preflight: measuring {method} (batch {trial.train.batch_size}, {steps} step(s))")
+        probes = probe_trial(trial, splits=splits, code_records=prepared.code_records, steps=steps, log=log)
+        reports.append(_report(config, method, [dataclasses.asdict(p) for p in probes], trial))
+    return reports
+
+
+def _report(config: StudyConfig, method: str, probes: list[dict], trial) -> MethodReport:
+    share, slots = _share(config, method)
+    peak = max(max(p["train_peak_mb"], p["eval_peak_mb"] or 0.0) for p in probes)
+    report = MethodReport(
+        method=method,
+        probes=probes,
+        share=share.describe,
+        share_mb=share.mb,
+        peak_mb=peak,
+        fits=share.fits(peak),
+        recommend=recommend(peak, share, cpu_slots=slots),
+    )
+    fitting = [
+        micro_batch_that_fits(
+            peak_mb=max(p["train_peak_mb"], p["eval_peak_mb"] or 0.0),
+            base_mb=p["train_base_mb"],
+            batch=p["micro_batch_size"],
+            share=share,
+        )
+        for p in probes
+    ]
+    report.micro_batch = None if None in fitting else min(fitting)
+    main, stages = probes[-1], probes[:-1]
+    if main["s_per_eval_batch"] is not None:
+        cost = TrialCost(
+            train_s_per_epoch=main["steps_per_epoch"] * main["s_per_step"],
+            epochs=main["epochs"],
+            eval_s_dev=main["dev_batches"] * main["s_per_eval_batch"],
+            evals=main["epochs"] * trial.train.evals_per_epoch,
+            eval_s_test=main["test_batches"] * main["s_per_eval_batch"],
+        )
+        report.cost = dataclasses.asdict(cost) | {"trial_s": cost.trial_s}
+        report.trial_hours = cost.trial_s / 3600
+    if stages:
+        report.stage1_hours = sum(s["steps_per_epoch"] * s["epochs"] * s["s_per_step"] for s in stages) / 3600
+    report.measured = "; ".join(
+        f"{p['phase']}: {p['steps_measured']} of {p['steps_per_epoch'] * p['epochs']} steps"
+        + (
+            f", 1 of {p['dev_batches']} dev + {p['test_batches']} test eval batches"
+            if p["dev_batches"]
+            else ""
+        )
+        for p in probes
+    )
+    return report
+
+
+def study_total_hours(config: StudyConfig, reports: Sequence[MethodReport]) -> float | None:
+    """Hours of the whole study: every experiment's trials at the concurrency its share allows, plus each
+    first stage once (every trial shares one stage 1 per setting)."""
+    if any(r.trial_hours is None for r in reports):
+        return None
+    costs = {r.method: TrialCost(**{k: r.cost[k] for k in TrialCost.__dataclass_fields__}) for r in reports}
+    concurrency = {r.method: _share(config, r.method)[0].concurrent for r in reports}
+    trials = study_hours(costs, trials=config.trials, concurrency=concurrency, configs=len(config.configs))
+    return trials + sum(r.stage1_hours or 0.0 for r in reports)
+
+
+def render_table(config: StudyConfig, reports: Sequence[MethodReport], *, device: str) -> str:
+    """The preflight table (Markdown), its notes and the study's total."""
+    header = (
+        "| method | phase | batch (micro) | train peak MiB | eval peak MiB | s / step | s / eval batch | "
+    )
+    header += "share | fits | recommended | trial h | stage 1 h |"
+    lines = [header, "|" + "---|" * 12]
+    for r in reports:
+        for p in r.probes:
+            main = p is r.probes[-1]
+            lines.append(
+                f"| {r.method} | {p['phase']} | {p['batch_size']} ({p['micro_batch_size']}) | "
+                f"{p['train_peak_mb']:,.0f} | {_num(p['eval_peak_mb'], ',.0f')} | {p['s_per_step']:.2f} | "
+                f"{_num(p['s_per_eval_batch'], '.2f')} | {r.share if main else ''} | "
+                f"{_verdict(r) if main else ''} | {r.recommend if main else ''} | "
+                f"{_num(r.trial_hours, '.2f') if main else ''} | "
+                f"{_num(p['steps_per_epoch'] * p['epochs'] * p['s_per_step'] / 3600, '.2f') if not main else ''} |"
+            )
+    total = study_total_hours(config, reports)
+    lines += [
+        "",
+        f"Device: {device}. Measured: {'; '.join(f'{r.method}: {r.measured}' for r in reports)}. Hours are "
+        "extrapolated from those steps (on the longest examples, so upper bounds) and evaluation batches "
+        "(every sequence generated to max_new_tokens); no early stopping is counted.",
+    ]
+    if total is not None:
+        lines.append(
+            f"Whole study: {config.trials} trials x {len(config.methods)} method(s) x {len(config.configs)} "
+            f"config(s), at the concurrency each share allows, plus each first stage once: {total:.1f} hours."
+        )
+    return "\n".join(lines)
+
+
+def _verdict(report: MethodReport) -> str:
+    if report.fits:
+        return "yes"
+    return f"**no**: micro-batch {report.micro_batch}" if report.micro_batch else "**no**"
+
+
+def device_name() -> str:
+    """The device trials would use here, in words."""
+    from trainables.training.models import pick_device
+
+    device = pick_device()
+    if device.type == "cpu":
+        return f"CPU ({os.cpu_count()} cores)"
+    import torch
+
+    return torch.cuda.get_device_name(device)
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def check_memory(
+    config: StudyConfig, prepared, *, log: Callable[[str], None] | None = None
+) -> dict[str, int]:
+    """`study.run`'s check: one step and one evaluation batch per method. A method whose largest batch
+    would not fit its share trains in smaller micro-batches with more accumulation (the same experiment);
+    one that would not fit even at a micro-batch of 1 gets a line naming the share that would, and the
+    study does not start. Returns method -> the micro-batch cap its trials take (`train/max_micro_batch`).
+
+    Raises:
+        ValueError: when any method cannot fit.
+    """
+    log = log or (lambda message: print(message, file=sys.stderr))
+    name = device_name()
+    if name.startswith("CPU"):
+        log(
+            f"memory check on the {name}: one step of each method (minutes at the paper's shapes; --no-preflight skips)"
+        )
+    reports = run_preflight(config, prepared, steps=1, log=log)
+    log(render_table(config, reports, device=name))
+    caps = {}
+    for r in reports:
+        first = f"; stage 1 before any trial: about {r.stage1_hours:.2f} h" if r.stage1_hours else ""
+        verdict = "fits" if r.fits else "does NOT fit"
+        log(
+            f"memory check: {r.method} peaks at {r.peak_mb:,.0f} MiB, {verdict} {r.share} ({r.share_mb:,.0f} MiB){first}"
+        )
+        batch = r.probes[-1]["micro_batch_size"]
+        if not r.fits and r.micro_batch is not None:
+            caps[r.method] = r.micro_batch
+            log(
+                f"memory check: {r.method}'s trials train in micro-batches of at most {r.micro_batch} (of "
+                f"{batch}), accumulating gradients: the same effective batch and schedule ({r.recommend} "
+                "would fit the whole batch)"
+            )
+    refused = [r for r in reports if r.micro_batch is None]
+    for r in refused:
+        print(
+            f"{r.method}: needs {r.peak_mb:,.0f} MiB, its share is {r.share_mb:,.0f} MiB ({r.share}); fits with "
+            f"{r.recommend}",
+            file=sys.stderr,
+        )
+    if refused:
+        raise ValueError(
+            f"{len(refused)} method(s) cannot fit their memory share (above); pass the flags that fit, or "
+            "--no-preflight to start anyway"
+        )
+    return caps
+
+
+def _build_parser():
+    from study.run import build_parser
+
+    parser = build_parser()
+    parser.prog = "python -m study.preflight"
+    parser.description = "Measure each method's memory and time at the study's real shapes before running it."
+    own = parser.add_argument_group("preflight")
+    own.add_argument("--json", metavar="FILE", help="also write the table's figures as JSON")
+    own.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        help=f"training steps measured per phase (default {DEFAULT_STEPS})",
+    )
+    return parser
+
+
+def _main(argv: list[str] | None) -> None:
+    from study.run import parse_study_args
+
+    config, args = parse_study_args(argv, parser=_build_parser())
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    out = Path(args.json).expanduser() if args.json else None
+    if out is not None and not out.parent.is_dir():
+        raise ValueError(f"--json {args.json}: folder {out.parent} does not exist")
+    from study.plan import prepare_inputs
+
+    prepared = prepare_inputs(config)
+    name = device_name()
+    if name.startswith("CPU"):
+        print("preflight: no GPU, measuring on the CPU (slowly; the figures are this CPU's)", file=sys.stderr)
+    reports = run_preflight(config, prepared, steps=args.steps)
+    print(render_table(config, reports, device=name))
+    if out is not None:
+        record = {
+            "device": name,
+            "command": " ".join(["python -m study.preflight", *(argv if argv is not None else sys.argv[1:])]),
+            "methods": [dataclasses.asdict(r) for r in reports],
+            "study_hours": study_total_hours(config, reports),
+        }
+        staging = out.with_name(f".{out.name}.tmp")
+        staging.write_text(json.dumps(record, indent=2) + "\n")
+        staging.replace(out)
+    if not all(r.fits for r in reports):
+        sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `python -m study.preflight` entry point: bad input exits 2 with one line."""
+    run_cli(lambda: _main(argv))
+
+
+if __name__ == "__main__":
+    main()

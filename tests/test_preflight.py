@@ -1,0 +1,89 @@
+"""`python -m study.preflight` and `study.run`'s memory check: measured at the study's shapes, a table and
+JSON, and a study that cannot fit refused before anything starts or is written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+SMALL = ["--preset", "tiny", "--train-size", "48", "--dev-size", "8", "--test-size", "8"]
+SMALL += ["--space", "train/eval/max_new_tokens=8", "--space", "train/batch_size=8"]
+
+
+def test_preflight_prints_the_table_and_writes_the_same_as_json(micro_t5_dir, tmp_path, capsys):
+    from study.preflight import main
+
+    out = tmp_path / "preflight.json"
+    main(["--method", "stacked", *SMALL, "--model", str(micro_t5_dir), "--steps", "2", "--json", str(out)])
+    table = capsys.readouterr().out
+    record = json.loads(out.read_text())
+    (stacked,) = record["methods"]
+    assert [p["phase"] for p in stacked["probes"]] == ["stage 1", "trial"]  # stage 1 measured, not trained
+    trial = stacked["probes"][-1]
+    assert trial["batch_size"] == 8 and trial["steps_measured"] == 2 and trial["dev_batches"] >= 1
+    assert stacked["peak_mb"] >= max(trial["train_peak_mb"], trial["eval_peak_mb"]) > 0
+    assert stacked["fits"] is True and stacked["recommend"].startswith("--max-concurrent ")
+    assert stacked["trial_hours"] == pytest.approx(stacked["cost"]["trial_s"] / 3600)
+    assert record["study_hours"] > stacked["trial_hours"]  # 50 trials, and stage 1 once
+    assert "| stacked | stage 1 | 8 (8) |" in table and "| stacked | trial | 8 (8) |" in table
+    assert "Whole study: 50 trials x 1 method(s)" in table
+
+
+def test_preflight_refuses_a_json_path_in_a_missing_folder(tmp_path, capsys):
+    from study.preflight import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--method", "lora", "--preset", "tiny", "--json", str(tmp_path / "no" / "such.json")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --json {tmp_path / 'no' / 'such.json'}: folder {tmp_path / 'no'} does not exist"
+    ]
+
+
+def test_a_study_that_cannot_fit_is_refused_before_anything_starts(micro_t5_dir, tmp_path, capsys):
+    from study.run import main
+
+    # 100,000 trials at once leave each a few hundred kB of this machine's RAM: nothing fits that
+    args = ["--method", "lora", *SMALL, "--model", str(micro_t5_dir), "--storage", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--max-concurrent", "100000"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    refusal = [line for line in err if line.startswith("lora: needs ")]
+    assert len(refusal) == 1 and "RAM / 100000 trials); fits with --max-concurrent " in refusal[0]
+    assert err[-1] == (
+        "error: 1 method(s) cannot fit their memory share (above); pass the flags that fit, or --no-preflight "
+        "to start anyway"
+    )
+    assert not (tmp_path / "out").exists()  # nothing written, no Ray started
+
+
+def test_a_batch_too_large_for_its_share_trains_in_smaller_micro_batches(monkeypatch):
+    import types
+
+    import study.preflight as preflight
+    from study.config import StudyConfig
+    from study.costs import cpu_share
+    from trainables.training.loop import TrainConfig
+
+    probe = {
+        "phase": "trial", "batch_size": 32, "micro_batch_size": 32, "steps_measured": 1,
+        "train_peak_mb": 1800.0, "train_base_mb": 200.0, "s_per_step": 1.0, "steps_per_epoch": 10,
+        "epochs": 1, "eval_peak_mb": 900.0, "s_per_eval_batch": 1.0, "dev_batches": 1, "test_batches": 1,
+    }  # fmt: skip
+    # 1,000 MiB each for two trials: the batch of 32 needs 1,800; 16 would need 1,000, 8 needs 600
+    monkeypatch.setattr(preflight, "_share", lambda config, method: (cpu_share(ram_mb=2000, concurrent=2), 2))
+    trial = types.SimpleNamespace(train=TrainConfig())
+    report = lambda config, prepared, steps, log: [preflight._report(config, "lora", [dict(probe)], trial)]  # noqa: E731
+    monkeypatch.setattr(preflight, "run_preflight", report)
+    lines: list[str] = []
+    caps = preflight.check_memory(StudyConfig(methods=("lora",), preset="tiny"), None, log=lines.append)
+    assert caps == {"lora": 8}
+    table = next(line for line in lines if line.startswith("| method"))
+    assert "| lora | trial | 32 (32) | 1,800 | 900 |" in table and "**no**: micro-batch 8" in table
+    assert lines[-1].startswith("memory check: lora's trials train in micro-batches of at most 8 (of 32)")
+
+    probe["train_base_mb"] = 950.0  # the model alone nearly fills the share: no micro-batch fits
+    with pytest.raises(ValueError, match="1 method"):
+        preflight.check_memory(StudyConfig(methods=("lora",), preset="tiny"), None, log=lines.append)
