@@ -62,8 +62,8 @@ def study_trainable(
 ) -> None:
     """The trial: record where it runs (`placement.json`), then `trainables.trial.math_trainable`."""
     import ray
-    from ray import tune as ray_tune
 
+    from trainables.training.reporting import ray_trial_dir
     from trainables.trial import math_trainable
 
     placement = {
@@ -73,9 +73,7 @@ def study_trainable(
         "pid": os.getpid(),
         "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
     }
-    trial_dir = Path(ray_tune.get_context().get_trial_dir())
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    (trial_dir / "placement.json").write_text(json.dumps(placement))
+    (ray_trial_dir() / "placement.json").write_text(json.dumps(placement))
     math_trainable(config, splits=splits, code_records=code_records, cache_dir=cache_dir, plugins=plugins)
 
 
