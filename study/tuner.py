@@ -20,7 +20,6 @@ import socket
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import optuna
