@@ -33,6 +33,7 @@ from study.optuna_store import StoredOptunaSearch, settle
 from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE
 from study.results import ExperimentSummary, print_summary, read_text, summarize, write_json
+from study.stored_experiment import check_saved_state, has_saved_state
 from study.tracking import (
     OptunaLocation,
     check_tracking,
@@ -211,13 +212,17 @@ def _progress_reporter(config: StudyConfig, experiment: Experiment) -> tune.CLIR
 
 
 def _check_resume(config: StudyConfig, experiments: Sequence[Experiment]) -> set[str]:
-    """Names of the experiments that exist in storage; refuses a clash with or without --resume."""
-    existing = {e.name for e in experiments if tune.Tuner.can_restore(f"{config.study_path}/{e.name}")}
-    if existing and not config.resume:
+    """Names of the experiments Ray can restore from storage; refuses a clash with or without --resume, and
+    a damaged snapshot (`study.stored_experiment`). One started but never snapshotted starts over."""
+    started = {e.name for e in experiments if tune.Tuner.can_restore(f"{config.study_path}/{e.name}")}
+    if started and not config.resume:
         raise ValueError(
-            f"{config.study_path} already holds {', '.join(sorted(existing))}: pass --resume to continue, "
+            f"{config.study_path} already holds {', '.join(sorted(started))}: pass --resume to continue, "
             "or --name for a new study"
         )
+    for name in sorted(started):
+        check_saved_state(f"{config.study_path}/{name}")
+    existing = {name for name in started if has_saved_state(f"{config.study_path}/{name}")}
     saved = read_text(f"{config.study_path}/study.json")
     if config.resume and saved is None:
         raise ValueError(f"nothing to resume: no study at {config.study_path}")
@@ -245,7 +250,7 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
     existing = _check_resume(config, experiments)
     location = optuna_location(config)
     check_tracking(config, location)  # a bad --optuna-storage or --mlflow stops here, before Ray
-    prepare_studies(location, [e.name for e in experiments], restored=existing)
+    prepare_studies(location, [e.name for e in experiments], restored=existing, study_path=config.study_path)
     prepared = prepare_inputs(config)
     for note in prepared.notes:
         print(note, file=sys.stderr)
