@@ -99,6 +99,10 @@ def load_trials(url: str, study_name: str) -> list[optuna.trial.FrozenTrial] | N
     return optuna.load_study(study_name=study_name, storage=storage).trials
 
 
+_FULL = ("disk is full", "no space left", "quota exceeded")  # SQLite, ENOSPC, EDQUOT
+_READ_ONLY = ("readonly", "read-only", "permission denied")  # SQLite, EROFS, EACCES
+
+
 class StorageWriteError(OSError):
     """The Optuna storage refused a write: one line that says why."""
 
@@ -108,9 +112,9 @@ def storage_write_error(url: str, error: Exception) -> StorageWriteError:
     cause = error.__cause__ or error
     text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     lowered = text.lower()
-    if "full" in lowered or "no space" in lowered or "quota" in lowered:
+    if any(words in lowered for words in _FULL):
         what = "the storage is full"
-    elif "readonly" in lowered or "read-only" in lowered or "permission" in lowered:
+    elif any(words in lowered for words in _READ_ONLY):
         what = "the storage is read-only"
     else:
         what = "the storage refused a write"

@@ -1,10 +1,11 @@
 """Ray's stored record of an experiment, read before `--resume` hands it to Ray.
 
 Ray resumes an experiment from the newest `experiment_state-*.json` in its folder (its trials and their
-states) and its newest pickled snapshots (the search algorithm, the callbacks), but when either cannot be read it logs
-the error and starts the experiment over (`TuneController.__init__` swallows restore errors): new trials run
-beside the finished ones and the study reports itself interrupted, on every `--resume`, or it hangs with no
-trial. So the study reads both files first, as Ray would, and stops with one line naming a damaged one.
+states) and its newest pickled snapshots (the search algorithm, the callbacks), but when one cannot be read
+it logs the error and starts the experiment over (`TuneController.__init__` swallows restore errors): new
+trials run beside the finished ones and the study reports itself interrupted, on every `--resume`, or it
+hangs with no trial. So the study reads them first, as Ray would, and stops with one line naming the
+damaged or missing one.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ EXPERIMENT_STATE = "experiment_state-*.json"
 PICKLED_STATES = {
     "searcher-state-*.pkl": "searcher state",  # the searcher (`Searcher.CKPT_FILE_TMPL`)
     "search_gen_state-*.json": "search algorithm state",  # its wrappers (`SearchGenerator.CKPT_FILE_TMPL`)
-    "callback-states-*.pkl": "callback state",  # `Callback.CKPT_FILE_TMPL`
+    "callback-states-*.pkl": "callback state",  # `Callback.CKPT_FILE_TMPL`; only with callbacks (MLflow)
 }
 """Ray's other snapshots, each a pickled dict that a restore loads whole."""
+SAVED_WITH_STATE = ("searcher-state-*.pkl", "search_gen_state-*.json")
+"""Written with every experiment state: without them Ray resumes a searcher that knows no trial."""
 
 
 def newest(path: str, pattern: str) -> str | None:
@@ -59,6 +62,8 @@ def check_saved_state(path: str) -> None:
 
     for pattern, what in PICKLED_STATES.items():
         pickled = newest(path, pattern)
+        if pickled is None and pattern in SAVED_WITH_STATE:
+            raise ValueError(f"cannot resume: Ray's {what} ({pattern}) is missing from {path}")
         if pickled is None:
             continue
         try:

@@ -6,6 +6,7 @@ the lost file's place. The fast tests build the damaged folders by hand; one slo
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import subprocess
 from pathlib import Path
@@ -31,6 +32,7 @@ def saved_experiment(study: Path) -> Path:
     state = {"trial_data": [], "runner_data": {}, "stats": {}}
     (experiment / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
     search.save(str(experiment / "searcher-state-2026-01-01_00-00-00.pkl"))
+    (experiment / "search_gen_state-2026-01-01_00-00-00.json").write_bytes(pickle.dumps({"counter": 1}))
     return experiment
 
 
@@ -46,6 +48,9 @@ def test_a_whole_snapshot_passes_and_a_damaged_one_is_named(tmp_path):
     searcher = experiment / "searcher-state-2026-01-01_00-00-00.pkl"
     searcher.write_bytes(b"\x80\x05garbage" * 50)
     with pytest.raises(ValueError, match=f"^cannot resume: Ray's searcher state {searcher} is damaged"):
+        check_saved_state(str(experiment))
+    searcher.unlink()
+    with pytest.raises(ValueError, match=r"searcher state \(searcher-state-\*\.pkl\) is missing from"):
         check_saved_state(str(experiment))
 
 
