@@ -134,6 +134,18 @@ def storage_writes(url: str) -> Iterator[None]:
         raise storage_write_error(url, error) from None
 
 
+def storage_failure_in(error: BaseException) -> StorageWriteError | None:
+    """The `StorageWriteError` behind `error`, if any: Ray's loop re-raises a searcher's error as a `TuneError`
+    holding its traceback as text, with the original as its context."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, StorageWriteError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _stored(method):
     """A searcher method whose storage failure ends the study with one line (see the module docstring)."""
 

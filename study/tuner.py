@@ -29,7 +29,7 @@ from ray.tune.search import ConcurrencyLimiter
 from search_spaces import conditional_keys, define_by_run, space_keys
 from study.config import StudyConfig
 from study.dashboard import access_lines, check_reachable, connect, forget_cluster, note_study
-from study.optuna_store import StoredOptunaSearch, settle
+from study.optuna_store import StoredOptunaSearch, settle, storage_failure_in
 from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE
 from study.results import ExperimentSummary, print_summary, read_text, summarize, write_json
@@ -315,6 +315,11 @@ def _run_experiment(
     try:
         grid = tuner.fit()
         settle(location.url, experiment.name, grid, metric=config.metric)
+    except Exception as error:
+        failure = storage_failure_in(error)  # a full or read-only Optuna storage: one line, exit 2
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         upload(location)  # an object-store study's Optuna file goes with its results, interrupted or not
     if grid.num_terminated + grid.num_errors < experiment.trials:

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from search_spaces import define_by_run, flatten
 from study.config import StudyConfig
-from study.optuna_store import StorageWriteError, StoredOptunaSearch, storage_writes
+from study.optuna_store import StorageWriteError, StoredOptunaSearch, storage_failure_in, storage_writes
 from study.prepare import base_trial
 from study.presets import get_preset
 from study.tracking import optuna_location, prepare_studies
@@ -437,3 +437,17 @@ def test_a_read_only_storage_says_so(tmp_path):
     ):
         with storage_writes(read_only):
             storage.set_study_user_attr(study_id, "note", "a write")
+
+
+def test_a_storage_failure_is_found_behind_the_error_rays_loop_raises():
+    from ray.tune.error import TuneError
+
+    failure = StorageWriteError("cannot write the Optuna study at sqlite:///x.db: the storage is full (...)")
+    try:
+        try:
+            raise failure
+        except StorageWriteError:
+            raise TuneError("Traceback (most recent call last): ...")  # noqa: B904 - as tune_controller does
+    except TuneError as raised:
+        assert storage_failure_in(raised) is failure
+    assert storage_failure_in(ValueError("bad")) is None

@@ -9,12 +9,13 @@ import json
 import pickle
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import optuna
 import pytest
 from test_optuna_store import FINISHED, stored_searcher
-from test_tuner import end_process_group, finish, start_study
+from test_tuner import MICRO, REPO, end_process_group, finish, start_study, study_env
 
 from study.config import StudyConfig
 from study.stored_experiment import check_saved_state
@@ -133,3 +134,49 @@ def test_resume_over_each_damaged_record_is_one_line_and_exit_2(tmp_path, micro_
         assert last.startswith("error: cannot resume") and named in last, last
         assert "Traceback" not in output
         assert (tmp_path / "out" / "faults" / "optuna.db").exists() == (damage is not delete_database)
+
+
+FILL_DURING_STUDY = r"""
+mount -t tmpfs -o size=4m tmpfs "$OPTUNA_DIR"
+"$@" 2>&1 & study=$!
+until ls "$STUDY_DIR"/lora-main/trial_*/checkpoint_* >/dev/null 2>&1; do  # a trial has reported once
+    kill -0 $study 2>/dev/null || break
+    sleep 0.2
+done
+dd if=/dev/zero of="$OPTUNA_DIR/filler" bs=64k 2>/dev/null  # until the disk is full
+wait $study
+echo "study exit $?"
+rm "$OPTUNA_DIR/filler"
+"$@" --resume >"$STUDY_DIR.resume.log" 2>&1
+echo "resume exit $?"
+"""
+
+
+@pytest.mark.slow
+def test_a_storage_that_fills_up_under_a_study_is_one_line_and_exit_2_and_the_resume_finishes(
+    tmp_path, micro_t5_dir
+):
+    """The Optuna database lives on a 4 MiB tmpfs (in a user and mount namespace of the test's own) that is
+    filled up once the trial has reported: Optuna's next write fails inside Ray's loop. (Answer-only: the
+    code sandbox cannot drop to its own uid inside a user namespace that maps one uid.)"""
+    if subprocess.run(["unshare", "-r", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no user and mount namespaces here (unshare -r -m)")
+    optuna_dir = tmp_path / "optuna"
+    optuna_dir.mkdir()
+    study = [sys.executable, "-m", "study.run", *MICRO, "--model", str(micro_t5_dir)]
+    study += ["--storage", str(tmp_path / "out"), "--method", "lora", "--trials", "1", "--name", "full"]
+    study += ["--space", "train/epochs=2", "--space", "train/prompt_style=answer_only", "--scheduler", "none"]
+    study += ["--optuna-storage", f"sqlite:///{optuna_dir}/optuna.db"]
+    env = {**study_env(tmp_path), "OPTUNA_DIR": str(optuna_dir), "STUDY_DIR": str(tmp_path / "out" / "full")}
+    run = subprocess.run(
+        ["unshare", "-r", "-m", "sh", "-c", FILL_DURING_STUDY, "sh", *study],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    lines = run.stdout.strip().splitlines()
+    resumed = (tmp_path / "out" / "full.resume.log").read_text()
+    assert lines[-2:] == ["study exit 2", "resume exit 0"], run.stdout[-3000:] + resumed[-3000:]
+    assert lines[-3].startswith(
+        f"error: cannot write the Optuna study at sqlite:///{optuna_dir}/optuna.db: the storage is full ("
+    )
+    assert [line for line in lines if line.startswith("error:")] == [lines[-3]]
+    assert "Traceback" not in run.stdout
