@@ -15,12 +15,12 @@ import argparse
 import functools
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from study.errors import run_cli
+from study.outputs import check_output_file, write_atomically
 from trainables.data import load as data
 from trainables.data.arithmetic import format_answer
 from trainables.data.records import DataError, MathRecord, parse_gsm8k_answer
@@ -218,7 +218,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_outputs(args: argparse.Namespace) -> None:
-    """Refuse, before anything runs, an output that is an input, the other output or a directory.
+    """Refuse, before anything runs, an output that is an input, the other output, or anything but a regular
+    file or a new path (a directory, a device, a FIFO, a link: `study.outputs`).
 
     Raises:
         ValueError: naming the flag and the path.
@@ -228,38 +229,12 @@ def check_outputs(args: argparse.Namespace) -> None:
     if args.per_example is not None:
         outputs["--per-example"] = args.per_example
     for flag, path in outputs.items():
-        if path.is_dir():
-            raise ValueError(f"{flag} {path} is a directory; give the path of a file to write")
-        parent = next((p for p in path.absolute().parents if p.exists()), None)
-        if parent is not None and not parent.is_dir():
-            raise ValueError(f"{flag} {path}: {parent} is not a directory")
         for source, input_path in inputs.items():
             if _same_file(path, input_path):
                 raise ValueError(f"{flag} {path} is the {source} file; write the output somewhere else")
+        check_output_file(flag, path)
     if len(outputs) == 2 and _same_file(args.out, args.per_example):
         raise ValueError(f"--out and --per-example are the same file {args.out}")
-
-
-def write_atomically(files: dict[Path, str]) -> None:
-    """Write every file to a temporary name beside it, then rename each into place: a failure while writing
-    leaves no output half-written, and the old files untouched."""
-    staged: list[tuple[str, Path]] = []
-    umask = os.umask(0o22)
-    os.umask(umask)
-    try:
-        for path, text in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            staged.append((temp, path))
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                os.fchmod(handle.fileno(), 0o666 & ~umask)  # as open() would have made it, not 0600
-        for temp, path in staged:
-            os.replace(temp, path)
-    finally:
-        for temp, _ in staged:
-            if os.path.exists(temp):
-                os.unlink(temp)
 
 
 def _evaluate(argv: Sequence[str] | None) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -387,6 +389,58 @@ def test_a_per_example_directory_is_refused_before_anything_is_written(files, tm
     err = _error_line(capsys, _args(*files, tmp_path, "--per-example", str(tmp_path / "rows")))
     assert f"--per-example {tmp_path / 'rows'} is a directory" in err
     assert not (tmp_path / "m.json").exists()
+
+
+def _special_output(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    """An output path of `kind` made in `tmp_path`, and the words the refusal uses for it."""
+    path = tmp_path / "special"
+    if kind == "fifo":
+        os.mkfifo(path)
+        return path, "is a FIFO (named pipe)"
+    if kind == "device":
+        try:  # a null device of our own: the test never points the old code at the system's /dev/null
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("making a device node needs root (CAP_MKNOD)")
+        return path, "is a character device"
+    if kind == "socket":
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+        server.close()
+        return path, "is a socket"
+    target = {
+        "link-to-dir": tmp_path / "folder",
+        "link-to-fifo": tmp_path / "pipe",
+        "link-to-dev-null": Path("/dev/null"),
+        "dangling-link": tmp_path / "nothing",
+    }[kind]
+    if kind == "link-to-dir":
+        target.mkdir()
+    if kind == "link-to-fifo":
+        os.mkfifo(target)
+    path.symlink_to(target)
+    return path, "is a symbolic link"
+
+
+@pytest.mark.parametrize("flag", ["--out", "--per-example"])
+@pytest.mark.parametrize(
+    "kind", ["fifo", "device", "socket", "link-to-dir", "link-to-fifo", "link-to-dev-null", "dangling-link"]
+)
+def test_an_output_that_is_not_a_regular_file_is_refused_and_left_as_it_was(
+    files, tmp_path, capsys, flag, kind
+):
+    path, words = _special_output(tmp_path, kind)
+    before = os.lstat(path)
+    argv = _args(*files, tmp_path)
+    if flag == "--out":
+        argv[-1] = str(path)
+    else:
+        argv += [flag, str(path)]
+    assert f"{flag} {path} {words}; give the path of a regular file" in _error_line(capsys, argv)
+    after = os.lstat(path)
+    assert (after.st_ino, after.st_mode, after.st_rdev) == (before.st_ino, before.st_mode, before.st_rdev)
+    assert not (tmp_path / "m.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_outputs_are_replaced_whole_and_keep_the_usual_mode(files, tmp_path):

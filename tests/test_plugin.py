@@ -86,6 +86,8 @@ def test_a_missing_plugin_is_one_line_and_exit_2():
     [
         ({"name": "IA3"}, "lower_snake_case"),
         ({"colour": "brown"}, "colour must be #RRGGBB"),
+        ({"name": "ia3\n"}, "lower_snake_case"),
+        ({"colour": "#aabbcc\n"}, "colour must be #RRGGBB"),
         ({"gpu_share": 0}, "gpu_share must be in (0, 1]"),
         ({"config_cls": dict}, "config_cls must be a dataclass"),
         ({"name": "lora"}, "method 'lora' is registered twice"),

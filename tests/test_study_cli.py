@@ -100,6 +100,8 @@ def test_defaults_are_the_papers_setting():
         ({"metric": "dev/bleu"}, "--metric must be one of"),
         ({"address": "not an address"}, "--address must be"),
         ({"name": "a/b"}, "--name must be"),
+        ({"name": "abc\n"}, "--name must be"),
+        ({"address": "auto\n"}, "--address must be"),
         ({"preset": "huge"}, "unknown preset"),
         ({"reduction_factor": 1.0}, "reduction_factor must be > 1"),
     ],
@@ -123,12 +125,22 @@ def test_bad_settings_raise_one_clear_error(changes, message):
         (["--method", "lora", "--reduction-factor", "1"], "reduction_factor must be > 1"),
         (["--method", "lora", "--space", "lr=1e-3"], "train/<name> or strategy/<name>"),
         (["--method", "lora", "--address", "no port"], "--address must be"),
+        (["--method", "lora", "--space", "train/lr=!!python/name:os.system"], "YAML tag !!python/name"),
     ],
 )
 def test_wrong_flags_exit_2_with_one_line(args, message):
     result = run_cli(*args, timeout=30)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr and result.stderr.startswith("error:")
+
+
+def test_an_alias_bomb_space_file_exits_2_with_one_short_line(tmp_path):
+    from test_search_spaces import alias_bomb
+
+    (tmp_path / "bomb.yaml").write_text(alias_bomb())
+    result = run_cli("--method", "lora", "--space-file", str(tmp_path / "bomb.yaml"), timeout=30)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[:500]
+    assert "once its aliases are expanded" in result.stderr and len(result.stderr) < 300
 
 
 def test_study_package_entry_point_matches_pyproject():
@@ -150,3 +162,41 @@ def test_a_bad_space_value_on_any_branch_stops_the_study_before_ray_starts(tmp_p
     assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
     assert result.stderr.count("\n") == 1 and "Ray dashboard" not in result.stderr
     assert list(tmp_path.iterdir()) == []  # no study folder was started
+
+
+# A CPU with AVX512-BF16 makes bitsandbytes try to fetch a faster kernel through `kernels` at import, which
+# (offline) logs two lines. This sitecustomize makes any CPU look like one, as CI's did on 2026-12-05.
+AVX512_BF16_CPU = """
+import importlib.abc, sys
+
+class _Bf16Cpu(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "bitsandbytes.functional":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        sys.meta_path.insert(0, self)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            module.has_avx512bf16 = lambda: True
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+import importlib.util
+sys.meta_path.insert(0, _Bf16Cpu())
+"""
+
+
+def test_third_party_chatter_never_comes_before_the_one_error_line(tmp_path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(AVX512_BF16_CPU)
+    pythonpath = os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")]))
+    result = run_cli(
+        "--method", "qlora", "--preset", "tiny", "--space", "train/lr=abc", "--storage", str(tmp_path / "s"),
+        env={"PYTHONPATH": pythonpath}, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == "error: method qlora: train/lr must be a number, got 'abc'\n", result.stderr
