@@ -23,7 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from trainables.methods.stacked import BASELINES
+from analysis.provenance import add_provenance
+from trainables.training.setting_types import flatten, is_number
 
 UNREADABLE = "unreadable"
 STATUSES = ("finished", "early_stopped", "error", "incomplete", UNREADABLE)
@@ -150,7 +151,9 @@ def load_results(locations: Sequence[str | Path]) -> Results:
         raise ValueError(
             f"two results folders share a name; trial {trials['trial'][trials['trial'].duplicated()].iloc[0]}"
         )
-    return Results(trials=trials, history=pd.DataFrame(history), roots=tuple(s.location for s in stores))
+    roots = tuple(s.location for s in stores)
+    trials = add_provenance(trials, roots)  # on what data and base model each trial ran
+    return Results(trials=trials, history=pd.DataFrame(history), roots=roots)
 
 
 def _without_confirmation_runs(store: _Store, folders: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -172,7 +175,7 @@ def _load_trial_or_reason(
     except (ValueError, TypeError, KeyError, AttributeError, OSError, RecursionError) as error:
         # UnreadableTrial names what is wrong; anything else is a shape the checks below did not foresee
         reason = str(error) if isinstance(error, UnreadableTrial) else f"{type(error).__name__}: {error}"
-        row = dict.fromkeys(("method", "config", "prompt_style", "baseline", "f", "f_space", "device"))
+        row = dict.fromkeys(("method", "config", "prompt_style", "device"))
         row |= dict.fromkeys(("time_total_s", "hours", "started", "search_order", "peak_memory_mb"), math.nan)
         row |= {
             "trial": label,
@@ -198,8 +201,6 @@ def _load_trial(
     reports = _read_reports(store, posixpath.join(folder, "result.json")) if "result.json" in names else []
     last = reports[-1] if reports else {}
     train = _mapping(params, "train")
-    strategy = _mapping(params, "strategy")
-    baseline = _text(strategy, "baseline", "params.json: strategy/")
     row: dict[str, Any] = {
         "trial": label,
         "trial_id": _text(last, "trial_id", "result.json: ") or posixpath.basename(folder),
@@ -208,14 +209,9 @@ def _load_trial(
         "method": _text(params, "method", "params.json: "),
         "config": _text(params, "data_config", "params.json: ") or "main",
         "prompt_style": _text(train, "prompt_style", "params.json: train/") or DEFAULT_PROMPT_STYLE,
-        "baseline": baseline,
-        # f exists on the stacked variant only (BASELINES[0]; a trial of another method has no baseline)
-        "f": _text(strategy, "f", "params.json: strategy/") if baseline in (None, BASELINES[0]) else None,
-        "f_space": _text(strategy, "f_space", "params.json: strategy/")
-        if baseline in (None, BASELINES[0])
-        else None,
     }
-    row.update({f"config/{key}": value for key, value in _flatten(params).items()})
+    # every setting as a `config/...` column: what groups a trial (`analysis.groups`) and what a search varied
+    row.update({f"config/{key}": value for key, value in flatten(params, join_lists=True).items()})
     row.update({key: value for key, value in last.items() if key not in row and key != "config"})
     epochs = _whole(train, "epochs", DEFAULT_EPOCHS)
     row["iterations"] = int(last.get("training_iteration", 0))
@@ -229,7 +225,7 @@ def _load_trial(
         math.nan if started is None else float(started) - float(first.get("time_this_iter_s") or 0.0)
     )
     row["search_order"] = state[1] if state else math.nan
-    memory = [r["memory/peak_mb"] for r in reports if _is_number(r.get("memory/peak_mb"))]
+    memory = [r["memory/peak_mb"] for r in reports if is_number(r.get("memory/peak_mb"))]
     row["peak_memory_mb"] = max(memory) if memory else math.nan
     has_error = bool(names & {"error.txt", "error.pkl"})
     row["status"] = _status(last, has_error=has_error, state=state[0] if state else None, row=row)
@@ -383,23 +379,6 @@ def _trial_states(store: _Store, folders: Mapping[str, set[str]]) -> dict[str, t
         except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError):
             continue  # Ray's private format changed: the status then comes from the trial's files alone
     return states
-
-
-def _flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{"train": {"lr": 1e-3}}` -> `{"train/lr": 1e-3}`; lists become comma-joined text (hashable cells)."""
-    flat: dict[str, Any] = {}
-    for key, value in nested.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}/"))
-        elif isinstance(value, (list, tuple)):
-            flat[f"{prefix}{key}"] = ",".join(map(str, value))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read_text(address: str, fs: Any = None) -> str:

@@ -16,7 +16,6 @@ override where there is one, so a space's code stays the one definition of its p
 
 from __future__ import annotations
 
-import math
 import re
 import reprlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces.safe_yaml import load_yaml, load_yaml_file
+from trainables.training.setting_types import is_number
 
 GROUPS = ("train/", "strategy/")
 KINDS = ("fixed", "choices", "range")
@@ -59,10 +59,6 @@ def _coerce(value: Any) -> Any:
     return value
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 @dataclass(frozen=True)
 class Override:
     """How one parameter of one method's (or every method's) search space is replaced."""
@@ -95,7 +91,7 @@ class Override:
         if self.kind == "choices" and not self.choices:
             raise ValueError(f"{where}: an empty list of choices")
         if self.kind == "range":
-            if not (_is_number(self.low) and _is_number(self.high)) or self.low >= self.high:
+            if not (is_number(self.low) and is_number(self.high)) or self.low >= self.high:
                 raise ValueError(
                     f"{where}: a range needs numbers low < high, got {_shown(self.low)}..{_shown(self.high)}"
                 )
@@ -113,7 +109,7 @@ class Override:
             return value == self.value
         if self.kind == "choices":
             return value in self.choices
-        return _is_number(value) and self.low <= value <= self.high
+        return is_number(value) and self.low <= value <= self.high
 
     def suggest(self, trial: Any, *, log: bool = False, integer: bool | None = None) -> Any:
         """The value for one trial: the constant, or a suggestion from `trial` in the overridden domain."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from search_spaces.common import LORA_ALPHAS, LORA_RANKS, LORA_TARGETS, train_params
-from trainables.methods.stacked import BASELINES
+from trainables.methods.stacked import VARIANTS
 from trainables.methods.stacked_lora.config import ACTIVATIONS, F_SPACES
 
 F_CHOICES = tuple(ACTIVATIONS)
@@ -24,7 +24,7 @@ STAGE1_ALPHAS = (16, 32)
 DROPOUTS = (0.0, 0.05, 0.1)
 
 COVERAGE = tuple({"strategy/baseline": "stacked", "strategy/f": f} for f in F_CHOICES) + tuple(
-    {"strategy/baseline": baseline} for baseline in BASELINES[1:]
+    {"strategy/baseline": baseline} for baseline in VARIANTS[1:]
 )
 CONDITIONAL = frozenset({"strategy/f", "strategy/f_space", "strategy/alpha1", "strategy/stage1_lr"})
 """f and f_space exist only on the stacked branch; alpha1 and stage1_lr only where a stage 1 trains."""
@@ -32,7 +32,7 @@ CONDITIONAL = frozenset({"strategy/f", "strategy/f_space", "strategy/alpha1", "s
 
 def space(trial: Any, *, base: dict[str, Any]) -> dict[str, Any]:
     """One stacked LoRA trial's flat config (stage 2's learning rate is `train/lr`)."""
-    baseline = trial.suggest_categorical("strategy/baseline", BASELINES)
+    baseline = trial.suggest_categorical("strategy/baseline", VARIANTS)
     params: dict[str, Any] = {
         **train_params(trial, base, lr=(1e-4, 3e-3)),
         "strategy/baseline": baseline,

@@ -14,18 +14,16 @@ from pathlib import Path
 
 from search_spaces.overrides import Override
 from study.presets import PRESET_NAMES, get_preset
+from trainables.data.load import CONFIGS as DATA_CONFIGS
 from trainables.methods import load_plugins, method_names
+from trainables.scoring.metric_registry import metric_names, mode_of
 
-DATA_CONFIGS = ("main", "socratic")
 SCHEDULERS = ("asha", "none")
-SEARCH_METRICS = {
-    "dev/accuracy": "max",
-    "dev/perplexity": "min",
-    "dev/rouge1": "max",
-    "dev/similarity": "max",
-    "train/loss": "min",
+SEARCH_METRICS = {f"dev/{name}": mode_of(name) for name in metric_names()} | {
+    "train/loss": mode_of("train/loss")
 }
-"""Metrics reported at every evaluation (so ASHA can compare trials on them) -> the better direction."""
+"""Metrics reported at every evaluation (so ASHA can compare trials on them) -> the better direction, from
+the metric records (`trainables.scoring.metric_registry`)."""
 CODE_DATASETS = ("mbpp", "gsm8k-programs", "solution-programs")
 DEFAULT_STORAGE = "results"
 JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")

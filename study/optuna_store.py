@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 import pickle
 import re
@@ -43,6 +42,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from study.config import JOURNAL_SUFFIXES
 from study.results import COMPLETION_KEY
+from trainables.training.setting_types import is_number
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 
@@ -158,7 +158,7 @@ def _stored(method):
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    return float(value) if is_number(value) else None
 
 
 class StoredOptunaSearch(OptunaSearch):

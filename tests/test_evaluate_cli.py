@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from study.evaluate import main
+from study.evaluate import load_references, main
+from trainables.data.prompts import format_example
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -471,3 +472,48 @@ def test_a_reference_dividing_by_zero_is_caught_before_scoring_naming_the_line(
     refs.write_text("\n".join(lines) + "\n")
     err = _error_line(capsys, _args(preds, refs, tmp_path, "--style", style, "--metrics", "accuracy"))
     assert "refs.jsonl:7: final answer '5/0' divides by zero" in err
+
+
+@pytest.mark.slow  # trains and tests one micro trial (~45 s on a loaded 2-core machine)
+def test_a_trials_generations_rescored_give_the_trials_own_test_metrics(micro_t5_dir, tmp_path):
+    """study.evaluate scores with a trial's code and references: its generations file gives its numbers."""
+    from study.train import main as train
+
+    out = tmp_path / "trial"
+    final = train(
+        [
+            "--method", "full", "--preset", "tiny", "--model", str(micro_t5_dir), "--out", str(out),
+            "--train-size", "64", "--dev-size", "4", "--test-size", "12", "--set", "lr=1e-2",
+            "--set", "epochs=2", "--set", "max_new_tokens=24", "--set", "metrics=accuracy",
+            "--set", "test_metrics=accuracy,rouge1", "--set", "prompt_style=breakdown",
+        ]
+    )  # fmt: skip
+    metrics = tmp_path / "metrics.json"
+    main(["--generations", str(out / "generations_test.jsonl"), "--out", str(metrics)])
+    summary = json.loads(metrics.read_text())
+    assert summary["n"] == final["test/n"] == 12
+    assert summary["accuracy"] == final["test/accuracy"]
+    assert summary["rouge1"] == pytest.approx(final["test/rouge1"], abs=1e-12)
+    assert summary["accuracy_ci"] == [final["test/accuracy_low"], final["test/accuracy_high"]]
+
+
+def test_a_generations_file_with_a_bad_row_exits_2_naming_the_line(tmp_path, capsys):
+    rows = [{"prediction": "4", "target": "#### 4", "extracted": "4", "reference": "4"}, {"prediction": 5}]
+    path = _write_jsonl(tmp_path / "generations.jsonl", rows)
+    err = _error_line(capsys, ["--generations", str(path), "--out", str(tmp_path / "m.json")])
+    assert err.strip() == f"error: {path}:2: 'prediction' must be a string"
+    assert "both" in _error_line(
+        capsys, ["--generations", str(path), "--references", str(path), "--out", "m"]
+    )
+
+
+def test_rouge1_compares_with_the_prompt_styles_target_as_a_trial_does(files, tmp_path):
+    """A prediction that is exactly what the no_breakdown style trains scores ROUGE-1 1.0 (the answer text,
+    with its `<<expr=value>>` annotations and `#### N` line, is not what such a trial is compared with)."""
+    _, refs = files
+    records = load_references(refs)
+    preds = _write_jsonl(
+        tmp_path / "p.jsonl", [{"prediction": format_example(r, "no_breakdown")[1]} for r in records]
+    )
+    summary = _run(preds, refs, tmp_path / "m.json", "--metrics", "rouge1", "--prompt-style", "no_breakdown")
+    assert summary["rouge1"] == pytest.approx(1.0) and summary["prompt_style"] == "no_breakdown"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -20,7 +21,8 @@ from study.run import parse_config
 from trainables.methods import STRATEGIES, get_strategy, load_plugins, method_names, register_strategy
 
 REPO = Path(__file__).resolve().parents[1]
-BUILT_IN = ("lora", "lora_cot", "full", "qlora", "stacked")
+BUILT_IN = method_names()
+"""The methods in the repository (read before any test loads the plugin)."""
 
 
 def _doc_files() -> dict[str, str]:
@@ -125,30 +127,51 @@ def test_a_plugin_method_trains_through_study_train(plugin, micro_t5_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_plugin_method_runs_a_one_trial_study(plugin, micro_t5_dir, tmp_path):
+def test_a_plugin_method_runs_through_study_confirm_and_report(plugin, micro_t5_dir, tmp_path):
+    """The doc's IA3 beside LoRA: searched by study.run, re-run by study.confirm, and in analysis.report's
+    Table 1, accuracy table and figure, efficiency table and pairwise table, by its display name."""
     from test_tuner import MICRO, study_env
 
     env = study_env(tmp_path)
     env["PYTHONPATH"] = os.pathsep.join([str(plugin), str(REPO), env.get("PYTHONPATH", "")])
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+            start_new_session=True,
+        )  # fmt: skip
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        return result
+
+    study = tmp_path / "out" / "ia3"
     args = [*MICRO, "--model", str(micro_t5_dir), "--storage", str(tmp_path / "out"), "--name", "ia3"]
-    args += ["--plugin", "ia3_method", "--method", "ia3", "--trials", "1", "--space", "train/epochs=1"]
-    result = subprocess.run(
-        [sys.executable, "-m", "study.run", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        start_new_session=True,
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    args += ["--plugin", "ia3_method", "--trials", "1", "--space", "train/epochs=1"]
+    run("study.run", *args, "--method", "lora")
+    searched = run("study.run", *args, "--method", "ia3")  # the same study: its other experiment
     [rows] = [
         [json.loads(line) for line in path.read_text().splitlines()]
-        for path in (tmp_path / "out" / "ia3" / "ia3-main").glob("trial_*/result.json")
+        for path in (study / "ia3-main").glob("trial_*/result.json")
     ]
     assert rows[-1]["config"]["method"] == "ia3" and "test/accuracy" in rows[-1]
-    table = result.stdout[result.stdout.index("best trial of each experiment") :].splitlines()
+    table = searched.stdout[searched.stdout.index("best trial of each experiment") :].splitlines()
     assert table[2].split()[:5] == ["ia3", "main", "1", "0", "0"]
+
+    run("study.confirm", str(study), "--seeds", "2", "--num-cpus", "2", "--no-dashboard")
+    manifest = json.loads((study / "confirm" / "confirm.json").read_text())
+    assert list(manifest["groups"]) == ["method/main/lora", "method/main/ia3"]
+
+    run("analysis.report", str(study), "--plugin", "ia3_method", "--out", str(tmp_path / "report"))
+    report = tmp_path / "report"
+    for name in ("table1_models", "accuracy_per_model", "efficiency"):
+        with (report / "tables" / f"{name}.csv").open() as file:
+            models = [row["Model"] for row in csv.DictReader(file)]
+        assert models[:2] == ["LoRA", "IA3"], name  # the registry's order, the record's display name
+    with (report / "tables" / "pairwise.csv").open() as file:
+        [pair] = list(csv.DictReader(file))
+    assert (pair["group_a"], pair["group_b"]) == ("LoRA", "IA3")
+    assert (report / "figures" / "accuracy_per_model.png").stat().st_size > 0
+    markdown = (report / "report.md").read_text()
+    assert "Data: generated GSM8K-style problems; base model: micro-t5 (local)." in markdown
 
 
 def test_a_record_naming_a_preset_field_that_does_not_exist_is_refused_before_loading(monkeypatch):
@@ -167,3 +190,42 @@ def test_a_record_naming_a_preset_field_that_does_not_exist_is_refused_before_lo
         "lora": "t5-small",
         "qlora": "t5-base",
     }
+
+
+def test_a_plugin_method_reaches_every_table_chart_group_and_pair(plugin, tmp_path):
+    """Trials of the doc's IA3 beside the built-in methods: it is a row of every table across methods, in
+    the registry's order with its display name, a compared group, and a side of the pairwise tests."""
+    from test_analysis import test_metrics, trial_params, write_study, write_trial
+
+    from analysis.groups import compared_groups, comparisons
+    from analysis.load import load_results
+    from analysis.plots import efficiency_figure, plot_accuracy_per_model
+    from analysis.tables import build_tables
+    from trainables.comparison import method_colour
+
+    load_plugins(["ia3_method"])
+    root = tmp_path / "slm-tiny"
+    write_study(root)
+    write_trial(root / "ia3-main", trial_params("ia3", strategy={}), dev=[0.3, 0.4], test=test_metrics(0.42))
+    results = load_results([root])
+    tables = build_tables(results.trials)
+    for key in ("table1_models", "accuracy_per_model", "efficiency"):
+        frame = tables[key].frame
+        models = list(dict.fromkeys(frame["Model"]))
+        assert "IA3" in models, key
+        assert models == [
+            get_strategy(m).display_name for m in method_names() if get_strategy(m).display_name in models
+        ]
+    accuracy = tables["accuracy_per_model"].frame.set_index(["Model", "Config"])
+    assert accuracy.loc[("IA3", "main"), "Accuracy %"] == pytest.approx(42.0)
+    assert method_colour("ia3") == "#937860"
+    groups = compared_groups(results.trials, metric="dev/accuracy", mode="max")
+    [ia3] = [c.group for c in groups if c.group.name == "ia3"]
+    assert (ia3.id, ia3.label) == ("method/main/ia3", "IA3")
+    pairs = {(a.name, b.name) for a, b in comparisons([c.group for c in groups]) if ia3 in (a, b)}
+    others = {c.group.name for c in groups if c.group.family == "method" and c.group.config == "main"} - {
+        "ia3"
+    }
+    assert others and pairs == {(m, "ia3") for m in others}  # against every method that ran on main
+    assert plot_accuracy_per_model(tables["accuracy_per_model"], tmp_path / "a.png").stat().st_size > 0
+    efficiency_figure(results.trials, tables["efficiency"])

@@ -13,7 +13,6 @@ from search_spaces import (
     apply_space,
     coverage_points,
     define_by_run,
-    flatten,
     get_space,
     space_keys,
     unflatten,
@@ -31,6 +30,7 @@ from search_spaces.overrides import (
 from study.prepare import base_trial
 from study.presets import get_preset
 from trainables.methods import STRATEGIES, method_names
+from trainables.training.setting_types import flatten
 from trainables.trial import TrialConfig
 
 METHODS = method_names()

@@ -15,7 +15,7 @@ import ray
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from search_spaces import define_by_run, flatten
+from search_spaces import define_by_run
 from search_spaces.overrides import spec_to_override
 from study.config import StudyConfig
 from study.dashboard import ClusterInfo
@@ -25,6 +25,7 @@ from study.presets import get_preset
 from study.results import format_table, read_text, summarize, write_json, write_text
 from study.tuner import _check_resume, _study_record
 from trainables import trial as _trial  # noqa: F401  (torch imported at collection: tests time their own work)
+from trainables.training.setting_types import flatten
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CPU_ONLY = ClusterInfo(address="127.0.0.1:1", dashboard_url=None, started_here=True, resources={"CPU": 2.0})
@@ -214,13 +215,13 @@ def test_summary_picks_the_best_finished_trial_and_counts_the_rest():
     ]
     summary = summarize(grid, method="stacked", data_config="main", metric="dev/accuracy", mode="max")
     assert (summary.finished, summary.stopped, summary.failed) == (2, 1, 1)
-    assert summary.best["trial_id"] == "b" and summary.groups == {"f": "relu"}
+    assert summary.best["trial_id"] == "b" and summary.groups == {"stacked": "f=relu"}
     low = summarize(grid, method="stacked", data_config="main", metric="dev/accuracy", mode="min")
     assert low.best["trial_id"] == "c"
     table = format_table([summary], metric="dev/accuracy").splitlines()
     assert table[0].split()[:6] == ["method", "config", "finished", "stopped", "failed", "dev/accuracy"]
     assert table[1].split()[:6] == ["stacked", "main", "2", "1", "1", "0.5"]
-    assert "0.300 [0.200, 0.400]" in table[1] and "b f=relu" in table[1]
+    assert "0.300 [0.200, 0.400]" in table[1] and "b stacked=f=relu" in table[1]
 
 
 def test_results_go_to_a_folder_or_a_uri(tmp_path):

@@ -8,21 +8,24 @@ neither train it twice nor read a half-written adapter. Its key hashes every set
 (the trial's whole TrainConfig included), so it is correct to share across studies, and on a cluster each
 node trains a given stage 1 at most once.
 
-The `baseline` setting swaps in the comparison methods: `linear` (f = identity), `merged_then_lora`
+The `baseline` setting (spelled so for compatibility; the report says "variant") swaps in the comparison
+variants: `linear` (f = identity), `merged_then_lora`
 (stage 1 folded into W0, then a fresh LoRA: COLA-style) and `single_lora` (one LoRA of rank r1 + r2 on
-GSM8K only).
+GSM8K only). The study compares its trials per f and per variant (the grouping `stacked`): each f
+against the linear stack and the single LoRA, the variants that say whether f and stage 1 help.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trainables.data.prompts import code_task_example
-from trainables.methods.registry import StrategyContext, register_strategy
-from trainables.methods.stacked_lora.config import StackedLoraConfig
+from trainables.methods.registry import Grouping, StrategyContext, register_strategy
+from trainables.methods.stacked_lora.config import ACTIVATIONS, StackedLoraConfig
 from trainables.training.cache import build_once, settings_key, texts_digest  # a leaf: imports no trainables
 
 if TYPE_CHECKING:  # torch, PEFT and the adapter's modules load when a trial applies the method
@@ -30,8 +33,17 @@ if TYPE_CHECKING:  # torch, PEFT and the adapter's modules load when a trial app
 
     from trainables.training.loop import TrainConfig
 
-BASELINES = ("stacked", "linear", "merged_then_lora", "single_lora")
-"""The method (first), then the comparison baselines; the search space and the analysis import these."""
+VARIANTS = ("stacked", "linear", "merged_then_lora", "single_lora")
+"""The `baseline` setting's values: the method (first), then its comparison variants. "Baseline" alone means
+a chance baseline (`trainables.scoring.baselines`); the setting keeps its spelling so that the trials and
+search spaces already written still read."""
+VARIANT_LABELS = {
+    "linear": "Linear stack (no f)",
+    "merged_then_lora": "Merged stage 1, then LoRA",
+    "single_lora": "Single LoRA (math only)",
+}
+TESTED_AGAINST = ("linear", "single_lora")
+"""The variants each f is tested against: they say whether f, and stage 1, help."""
 CACHE_FORMAT = 1  # bump when what a cached stage 1 means changes
 
 
@@ -52,9 +64,9 @@ class StackedStrategyConfig(StackedLoraConfig):
         super().__post_init__()
         if self.base_bits not in (0, 4, 8):
             raise ValueError(f"base_bits must be 0, 4 or 8, got {self.base_bits}")
-        if self.baseline not in BASELINES:
+        if self.baseline not in VARIANTS:
             raise ValueError(
-                f"unknown stacked baseline {self.baseline!r}; choose from {', '.join(BASELINES)}"
+                f"unknown stacked baseline {self.baseline!r}; choose from {', '.join(VARIANTS)}"
             )
         if not self.stage1_lr > 0:
             raise ValueError(f"stage1_lr must be > 0, got {self.stage1_lr}")
@@ -176,6 +188,32 @@ def apply_stacked(
     return start_stage2(model, config.adapter_config())
 
 
+def variant_group(settings: Mapping[str, Any]) -> str:
+    """A trial's group: `f=<f>` for the method itself, else its variant (`linear`, `single_lora`, ...)."""
+    baseline = settings["strategy/baseline"]
+    return f"f={settings['strategy/f']}" if baseline == VARIANTS[0] else baseline
+
+
+def f_against_variants(groups: Sequence[str]) -> list[tuple[str, str]]:
+    """Each f group against the linear stack and the single LoRA (merged_then_lora is shown, not tested)."""
+    return [(g, b) for g in groups if g.startswith("f=") for b in TESTED_AGAINST if b in groups]
+
+
+GROUPS = Grouping(
+    family="stacked",
+    keys=("strategy/baseline", "strategy/f"),
+    key="stacked_lora",
+    title="Stacked LoRA per f and against its variants",
+    column="Variant",
+    group=variant_group,
+    labels={f"f={f}": f"f = {f}" for f in ACTIVATIONS} | VARIANT_LABELS,
+    shown=("strategy/f_space",),
+    pairs=f_against_variants,
+    note="W = W0 + A1B1 + f(A2B2): the best trial per f, and per variant. Linear stack: f is the identity; "
+    "merged: stage 1 merged into W0 before a new LoRA; single: one LoRA on math only.",
+)
+
+
 register_strategy(
     name="stacked",
     config_cls=StackedStrategyConfig,
@@ -186,5 +224,7 @@ register_strategy(
     preset_settings="stacked",
     description="stacked LoRA: W0 + A1B1 (coding, frozen) + f(A2B2) (GSM8K)",
     needs_code_data=True,
+    groupings=(GROUPS,),
+    method_settings={"strategy/baseline": VARIANTS[0]},
     order=50,
 )

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from trainables.training.setting_types import is_number
+
 if TYPE_CHECKING:
     import torch
 
@@ -61,11 +63,6 @@ F_SPACES = ("weight", "activation")
 """Where f acts: on the (out, in) weight delta, or on the stage-2 adapter's (..., r2) hidden activations."""
 
 
-def _is_number(value: Any) -> bool:
-    """True for an int or float that is not a bool."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _value_and_slope_at_zero(f: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
     """f(0) and f'(0) as autograd computes them (torch's relu gives f'(0) = 0)."""
     import torch
@@ -108,7 +105,7 @@ class StackedLoraConfig:
                 raise ValueError(f"stacked LoRA rank {name} must be a positive integer, got {value!r}")
         for name in ("alpha1", "alpha2"):
             value = getattr(self, name)
-            if not _is_number(value) or not math.isfinite(value) or value <= 0:
+            if not is_number(value) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"stacked LoRA {name} must be a finite number > 0, got {value!r}")
         if self.f not in ACTIVATIONS:
             raise ValueError(f"unknown stacked LoRA f {self.f!r}; choose from {', '.join(ACTIVATIONS)}")
@@ -117,9 +114,9 @@ class StackedLoraConfig:
                 f"unknown stacked LoRA f_space {self.f_space!r}; choose from {', '.join(F_SPACES)}"
             )
         self.target_modules = self._parse_targets(self.target_modules)
-        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+        if not is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"stacked LoRA dropout must be in [0, 1), got {self.dropout!r}")
-        if not _is_number(self.init_scale) or not math.isfinite(self.init_scale) or self.init_scale < 0:
+        if not is_number(self.init_scale) or not math.isfinite(self.init_scale) or self.init_scale < 0:
             raise ValueError(f"stacked LoRA init_scale must be a finite number >= 0, got {self.init_scale!r}")
         if not isinstance(self.stage1_merge, bool):
             raise ValueError(f"stacked LoRA stage1_merge must be True or False, got {self.stage1_merge!r}")
