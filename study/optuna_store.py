@@ -16,16 +16,23 @@ holds only the Ray -> Optuna trial-id map; a restore reopens the study and recon
 already finished is not told again; a trial Ray retries after it FAILed is a new Optuna trial with the same
 parameters (Optuna never reopens a finished trial); a trial the database holds RUNNING that the snapshot
 does not know (asked after it) is given to the next trial Ray asks for, so no trial is duplicated or left
-RUNNING. After each `Tuner.fit`, `settle` ends any trial Ray ended without telling the searcher.
+RUNNING; the folder that trial's first Ray trial left (with a checkpoint of a run nobody resumes) is
+removed. After each `Tuner.fit`, `settle` ends any trial Ray ended without telling the searcher.
+
+A write the storage refuses (full, read-only) is a `StorageWriteError`, an OSError that says so in one line:
+it ends the study with exit 2 (`study.errors`) instead of Optuna's "invalid data in the commit" inside Ray's
+loop; the database keeps what it had, so `--resume` continues from there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import pickle
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +99,64 @@ def load_trials(url: str, study_name: str) -> list[optuna.trial.FrozenTrial] | N
     return optuna.load_study(study_name=study_name, storage=storage).trials
 
 
+_FULL = ("disk is full", "no space left", "quota exceeded")  # SQLite, ENOSPC, EDQUOT
+_READ_ONLY = ("readonly", "read-only", "permission denied")  # SQLite, EROFS, EACCES
+
+
+class StorageWriteError(OSError):
+    """The Optuna storage refused a write: one line that says why."""
+
+
+def storage_write_error(url: str, error: Exception) -> StorageWriteError:
+    """`error` (Optuna's `StorageInternalError`, a SQLAlchemy error, an OSError) as one line about `url`."""
+    cause = error.__cause__ or error
+    text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    lowered = text.lower()
+    if any(words in lowered for words in _FULL):
+        what = "the storage is full"
+    elif any(words in lowered for words in _READ_ONLY):
+        what = "the storage is read-only"
+    else:
+        what = "the storage refused a write"
+    return StorageWriteError(f"cannot write the Optuna study at {url}: {what} ({text})")
+
+
+@contextlib.contextmanager
+def storage_writes(url: str) -> Iterator[None]:
+    """Turn a failed read or write of the Optuna storage at `url` into a `StorageWriteError`."""
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except StorageWriteError:
+        raise
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError, OSError) as error:
+        raise storage_write_error(url, error) from None
+
+
+def storage_failure_in(error: BaseException) -> StorageWriteError | None:
+    """The `StorageWriteError` behind `error`, if any: Ray's loop re-raises a searcher's error as a `TuneError`
+    holding its traceback as text, with the original as its context."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, StorageWriteError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _stored(method):
+    """A searcher method whose storage failure ends the study with one line (see the module docstring)."""
+
+    @functools.wraps(method)
+    def wrapper(self: StoredOptunaSearch, *args: Any, **kwargs: Any) -> Any:
+        with storage_writes(self._storage_url):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _number(value: Any) -> float | None:
     return float(value) if is_number(value) else None
 
@@ -154,15 +219,38 @@ class StoredOptunaSearch(OptunaSearch):
     def _stored_state(self, trial_id: str) -> TrialState:
         return self._storage.get_trial(self._ot_trials[trial_id]._trial_id).state
 
+    @_stored
     def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in self._ot_trials and self._orphans:
             # Asked for after the snapshot the driver was restored from: that Optuna trial is this one.
-            self._ot_trials[trial_id] = optuna.Trial(self._ot_study, self._orphans.pop(0))
+            orphan = self._orphans.pop(0)
+            self._remove_folder_of(orphan)
+            self._ot_trials[trial_id] = optuna.Trial(self._ot_study, orphan)
         config = super().suggest(trial_id)
         trial = self._ot_trials[trial_id]
         trial.set_user_attr("ray_trial_id", trial_id)
         trial.set_user_attr("ray_trial_dir", f"{self._experiment_path}/trial_{trial_id}")
         return config
+
+    def _remove_folder_of(self, orphan: int) -> None:
+        """Remove the folder of the Ray trial an orphan Optuna trial ran as before the driver was killed: Ray's
+        restored state never knew it, so its checkpoint would never be resumed, and the report would read
+        it as a trial of its own."""
+        folder = self._storage.get_trial(orphan).user_attrs.get("ray_trial_dir")
+        if (
+            not isinstance(folder, str)
+            or Path(folder).parent.as_posix() != Path(self._experiment_path).as_posix()
+        ):
+            return  # not a trial folder of this experiment
+        import pyarrow.fs
+
+        fs, inner = (
+            pyarrow.fs.FileSystem.from_uri(folder)
+            if _SCHEME.match(folder)
+            else (pyarrow.fs.LocalFileSystem(), folder)
+        )
+        if fs.get_file_info(inner).type == pyarrow.fs.FileType.Directory:
+            fs.delete_dir(inner)
 
     def _retry_if_failed(self, trial_id: str) -> None:
         """Ray runs a FAILed trial again on --resume: that run is a new Optuna trial with the same params.
@@ -181,6 +269,7 @@ class StoredOptunaSearch(OptunaSearch):
         self._ot_trials[trial_id] = optuna.Trial(self._ot_study, new_id)
         self._completed_trials.discard(trial_id)
 
+    @_stored
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._retry_if_failed(trial_id)
         if trial_id in self._completed_trials or self._stored_state(trial_id).is_finished():
@@ -192,6 +281,7 @@ class StoredOptunaSearch(OptunaSearch):
             warnings.simplefilter("ignore")  # Optuna warns when a resumed trial reports a step again
             self._ot_trials[trial_id].report(value, int(step))
 
+    @_stored
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if not error and result:
             self._retry_if_failed(trial_id)  # a retried trial whose one result is its last
@@ -238,7 +328,11 @@ def settle(url: str, study_name: str, results: Iterable[Any], *, metric: str) ->
     Returns:
         How many trials were settled.
     """
-    study = optuna.load_study(study_name=study_name, storage=open_storage(url))
+    with storage_writes(url):
+        return _settle(optuna.load_study(study_name=study_name, storage=open_storage(url)), results, metric)
+
+
+def _settle(study: optuna.Study, results: Iterable[Any], metric: str) -> int:
     running = {
         t.user_attrs.get("ray_trial_id"): t
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

@@ -272,13 +272,28 @@ def write_text(path: str, text: str) -> None:
 
 def read_text(path: str) -> str | None:
     """The text at `path`, or None when there is no such file."""
+    data = read_bytes(path)
+    return None if data is None else data.decode()
+
+
+def read_bytes(path: str) -> bytes | None:
+    """The bytes at `path` (local or URI), or None when there is no such file."""
     import pyarrow.fs
 
     fs, inner = _fs(path)
     if fs.get_file_info(inner).type != pyarrow.fs.FileType.File:
         return None
     with fs.open_input_stream(inner) as stream:
-        return stream.read().decode()
+        return stream.read()
+
+
+def file_names(folder: str) -> list[str]:
+    """The names of the files directly in `folder` (local or URI); none when there is no such folder."""
+    import pyarrow.fs
+
+    fs, inner = _fs(folder)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(inner, allow_not_found=True))
+    return [info.base_name for info in infos if info.type == pyarrow.fs.FileType.File]
 
 
 def write_json(path: str, data: Any) -> None:

@@ -31,6 +31,7 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from study.config import StudyConfig
 from study.dashboard import optuna_dashboard_line
 from study.prepare import DEFAULT_CACHE
+from study.stored_experiment import EXPERIMENT_STATE
 
 ARTIFACTS = ("generations_test.jsonl", "generations_test_calculator.jsonl")
 """Trial files logged to MLflow."""
@@ -99,28 +100,59 @@ def download(location: OptunaLocation) -> None:
         _copy(location.upload_to, str(location.local_file))
 
 
-def prepare_studies(location: OptunaLocation, names: Iterable[str], *, restored: set[str]) -> None:
-    """Before Ray starts: an experiment that starts afresh must not continue an Optuna study of the same name.
+def prepare_studies(
+    location: OptunaLocation, names: Iterable[str], *, restored: set[str], study_path: str = ""
+) -> None:
+    """Before Ray starts: a restored experiment must find its Optuna study, and one that starts afresh must
+    not continue an Optuna study of the same name.
 
-    In the study's own file such a study is left by a driver killed before Ray saved anything of the
-    experiment (so Ray starts it over): it is deleted. In a shared --optuna-storage it is refused.
+    A restored experiment whose study is gone (`optuna.db` deleted) stops the study with one line: Ray would
+    resume trials the database no longer knows. For an experiment that starts afresh, a study of its name is
+    left by a driver killed before Ray saved anything of the experiment (so Ray starts it over): in the study's
+    own file it is deleted, unless it holds finished trials (then Ray's snapshot of them was lost, and
+    starting over would drop them: one line); in a shared --optuna-storage it is refused.
+
+    Raises:
+        ValueError: one line naming the missing file or study.
     """
     import optuna
+    from optuna.trial import TrialState
 
     from study.optuna_store import open_storage
 
     download(location)
     if location.local_file and not location.local_file.is_file():
+        if restored:  # checked before anything opens the URL, which would create an empty file
+            kept = f" (nor at {location.upload_to})" if location.upload_to else ""
+            raise ValueError(
+                f"cannot resume: the Optuna database {location.local_file} is missing{kept}; it records the "
+                f"trials of {', '.join(sorted(restored))}: put it back, or start a new study with --name"
+            )
         return  # nothing stored yet; the searcher creates the file
     storage = open_storage(location.url)
     stored = {s.study_name for s in storage.get_all_studies()}
     for name in names:
+        if name in restored and name not in stored:
+            raise ValueError(
+                f"cannot resume: {location.url} holds no Optuna study {name!r}, which records the trials of "
+                f"the experiment {name}: put the database back, or start a new study with --name"
+            )
         if name in restored or name not in stored:
             continue
         if location.shared:
             raise ValueError(
                 f"--optuna-storage {location.url} already holds an Optuna study {name!r}: pass --resume "
                 "to continue that study, or use another database"
+            )
+        finished = optuna.load_study(study_name=name, storage=storage).get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        )
+        if finished:
+            folder = f"{study_path.rstrip('/')}/{name}" if study_path else name
+            raise ValueError(
+                f"cannot resume: Ray's experiment state ({EXPERIMENT_STATE}) is missing from {folder}, but "
+                f"its Optuna study holds {len(finished)} finished trials: put the file back, or start a new "
+                "study with --name"
             )
         optuna.delete_study(study_name=name, storage=storage)
 

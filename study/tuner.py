@@ -20,7 +20,6 @@ import socket
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -30,11 +29,12 @@ from ray.tune.search import ConcurrencyLimiter
 from search_spaces import conditional_keys, define_by_run, space_keys
 from study.config import StudyConfig
 from study.dashboard import access_lines, check_reachable, connect, forget_cluster, note_study
-from study.optuna_store import StoredOptunaSearch, settle
+from study.optuna_store import StoredOptunaSearch, settle, storage_failure_in
 from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE
 from study.presets import get_preset
 from study.results import ExperimentSummary, print_summary, read_text, summarize, write_json
+from study.stored_experiment import check_saved_state, has_saved_state
 from study.tracking import (
     OptunaLocation,
     check_tracking,
@@ -64,8 +64,8 @@ def study_trainable(
 ) -> None:
     """The trial: record where it runs (`placement.json`), then `trainables.trial.math_trainable`."""
     import ray
-    from ray import tune as ray_tune
 
+    from trainables.training.reporting import ray_trial_dir
     from trainables.trial import math_trainable
 
     placement = {
@@ -75,9 +75,7 @@ def study_trainable(
         "pid": os.getpid(),
         "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
     }
-    trial_dir = Path(ray_tune.get_context().get_trial_dir())
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    (trial_dir / "placement.json").write_text(json.dumps(placement))
+    (ray_trial_dir() / "placement.json").write_text(json.dumps(placement))
     math_trainable(config, splits=splits, code_records=code_records, cache_dir=cache_dir, plugins=plugins)
 
 
@@ -216,13 +214,17 @@ def _progress_reporter(config: StudyConfig, experiment: Experiment) -> tune.CLIR
 
 
 def _check_resume(config: StudyConfig, experiments: Sequence[Experiment]) -> set[str]:
-    """Names of the experiments that exist in storage; refuses a clash with or without --resume."""
-    existing = {e.name for e in experiments if tune.Tuner.can_restore(f"{config.study_path}/{e.name}")}
-    if existing and not config.resume:
+    """Names of the experiments Ray can restore from storage; refuses a clash with or without --resume, and
+    a damaged snapshot (`study.stored_experiment`). One started but never snapshotted starts over."""
+    started = {e.name for e in experiments if tune.Tuner.can_restore(f"{config.study_path}/{e.name}")}
+    if started and not config.resume:
         raise ValueError(
-            f"{config.study_path} already holds {', '.join(sorted(existing))}: pass --resume to continue, "
+            f"{config.study_path} already holds {', '.join(sorted(started))}: pass --resume to continue, "
             "or --name for a new study"
         )
+    for name in sorted(started):
+        check_saved_state(f"{config.study_path}/{name}")
+    existing = {name for name in started if has_saved_state(f"{config.study_path}/{name}")}
     saved = read_text(f"{config.study_path}/study.json")
     if config.resume and saved is None:
         raise ValueError(f"nothing to resume: no study at {config.study_path}")
@@ -255,10 +257,8 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
         print(note, file=sys.stderr)
     for experiment in experiments:
         experiment.base["model"] = prepared.models[experiment.method]
-    _memory_check(
-        config, prepared, experiments
-    )  # before anything is written: a refused study leaves no trace
-    prepare_studies(location, [e.name for e in experiments], restored=existing)
+    _memory_check(config, prepared, experiments)  # before anything is written: a refused study leaves no trace
+    prepare_studies(location, [e.name for e in experiments], restored=existing, study_path=config.study_path)
     cluster = connect(address=config.address, num_cpus=config.num_cpus, dashboard=config.dashboard)
     tolerate_worker_deaths()  # a worker killed for memory fails its trial, not the study
     note_study(optuna_url=location.url)
@@ -338,6 +338,11 @@ def _run_experiment(
     try:
         grid = tuner.fit()
         settle(location.url, experiment.name, grid, metric=config.metric)
+    except Exception as error:
+        failure = storage_failure_in(error)  # a full or read-only Optuna storage: one line, exit 2
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         upload(location)  # an object-store study's Optuna file goes with its results, interrupted or not
     if grid.num_terminated + grid.num_errors < experiment.trials:

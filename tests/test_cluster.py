@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 
@@ -201,6 +202,9 @@ def test_a_study_runs_on_both_nodes_of_a_two_node_cluster(tmp_path, micro_t5_dir
     port, dashboard_port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
+    # The second node stages its files in a temp dir of its own, as on any real cluster: what a trial there
+    # writes reaches the study's storage only through Ray's storage API, never through a shared folder.
+    second_temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     head = ray_start(
         ["--head", f"--port={port}", "--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp_dir}",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"],
@@ -209,7 +213,10 @@ def test_a_study_runs_on_both_nodes_of_a_two_node_cluster(tmp_path, micro_t5_dir
     second = None
     try:
         wait_for_nodes(address, 1, node_env)
-        second = ray_start([f"--address={address}", "--num-cpus=1", "--num-gpus=0"], node_env)
+        second = ray_start(
+            [f"--address={address}", "--num-cpus=1", "--num-gpus=0", f"--temp-dir={second_temp_dir}"],
+            {**node_env, "RAY_TMPDIR": second_temp_dir},
+        )
         wait_for_nodes(address, 2, node_env)
         storage = tmp_path / "out"
         study = subprocess.run(
@@ -228,6 +235,9 @@ def test_a_study_runs_on_both_nodes_of_a_two_node_cluster(tmp_path, micro_t5_dir
             assert "test/accuracy" in rows[-1] and (trial / "generations_test.jsonl").is_file()
         nodes = {json.loads((t / "placement.json").read_text())["node_id"] for t in trials}
         assert len(nodes) == 2, "each node has one CPU, so the two concurrent trials ran one on each"
+        stored = optuna.load_study(study_name="lora-main", storage=f"sqlite:///{storage}/two/optuna.db")
+        for trial in stored.trials:  # the Optuna attribute names the file in storage, wherever it ran
+            assert Path(trial.user_attrs["generations_test"]).is_file()
         assert (storage / "two" / "lora-main" / "best_config.json").is_file()
 
         # The dashboard and `ray status` work from a shell that set nothing, and only with the token.
@@ -246,6 +256,7 @@ def test_a_study_runs_on_both_nodes_of_a_two_node_cluster(tmp_path, micro_t5_dir
             stop(second)
         stop(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
+        shutil.rmtree(second_temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ bad-input paths of --optuna-storage / --mlflow and `python -m study.dashboard --
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from optuna.trial import TrialState
 
 from search_spaces import define_by_run
 from study.config import StudyConfig
-from study.optuna_store import StoredOptunaSearch
+from study.optuna_store import StorageWriteError, StoredOptunaSearch, storage_failure_in, storage_writes
 from study.prepare import base_trial
 from study.presets import get_preset
 from study.tracking import optuna_location, prepare_studies
@@ -350,3 +351,104 @@ def test_study_dashboard_of_a_running_study_prints_its_optuna_dashboard_command(
     out = capsys.readouterr().out
     assert "ray status --address 127.0.0.1:6379" in out
     assert "Optuna dashboard: optuna-dashboard sqlite:////r/slm-tiny/optuna.db" in out
+
+
+def test_the_folder_of_a_trial_started_after_the_last_snapshot_goes_when_its_optuna_trial_moves(tmp_path):
+    """A trial started (and checkpointed) after Ray's last snapshot, then the driver killed: Ray's restored
+    state never knew it, so its folder would stay beside the Ray trial its Optuna trial moves to."""
+    import pickle
+
+    search = stored_searcher(tmp_path)
+    search.suggest("a")
+    search.save(str(tmp_path / "searcher-state.pkl"))  # Ray's last snapshot
+    lost = search.suggest("b")
+    for trial_id in ("a", "b"):
+        checkpoint = tmp_path / "lora-main" / f"trial_{trial_id}" / "checkpoint_000000"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "trainable.pt").write_bytes(b"weights")
+    del search  # SIGKILL
+
+    restored = pickle.loads(pickle.dumps(stored_searcher(tmp_path)))
+    restored.restore(str(tmp_path / "searcher-state.pkl"))
+    assert restored.suggest("c") == lost  # the Optuna trial moves to Ray's new trial c
+    assert not (tmp_path / "lora-main" / "trial_b").exists()
+    assert (tmp_path / "lora-main" / "trial_a" / "checkpoint_000000" / "trainable.pt").is_file()
+    assert by_ray_id(load(tmp_path)).keys() == {"a", "c"}
+
+
+REFUSED_WRITE = r"""
+import pickle, sys
+from pathlib import Path
+
+from test_optuna_store import FINISHED, load, stored_searcher
+from study.errors import run_cli
+
+folder = Path(sys.argv[1])
+search = stored_searcher(folder)
+search.suggest("a")
+search.save(str(folder / "searcher-state.pkl"))  # Ray's last snapshot
+with open(folder / "filler", "wb") as filler:  # the disk fills up
+    try:
+        while True:
+            filler.write(bytes(65536))
+            filler.flush()
+    except OSError:
+        pass
+result = {"dev/accuracy": 0.2, "training_iteration": 1, **FINISHED}
+try:
+    run_cli(lambda: search.on_trial_complete("a", result=result))  # what Ray's loop calls
+except SystemExit as stop:
+    print("exit", stop.code, flush=True)
+(folder / "filler").unlink()
+restored = pickle.loads(pickle.dumps(stored_searcher(folder)))  # --resume, once there is room again
+restored.restore(str(folder / "searcher-state.pkl"))
+restored.on_trial_complete("a", result=result)
+print("resumed", [t.state.name for t in load(folder).trials], flush=True)
+"""
+
+
+def test_a_full_storage_is_one_line_and_exit_2_and_the_resume_works(tmp_path):
+    """In a mount namespace of its own (no privileges needed where user namespaces are allowed), the study's
+    folder is a 1 MiB tmpfs, filled up before Ray's loop tells Optuna that a trial ended."""
+    folder = tmp_path / "storage"
+    folder.mkdir()
+    if subprocess.run(["unshare", "-r", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no user and mount namespaces here (unshare -r -m)")
+    run = subprocess.run(
+        ["unshare", "-r", "-m", "sh", "-c", f'mount -t tmpfs -o size=1m tmpfs {folder} && exec "$@"', "sh",
+         sys.executable, "-c", REFUSED_WRITE, str(folder)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": f"{REPO}/tests{os.pathsep}{REPO}"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    [line] = run.stderr.strip().splitlines()  # one line: no traceback, no Optuna log
+    assert line.startswith(
+        f"error: cannot write the Optuna study at sqlite:///{folder}/optuna.db: the storage is full ("
+    )
+    assert run.stdout.splitlines() == ["exit 2", "resumed ['COMPLETE']"]
+
+
+def test_a_read_only_storage_says_so(tmp_path):
+    stored_searcher(tmp_path)
+    read_only = f"sqlite:///file:{tmp_path}/optuna.db?mode=ro&uri=true"
+    storage = optuna.storages.RDBStorage(read_only)
+    study_id = storage.get_study_id_from_name("lora-main")
+    with pytest.raises(
+        StorageWriteError, match="^cannot write the Optuna study at .*: the storage is read-only \\("
+    ):
+        with storage_writes(read_only):
+            storage.set_study_user_attr(study_id, "note", "a write")
+
+
+def test_a_storage_failure_is_found_behind_the_error_rays_loop_raises():
+    from ray.tune.error import TuneError
+
+    failure = StorageWriteError("cannot write the Optuna study at sqlite:///x.db: the storage is full (...)")
+    try:
+        try:
+            raise failure
+        except StorageWriteError:
+            raise TuneError("Traceback (most recent call last): ...")  # noqa: B904 - as tune_controller does
+    except TuneError as raised:
+        assert storage_failure_in(raised) is failure
+    assert storage_failure_in(ValueError("bad")) is None

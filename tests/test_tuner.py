@@ -4,6 +4,7 @@ Ray starts, resources follow the method, results are summarised. The `slow` test
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -186,6 +187,11 @@ def test_an_existing_study_needs_resume_and_the_same_settings(tmp_path):
     with pytest.raises(ValueError, match="grace_period: 1 -> 2"):  # Ray restores the old scheduler
         _check_resume(gentler, [experiment])
     same = StudyConfig(methods=("lora",), preset="tiny", storage=str(tmp_path), name="s", resume=True)
+    assert _check_resume(same, [experiment]) == set()  # started, never snapshotted by Ray: starts over
+    state = {"trial_data": [], "runner_data": {}, "stats": {}}
+    (tmp_path / "s" / "lora-main" / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
+    for snapshot in ("searcher-state-2026-01-01_00-00-00.pkl", "search_gen_state-2026-01-01_00-00-00.json"):
+        (tmp_path / "s" / "lora-main" / snapshot).write_bytes(pickle.dumps({}))  # saved with the state
     assert _check_resume(same, [experiment]) == {"lora-main"}
 
 

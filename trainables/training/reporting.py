@@ -52,9 +52,22 @@ class RayReporter:
         return Path(checkpoint.to_directory())
 
     def trial_dir(self) -> Path:
-        from ray import tune
+        return ray_trial_dir()
 
-        return Path(tune.get_context().get_trial_dir())
+
+def ray_trial_dir() -> Path:
+    """Where a Ray Tune trial writes its files: its working directory, which the worker itself uploads to the
+    study's storage (`SyncConfig(sync_artifacts=True)`: at every reported checkpoint and when the trial
+    ends), from whichever node runs it.
+
+    Not `tune.get_context().get_trial_dir()`: in a worker's first trial that names the driver's staging
+    folder, which only the driver's node uploads, so on any other node the files would never reach storage.
+    """
+    from ray.train.context import TrainContext
+
+    directory = Path(TrainContext().get_storage().trial_working_directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 class LocalReporter:
