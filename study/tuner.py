@@ -257,7 +257,8 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
         print(note, file=sys.stderr)
     for experiment in experiments:
         experiment.base["model"] = prepared.models[experiment.method]
-    _memory_check(config, prepared, experiments)  # before anything is written: a refused study leaves no trace
+    # The memory check comes before anything is written: a refused study leaves no trace.
+    _memory_check(config, prepared, experiments)
     prepare_studies(location, [e.name for e in experiments], restored=existing, study_path=config.study_path)
     cluster = connect(address=config.address, num_cpus=config.num_cpus, dashboard=config.dashboard)
     tolerate_worker_deaths()  # a worker killed for memory fails its trial, not the study
