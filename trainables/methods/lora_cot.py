@@ -6,7 +6,7 @@ report accuracy per style and config; the adapter itself is plain LoRA.
 
 from __future__ import annotations
 
-from trainables.methods.lora import LoraStrategyConfig, apply_lora
+from trainables.methods.lora import LoraStrategyConfig, apply_lora, lora_optimizer, peft_weight_updates
 from trainables.methods.registry import register_strategy
 
 register_strategy(
@@ -17,5 +17,7 @@ register_strategy(
     colour="#CCB974",
     default_prompt_style="breakdown",
     description="LoRA with a chain-of-thought prompt style: breakdown, no_breakdown or code",
+    optimizer=lora_optimizer,
+    weight_updates=peft_weight_updates,
     order=20,
 )

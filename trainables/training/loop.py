@@ -148,12 +148,15 @@ def fit(
     on_eval: Callable[[dict], None] | None = None,
     reporter: Reporter | None = None,
     log: Callable[[str], None] = print,
+    make_optimizer: Callable[..., torch.optim.Optimizer] | None = None,
 ) -> int:
     """Train `model`'s trainable weights on `pairs`; returns the number of optimiser steps taken.
 
     At each evaluation point `on_eval(train_metrics)` is called; its `_save(directory)` entry writes a
     checkpoint of that point. With a `reporter`, training resumes from the reporter's last checkpoint
     (weights, optimiser, schedule and position), skipping the batches done before it.
+    `make_optimizer(model, lr=, weight_decay=)` builds the optimiser (a method's own, e.g. LoRA+'s);
+    None gives AdamW over every trainable weight.
     """
     device = next(model.parameters()).device
     seed_everything(config.seed)
@@ -165,7 +168,10 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the strategy left no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if make_optimizer is None:
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
     batches_per_epoch = math.ceil(len(examples) / micro_batch)
     total_steps = math.ceil(batches_per_epoch / config.grad_accum) * config.epochs
     scheduler = get_linear_schedule_with_warmup(
@@ -273,11 +279,15 @@ def train_and_evaluate(
     reporter: Reporter,
     *,
     log: Callable[[str], None] = print,
+    make_optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+    end_metrics: Callable[[torch.nn.Module, Path], dict] | None = None,
 ) -> dict:
     """Train on `splits.train`, report dev metrics at each evaluation point, test once at the end.
 
     The last report carries the dev and the test metrics together, so a scheduler that stops a trial at its
-    final iteration cannot lose the test numbers. Returns that last report's metrics.
+    final iteration cannot lose the test numbers. Returns that last report's metrics. `make_optimizer` is
+    `fit`'s; `end_metrics(model, trial_dir)` adds metrics of the trained model to the last report (the rank
+    of the learned update).
     """
     device = next(model.parameters()).device
     trainable, total = count_parameters(model)
@@ -304,10 +314,21 @@ def train_and_evaluate(
         is_last = round(train_metrics["epoch"] * config.evals_per_epoch) >= evaluations_total
         if is_last:
             metrics.update(_test_metrics(model, tokenizer, splits.test, config, reporter.trial_dir()))
+            if end_metrics is not None:
+                metrics.update(end_metrics(model, reporter.trial_dir()))
             final.update(metrics)
         reporter.report(metrics, save=save)
 
-    fit(model, tokenizer, pairs, config, on_eval=on_eval, reporter=reporter, log=log)
+    fit(
+        model,
+        tokenizer,
+        pairs,
+        config,
+        on_eval=on_eval,
+        reporter=reporter,
+        log=log,
+        make_optimizer=make_optimizer,
+    )
     return final
 
 
