@@ -11,6 +11,12 @@ node trains a given stage 1 at most once.
 The `baseline` setting swaps in the comparison methods: `linear` (f = identity), `merged_then_lora`
 (stage 1 folded into W0, then a fresh LoRA: COLA-style) and `single_lora` (one LoRA of rank r1 + r2 on
 GSM8K only).
+
+Of LoRA's variants (`strategy/variant`), stage 2 takes those that leave W0 and the stacked layer's form
+alone: `rslora` (the layer's s2 = alpha2 / sqrt(r2), saved as PEFT's `use_rslora`) and `loraplus` (PEFT's
+`create_loraplus_optimizer`, which gives every `lora_B*` weight, B2 here, its learning rate). `dora` needs
+PEFT's own layer (a magnitude vector renormalising W0 + B A), and `pissa` / `olora` initialise from W0's
+SVD / QR and subtract it from W0, which would change the frozen W0 that stage 1 was trained on: refused.
 """
 
 from __future__ import annotations
@@ -21,6 +27,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainables.data.prompts import code_task_example
+from trainables.methods.lora import (
+    LORAPLUS_LR_RATIO,
+    VARIANTS,
+    check_loraplus_ratio,
+    check_variant,
+    lora_optimizer,
+    peft_weight_updates,
+)
 from trainables.methods.registry import StrategyContext, register_strategy
 from trainables.methods.stacked_lora.config import StackedLoraConfig
 from trainables.training.cache import build_once, settings_key, texts_digest  # a leaf: imports no trainables
@@ -33,6 +47,8 @@ if TYPE_CHECKING:  # torch, PEFT and the adapter's modules load when a trial app
 BASELINES = ("stacked", "linear", "merged_then_lora", "single_lora")
 """The method (first), then the comparison baselines; the search space and the analysis import these."""
 CACHE_FORMAT = 1  # bump when what a cached stage 1 means changes
+STACKED_VARIANTS = tuple(v for v in VARIANTS if v in ("lora", "rslora", "loraplus"))
+"""The LoRA variants stage 2 can run (the module docstring says why the others cannot)."""
 
 
 @dataclass
@@ -47,8 +63,22 @@ class StackedStrategyConfig(StackedLoraConfig):
     """stacked (the method), linear, merged_then_lora or single_lora (the comparison baselines)."""
     base_bits: int = 0
     """0: a float base; 8 or 4: the base loaded in 8-bit / 4-bit NF4 through bitsandbytes (QLoRA + stacking)."""
+    variant: str = "lora"
+    """Stage 2's LoRA variant: lora, rslora or loraplus (sets `use_rslora`; loraplus is the optimiser)."""
+    loraplus_lr_ratio: float = LORAPLUS_LR_RATIO
+    """LoRA+ only: B2's learning rate over A2's."""
 
     def __post_init__(self) -> None:
+        check_variant(
+            self.variant,
+            STACKED_VARIANTS,
+            why="cannot run under a frozen stacked stage 1: DoRA needs PEFT's own layer, PiSSA and OLoRA "
+            "would change the frozen W0",
+        )
+        check_loraplus_ratio(self.variant, self.loraplus_lr_ratio)
+        if self.use_rslora and self.variant != "rslora":
+            raise ValueError("stacked LoRA use_rslora is set by strategy/variant=rslora, not on its own")
+        self.use_rslora = self.variant == "rslora"
         super().__post_init__()
         if self.base_bits not in (0, 4, 8):
             raise ValueError(f"base_bits must be 0, 4 or 8, got {self.base_bits}")
@@ -76,10 +106,11 @@ class StackedStrategyConfig(StackedLoraConfig):
         return StackedLoraConfig(**{**values, **overrides})
 
 
-STAGE2_FIELDS = ("r2", "alpha2", "f", "f_space", "init_scale", "stage1_merge")
+STAGE2_FIELDS = ("r2", "alpha2", "f", "omega", "f_space", "init_scale", "stage1_merge", "use_rslora")
 """Adapter fields stage 1 never reads: stage 2 builds A2 B2 from them after stage 1 has trained."""
 NOT_STAGE1 = {
-    "strategy": (*STAGE2_FIELDS, "baseline"),  # a baseline acts through `adapter_config()`, hashed whole
+    # a baseline acts through `adapter_config()`, hashed whole; the variant is stage 2's scale or optimiser
+    "strategy": (*STAGE2_FIELDS, "baseline", "variant", "loraplus_lr_ratio"),
     "adapter": STAGE2_FIELDS,
     "train": ("eval",),  # `fit` never evaluates; the other fields are stage 1's own TrainConfig
 }
@@ -170,10 +201,33 @@ def apply_stacked(
             lora_alpha=config.alpha2 / config.r2 * rank,  # the stage-2 scale s2, at the combined rank
             lora_dropout=config.dropout,
             target_modules=list(config.target_modules),
+            use_rslora=config.use_rslora,
         )
         return get_peft_model(model, lora)
     model = _stage1_from_cache(model, config, context)
     return start_stage2(model, config.adapter_config())
+
+
+def stacked_weight_updates(model: torch.nn.Module, config: StackedStrategyConfig):
+    """Stage 2's learned update f(s2 B2 A2) and its product s2 B2 A2 on every stacked layer (the single
+    LoRA baseline: its PEFT layers' s B A)."""
+    import torch
+
+    from trainables.methods.stacked_lora import stacked_layers
+    from trainables.scoring.update_rank import Updates
+
+    if config.baseline == "single_lora":
+        return peft_weight_updates(model)
+    updates = Updates()
+    with torch.no_grad():
+        for name, layer in stacked_layers(model).items():
+            update, product = layer.stage2_update_and_product()
+            updates.product[name] = product
+            if update is None:
+                updates.input_dependent = True
+            else:
+                updates.update[name] = update
+    return updates
 
 
 register_strategy(
@@ -186,5 +240,7 @@ register_strategy(
     preset_settings="stacked",
     description="stacked LoRA: W0 + A1B1 (coding, frozen) + f(A2B2) (GSM8K)",
     needs_code_data=True,
+    optimizer=lora_optimizer,
+    weight_updates=stacked_weight_updates,
     order=50,
 )
