@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from trainables.data.prompts import code_task_example
 from trainables.methods.lora import (
     LORAPLUS_LR_RATIO,
+    RESIDUAL_INIT_VARIANTS,
     VARIANTS,
     check_loraplus_ratio,
     check_variant,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:  # torch, PEFT and the adapter's modules load when a trial app
 BASELINES = ("stacked", "linear", "merged_then_lora", "single_lora")
 """The method (first), then the comparison baselines; the search space and the analysis import these."""
 CACHE_FORMAT = 1  # bump when what a cached stage 1 means changes
-STACKED_VARIANTS = tuple(v for v in VARIANTS if v in ("lora", "rslora", "loraplus"))
+STACKED_VARIANTS = tuple(v for v in VARIANTS if v not in (*RESIDUAL_INIT_VARIANTS, "dora"))
 """The LoRA variants stage 2 can run (the module docstring says why the others cannot)."""
 
 
