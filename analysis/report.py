@@ -37,6 +37,7 @@ from analysis.render import (
 )
 from analysis.table import Table
 from analysis.tables import build_tables
+from analysis.update_rank import plot_update_rank, update_rank_table
 
 FIGURES = {
     "accuracy_per_model": "Test accuracy per model with bootstrap 95% intervals; diamonds are the published values.",
@@ -47,6 +48,7 @@ FIGURES = {
     "importance": "Hyperparameter importance (Optuna's fANOVA on the trials' sampled values and dev metric).",
     "learning_curves": "Dev accuracy at each evaluation against training examples seen, per reported trial "
     "(dashed: collapsed).",
+    "update_rank": "Test accuracy against the effective rank of each group's learned update.",
 }
 """Chart file stem -> caption."""
 
@@ -75,6 +77,7 @@ def make_tables(
     results.trials = add_signal(results.trials)  # collapse and chance baselines, for tables, charts, summary
     tables = build_tables(results.trials, metric=metric, mode=mode)
     tables |= chance_tables(results, tables)
+    tables["update_rank"] = update_rank_table(results.trials, metric=metric, mode=mode)
     diagnostics = diagnose(results.trials, metric=metric, mode=mode)
     add_history_signal(diagnostics, results.trials)  # the search history crosses out collapsed trials
     tables["search_summary"] = search_table(results.trials, metric=metric, mode=mode)
@@ -100,6 +103,7 @@ def make_figures(report: Report, directory: Path, *, metric: str) -> dict[str, P
             report.diagnostics, directory / "search_history.png", metric=metric
         ),
         "importance": search.plot_importance(report.diagnostics, directory / "importance.png", metric=metric),
+        "update_rank": plot_update_rank(tables["update_rank"], directory / "update_rank.png"),
         **chance_figures(report, directory),
     }
 
