@@ -24,6 +24,7 @@ from study.presets import get_preset
 from study.results import format_table, read_text, summarize, write_json, write_text
 from study.tuner import _check_resume, _study_record
 from trainables import trial as _trial  # noqa: F401  (torch imported at collection: tests time their own work)
+from trainables.methods import method_names
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CPU_ONLY = ClusterInfo(address="127.0.0.1:1", dashboard_url=None, started_here=True, resources={"CPU": 2.0})
@@ -60,6 +61,21 @@ def test_plan_raises_trials_to_cover_the_groups_and_sets_asha_max_t():
     assert cot.base["train/seed"] == 0 and cot.base["model"] == "<model>"
 
 
+def test_the_readme_study_keeps_its_twelve_trials_and_a_variants_study_tries_each_variant():
+    readme = plan_experiments(StudyConfig(methods=method_names(), preset="tiny", trials=2))
+    assert {e.name: e.trials for e in readme} == {
+        "lora-main": 2, "lora_cot-main": 4, "full-main": 2, "qlora-main": 2, "stacked-main": 2,
+    }  # fmt: skip
+    variants = spec_to_override("strategy/variant", ["lora", "rslora", "dora", "pissa", "olora", "loraplus"])
+    (lora,) = plan_experiments(StudyConfig(methods=("lora",), preset="tiny", trials=2, overrides=(variants,)))
+    assert lora.trials == 6 and [p["strategy/variant"] for p in lora.points] == list(variants.choices)
+    sin = spec_to_override("strategy/f", ["identity", "sin"], method="stacked")
+    (stacked,) = plan_experiments(
+        StudyConfig(methods=("stacked",), preset="tiny", trials=2, overrides=(sin,))
+    )
+    assert [p["strategy/f"] for p in stacked.points] == ["identity", "sin"]
+
+
 def test_asha_gets_the_studys_grace_period_and_reduction_factor():
     from study.run import parse_config
     from study.tuner import asha_scheduler
@@ -84,7 +100,8 @@ def test_plan_rejects_an_override_the_trial_config_rejects():
     with pytest.raises(ValueError, match="method stacked: unknown stacked LoRA f 'nope'"):
         plan_experiments(StudyConfig(methods=("lora", "stacked"), preset="tiny", overrides=(bad_choice,)))
     too_wide = spec_to_override("train/warmup_ratio", "0.0..1.5")
-    with pytest.raises(ValueError, match=r"method lora: warmup_ratio must be in \[0, 1\), got 1.5"):
+    # any value above 1 that a sampled (or pinned) trial meets first: LoRA's variant branches sample too
+    with pytest.raises(ValueError, match=r"method lora: warmup_ratio must be in \[0, 1\), got 1\.\d*"):
         # small: no preset narrowing, so the first sampled trial is not the one that fails
         plan_experiments(StudyConfig(methods=("lora",), preset="small", overrides=(too_wide,)))
     config = StudyConfig(methods=("full",), preset="tiny", overrides=(spec_to_override("strategy/rank", 4),))
@@ -501,8 +518,6 @@ def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micr
         scalars = tensorboard_scalars(experiment / f"trial_{trial_id}")
         expected = {r["training_iteration"]: r["dev/perplexity"] for r in rows}
         assert scalars["ray/tune/dev/perplexity"] == pytest.approx(expected), trial_id
-
-
 
 
 def test_the_tiny_presets_narrowing_applies_and_a_users_space_replaces_it():
