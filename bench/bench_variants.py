@@ -8,6 +8,7 @@ and once for stacked LoRA with f = sin (and f = identity beside it), with the ti
 and prints a Markdown table: test accuracy with its 95% interval against the majority answer of the same 300
 test problems, distinct answers, the learned update's numerical and effective rank (median over layers)
 and each run's wall time. A run that learned nothing shows as an interval that does not clear the majority.
+A run whose folder already holds its final report is read instead of repeated, so a second call collects.
 """
 
 from __future__ import annotations
@@ -34,18 +35,40 @@ STACKED = [
 ]
 RUNS = {
     "lora": ("lora", [*ADAPTER, "variant=lora"]),
+    "stacked f = sin (omega 30)": ("stacked", [*STACKED, "f=sin", "omega=30"]),
     "rslora": ("lora", [*ADAPTER, "variant=rslora"]),
     "dora": ("lora", [*ADAPTER, "variant=dora"]),
     "pissa": ("lora", [*ADAPTER, "variant=pissa"]),
     "olora": ("lora", [*ADAPTER, "variant=olora"]),
     "loraplus (ratio 4)": ("lora", [*ADAPTER, "variant=loraplus", "loraplus_lr_ratio=4"]),
     "stacked f = identity": ("stacked", [*STACKED, "f=identity"]),
-    "stacked f = sin (omega 30)": ("stacked", [*STACKED, "f=sin", "omega=30"]),
 }
 
 
+def _finished(folder: Path) -> dict | None:
+    """The final report of a run done before (its last progress line carries the test metrics), else None."""
+    progress = folder / "progress.jsonl"
+    lines = progress.read_text().splitlines() if progress.is_file() else []
+    final = json.loads(lines[-1]) if lines else {}
+    return final if "test/accuracy" in final else None
+
+
+def slug(name: str) -> str:
+    """A run's folder and `--only` name: `stacked f = sin (omega 30)` -> `stacked_f_sin`."""
+    return name.split(" (")[0].replace(" = ", "_").replace(" ", "_")
+
+
 def run(name: str, method: str, settings: list[str], *, out: Path, lr: str) -> dict:
-    folder = out / name.split(" (")[0].replace(" ", "_").replace("=", "")
+    folder = out / slug(name)
+    done = _finished(folder)
+    if done is not None:  # a run finished before is read, not repeated (rerun the script to collect)
+        majority = baselines_of_generations(read_jsonl(str(folder / "generations_test.jsonl")))["majority"]
+        return {
+            "name": name,
+            "final": done,
+            "majority": majority.accuracy,
+            "seconds": done.get("time_s", 0.0),
+        }
     args = [sys.executable, "-m", "study.train", "--method", method, "--preset", "tiny", "--out", str(folder)]
     for setting in [*settings, f"lr={lr}", "train/epochs=4", "train/batch_size=32"]:
         args += ["--set", setting]
@@ -59,16 +82,20 @@ def run(name: str, method: str, settings: list[str], *, out: Path, lr: str) -> d
     return {"name": name, "final": final, "majority": majority.accuracy, "seconds": seconds}
 
 
+def _seconds(entry: dict) -> str:
+    return "earlier call" if entry["seconds"] is None else f"{entry['seconds']:.0f} s"
+
+
 def row(entry: dict) -> str:
     if "error" in entry:
-        return f"| {entry['name']} | failed: {entry['error']} | | | | | {entry['seconds']:.0f} s |"
+        return f"| {entry['name']} | failed: {entry['error']} | | | | | {_seconds(entry)} |"
     f = entry["final"]
     rank = f.get("update/numerical_rank", float("nan")), f.get("update/effective_rank", float("nan"))
     above = "yes" if f["test/accuracy_low"] > entry["majority"] else "**no**"
     return (
         f"| {entry['name']} | {100 * f['test/accuracy']:.1f}% [{100 * f['test/accuracy_low']:.1f}, "
         f"{100 * f['test/accuracy_high']:.1f}] | {100 * entry['majority']:.1f}% | {above} | "
-        f"{f['test/distinct_answers']:.0f} | {rank[0]:.1f} / {rank[1]:.2f} | {entry['seconds']:.0f} s |"
+        f"{f['test/distinct_answers']:.0f} | {rank[0]:.1f} / {rank[1]:.2f} | {_seconds(entry)} |"
     )
 
 
@@ -76,9 +103,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for each run's files")
     parser.add_argument("--lr", default="6e-3", help="learning rate of every run (the tiny adapters' best)")
-    parser.add_argument("--only", default="", help="comma-separated run names to do (default: all)")
+    parser.add_argument(
+        "--only", default="", help="comma-separated runs, e.g. lora,stacked_f_sin (default: all)"
+    )
     args = parser.parse_args()
-    names = [n for n in RUNS if not args.only or n.split(" (")[0] in args.only.split(",")]
+    names = [n for n in RUNS if not args.only or slug(n) in args.only.split(",")]
     print("| run | test accuracy [95% CI] | majority answer | above it | distinct answers | "
           "update rank (numerical / effective) | wall |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
