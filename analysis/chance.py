@@ -18,21 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from typing import Any
 
 import pandas as pd
 
 from analysis.load import read_jsonl
 from analysis.table import ACC, HIGH, LOW, Table
-from trainables.scoring.baselines import (
-    LAST_NUMBER,
-    MAJORITY,
-    Baseline,
-    baselines_of_generations,
-    question_of,
-)
-from trainables.scoring.collapse import answer_spread, describe_collapse, is_collapsed
+from trainables.comparison import Chance, chance_of
+from trainables.scoring.baselines import LAST_NUMBER, MAJORITY, question_of
+from trainables.scoring.collapse import describe_collapse
+from trainables.training.setting_types import is_number
 
 DISTINCT, TOP_SHARE = "test/distinct_answers", "test/top_answer_share"
 SIGNAL = "Signal"
@@ -54,30 +49,26 @@ CHANCE_COLUMNS = (
 )
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _test_set(rows: list[dict]) -> str:
     """A short digest of a test split's (question, reference) pairs: equal for trials tested alike."""
     pairs = [(question_of(str(r.get("input", ""))), str(r.get("reference"))) for r in rows]
     return hashlib.sha1(json.dumps(pairs).encode()).hexdigest()[:12]
 
 
-def _from_generations(rows: list[dict]) -> dict[str, Any]:
-    values: dict[str, Any] = {"chance/n": len(rows), "chance/test_set": _test_set(rows)}
-    spread = answer_spread([r.get("extracted") for r in rows])
-    values |= {DISTINCT: spread["distinct_answers"], TOP_SHARE: spread["top_answer_share"]}
-    try:
-        baselines: dict[str, Baseline] = baselines_of_generations(rows)
-    except ValueError:
+def _chance_values(rows: list[dict] | None, chance: Chance) -> dict[str, Any]:
+    """The chance columns of one finished trial, from `trainables.comparison.chance_of`."""
+    values: dict[str, Any] = {DISTINCT: chance.distinct_answers, TOP_SHARE: chance.top_answer_share}
+    values["collapsed"] = chance.collapsed
+    if rows:
+        values |= {"chance/n": len(rows), "chance/test_set": _test_set(rows)}
+    if chance.baselines is None:
         return (
             values  # no numeric references (not a GSM8K-style file): no baselines, the verdict says unknown
         )
     for name, key in BASELINE_KEYS.items():
-        b = baselines[name]
+        b = chance.baselines[name]
         values |= {key: b.accuracy, f"{key}_low": b.low, f"{key}_high": b.high}
-    values["chance/majority_answer"] = baselines[MAJORITY].answer
+    values["chance/majority_answer"] = chance.baselines[MAJORITY].answer
     return values
 
 
@@ -87,7 +78,7 @@ def _verdict(row: dict[str, Any]) -> tuple[str, str]:
         detail = describe_collapse(distinct_answers=row[DISTINCT], top_answer_share=row[TOP_SHARE])
         return COLLAPSED, f"{COLLAPSED}: {detail}"
     majority, low = row.get("chance/majority"), row.get("test/accuracy_low")
-    if not (_number(majority) and _number(low)):
+    if not (is_number(majority) and is_number(low)):
         return UNKNOWN, f"{UNKNOWN} (no generations file with references to compare with)"
     if low <= majority:
         return CHANCE, f"{CHANCE} (majority answer: {100 * majority:.1f}%)"
@@ -107,19 +98,9 @@ def add_signal(trials: pd.DataFrame) -> pd.DataFrame:
         values: dict[str, Any] = dict.fromkeys(CHANCE_COLUMNS)
         finished = row.get("status") == "finished"
         generations = row.get("generations")
-        if finished and isinstance(generations, str):
-            rows = read_jsonl(generations)
-            if rows:
-                values |= _from_generations(rows)
-        for key in (DISTINCT, TOP_SHARE):  # what the trial reported wins over a recount
-            if _number(row.get(key)):
-                values[key] = row[key]
-        n = row.get("test/n") if _number(row.get("test/n")) else values["chance/n"]
-        if finished and _number(values[DISTINCT]) and _number(values[TOP_SHARE]) and _number(n):
-            values["collapsed"] = is_collapsed(
-                distinct_answers=values[DISTINCT], top_answer_share=values[TOP_SHARE], n=int(n)
-            )
-        if finished:
+        if finished:  # what the trial reported wins over a recount from its generations
+            rows = read_jsonl(generations) if isinstance(generations, str) else None
+            values |= _chance_values(rows, chance_of(rows, row))
             values["signal"], values["signal_detail"] = _verdict({**row, **values})
         records.append(values)
     added = pd.DataFrame(records, index=trials.index, columns=list(CHANCE_COLUMNS))

@@ -1,8 +1,8 @@
 """Learning curves: dev accuracy at each evaluation against training examples seen, for every reported trial.
 
 A reader sees whether a trial's budget was too short (its curve still climbing at its last evaluation) or
-whether it learned nothing at all (flat, or collapsed: dashed). The trials are the rows of the accuracy,
-CoT and stacked LoRA tables (each group's best trial); the numbers come from each trial's reports
+whether it learned nothing at all (flat, or collapsed: dashed). The trials are the rows of the accuracy
+table and of each family's table (each group's best trial); the numbers come from each trial's reports
 (`Results.history`, Ray's `result.json`). Results written before the loop reported `train/examples_seen`
 are drawn against epochs instead.
 """
@@ -17,15 +17,19 @@ import pandas as pd
 from matplotlib import colormaps
 
 from analysis.chance import COLLAPSED, SIGNAL
-from analysis.plots import METHOD_COLORS, new_figure, save_figure
+from analysis.plots import new_figure, save_figure
 from analysis.table import Table
+from trainables.comparison import groupings, method_colour
 
-SOURCES = (
-    ("accuracy_per_model", "Model", "Models"),
-    ("cot_styles", "Prompt style", "LoRA + CoT prompt styles"),
-    ("stacked_lora", "Variant", "Stacked LoRA"),
-)
-"""(table key, its label column, panel title): where the reported trials come from, in panel order."""
+MODELS_PANEL = "Models"
+
+
+def sources() -> list[tuple[str, str]]:
+    """(table key, panel title): where the reported trials come from, in panel order: the accuracy table, then
+    the table of each family a method record declares (its first column names the group)."""
+    return [("accuracy_per_model", MODELS_PANEL)] + [(g.key, g.title) for _, g in groupings()]
+
+
 EXAMPLES, DEV = "train/examples_seen", "dev/accuracy"
 FORMATS = {
     "Evaluations": "{:.0f}",
@@ -59,8 +63,10 @@ def _improving(dev: list[float]) -> str:
 def curves_table(tables: dict[str, Table], history: pd.DataFrame) -> Table:
     """One row per reported trial (a trial in several tables once, under its first group)."""
     rows, seen = [], set()
-    for key, label_column, panel in SOURCES:
-        frame = tables[key].frame
+    for key, panel in sources():
+        if key not in tables:
+            continue  # a family nobody ran
+        frame, label_column = tables[key].frame, tables[key].columns[0]
         for _, row in frame.iterrows():
             trial = row.get("trial")
             if not isinstance(trial, str) or trial in seen:
@@ -100,7 +106,7 @@ def curves_table(tables: dict[str, Table], history: pd.DataFrame) -> Table:
 def plot_learning_curves(table: Table, history: pd.DataFrame, path: Path) -> Path:
     """Dev accuracy against training examples seen, one panel per source table; collapsed trials dashed."""
     frame = table.frame
-    panels = [p for _, _, p in SOURCES if (frame["Panel"] == p).any()] or ["Models"]
+    panels = [p for _, p in sources() if (frame["Panel"] == p).any()] or [MODELS_PANEL]
     figure, axes = new_figure(5.2 * len(panels) + 2.5, 4.2, ncols=len(panels))
     # one x axis for every curve: examples seen when every drawn trial reported them (older results did not)
     drawn = history[history["trial"].isin(frame["trial"])] if len(history) else history
@@ -135,5 +141,5 @@ def _colors(rows: pd.DataFrame, trial_methods) -> list:
     """A method's colour for a panel of different methods; a colour map when one method fills the panel."""
     methods = [trial_methods.get(t) for t in rows["trial"]] if len(trial_methods) else [None] * len(rows)
     if len(set(methods)) == len(methods):
-        return [METHOD_COLORS.get(m, "gray") for m in methods]
+        return [method_colour(m) for m in methods]
     return [tuple(c) for c in colormaps["tab10"](np.arange(len(rows)) % 10)]

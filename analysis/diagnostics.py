@@ -21,11 +21,11 @@ from matplotlib.ticker import MaxNLocator
 
 from analysis.chance_plots import mark_collapsed_trials
 from analysis.load import hyperparameter_columns
-from analysis.methods import METHOD_COLORS, METHOD_LABELS
 from analysis.plots import new_figure, save_figure
 from analysis.select import choose
 from analysis.stored_study import fanova_importances, load_stored_study, stored_history, stored_importances
 from analysis.table import Table
+from trainables.comparison import method_colour, method_label
 
 MIN_TRIALS = 3
 """Fewer trials with a dev metric than this give no importance (fANOVA's forest needs a spread)."""
@@ -274,7 +274,7 @@ def plot_search_history(diagnostics: Sequence[SearchDiagnostics], path: Path, *,
             ax.axvline(number, color="tab:red", alpha=0.3, lw=1)
         if len(failed):
             ax.plot([], [], color="tab:red", alpha=0.5, label="error (no value)")
-        ax.set_title(f"{METHOD_LABELS.get(d.method, d.method)}, GSM8K {d.config}", fontsize=9)
+        ax.set_title(f"{method_label(d.method)}, GSM8K {d.config}", fontsize=9)
         ax.set_xlabel("Trial number (search order)")
         if len(history) <= 12:
             ax.set_xticks(range(len(history)))
@@ -292,7 +292,7 @@ def plot_importance(diagnostics: Sequence[SearchDiagnostics], path: Path, *, met
     """fANOVA hyperparameter importance per experiment; an experiment with too few trials says so."""
     figure, axes = _grid(len(diagnostics), 4.6, 3.3)
     for ax, d in zip(axes, diagnostics, strict=True):
-        ax.set_title(f"{METHOD_LABELS.get(d.method, d.method)}, GSM8K {d.config}", fontsize=9)
+        ax.set_title(f"{method_label(d.method)}, GSM8K {d.config}", fontsize=9)
         ax.set_xlabel(f"Importance for {metric} (fANOVA, sums to 1)")
         if not d.importances:
             ax.text(
@@ -308,7 +308,7 @@ def plot_importance(diagnostics: Sequence[SearchDiagnostics], path: Path, *, met
             continue
         names = list(d.importances)[::-1]
         values = [d.importances[n] for n in names]
-        ax.barh(names, values, height=0.5, color=METHOD_COLORS.get(d.method, "gray"), label="importance")
+        ax.barh(names, values, height=0.5, color=method_colour(d.method), label="importance")
         for y, value in enumerate(values):
             ax.text(min(value + 0.02, 0.85), y, f"{value:.2f}", va="center", fontsize=7)
         ax.set_ylim(-0.75, max(len(names), 2) - 0.25)

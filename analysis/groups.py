@@ -1,44 +1,33 @@
 """The groups the report sets side by side, each with its best trial, and which pairs of them it compares.
 
-The groups are the rows of `analysis.tables` (chosen by the same `analysis.select.choose`): each method
-per GSM8K config (for LoRA + CoT its best prompt style), each CoT prompt style per config, and stacked
-LoRA per f and per baseline. `study.confirm` re-runs each group's best trial with fresh seeds;
-`analysis.confirm` compares the groups on those runs. Several groups can share a trial (the best
-stacked-LoRA trial is also the best of its f): it is re-run once.
+Which group a trial belongs to is its method record's to say (`trainables.comparison`): each method per GSM8K
+config (the trials that stand for the method itself), and each family a record declares (LoRA + CoT per
+prompt style, stacked LoRA per f and per variant). The tables show each group's best trial (chosen by the
+same `analysis.select.choose`); `study.confirm` re-runs it with fresh seeds; `analysis.confirm` compares the
+groups on those runs. Several groups can share a trial (the best stacked-LoRA trial is also the best of its
+f): it is re-run once.
 """
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from analysis.methods import METHOD_LABELS
-from analysis.published import COT_METHOD, STACKED_METHOD
 from analysis.select import choose
-from analysis.tables import BASELINE_LABELS, STACKED, model_pool, stacked_pool
+from trainables.comparison import (
+    Group,
+    comparisons,
+    families,
+    group_label,
+    group_order,
+    groups_of,
+)
 
-
-@dataclass(frozen=True)
-class Group:
-    """One group of trials the report compares."""
-
-    family: str
-    """method (method vs method per config), cot (prompt style vs style) or stacked (f vs baselines)."""
-    config: str
-    """GSM8K config: main or socratic."""
-    name: str
-    """What it is within its family: a method, a prompt style, `f=<f>` or a baseline."""
-    label: str
-    """How the report names it: `LoRA`, `code`, `f = relu`, `Single LoRA (math only)`."""
-
-    @property
-    def id(self) -> str:
-        """`<family>/<config>/<name>`: unique, and a key of `confirm.json`."""
-        return f"{self.family}/{self.config}/{self.name}"
+__all__ = ["Chosen", "Group", "comparisons", "compared_groups", "group_column", "slug", "with_groups"]
 
 
 @dataclass(frozen=True)
@@ -50,53 +39,52 @@ class Chosen:
     """The trial's row of `Results.trials`."""
 
 
-def slug(trial: str) -> str:
-    """A folder name for a trial label (`lora-main/trial_ab12` -> `lora-main_trial_ab12`)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", trial).strip("_")
+def slug(label: str) -> str:
+    """A file or folder name for a trial label (`lora-main/trial_ab12` -> `lora-main_trial_ab12`); a long
+    label is cut and keeps a hash, so that two long labels stay apart."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_")
+    if len(name) > 120:  # file names have limits
+        name = name[:100] + "_" + hashlib.sha1(label.encode()).hexdigest()[:12]
+    return name
+
+
+def group_column(family: str) -> str:
+    """The trials column holding each trial's group in `family` (missing: not in it)."""
+    return f"group/{family}"
+
+
+def _settings(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k.removeprefix("config/"): v for k, v in row.items() if k.startswith("config/") and not pd.isna(v)
+    }
+
+
+def with_groups(trials: pd.DataFrame) -> pd.DataFrame:
+    """`trials` with a `group/<family>` column per family (a copy); a frame that has them is returned as is."""
+    columns = [group_column(f) for f in families()]
+    if all(c in trials for c in columns):
+        return trials
+    found = [groups_of(str(row["method"]), _settings(row)) for row in trials.to_dict("records")]
+    added = pd.DataFrame(
+        [[g.get(f) for f in families()] for g in found], index=trials.index, columns=columns, dtype=object
+    )
+    return pd.concat([trials.drop(columns=[c for c in columns if c in trials]), added], axis=1)
 
 
 def compared_groups(trials: pd.DataFrame, *, metric: str, mode: str) -> list[Chosen]:
-    """Every group the report compares that has a finished trial, with that trial, in report order."""
+    """Every group the report compares that has a finished trial, with that trial, in report order: the
+    families in the registry's order, then config, then the family's own order."""
+    trials = with_groups(trials)
     out: list[Chosen] = []
-    methods = pd.concat([model_pool(trials), trials[trials["method"] == COT_METHOD]])
-    choice = choose(methods, ("config", "method"), metric=metric, mode=mode)
-    for (config, method), row in sorted(choice.best.items(), key=lambda kv: (kv[0][0], _order(kv[0][1]))):
-        out.append(Chosen(Group("method", config, method, METHOD_LABELS.get(method, method)), row))
-    cot = choose(trials[trials["method"] == COT_METHOD], ("config", "prompt_style"), metric=metric, mode=mode)
-    for (config, style), row in sorted(cot.best.items()):
-        out.append(Chosen(Group("cot", config, style, style), row))
-    stacked = choose(stacked_pool(trials), ("config", "baseline", "f"), metric=metric, mode=mode)
-    for (config, baseline, f), row in sorted(stacked.best.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        if baseline == STACKED:
-            out.append(Chosen(Group(STACKED_METHOD, config, f"f={f}", f"f = {f}"), row))
-        else:
-            out.append(
-                Chosen(Group(STACKED_METHOD, config, baseline, BASELINE_LABELS.get(baseline, baseline)), row)
-            )
+    for family in families():
+        column = group_column(family)
+        pool = trials[trials[column].notna()]
+        if pool.empty:
+            continue
+        choice = choose(pool, ("config", column), metric=metric, mode=mode)
+        for config in sorted({k[0] for k in choice.best}, key=str):
+            names = group_order(family, [k[1] for k in choice.best if k[0] == config])
+            for name in names:
+                label = group_label(family, name)
+                out.append(Chosen(Group(family, config, name, label), choice.best[(config, name)]))
     return out
-
-
-def _order(method: str) -> int:
-    known = list(METHOD_LABELS)
-    return known.index(method) if method in known else len(known)
-
-
-def comparisons(groups: list[Group]) -> list[tuple[Group, Group]]:
-    """The pairs the report tests, each (A, B) for the difference A - B.
-
-    Methods: every pair per config. CoT styles: every pair per config. Stacked LoRA: each f against the
-    linear stack and against the single LoRA (the baselines that say whether f and stage 1 help).
-    """
-    pairs: list[tuple[Group, Group]] = []
-    configs = sorted({g.config for g in groups})
-    for family in ("method", "cot"):
-        for config in configs:
-            members = [g for g in groups if g.family == family and g.config == config]
-            pairs += list(itertools.combinations(members, 2))
-    for config in configs:
-        stacked = [g for g in groups if g.family == STACKED_METHOD and g.config == config]
-        baselines = [g for g in stacked if g.name in ("linear", "single_lora")]
-        for g in stacked:
-            if g.name.startswith("f="):
-                pairs += [(g, b) for b in baselines]
-    return pairs

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
@@ -21,7 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from trainables.methods.stacked import BASELINES
+from analysis.provenance import add_provenance
+from trainables.training.setting_types import flatten, is_number
 
 STATUSES = ("finished", "early_stopped", "error", "incomplete")
 """finished: has test metrics; early_stopped: stopped by the scheduler before its last evaluation;
@@ -133,7 +133,9 @@ def load_results(locations: Sequence[str | Path]) -> Results:
         raise ValueError(
             f"two results folders share a name; trial {trials['trial'][trials['trial'].duplicated()].iloc[0]}"
         )
-    return Results(trials=trials, history=pd.DataFrame(history), roots=tuple(s.location for s in stores))
+    roots = tuple(s.location for s in stores)
+    trials = add_provenance(trials, roots)  # on what data and base model each trial ran
+    return Results(trials=trials, history=pd.DataFrame(history), roots=roots)
 
 
 def _without_confirmation_runs(store: _Store, folders: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -151,8 +153,6 @@ def _load_trial(
     reports = _read_reports(store, posixpath.join(folder, "result.json")) if "result.json" in names else []
     last = reports[-1] if reports else {}
     train = params.get("train") or {}
-    strategy = params.get("strategy") or {}
-    baseline = strategy.get("baseline")
     row: dict[str, Any] = {
         "trial": label,
         "trial_id": last.get("trial_id", posixpath.basename(folder)),
@@ -161,12 +161,9 @@ def _load_trial(
         "method": params.get("method"),
         "config": params.get("data_config", "main"),
         "prompt_style": train.get("prompt_style", DEFAULT_PROMPT_STYLE),
-        "baseline": baseline,
-        # f exists on the stacked variant only (BASELINES[0]; a trial of another method has no baseline)
-        "f": strategy.get("f") if baseline in (None, BASELINES[0]) else None,
-        "f_space": strategy.get("f_space") if baseline in (None, BASELINES[0]) else None,
     }
-    row.update({f"config/{key}": value for key, value in _flatten(params).items()})
+    # every setting as a `config/...` column: what groups a trial (`analysis.groups`) and what a search varied
+    row.update({f"config/{key}": value for key, value in flatten(params, join_lists=True).items()})
     row.update({key: value for key, value in last.items() if key not in row and key != "config"})
     epochs = int(train.get("epochs", DEFAULT_EPOCHS))
     row["iterations"] = int(last.get("training_iteration", 0))
@@ -176,7 +173,7 @@ def _load_trial(
     first = reports[0] if reports else {}
     row["started"] = float(first.get("timestamp", math.nan)) - float(first.get("time_this_iter_s", 0.0))
     row["search_order"] = state[1] if state else math.nan
-    memory = [r["memory/peak_mb"] for r in reports if _is_number(r.get("memory/peak_mb"))]
+    memory = [r["memory/peak_mb"] for r in reports if is_number(r.get("memory/peak_mb"))]
     row["peak_memory_mb"] = max(memory) if memory else math.nan
     has_error = bool(names & {"error.txt", "error.pkl"})
     row["status"] = _status(last, has_error=has_error, state=state[0] if state else None, row=row)
@@ -257,23 +254,6 @@ def _trial_states(store: _Store, folders: Mapping[str, set[str]]) -> dict[str, t
         except (json.JSONDecodeError, KeyError, TypeError, IndexError):
             continue  # Ray's private format changed: the status then comes from the trial's files alone
     return states
-
-
-def _flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{"train": {"lr": 1e-3}}` -> `{"train/lr": 1e-3}`; lists become comma-joined text (hashable cells)."""
-    flat: dict[str, Any] = {}
-    for key, value in nested.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}/"))
-        elif isinstance(value, (list, tuple)):
-            flat[f"{prefix}{key}"] = ",".join(map(str, value))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read_jsonl(address: str) -> list[dict]:

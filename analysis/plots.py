@@ -1,7 +1,8 @@
 """The report's charts as PNG files, drawn on matplotlib's Agg canvas (no display, no pyplot state).
 
-Every chart has a title, axis labels with units and a legend. A row no trial exists for gets no bar but
-the word "missing" at its place, so a method not run yet never looks like a method that scored 0.
+Every chart has a title saying what data and base model its trials ran on, axis labels with units and a
+legend. A row without a finished trial (a group whose trials failed) gets no bar but the word "missing" at its
+place, so it never looks like a group that scored 0.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLo
 
 from analysis.chance import SIGNAL
 from analysis.chance_plots import chance_lines, cross_collapsed, mark_collapsed, signals
-from analysis.methods import METHOD_COLORS, METHOD_LABELS
 from analysis.table import ACC, CALC, CALC_HIGH, CALC_LOW, HIGH, LOW, PUBLISHED, Table
+from trainables.comparison import method_colour, method_label
 
 CONFIG_COLORS = {"main": "#4C72B0", "socratic": "#DD8452"}
 DPI = 150
@@ -80,7 +81,7 @@ def _published(ax, x: np.ndarray, values) -> None:
 def _legend(ax, configs: Sequence[str], *, what: str, published: bool) -> None:
     """One entry per config drawn (missing ones too) and one for the published marker."""
     handles = [
-        Patch(facecolor=CONFIG_COLORS.get(c, "gray"), edgecolor="black", label=f"{what}, GSM8K {c}")
+        Patch(facecolor=CONFIG_COLORS.get(c, "gray"), edgecolor="black", label=f"{what}, config {c}")
         for c in configs
     ]
     handles.append(
@@ -127,93 +128,69 @@ def plot_accuracy_per_model(table: Table, path: Path) -> Path:
             color=CONFIG_COLORS.get(config, "gray"),
         )
     mark_collapsed(ax, x, frame[ACC], signals(frame), width=0.6)
-    _published(ax, x, frame[ACC + PUBLISHED])
-    _legend(ax, configs, what="ours", published=frame[ACC + PUBLISHED].notna().any())
+    published = frame[ACC + PUBLISHED] if ACC + PUBLISHED in frame else pd.Series(math.nan, index=frame.index)
+    _published(ax, x, published)
+    _legend(ax, configs, what="ours", published=published.notna().any())
     chance_lines(ax, table)
     ax.set_xlim(-0.6, len(frame) - 0.4)
     ax.set_xticks(x, [f"{m}\n{c}" for m, c in zip(frame["Model"], frame["Config"], strict=True)], fontsize=8)
-    _percent_axis(ax, [*frame[HIGH], *frame[ACC + PUBLISHED]], "Test accuracy (%)")
+    _percent_axis(ax, [*frame[HIGH], *published], "Test accuracy (%)")
     ax.set_xlabel("Model (best trial by dev metric)")
-    ax.set_title("Accuracy per model on the GSM8K test split")
+    ax.set_title(_titled("Test accuracy per model", table.on), fontsize=9)
     return save_figure(figure, path)
 
 
-def plot_cot(table: Table, path: Path) -> Path:
-    """Accuracy per chain-of-thought prompt style and config, with the breakdown style's calculator bar."""
-    frame = table.frame
-    styles = list(dict.fromkeys(frame["Prompt style"]))
+def _group_categories(frame: pd.DataFrame, label_column: str) -> list[tuple[str, str, str, str, str]]:
+    """(group, x label, value, low, high column) per bar position: each group, and a `+ calculator` bar after
+    each group whose trials were also scored with the calculator."""
     categories = []
-    for style in styles:
-        categories.append((style, ACC, LOW, HIGH))
-        if style == "breakdown":
-            categories.append(("breakdown\n+ calculator", CALC, CALC_LOW, CALC_HIGH))
-    configs = [c for c in CONFIG_COLORS if c in set(frame["Config"])]
-    figure, axes = new_figure(max(6.5, 1.6 * len(categories) + 1), 4.2)
+    for group in dict.fromkeys(frame[label_column]):
+        categories.append((group, group, ACC, LOW, HIGH))
+        rows = frame[frame[label_column] == group]
+        if CALC in frame and rows[CALC].notna().any():
+            categories.append((group, f"{group}\n+ calculator", CALC, CALC_LOW, CALC_HIGH))
+    return categories
+
+
+def plot_groups(table: Table, path: Path) -> Path:
+    """The groups of one family a method declares (prompt styles, f and variants): accuracy with 95% intervals
+    per config, a calculator bar where the group was scored with it, published values where comparable."""
+    frame, label_column = table.frame, table.columns[0]
+    categories = _group_categories(frame, label_column)
+    configs = list(dict.fromkeys(frame["Config"]))
+    figure, axes = new_figure(max(7.0, 0.9 * len(categories) + 2), 4.4)
     ax = axes[0, 0]
     width = 0.8 / max(len(configs), 1)
+    published = ACC + PUBLISHED in frame
     for k, config in enumerate(configs):
+        part = frame[frame["Config"] == config].set_index(label_column)
         x = np.arange(len(categories)) + (k - (len(configs) - 1) / 2) * width
-        rows = [
-            frame[(frame["Config"] == config) & (frame["Prompt style"] == c[0].split("\n")[0])].iloc[0]
-            for c in categories
+        cells = [
+            [part.at[g, c] if g in part.index and c in part else math.nan for c in columns]
+            for g, _, *columns in categories
         ]
-        values = [r.get(col, math.nan) for r, (_, col, _, _) in zip(rows, categories, strict=True)]
-        lows = [r.get(lo, math.nan) for r, (_, _, lo, _) in zip(rows, categories, strict=True)]
-        highs = [r.get(hi, math.nan) for r, (_, _, _, hi) in zip(rows, categories, strict=True)]
-        _bars(ax, x, values, lows, highs, width=width * 0.95, color=CONFIG_COLORS[config])
-        mark_collapsed(ax, x, values, [r.get(SIGNAL) for r in rows], width=width * 0.95)
-        published = [
-            r[ACC + PUBLISHED] if c[1] == ACC else math.nan for r, c in zip(rows, categories, strict=True)
-        ]
-        _published(ax, x, published)
-    _legend(ax, configs, what="LoRA + CoT", published=frame[ACC + PUBLISHED].notna().any())
+        values, lows, highs = (list(column) for column in zip(*cells, strict=True))
+        _bars(ax, x, values, lows, highs, width=width * 0.95, color=CONFIG_COLORS.get(config, "gray"))
+        signal = [part.at[g, SIGNAL] if g in part.index and SIGNAL in part else None for g, *_ in categories]
+        mark_collapsed(ax, x, values, signal, width=width * 0.95)
+        if published:
+            _published(ax, x, [part.at[g, ACC + PUBLISHED] if g in part.index and c[0] == ACC else math.nan
+                               for g, _, *c in categories])  # fmt: skip
+    _legend(ax, configs, what="ours", published=published and frame[ACC + PUBLISHED].notna().any())
     chance_lines(ax, table)
     ax.set_xlim(-0.6, len(categories) - 0.4)
-    ax.set_xticks(np.arange(len(categories)), [c[0] for c in categories])
-    _percent_axis(ax, [*frame[HIGH], *frame.get(CALC_HIGH, []), *frame[ACC + PUBLISHED]], "Test accuracy (%)")
-    ax.set_xlabel("Prompt style (the code style's programs run in a sandbox)")
-    ax.set_title("Accuracy per chain-of-thought prompt style")
+    labels = [label.replace(" (", "\n(") for _, label, *_ in categories]
+    ax.set_xticks(np.arange(len(categories)), labels, fontsize=8, rotation=30, ha="right")
+    limits = [*frame[HIGH], *frame.get(CALC_HIGH, []), *frame.get(ACC + PUBLISHED, [])]
+    _percent_axis(ax, limits, "Test accuracy (%)")
+    ax.set_xlabel(f"{label_column} (best trial by dev metric)")
+    ax.set_title(_titled(table.title, table.on), fontsize=9)
     return save_figure(figure, path)
 
 
-def plot_stacked(table: Table, path: Path) -> Path:
-    """Stacked LoRA per f and its baselines: accuracy with 95% intervals, per config."""
-    frame = table.frame
-    variants = list(dict.fromkeys(frame["Variant"]))
-    configs = list(dict.fromkeys(frame["Config"]))
-    figure, axes = new_figure(max(7.0, 0.9 * len(variants) + 2), 4.4)
-    ax = axes[0, 0]
-    width = 0.8 / max(len(configs), 1)
-    for k, config in enumerate(configs):
-        part = frame[frame["Config"] == config].set_index("Variant").reindex(variants)
-        x = np.arange(len(variants)) + (k - (len(configs) - 1) / 2) * width
-        _bars(
-            ax,
-            x,
-            part[ACC],
-            part[LOW],
-            part[HIGH],
-            width=width * 0.95,
-            color=CONFIG_COLORS.get(config, "gray"),
-        )
-        mark_collapsed(ax, x, part[ACC], signals(part), width=width * 0.95)
-    n_f = sum(v.startswith("f = ") for v in variants)
-    if 0 < n_f < len(variants):
-        ax.axvline(n_f - 0.5, color="gray", linestyle="--", lw=1)
-    ax.set_xticks(
-        np.arange(len(variants)),
-        [v.replace(" (", "\n(") for v in variants],
-        fontsize=8,
-        rotation=30,
-        ha="right",
-    )
-    _percent_axis(ax, list(frame[HIGH]), "Test accuracy (%)")
-    ax.set_xlabel("W = W0 + A1B1 + f(A2B2): nonlinearity f (left), baselines (right)")
-    ax.set_title("Stacked LoRA per f and against its baselines")
-    _legend(ax, configs, what="Stacked LoRA", published=False)
-    chance_lines(ax, table)
-    ax.set_xlim(-0.6, len(variants) - 0.4)
-    return save_figure(figure, path)
+def _titled(title: str, on: str) -> str:
+    """A chart title with what its trials ran on beneath it."""
+    return f"{title}\n{on}" if on else title
 
 
 def _pareto(points: pd.DataFrame, x: str) -> pd.DataFrame:
@@ -248,8 +225,8 @@ def efficiency_figure(trials: pd.DataFrame, table: Table) -> Figure:
     )
     for ax, (trial_column, table_column, xlabel) in zip(axes[0], panels, strict=True):
         for method, group in finished.groupby("method"):
-            color = METHOD_COLORS.get(method, "gray")
-            label = f"{METHOD_LABELS.get(method, method)}: every trial"
+            color = method_colour(method)
+            label = f"{method_label(method)}: every trial"
             ax.scatter(
                 group[trial_column], 100 * group["test/accuracy"], s=14, alpha=0.35, color=color, label=label
             )
@@ -257,7 +234,7 @@ def efficiency_figure(trials: pd.DataFrame, table: Table) -> Figure:
             method = method_of.get(row["trial"], "")
             marker = "*" if row["Config"] == "main" else "D"
             ax.scatter(row[table_column], row[ACC], s=110 if marker == "*" else 50, marker=marker, zorder=4,
-                       color=METHOD_COLORS.get(method, "gray"), edgecolor="black", linewidth=0.6,
+                       color=method_colour(method), edgecolor="black", linewidth=0.6,
                        label=f"best: {row['Model']}, {row['Config']}")  # fmt: skip
         points = pd.DataFrame({"x": best[table_column], "accuracy": best[ACC]})
         front = _pareto(points[points["x"] > 0], "x")
@@ -282,8 +259,8 @@ def efficiency_figure(trials: pd.DataFrame, table: Table) -> Figure:
     more = axes[0, 1].get_legend_handles_labels()
     unique = dict(zip([*labels, *more[1]], [*handles, *more[0]], strict=True))
     figure.legend(unique.values(), unique.keys(), fontsize=7, loc="outside right center")
-    axes[0, 0].set_title("Accuracy against trainable parameters")
-    axes[0, 1].set_title("Accuracy against compute time")
+    axes[0, 0].set_title(_titled("Accuracy against trainable parameters", table.on), fontsize=9)
+    axes[0, 1].set_title(_titled("Accuracy against compute time", table.on), fontsize=9)
     return figure
 
 

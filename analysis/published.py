@@ -1,7 +1,10 @@
 """The numbers the study being reproduced published, keyed the way our results are grouped.
 
 This is the one module outside a method's own files that names methods: the published tables are about
-particular ones. Display names and colours come from the method registry (`analysis.methods`).
+particular ones. Which rows our tables have is the registry's business, never this module's: a published
+number is looked up by the group a row shows (`trainables.comparison.Group`: family, config, name), and is
+shown beside ours only where our trial ran on the published data and base model
+(`analysis.provenance.comparable`); otherwise the report shows it in its own reference table.
 
 Similarity is the average cosine similarity between the sentence embeddings of the generated and the
 reference solutions, published as a percentage (79.70% is a cosine of 0.7970); accuracy is in percent.
@@ -22,6 +25,8 @@ class ModelRow:
     """Our method name."""
     config: str
     """GSM8K config: main or socratic."""
+    base: str = "T5-small"
+    """The base model the study fine-tuned."""
 
 
 @dataclass(frozen=True)
@@ -38,19 +43,14 @@ class TableOneValues:
 
 MODEL_ROWS = (
     ModelRow("LoRA", "lora", "main"),
-    ModelRow("QLoRA", "qlora", "main"),
+    ModelRow("QLoRA", "qlora", "main", "T5-base"),
     ModelRow("LoRA", "lora", "socratic"),
-    ModelRow("QLoRA", "qlora", "socratic"),
+    ModelRow("QLoRA", "qlora", "socratic", "T5-base"),
     ModelRow("Full fine-tuning", "full", "main"),
     ModelRow("Full fine-tuning", "full", "socratic"),
     ModelRow("Stacked LoRA", "stacked", "main"),
 )
 """Table 1's rows in the study's order."""
-
-COT_METHOD = "lora_cot"
-"""The method of the chain-of-thought table (accuracy per prompt style)."""
-STACKED_METHOD = "stacked"
-"""The method of the stacked-LoRA table (per f and against its baselines); its baselines are not Table 1 rows."""
 
 TABLE_ONE = {
     ("lora", "main"): TableOneValues(0.5084, 3.2633, 79.70),
@@ -68,3 +68,17 @@ ACCURACY_PCT = {("stacked", "main"): 40.0, ("full", "main"): 45.0}
 
 COT_ACCURACY_PCT = {("code", "main"): 25.0, ("code", "socratic"): 18.2}
 """(prompt style, config) -> LoRA + chain-of-thought test accuracy (%): the Python code style."""
+
+ACCURACY_BY_GROUP = {("method", config, method): pct for (method, config), pct in ACCURACY_PCT.items()}
+ACCURACY_BY_GROUP |= {("cot", config, style): pct for (style, config), pct in COT_ACCURACY_PCT.items()}
+"""(family, config, group) of `trainables.comparison.Group` -> the published test accuracy (%)."""
+
+
+def published_accuracy(family: str, config: str, name: str) -> float | None:
+    """The published test accuracy (%) of a group, or None where the study published none."""
+    return ACCURACY_BY_GROUP.get((family, config, name))
+
+
+def table_one(method: str, config: str) -> TableOneValues | None:
+    """Table 1's numbers of a (method, config), or None where the study published none."""
+    return TABLE_ONE.get((method, config))

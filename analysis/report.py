@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import html
 import os
-import re
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from analysis import confirm, curves, pairwise, plots
 from analysis import diagnostics as search
 from analysis.chance import add_history_signal, add_signal, attach_chance, summary_sentence
 from analysis.diagnostics import SearchDiagnostics, diagnose, importance_table, search_table
+from analysis.groups import slug, with_groups
 from analysis.load import Results, load_results, read_jsonl
 from analysis.render import (
     PAGE_STYLE,
@@ -38,11 +37,11 @@ from analysis.render import (
 from analysis.table import Table
 from analysis.tables import build_tables
 from analysis.update_rank import plot_update_rank, update_rank_table
+from trainables.comparison import groupings
 
 FIGURES = {
-    "accuracy_per_model": "Test accuracy per model with bootstrap 95% intervals; diamonds are the published values.",
-    "cot_styles": "Test accuracy per chain-of-thought prompt style and config, with the calculator for breakdown.",
-    "stacked_lora": "Stacked LoRA per nonlinearity f and against its baselines.",
+    "accuracy_per_model": "Test accuracy per model with bootstrap 95% intervals (diamonds: published values, "
+    "drawn only where our trial ran on the published data and base model).",
     "efficiency": "Accuracy against trainable parameters and wall-clock hours (dashed: Pareto front).",
     "search_history": "Optimisation history: every trial's dev metric in search order and the best so far.",
     "importance": "Hyperparameter importance (Optuna's fANOVA on the trials' sampled values and dev metric).",
@@ -50,7 +49,7 @@ FIGURES = {
     "(dashed: collapsed).",
     "update_rank": "Test accuracy against the effective rank of each group's learned update.",
 }
-"""Chart file stem -> caption."""
+"""Chart file stem -> caption (each family a method record declares adds its own: `family_sections`)."""
 
 
 @dataclass
@@ -74,7 +73,8 @@ def make_tables(
     results: Results, *, metric: str, mode: str
 ) -> tuple[dict[str, Table], list[SearchDiagnostics]]:
     """The tables (the importance table included) and the search diagnostics of `results`."""
-    results.trials = add_signal(results.trials)  # collapse and chance baselines, for tables, charts, summary
+    # each trial's chance level and groups (`load_results` added its data and base): tables, charts, summary
+    results.trials = with_groups(add_signal(results.trials))
     tables = build_tables(results.trials, metric=metric, mode=mode)
     tables |= chance_tables(results, tables)
     tables["update_rank"] = update_rank_table(results.trials, metric=metric, mode=mode)
@@ -96,8 +96,10 @@ def make_figures(report: Report, directory: Path, *, metric: str) -> dict[str, P
         "accuracy_per_model": plots.plot_accuracy_per_model(
             tables["accuracy_per_model"], directory / "accuracy_per_model.png"
         ),
-        "cot_styles": plots.plot_cot(tables["cot_styles"], directory / "cot_styles.png"),
-        "stacked_lora": plots.plot_stacked(tables["stacked_lora"], directory / "stacked_lora.png"),
+        **{
+            key: plots.plot_groups(tables[key], directory / f"{key}.png")
+            for key, _ in family_sections(tables)
+        },
         "efficiency": plots.plot_efficiency(trials, tables["efficiency"], directory / "efficiency.png"),
         "search_history": search.plot_search_history(
             report.diagnostics, directory / "search_history.png", metric=metric
@@ -119,13 +121,6 @@ def chance_figures(report: Report, directory: Path) -> dict[str, Path]:
     path = directory / "learning_curves.png"
     table = report.tables["learning_curves"]
     return {"learning_curves": curves.plot_learning_curves(table, report.results.history, path)}
-
-
-def _slug(label: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_")
-    if len(slug) > 120:  # file names have limits; the hash keeps long labels apart
-        slug = slug[:100] + "_" + hashlib.sha1(label.encode()).hexdigest()[:12]
-    return slug
 
 
 def _href(target: str, out_dir: Path) -> str:
@@ -153,7 +148,7 @@ def write_pages(report: Report, out_dir: Path) -> dict[str, TrialLinks]:
         generations = read_jsonl(row["generations"]) if isinstance(row.get("generations"), str) else None
         calculator = row.get("generations_calculator")
         calculator_rows = read_jsonl(calculator) if isinstance(calculator, str) else None
-        page = out_dir / "generations" / f"{_slug(label)}.html"
+        page = out_dir / "generations" / f"{slug(label)}.html"
         files = _href(row["trial_dir"], page.parent)
         page.parent.mkdir(parents=True, exist_ok=True)
         page.write_text(
@@ -195,8 +190,11 @@ def _summary(results: Results, *, metric: str, mode: str) -> str:
         f"Each table row is the best finished trial of its group by its last {metric} ({mode}), and shows that "
         "trial's test-split numbers; dev numbers appear only in the search diagnostics. Accuracy and semantic "
         "similarity are percentages (similarity = 100 x the average cosine of sentence embeddings); ROUGE-1 is a "
-        "fraction. 'missing' marks a row no finished trial exists for (never a 0); '-' marks a number that does not "
-        "apply or was not published. Numbers link to the trial's generations. "
+        "fraction. A group the study did not run is not a row (each table lists them under it); a group whose "
+        "trials all ended without test numbers says so ('failed', 'stopped early'), never a 0; '-' marks a number "
+        "that does not apply. Each table says what data and base model its trials ran on; published numbers "
+        "stand beside ours only where those are the published ones (GSM8K, T5-small / T5-base), else in the "
+        "reference table. Numbers link to the trial's generations. "
         + summary_sentence(results.trials)
         + " Rows in italics are chance baselines computed on the same test examples; the Signal column says "
         "whether a row's trial is above chance."
@@ -206,15 +204,25 @@ def _summary(results: Results, *, metric: str, mode: str) -> str:
 SECTIONS = (
     ("table1_models", None),
     ("accuracy_per_model", "accuracy_per_model"),
-    ("cot_styles", "cot_styles"),
     ("calculator", None),
-    ("stacked_lora", "stacked_lora"),
     ("efficiency", "efficiency"),
+    ("published", None),
     ("learning_curves", "learning_curves"),
     ("search_summary", "search_history"),
     ("importance", "importance"),
 )
-"""(table, chart drawn under it) in report order."""
+"""(table, chart drawn under it) in report order; the families' tables follow the calculator table."""
+
+
+def family_sections(tables: dict[str, Table]) -> list[tuple[str, str]]:
+    """(table, chart) of each family a method record declares that the study ran, in the registry's order."""
+    return [(g.key, g.key) for _, g in groupings() if g.key in tables]
+
+
+def sections(tables: dict[str, Table]) -> list[tuple[str, str | None]]:
+    """Every (table, chart) of the report in order."""
+    at = [key for key, _ in SECTIONS].index("calculator") + 1
+    return [*SECTIONS[:at], *family_sections(tables), *SECTIONS[at:], *confirm.SECTIONS]
 
 
 def write_documents(
@@ -223,19 +231,22 @@ def write_documents(
     """report.md (charts as files) and report.html (charts embedded as data URIs)."""
     markdown = [f"# {title}", "", summary, ""]
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(summary)}</p>"]
-    for key, figure in (*SECTIONS, *confirm.SECTIONS):
+    for key, figure in sections(report.tables):
         if key not in report.tables:
             continue  # the confirmation sections, for a study without confirmation runs
         table = report.tables[key]
-        markdown += [f"## {table.title}", "", table.note, "", table_markdown(table, links), ""]
+        note = f"{table.on} {table.note}".strip()
+        markdown += [f"## {table.title}", "", note, "", table_markdown(table, links), ""]
         body += [
             f"<h2>{html.escape(table.title)}</h2>",
-            f'<p class="note">{html.escape(table.note)}</p>',
+            f'<p class="note">{html.escape(note)}</p>',
             table_html(table, links),
         ]
         if figure:
             path = report.figures[figure]
-            caption = (FIGURES | confirm.FIGURES)[figure]
+            caption = (FIGURES | confirm.FIGURES).get(
+                figure, f"{table.title}: test accuracy with 95% intervals."
+            )
             markdown += [f"![{caption}](figures/{path.name})", "", f"*{caption}*", ""]
             data = base64.b64encode(path.read_bytes()).decode("ascii")
             body.append(

@@ -22,7 +22,10 @@ CALC, CALC_LOW, CALC_HIGH = (
 UNLINKED = frozenset({"Trials", "Finished", "Early stopped", "Error", "Incomplete", "Search hours"})
 """Numeric columns that count or add up a group's trials rather than report the row's trial."""
 MISSING = "missing"
-"""Printed for a number of a row that no trial exists for (a method not run yet)."""
+"""Printed for a number of a row that no trial exists for, when the row does not say why (`STATUS`)."""
+STATUS = "Status"
+"""Column saying what became of a group without a finished trial (`failed`, `stopped early`, `incomplete`):
+its number cells print that word."""
 _FORMATS = {ACC: "{:.1f}", LOW: "{:.1f}", HIGH: "{:.1f}", ROUGE: "{:.4f}", PPL: "{:.4f}", SIM: "{:.2f}"}
 _FORMATS |= {CALC: "{:.1f}", CALC_LOW: "{:.1f}", CALC_HIGH: "{:.1f}", "Calculator gain (points)": "{:+.1f}"}
 _FORMATS |= {"Trainable parameters": "{:,.0f}", "Total parameters": "{:,.0f}", "Trainable share %": "{:.3g}"}
@@ -46,6 +49,8 @@ class Table:
     """Column -> format string."""
     baselines: pd.DataFrame | None = None
     """Chance rows printed under the trials' rows (`analysis.chance`): some of the table's columns, no trial."""
+    on: str = ""
+    """What data and base model its rows' trials ran on (`analysis.provenance.describe`)."""
 
     def cell(self, index: int, column: str) -> str:
         """The printed text of one cell: formatted, `missing` in a missing row, `-` where nothing applies."""
@@ -54,7 +59,10 @@ class Table:
             return value
         if value is None or (isinstance(value, float) and math.isnan(value)):
             has_trial = "trial" not in self.frame or not pd.isna(self.frame.at[index, "trial"])
-            return "-" if column.endswith(PUBLISHED) or has_trial else MISSING
+            if column.endswith(PUBLISHED) or has_trial:
+                return "-"
+            status = self.frame.at[index, STATUS] if STATUS in self.frame else None
+            return status if isinstance(status, str) and status else MISSING
         return self.formats.get(column.removesuffix(PUBLISHED), "{}").format(value)
 
     def linked(self, column: str) -> bool:

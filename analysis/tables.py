@@ -1,67 +1,94 @@
 """The study's tables: each row is the best trial of a group, chosen by a dev metric, showing its test numbers.
 
-Rows are fixed by the study (Table 1's models, every CoT style and config, every f and baseline), so a
-group without a finished trial is a row of NaN that prints "missing". Accuracy and similarity are
-percentages (similarity is 100 x the average cosine, as the study publishes it), ROUGE-1 is a fraction in
-[0, 1], perplexity a plain number. The search summary and importances live in `analysis.diagnostics`.
+Rows are the groups the study ran (`analysis.groups`, from the method records): every registered method,
+plugins included, per GSM8K config in the tables across methods, in the registry's order and with its
+display name; and each family a record declares (LoRA + CoT per prompt style, stacked LoRA per f and per
+variant) in a table of its own. A group nobody ran is not a row (a line under the table lists them); a group
+whose trials all ended without test numbers is a row that says so (`failed`, `stopped early`). Published
+numbers stand beside ours only where our trial ran on the published data and base model; all of them are
+also in one reference table. Accuracy and similarity are percentages (similarity is 100 x the average
+cosine, as the study publishes it), ROUGE-1 is a fraction in [0, 1], perplexity a plain number. The search
+summary and importances live in `analysis.diagnostics`.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
 from analysis.chance import add_signal, attach_chance
-from analysis.methods import METHOD_LABELS
-from analysis.published import (
-    ACCURACY_PCT,
-    COT_ACCURACY_PCT,
-    COT_METHOD,
-    MODEL_ROWS,
-    STACKED_METHOD,
-    TABLE_ONE,
-    ModelRow,
-)
+from analysis.groups import group_column, with_groups
+from analysis.provenance import add_provenance, comparable, describe
+from analysis.published import MODEL_ROWS, TABLE_ONE, published_accuracy, table_one
 from analysis.select import Choice, check_metric, choose
-from analysis.table import ACC, CALC, CALC_HIGH, CALC_LOW, HIGH, LOW, PPL, PUBLISHED, ROUGE, SIM, Table
-from search_spaces.stacked import F_CHOICES
-from trainables.data.prompts import PROMPT_STYLES
-from trainables.methods.stacked import BASELINES
-
-STACKED = BASELINES[0]
-"""The `baseline` value of the stacked variant itself (a trial without the column is one)."""
+from analysis.table import (
+    ACC,
+    CALC,
+    CALC_HIGH,
+    CALC_LOW,
+    HIGH,
+    LOW,
+    PPL,
+    PUBLISHED,
+    ROUGE,
+    SIM,
+    STATUS,
+    Table,
+)
+from trainables.comparison import (
+    METHOD_FAMILY,
+    group_label,
+    group_order,
+    groupings,
+    method_label,
+    method_order,
+)
+from trainables.methods import method_names
+from trainables.training.setting_types import is_number
 
 CONFIGS = ("main", "socratic")
-BASELINE_LABELS = {
-    "linear": "Linear stack (no f)",
-    "merged_then_lora": "Merged stage 1, then LoRA",
-    "single_lora": "Single LoRA (math only)",
-}
+"""GSM8K's configs, in table order (`trainables.data.load.CONFIGS`)."""
 
 
 def _pct(row: Mapping[str, Any] | None, key: str) -> float:
     value = None if row is None else row.get(key)
-    return 100.0 * float(value) if _number(value) else math.nan
+    return 100.0 * float(value) if is_number(value) else math.nan
 
 
 def _num(row: Mapping[str, Any] | None, key: str) -> float:
     value = None if row is None else row.get(key)
-    return float(value) if _number(value) else math.nan
+    return float(value) if is_number(value) else math.nan
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+def _status(pool: pd.DataFrame) -> str:
+    """What a group without a finished trial did: failed (a trial crashed), stopped early, or incomplete."""
+    statuses = set(pool["status"])
+    if "error" in statuses:
+        return "failed"
+    return "incomplete" if "incomplete" in statuses else "stopped early"
 
 
-def _counts(choice: Choice, *key: Any) -> dict[str, Any]:
-    """A group's trial counts (also for a missing row, whose trials may all have failed) and its trial."""
+def _counts(choice: Choice, pool: pd.DataFrame, *key: Any) -> dict[str, Any]:
+    """A group's trial counts, its trial and, without a finished trial, what became of its trials."""
     trials, finished = choice.count(*key)
     row = choice.row(*key)
-    return {"Trials": trials, "Finished": finished, "trial": None if row is None else row["trial"]}
+    status = "" if row is not None else _status(pool[_matches(pool, choice.by, key)])
+    return {
+        "Trials": trials,
+        "Finished": finished,
+        STATUS: status,
+        "trial": None if row is None else row["trial"],
+    }
+
+
+def _matches(pool: pd.DataFrame, by: Sequence[str], key: Sequence[Any]) -> pd.Series:
+    mask = pd.Series(True, index=pool.index)
+    for column, value in zip(by, key, strict=True):
+        mask &= pool[column] == value
+    return mask
 
 
 def _accuracy(row: Mapping[str, Any] | None) -> dict[str, float]:
@@ -69,6 +96,14 @@ def _accuracy(row: Mapping[str, Any] | None) -> dict[str, float]:
         ACC: _pct(row, "test/accuracy"),
         LOW: _pct(row, "test/accuracy_low"),
         HIGH: _pct(row, "test/accuracy_high"),
+    }
+
+
+def _calculator(row: Mapping[str, Any] | None) -> dict[str, float]:
+    return {
+        CALC: _pct(row, "test/accuracy_calculator"),
+        CALC_LOW: _pct(row, "test/accuracy_calculator_low"),
+        CALC_HIGH: _pct(row, "test/accuracy_calculator_high"),
     }
 
 
@@ -80,23 +115,40 @@ def _text_metrics(row: Mapping[str, Any] | None) -> dict[str, float]:
     }
 
 
-def model_pool(trials: pd.DataFrame) -> pd.DataFrame:
-    """The trials of Table 1's methods; for stacked LoRA only the stacked variant, not its baselines."""
-    methods = {row.method for row in MODEL_ROWS}
-    is_baseline = (
-        (trials["method"] == STACKED_METHOD) & trials["baseline"].notna() & (trials["baseline"] != STACKED)
-    )
-    return trials[trials["method"].isin(methods) & ~is_baseline]
+def _config_order(configs) -> list[str]:
+    return sorted(set(configs), key=lambda c: (CONFIGS.index(c) if c in CONFIGS else len(CONFIGS), str(c)))
 
 
-def model_rows(trials: pd.DataFrame) -> list[ModelRow]:
-    """Table 1's rows, then any (method, config) of its methods that the study did not publish."""
-    rows = list(MODEL_ROWS)
-    known = {(r.method, r.config) for r in rows}
-    pool = model_pool(trials)
-    for method, config in sorted(set(zip(pool["method"], pool["config"], strict=True)) - known):
-        rows.append(ModelRow(METHOD_LABELS.get(method, method), method, config))
-    return rows
+def method_pool(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials that stand for their method as a whole (stacked LoRA's variants are not "Stacked LoRA")."""
+    trials = with_groups(trials)
+    return trials[trials[group_column(METHOD_FAMILY)].notna()]
+
+
+def method_keys(trials: pd.DataFrame) -> list[tuple[str, str]]:
+    """(method, config) of every method the study ran, in the registry's order, then per config."""
+    pool = method_pool(trials)
+    keys = []
+    for method in method_order(pool["method"].unique().tolist()):
+        configs = pool.loc[pool["method"] == method, "config"]
+        keys += [(method, config) for config in _config_order(configs)]
+    return keys
+
+
+def not_run(trials: pd.DataFrame) -> str:
+    """`Not run: QLoRA, Full fine-tuning.`: the registered methods with no trial at all ('' for none)."""
+    ran = set(trials["method"])
+    missing = [method_label(m) for m in method_names() if m not in ran]
+    return f"Not run: {', '.join(missing)}." if missing else ""
+
+
+def _choose_methods(trials: pd.DataFrame, metric: str, mode: str) -> tuple[pd.DataFrame, Choice]:
+    pool = method_pool(trials)
+    return pool, choose(pool, ("method", "config"), metric=metric, mode=mode)
+
+
+def _note(*parts: str) -> str:
+    return " ".join(p for p in parts if p)
 
 
 def _rows_table(
@@ -104,112 +156,155 @@ def _rows_table(
     key: str,
     title: str,
     note: str,
+    *,
+    trials: pd.DataFrame,
     formats: Mapping[str, str] | None = None,
 ) -> Table:
-    table = Table(key=key, title=title, frame=pd.DataFrame(list(rows)), note=note)
+    """A table of `rows`; columns of published numbers that no row has are left out (ours ran elsewhere),
+    and so is the status column where every group finished. `on` names the rows' data and base model."""
+    frame = pd.DataFrame(list(rows))
+    for column in [c for c in frame.columns if c.endswith(PUBLISHED) or c == STATUS]:
+        values = frame[column]
+        if (values == "").all() if column == STATUS else values.isna().all():
+            frame = frame.drop(columns=column)
+    indexed = trials.set_index("trial", drop=False)
+    reported = [
+        indexed.loc[t].to_dict() for t in frame.get("trial", []) if isinstance(t, str) and t in indexed.index
+    ]
+    table = Table(key=key, title=title, frame=frame, note=note, on=describe(reported))
     table.formats.update(formats or {})
     return table
 
 
+def _published_beside(row: Mapping[str, Any] | None, value: float | None) -> float:
+    """A published number beside ours only where our trial ran on the published data and base model."""
+    return float(value) if value is not None and comparable(row) else math.nan
+
+
 def models_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
-    """Table 1: ROUGE-1, perplexity and similarity of each model row, ours beside the published ones."""
-    choice = choose(model_pool(trials), ("method", "config"), metric=metric, mode=mode)
+    """Table 1: ROUGE-1, perplexity and similarity of each method per config (published ones beside ours
+    where comparable)."""
+    pool, choice = _choose_methods(trials, metric, mode)
     rows = []
-    for model in model_rows(trials):
-        row = choice.row(model.method, model.config)
-        published = TABLE_ONE.get((model.method, model.config))
+    for method, config in method_keys(trials):
+        row = choice.row(method, config)
+        published = table_one(method, config)
         ours = _text_metrics(row)
         rows.append(
             {
-                "Model": model.label,
-                "Config": model.config,
+                "Model": method_label(method),
+                "Config": config,
                 ROUGE: ours[ROUGE],
-                ROUGE + PUBLISHED: published.rouge1 if published else math.nan,
+                ROUGE + PUBLISHED: _published_beside(row, published and published.rouge1),
                 PPL: ours[PPL],
-                PPL + PUBLISHED: published.perplexity if published else math.nan,
+                PPL + PUBLISHED: _published_beside(row, published and published.perplexity),
                 SIM: ours[SIM],
-                SIM + PUBLISHED: published.similarity_pct if published else math.nan,
-                **_counts(choice, model.method, model.config),
+                SIM + PUBLISHED: _published_beside(row, published and published.similarity_pct),
+                **_counts(choice, pool, method, config),
             }
         )
-    note = (
-        f"Test-split numbers of the best finished trial per (method, config), chosen by its last {metric} ({mode}). "
-        "Similarity is the average cosine similarity of sentence embeddings, shown as a percentage."
+    note = _note(
+        f"Test-split numbers of the best finished trial per (method, config), chosen by its last {metric} ({mode}).",
+        "Similarity is the average cosine similarity of sentence embeddings, shown as a percentage.",
+        not_run(trials),
     )
-    return _rows_table(
-        rows, "table1_models", "Table 1: ROUGE-1, perplexity and semantic similarity per model", note
-    )
+    title = "Table 1: ROUGE-1, perplexity and semantic similarity per model"
+    return _rows_table(rows, "table1_models", title, note, trials=trials)
 
 
 def accuracy_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
-    """Accuracy per model (the study's Figure 2) with the bootstrap 95% interval of each trial."""
-    choice = choose(model_pool(trials), ("method", "config"), metric=metric, mode=mode)
+    """Accuracy per method and config (the study's Figure 2) with the bootstrap 95% interval of each trial."""
+    pool, choice = _choose_methods(trials, metric, mode)
     rows = []
-    for model in model_rows(trials):
-        row = choice.row(model.method, model.config)
+    for method, config in method_keys(trials):
+        row = choice.row(method, config)
         rows.append(
             {
-                "Model": model.label,
-                "Config": model.config,
+                "Model": method_label(method),
+                "Config": config,
                 **_accuracy(row),
-                ACC + PUBLISHED: ACCURACY_PCT.get((model.method, model.config), math.nan),
+                ACC + PUBLISHED: _published_beside(row, published_accuracy(METHOD_FAMILY, config, method)),
                 "Test examples": _num(row, "test/n"),
-                **_counts(choice, model.method, model.config),
+                **_counts(choice, pool, method, config),
             }
         )
-    note = (
-        f"Test accuracy of the best trial per (method, config) by {metric} ({mode}); 95% bootstrap intervals."
+    note = _note(
+        f"Test accuracy of the best trial per (method, config) by {metric} ({mode}); 95% bootstrap intervals.",
+        not_run(trials),
     )
-    return _rows_table(rows, "accuracy_per_model", "Accuracy per model (Figure 2)", note)
+    return _rows_table(rows, "accuracy_per_model", "Accuracy per model (Figure 2)", note, trials=trials)
 
 
-def _styles(trials: pd.DataFrame) -> list[str]:
-    seen = trials.loc[trials["method"] == COT_METHOD, "prompt_style"].dropna().unique().tolist()
-    # answer_only first: the floor the chain-of-thought styles are read against
-    return list(PROMPT_STYLES) + sorted(set(seen) - set(PROMPT_STYLES))
+def _family_pool(trials: pd.DataFrame, family: str) -> pd.DataFrame:
+    trials = with_groups(trials)
+    return trials[trials[group_column(family)].notna()]
 
 
-def cot_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
-    """LoRA + chain-of-thought: accuracy per prompt style and config (with the calculator where it applies)."""
-    choice = choose(
-        trials[trials["method"] == COT_METHOD], ("config", "prompt_style"), metric=metric, mode=mode
-    )
-    rows = []
-    for config in CONFIGS:
-        for style in _styles(trials):
-            row = choice.row(config, style)
+def group_table(trials: pd.DataFrame, method: str, grouping, *, metric: str, mode: str) -> Table:
+    """One family a method declares: the best trial per (group, config), with the settings it shows."""
+    family, column = grouping.family, group_column(grouping.family)
+    pool = _family_pool(trials, family)
+    choice = choose(pool, ("config", column), metric=metric, mode=mode)
+    calculator = "test/accuracy_calculator" in pool and pool["test/accuracy_calculator"].notna().any()
+    rows, configs = [], _config_order(pool["config"])
+    for config in configs:
+        names = group_order(family, pool.loc[pool["config"] == config, column].tolist())
+        for name in names:
+            row = choice.row(config, name)
+            shown = {
+                key.rsplit("/", 1)[-1].replace("_", " "): ""
+                if row is None or pd.isna(row.get(f"config/{key}"))
+                else str(row[f"config/{key}"])
+                for key in grouping.shown
+            }
             rows.append(
                 {
-                    "Prompt style": style,
+                    grouping.column: group_label(family, name),
                     "Config": config,
+                    **shown,
                     **_accuracy(row),
-                    ACC + PUBLISHED: COT_ACCURACY_PCT.get((style, config), math.nan),
-                    CALC: _pct(row, "test/accuracy_calculator"),
-                    CALC_LOW: _pct(row, "test/accuracy_calculator_low"),
-                    CALC_HIGH: _pct(row, "test/accuracy_calculator_high"),
-                    **_counts(choice, config, style),
+                    ACC + PUBLISHED: _published_beside(row, published_accuracy(family, config, name)),
+                    **(_calculator(row) if calculator else {}),
+                    **_text_metrics(row),
+                    **_counts(choice, pool, config, name),
                 }
             )
-    note = (
-        f"Best LoRA + CoT trial per (style, config) by {metric} ({mode}). The calculator column is the same "
-        "trial's test accuracy when a calculator fills each `<<expr=` step (breakdown style only)."
+    absent = [
+        f"{grouping.label(name)} ({config})"
+        for config in configs or CONFIGS[:1]
+        for name in grouping.labels
+        if choice.count(config, name) == (0, 0)
+    ]
+    note = _note(
+        f"{method_label(method)}: the best trial per group and config by {metric} ({mode}).",
+        grouping.note,
+        f"Not run: {', '.join(absent)}." if pool.empty or absent else "",
     )
-    return _rows_table(rows, "cot_styles", "Accuracy per chain-of-thought prompt style", note)
+    return _rows_table(rows, grouping.key, grouping.title, note, trials=trials)
 
 
 def calculator_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
-    """Accuracy without and with the calculator, for every breakdown-style row of the other tables."""
-    models = choose(model_pool(trials), ("method", "config"), metric=metric, mode=mode)
-    cot = choose(trials[trials["method"] == COT_METHOD], ("config", "prompt_style"), metric=metric, mode=mode)
-    wanted = [(m.label, m.config, models.row(m.method, m.config)) for m in model_rows(trials)]
-    wanted += [(METHOD_LABELS[COT_METHOD], c, cot.row(c, "breakdown")) for c in CONFIGS]
-    rows = []
+    """Accuracy without and with the calculator: every method row, and every group row of the families whose
+    best trial was scored with the calculator."""
+    pool, models = _choose_methods(trials, metric, mode)
+    wanted = [(method_label(m), c, models.row(m, c)) for m, c in method_keys(trials)]
+    for _, grouping in groupings():
+        column = group_column(grouping.family)
+        family_pool = _family_pool(trials, grouping.family)
+        choice = choose(family_pool, ("config", column), metric=metric, mode=mode)
+        for (config, name), row in choice.best.items():
+            if is_number(row.get("test/accuracy_calculator")):
+                wanted.append((f"{grouping.title}: {grouping.label(name)}", config, row))
+    rows, seen = [], set()
     for label, config, row in wanted:
+        if row is not None and row["trial"] in seen:
+            continue
+        seen.add(None if row is None else row["trial"])
         without, with_calc = _pct(row, "test/accuracy"), _pct(row, "test/accuracy_calculator")
         rows.append(
             {
                 "Model": label,
-                "Prompt style": "breakdown" if row is None else row["prompt_style"],
+                "Prompt style": "-" if row is None else str(row["prompt_style"]),
                 "Config": config,
                 ACC: without,
                 CALC: with_calc,
@@ -223,59 +318,20 @@ def calculator_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
         "Each row is one trial's test split decoded twice: freely, and with a calculator that writes the result "
         "of every `<<expr=` annotation. '-' where the trial's style has no annotations or the calculator was off."
     )
-    return _rows_table(rows, "calculator", "Accuracy with and without the calculator", note)
-
-
-def stacked_pool(trials: pd.DataFrame) -> pd.DataFrame:
-    """Stacked LoRA trials with `baseline` filled in (a trial without one is the stacked variant)."""
-    pool = trials[trials["method"] == STACKED_METHOD].copy()
-    pool["baseline"] = pool["baseline"].fillna(STACKED)
-    return pool
-
-
-def stacked_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
-    """Stacked LoRA per nonlinearity f, then its baselines, per config."""
-    pool = stacked_pool(trials)
-    choice = choose(pool, ("config", "baseline", "f"), metric=metric, mode=mode)
-    configs = sorted(pool["config"].unique()) or ["main"]
-    variants = [(STACKED, f, f"f = {f}") for f in F_CHOICES] + [
-        (b, None, BASELINE_LABELS[b]) for b in BASELINES[1:]
-    ]
-    rows = []
-    for config in configs:
-        for baseline, f, label in variants:
-            row = choice.row(config, baseline, f)
-            rows.append(
-                {
-                    "Variant": label,
-                    "Config": config,
-                    "f space": "" if row is None or row.get("f_space") is None else row["f_space"],
-                    **_accuracy(row),
-                    **_text_metrics(row),
-                    **_counts(choice, config, baseline, f),
-                }
-            )
-    note = (
-        f"W = W0 + A1B1 + f(A2B2): the best trial per f, and per baseline, by {metric} ({mode}). Linear stack: "
-        "f is the identity; merged: stage 1 merged into W0 before a new LoRA; single: one LoRA on math only."
-    )
-    return _rows_table(rows, "stacked_lora", "Stacked LoRA per f and against its baselines", note)
+    return _rows_table(rows, "calculator", "Accuracy with and without the calculator", note, trials=trials)
 
 
 def efficiency_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     """Accuracy against trainable parameters, memory and wall time, per (method, config)."""
-    models = choose(model_pool(trials), ("method", "config"), metric=metric, mode=mode)
-    cot = choose(trials[trials["method"] == COT_METHOD], ("method", "config"), metric=metric, mode=mode)
+    pool, choice = _choose_methods(trials, metric, mode)
     hours = trials.groupby(["method", "config"])["hours"].sum().to_dict()
-    wanted = [(m.label, m.method, m.config) for m in model_rows(trials)]
-    wanted += [(METHOD_LABELS[COT_METHOD], COT_METHOD, c) for c in CONFIGS]
     rows = []
-    for label, method, config in wanted:
-        row = (cot if method == COT_METHOD else models).row(method, config)
+    for method, config in method_keys(trials):
+        row = choice.row(method, config)
         trainable, total = _num(row, "params/trainable"), _num(row, "params/total")
         rows.append(
             {
-                "Model": label,
+                "Model": method_label(method),
                 "Config": config,
                 ACC: _pct(row, "test/accuracy"),
                 "Trainable parameters": trainable,
@@ -285,27 +341,69 @@ def efficiency_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
                 "Best trial hours": _num(row, "hours"),
                 "Search hours": float(hours.get((method, config), math.nan)),
                 "Device": "" if row is None or row.get("device") is None else row["device"],
+                STATUS: _counts(choice, pool, method, config)[STATUS],
                 "trial": None if row is None else row["trial"],
             }
         )
-    note = (
+    note = _note(
         "Hours are wall-clock time (GPU or CPU, as the Device column says; a shared GPU is counted whole). "
         "Search hours add up every trial of the (method, config) experiment, stopped and failed ones included. "
-        "Peak memory is GPU memory on a GPU, the process's resident memory on a CPU."
+        "Peak memory is GPU memory on a GPU, the process's resident memory on a CPU.",
+        not_run(trials),
     )
-    return _rows_table(
-        rows, "efficiency", "Efficiency: accuracy, trainable parameters, memory and time", note
-    )
+    title = "Efficiency: accuracy, trainable parameters, memory and time"
+    return _rows_table(rows, "efficiency", title, note, trials=trials)
 
 
-BUILDERS: tuple[Callable[..., Table], ...] = (
-    models_table,
-    accuracy_table,
-    cot_table,
-    calculator_table,
-    stacked_table,
-    efficiency_table,
-)
+def published_table(trials: pd.DataFrame, tables: Mapping[str, Table]) -> Table | None:
+    """Every published number that no row shows beside ours, in one reference table (None: all are shown)."""
+    beside = tables.get("table1_models")
+    shown = (
+        0
+        if beside is None or ROUGE + PUBLISHED not in beside.frame
+        else int(beside.frame[ROUGE + PUBLISHED].notna().sum())
+    )
+    rows = []
+    for model in MODEL_ROWS:
+        values = TABLE_ONE[(model.method, model.config)]
+        accuracy = published_accuracy(METHOD_FAMILY, model.config, model.method)
+        rows.append(
+            {
+                "Published row": model.label,
+                "Config": model.config,
+                "Data": f"GSM8K {model.config}",
+                "Base model": model.base,
+                ACC: math.nan if accuracy is None else accuracy,
+                ROUGE: values.rouge1,
+                PPL: values.perplexity,
+                SIM: values.similarity_pct,
+            }
+        )
+    for config, style in (("main", "code"), ("socratic", "code")):
+        accuracy = published_accuracy("cot", config, style)
+        if accuracy is not None:
+            rows.append(
+                {
+                    "Published row": f"LoRA + CoT, {style} style",
+                    "Config": config,
+                    "Data": f"GSM8K {config}",
+                    "Base model": "T5-small",
+                    ACC: accuracy,
+                }
+            )
+    if shown >= len(MODEL_ROWS):
+        return None  # every published row stands beside ours already
+    note = (
+        "The numbers the study being reproduced published (its Table 1, Figure 2 and chain-of-thought results), "
+        "for reference: they are not our runs, and stand beside ours in the tables above only where our trial ran "
+        "on the same data and base model."
+    )
+    frame = pd.DataFrame(rows)
+    return Table(key="published", title="Published numbers (reference, not our runs)", frame=frame, note=note)
+
+
+TABLES: tuple[Callable[..., Table], ...] = (models_table, accuracy_table, calculator_table, efficiency_table)
+"""The tables across methods; each family a method record declares adds its own (`group_table`)."""
 
 
 def build_tables(
@@ -318,6 +416,13 @@ def build_tables(
         ValueError: when `metric` cannot choose trials (a test metric, or one no trial reported).
     """
     check_metric(trials, metric, mode)
-    trials = add_signal(trials)  # each trial's collapse and chance baselines (read once, used by every table)
-    tables = [attach_chance(build(trials, metric=metric, mode=mode), trials) for build in BUILDERS]
-    return {table.key: table for table in tables}
+    trials = add_signal(with_groups(add_provenance(trials)))  # each trial's chance level, groups and data
+    tables = [build(trials, metric=metric, mode=mode) for build in TABLES]
+    tables += [
+        group_table(trials, m, g, metric=metric, mode=mode)
+        for m, g in groupings()
+        if trials[group_column(g.family)].notna().any()  # a family nobody ran has no table
+    ]
+    built = {table.key: attach_chance(table, trials) for table in tables}
+    reference = published_table(trials, built)
+    return built | ({reference.key: reference} if reference is not None else {})

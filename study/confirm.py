@@ -31,8 +31,6 @@ from study.config import StudyConfig
 from study.errors import run_cli
 from study.results import read_text
 
-FAMILIES = ("method", "cot", "stacked")
-"""The families of comparisons of `analysis.groups`."""
 CONFIRM_DIR = "confirm"
 MANIFEST = "confirm.json"
 """Written in `<study>/confirm/` before any run; `analysis.load` leaves folders beneath it out of the study."""
@@ -46,8 +44,9 @@ class ConfirmConfig:
     """The study's folder (`<storage>/<name>`, holding `study.json`), a local path or a URI."""
     seeds: int = 5
     """Fresh training seeds per group (at least 2: one run has no spread)."""
-    families: tuple[str, ...] = FAMILIES
-    """Which comparisons to confirm: method (methods per config), cot (prompt styles), stacked (f, baselines)."""
+    families: tuple[str, ...] = ()
+    """Which families of groups to confirm (`trainables.comparison.families()`: method, and each family a
+    method record declares, such as cot and stacked); empty: all. Checked once the study's plugins are loaded."""
     resume: bool = False
     """Continue an interrupted confirmation (finished runs are not run again)."""
     address: str | None = None
@@ -64,10 +63,7 @@ class ConfirmConfig:
             raise ValueError(
                 f"--seeds must be a whole number >= 2 (one run has no spread), got {self.seeds!r}"
             )
-        self.families = tuple(dict.fromkeys(self.families or FAMILIES))
-        unknown = [f for f in self.families if f not in FAMILIES]
-        if unknown:
-            raise ValueError(f"--family must be one of {', '.join(FAMILIES)}, got {unknown[0]!r}")
+        self.families = tuple(dict.fromkeys(self.families))
         for name in ("num_cpus", "max_concurrent"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -120,13 +116,19 @@ def plan(confirm: ConfirmConfig, config: StudyConfig) -> dict[str, Any]:
     """
     from analysis.groups import compared_groups, slug
     from analysis.load import load_results
+    from trainables.comparison import families as all_families
     from trainables.trial import TrialConfig
 
+    known = all_families()  # the study's plugins are loaded by now (`study_config`)
+    unknown = [f for f in confirm.families if f not in known]
+    if unknown:
+        raise ValueError(f"--family must be one of {', '.join(known)}, got {unknown[0]!r}")
+    wanted = confirm.families or known
     trials = load_results([confirm.results]).trials
     chosen = compared_groups(trials, metric=config.metric, mode=config.mode)
-    chosen = [c for c in chosen if c.group.family in confirm.families]
+    chosen = [c for c in chosen if c.group.family in wanted]
     if not chosen:
-        families = ", ".join(confirm.families)
+        families = ", ".join(wanted)
         raise ValueError(f"no finished trial in {confirm.results} of a group to confirm ({families})")
     seeds = seeds_for(config, confirm.seeds)
     groups, experiments = {}, {}
@@ -219,9 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--family",
         action="append",
-        choices=FAMILIES,
-        help="confirm only these comparisons: method (methods per config), cot (prompt styles), "
-        "stacked (f and baselines); repeatable (default: all)",
+        help="confirm only this family of groups: method (methods per config), or one a method declares "
+        "(cot: prompt styles; stacked: f and variants; a plugin's own); repeatable (default: all)",
     )
     parser.add_argument("--resume", action="store_true", help="continue interrupted confirmation runs")
     parser.add_argument("--address", help="join this Ray cluster instead of the study's")
@@ -236,7 +237,7 @@ def _run(argv: list[str] | None) -> None:
     confirm = ConfirmConfig(
         results=args.results,
         seeds=args.seeds,
-        families=tuple(args.family or FAMILIES),
+        families=tuple(args.family or ()),
         resume=args.resume,
         address=args.address,
         num_cpus=args.num_cpus,

@@ -16,14 +16,14 @@ test metrics); trials ASHA stopped early have no test metrics and are counted as
 from __future__ import annotations
 
 import json
-import math
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
-from trainables.methods.stacked import BASELINES
-from trainables.scoring.baselines import LAST_NUMBER, MAJORITY, baselines_of_generations
-from trainables.scoring.collapse import answer_spread, describe_collapse, is_collapsed
+from trainables.comparison import chance_of as trial_chance
+from trainables.comparison import groups_of
+from trainables.scoring.baselines import LAST_NUMBER, MAJORITY
+from trainables.training.setting_types import flatten, is_number
 
 COMPLETION_KEY = "test/accuracy"
 """The trainable's last report, and only that one, carries the test metrics."""
@@ -45,11 +45,11 @@ class ExperimentSummary:
     """The best finished trial: trial_id, value, config, metrics, path, and checkpoint (its last one: the
     weights its test metrics come from); None when no trial finished."""
     groups: dict[str, Any] = field(default_factory=dict)
-    """The best trial's grouping parameters (prompt style, f, baseline)."""
+    """The best trial's group in each family its method's record declares (`trainables.comparison`)."""
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    return float(value) if is_number(value) else None
 
 
 def summarize(
@@ -87,12 +87,8 @@ def summarize(
             "checkpoint": best.checkpoint.path if best.checkpoint else None,
         }
         summary.best |= chance_of(summary.best)
-        strategy, train = best.config.get("strategy", {}), best.config.get("train", {})
-        for key, value in (("prompt_style", train.get("prompt_style")), ("f", strategy.get("f"))):
-            if value is not None:
-                summary.groups[key] = value
-        if strategy.get("baseline") not in (None, BASELINES[0]):  # a stacked baseline, not the method
-            summary.groups["baseline"] = strategy["baseline"]
+        groups = groups_of(method, flatten(best.config))
+        summary.groups = {family: group for family, group in groups.items() if family != "method"}
     return summary
 
 
@@ -158,22 +154,9 @@ def chance_of(best: dict[str, Any]) -> dict[str, Any]:
     """`baselines` (each chance baseline on the best trial's test examples, from its generations file) and
     `collapsed` / `collapse` (from its reported answer spread, else counted from the same file); empty values
     where neither is there. Never raises: the study's results are in by now."""
-    rows = _generations(best.get("path"))
-    chance: dict[str, Any] = {"baselines": None, "collapsed": None, "collapse": None}
-    try:
-        if rows:
-            chance["baselines"] = {name: asdict(b) for name, b in baselines_of_generations(rows).items()}
-    except ValueError:
-        pass  # a generations file without references: no baselines to show
-    metrics = best.get("metrics", {})
-    spread = {k: metrics.get(f"test/{k}") for k in ("distinct_answers", "top_answer_share")}
-    if any(_number(v) is None for v in spread.values()) and rows:
-        spread = answer_spread([r.get("extracted") for r in rows])  # a result from before these metrics
-    n = _number(metrics.get("test/n")) or len(rows or [])
-    if n and all(_number(v) is not None for v in spread.values()):
-        chance["collapsed"] = is_collapsed(**spread, n=int(n))
-        chance["collapse"] = describe_collapse(**spread)
-    return chance
+    chance = trial_chance(_generations(best.get("path")), best.get("metrics", {}))
+    baselines = {name: asdict(b) for name, b in chance.baselines.items()} if chance.baselines else None
+    return {"baselines": baselines, "collapsed": chance.collapsed, "collapse": chance.collapse}
 
 
 def _generations(path: Any) -> list[dict] | None:

@@ -33,6 +33,7 @@ from study.dashboard import access_lines, check_reachable, connect, forget_clust
 from study.optuna_store import StoredOptunaSearch, settle
 from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE
+from study.presets import get_preset
 from study.results import ExperimentSummary, print_summary, read_text, summarize, write_json
 from study.tracking import (
     OptunaLocation,
@@ -336,4 +337,7 @@ def _objective(config: StudyConfig) -> dict[str, str]:
 def _study_record(config: StudyConfig) -> dict[str, Any]:
     record = dataclasses.asdict(config)
     record["overrides"] = [o.describe() for o in config.overrides]
+    # what the report says its numbers ran on: embedded (generated problems), local (GSM8K files) or hub
+    source = get_preset(config.preset_name).data_source if not config.data_dir else "local"
+    record["data_source"] = "hub" if source == "auto" else source
     return record

@@ -17,11 +17,14 @@ import pandas as pd
 import pytest
 
 from analysis.diagnostics import diagnose, param_importances, search_history, search_table
+from analysis.groups import group_column, with_groups
 from analysis.load import DEFAULT_EPOCHS, DEFAULT_EVALS_PER_EPOCH, DEFAULT_PROMPT_STYLE, load_results
 from analysis.published import TABLE_ONE
 from analysis.select import choose
-from analysis.table import ACC, CALC, HIGH, LOW, MISSING, PPL, PUBLISHED, ROUGE, SIM
+from analysis.table import ACC, CALC, HIGH, LOW, PPL, PUBLISHED, ROUGE, SIM
 from analysis.tables import build_tables
+from trainables.comparison import method_label
+from trainables.methods import method_names
 
 RAY_CONTEXT = {"pid": 4242, "hostname": "node-1", "node_ip": "10.0.0.2"}
 _COUNTER = {"n": 0}
@@ -35,7 +38,7 @@ def trial_params(method: str, config: str = "main", **groups) -> dict:
     strategy.update(groups.get("strategy", {}))
     return {
         "method": method,
-        "model": "/models/tiny",
+        "model": "t5-small",
         "data_config": config,
         "strategy": strategy,
         "train": train,
@@ -153,8 +156,11 @@ def generation(correct: bool, prediction: str = "5 + 3 = 8 #### 8") -> dict:
     }
 
 
-def write_study(root: Path) -> dict[str, Path]:
-    """A small study covering every table: returns the folders of the trials the tests look at."""
+def write_study(root: Path, *, data_source: str = "hub") -> dict[str, Path]:
+    """A small study covering every table, on GSM8K from the hub (`data_source`, as `study.run` records it in
+    `study.json`) with T5-small: returns the folders of the trials the tests look at."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "study.json").write_text(json.dumps({"methods": ["all"], "data_source": data_source}))
     s = {}
     lora = root / "lora-main"
     # dev picks `lora_best` (0.30 > 0.25) although the other trial tests higher
@@ -239,9 +245,7 @@ def test_loader_reads_every_trial_with_its_settings_metrics_and_status(study):
     assert statuses == {"lora_best": "finished", "lora_stopped": "early_stopped", "lora_error": "error"}
     assert _row(results, s["lora_error"])["error"] == "RuntimeError: boom"
     assert _row(results, s["cot_code"])["prompt_style"] == "code"
-    assert _row(results, s["stacked_gelu"])["f"] == "gelu" and pd.isna(
-        _row(results, s["stacked_linear"])["f"]
-    )
+    assert _row(results, s["stacked_gelu"])["config/strategy/f"] == "gelu"
     history = results.history[results.history["trial"] == best["trial"]]
     assert history["dev/accuracy"].tolist() == [0.2, 0.3] and history["training_iteration"].tolist() == [1, 2]
 
@@ -324,6 +328,25 @@ def test_a_tie_on_dev_goes_to_the_first_trial_by_name_whatever_the_reading_order
         assert choose(order, ("method",)).row("lora")["trial_dir"] == str(first)
 
 
+def test_every_trial_gets_its_groups_from_its_method_record(study):
+    root, s = study
+    trials = with_groups(load_results([root]).trials)
+    groups = {
+        name: _row(trials_of(trials), s[name]) for name in ("stacked_gelu", "stacked_linear", "cot_code")
+    }
+    assert groups["stacked_gelu"][group_column("method")] == "stacked"
+    assert groups["stacked_gelu"][group_column("stacked")] == "f=gelu"
+    # a variant is its own group, and not the method itself
+    assert pd.isna(groups["stacked_linear"][group_column("method")])
+    assert groups["stacked_linear"][group_column("stacked")] == "linear"
+    assert groups["cot_code"][group_column("cot")] == "code"
+
+
+def trials_of(trials: pd.DataFrame):
+    """`_row` reads `.trials`: a frame stands for the results it came from."""
+    return type("Results", (), {"trials": trials})
+
+
 def test_table1_shows_the_chosen_trials_test_numbers_beside_the_published_ones(study):
     root, s = study
     results = load_results([root])
@@ -336,26 +359,46 @@ def test_table1_shows_the_chosen_trials_test_numbers_beside_the_published_ones(s
     assert (lora[ROUGE + PUBLISHED], lora[PPL + PUBLISHED], lora[SIM + PUBLISHED]) == (0.5084, 3.2633, 79.70)
     assert (lora["Trials"], lora["Finished"]) == (4, 2)
     stacked = frame.loc[("Stacked LoRA", "main")]
-    assert (
-        stacked["trial"] == _row(results, s["stacked_gelu"])["trial"]
-    )  # the linear baseline is not this row
+    assert stacked["trial"] == _row(results, s["stacked_gelu"])["trial"]  # the linear variant is not this row
     assert stacked[ROUGE] == 0.33
-    assert list(frame.index[:7]) == [
-        ("LoRA", "main"), ("QLoRA", "main"), ("LoRA", "socratic"), ("QLoRA", "socratic"),
-        ("Full fine-tuning", "main"), ("Full fine-tuning", "socratic"), ("Stacked LoRA", "main"),
-    ]  # fmt: skip
-    assert len(TABLE_ONE) == 7
+    # the methods that ran, in the registry's order; those that did not are listed under the table
+    ran = set(zip(results.trials["method"], results.trials["config"], strict=True))
+    expected = [(method_label(m), c) for m in method_names() for c in ("main", "socratic") if (m, c) in ran]
+    assert list(frame.index) == expected
+    missing = [method_label(m) for m in method_names() if m not in {m for m, _ in ran}]
+    assert missing and table.note.endswith(f"Not run: {', '.join(missing)}.")
+    assert table.on == "Data: GSM8K main, GSM8K socratic; base model: T5-small."
+    # QLoRA's published row has no run of ours beside it: the reference table holds every published number
+    assert len(TABLE_ONE) == 7 and len(build_tables(results.trials)["published"].frame) == 7 + 2
 
 
-def test_missing_rows_print_as_missing_never_as_zero(study):
+def test_a_group_whose_trials_failed_is_a_failed_row_never_a_zero(study):
     root, _ = study
+    write_trial(root / "qlora-main", trial_params("qlora"), dev=[], error="RuntimeError: out of memory")
     table = build_tables(load_results([root]).trials)["table1_models"]
     index = table.frame.index[(table.frame["Model"] == "QLoRA") & (table.frame["Config"] == "main")][0]
     assert math.isnan(table.frame.at[index, ROUGE]) and pd.isna(table.frame.at[index, "trial"])
-    assert table.cell(index, ROUGE) == MISSING and table.cell(index, SIM) == MISSING
-    assert table.cell(index, ROUGE + PUBLISHED) == "0.5156"  # published numbers still show
-    text = table.text_frame()
-    assert "0.0000" not in text.loc[index].tolist()
+    assert table.cell(index, ROUGE) == "failed" and table.cell(index, SIM) == "failed"
+    assert table.cell(index, ROUGE + PUBLISHED) == "-"  # no number of ours to set it beside
+    assert "0.0000" not in table.text_frame().loc[index].tolist()
+
+
+def test_published_numbers_stand_beside_ours_only_on_the_published_data_and_base(tmp_path):
+    """The tiny preset's generated problems on a tiny base: no published column anywhere; the published
+    numbers are in one reference table, and every table says what its trials ran on."""
+    root = tmp_path / "slm-tiny"
+    write_study(root, data_source="embedded")
+    tables = build_tables(load_results([root]).trials)
+    assert not [(k, c) for k, t in tables.items() for c in t.frame.columns if c.endswith(PUBLISHED)]
+    reference = tables["published"].frame.set_index(["Published row", "Config"])
+    assert (
+        reference.loc[("LoRA", "main"), ROUGE] == 0.5084
+        and reference.loc[("QLoRA", "main"), "Base model"] == "T5-base"
+    )
+    assert reference.loc[("Full fine-tuning", "main"), ACC] == 45.0
+    assert tables["accuracy_per_model"].on.startswith(
+        "Data: generated GSM8K-style problems; base model: T5-small"
+    )
 
 
 def test_accuracy_cot_calculator_and_stacked_tables_hold_the_chosen_trials_numbers(study):
@@ -371,7 +414,8 @@ def test_accuracy_cot_calculator_and_stacked_tables_hold_the_chosen_trials_numbe
     assert cot.loc[("socratic", "code"), ACC] == pytest.approx(27.0)
     assert cot.loc[("socratic", "code"), ACC + PUBLISHED] == 18.2
     assert cot.loc[("socratic", "breakdown"), CALC] == pytest.approx(30.0)
-    assert math.isnan(cot.loc[("main", "code"), ACC]) and cot.loc[("main", "code"), ACC + PUBLISHED] == 25.0
+    assert ("main", "code") not in cot.index  # a style not run is not a row
+    assert "answer_only (socratic)" in tables["cot_styles"].note
     calculator = tables["calculator"].frame.set_index(["Model", "Config"])
     row = calculator.loc[("LoRA", "main")]
     assert (row[ACC], row[CALC], row["Calculator gain (points)"]) == pytest.approx((31.0, 35.0, 4.0))
@@ -380,7 +424,7 @@ def test_accuracy_cot_calculator_and_stacked_tables_hold_the_chosen_trials_numbe
         stacked.loc["f = gelu", ACC] == pytest.approx(33.0) and stacked.loc["f = gelu", "f space"] == "weight"
     )
     assert stacked.loc["Linear stack (no f)", ACC] == pytest.approx(55.0)
-    assert math.isnan(stacked.loc["f = tanh", ACC]) and pd.isna(stacked.loc["f = tanh", "trial"])
+    assert "f = tanh" not in stacked.index and "f = tanh (main)" in tables["stacked_lora"].note
 
 
 def test_efficiency_and_search_tables_count_every_trial(study):

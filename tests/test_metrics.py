@@ -353,7 +353,7 @@ def test_perplexity_without_target_tokens_is_an_error(tiny_t5):
         perplexity(tiny_t5, [_batch([[5, 1]], [[-100, -100]])])
 
 
-# --- ROUGE-1 (the local evaluate module) and similarity (MiniLM): each loads a library for seconds -----
+# --- ROUGE-1 (rouge_score) and similarity (MiniLM): each loads a library for seconds -----
 
 
 @pytest.mark.slow
@@ -374,18 +374,14 @@ def test_rouge1(predictions, references, expected):
     assert rouge1(predictions, references) == pytest.approx(expected)
 
 
-@pytest.mark.slow
-def test_rouge1_module_matches_rouge_score_and_is_cached():
+def test_rouge1_is_rouge_scores_mean_with_the_stemmer_too():
     from rouge_score import rouge_scorer
-
-    from trainables.scoring.metrics import _rouge1_module
 
     scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
     pairs = [("the cats were running", "a cat runs"), (JOHNNY, SALARY)]
     expected = sum(scorer.score(ref, pred)["rouge1"].fmeasure for pred, ref in pairs) / 2
     got = rouge1([p for p, _ in pairs], [r for _, r in pairs], use_stemmer=True)
     assert got == pytest.approx(expected)
-    assert _rouge1_module() is _rouge1_module()
 
 
 @pytest.mark.parametrize(
@@ -400,7 +396,7 @@ def test_rouge1_module_matches_rouge_score_and_is_cached():
     ],
 )
 def test_rouge1_without_evaluate_matches_rouge_score(prediction, reference):
-    """The fallback for machines without `evaluate` gives rouge_score's number (here to 1e-12)."""
+    """The fallback for machines without `rouge_score` gives its number (here to 1e-12)."""
     rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
     from trainables.scoring.metrics import _rouge1_fmeasure
 

@@ -20,7 +20,8 @@ from study.run import parse_config
 from trainables.methods import STRATEGIES, get_strategy, load_plugins, method_names, register_strategy
 
 REPO = Path(__file__).resolve().parents[1]
-BUILT_IN = ("lora", "lora_cot", "full", "qlora", "stacked")
+BUILT_IN = method_names()
+"""The methods in the repository (read before any test loads the plugin)."""
 
 
 def _doc_files() -> dict[str, str]:
@@ -165,3 +166,42 @@ def test_a_record_naming_a_preset_field_that_does_not_exist_is_refused_before_lo
         "lora": "t5-small",
         "qlora": "t5-base",
     }
+
+
+def test_a_plugin_method_reaches_every_table_chart_group_and_pair(plugin, tmp_path):
+    """Trials of the doc's IA3 beside the built-in methods: it is a row of every table across methods, in
+    the registry's order with its display name, a compared group, and a side of the pairwise tests."""
+    from test_analysis import test_metrics, trial_params, write_study, write_trial
+
+    from analysis.groups import compared_groups, comparisons
+    from analysis.load import load_results
+    from analysis.plots import efficiency_figure, plot_accuracy_per_model
+    from analysis.tables import build_tables
+    from trainables.comparison import method_colour
+
+    load_plugins(["ia3_method"])
+    root = tmp_path / "slm-tiny"
+    write_study(root)
+    write_trial(root / "ia3-main", trial_params("ia3", strategy={}), dev=[0.3, 0.4], test=test_metrics(0.42))
+    results = load_results([root])
+    tables = build_tables(results.trials)
+    for key in ("table1_models", "accuracy_per_model", "efficiency"):
+        frame = tables[key].frame
+        models = list(dict.fromkeys(frame["Model"]))
+        assert "IA3" in models, key
+        assert models == [
+            get_strategy(m).display_name for m in method_names() if get_strategy(m).display_name in models
+        ]
+    accuracy = tables["accuracy_per_model"].frame.set_index(["Model", "Config"])
+    assert accuracy.loc[("IA3", "main"), "Accuracy %"] == pytest.approx(42.0)
+    assert method_colour("ia3") == "#937860"
+    groups = compared_groups(results.trials, metric="dev/accuracy", mode="max")
+    [ia3] = [c.group for c in groups if c.group.name == "ia3"]
+    assert (ia3.id, ia3.label) == ("method/main/ia3", "IA3")
+    pairs = {(a.name, b.name) for a, b in comparisons([c.group for c in groups]) if ia3 in (a, b)}
+    others = {c.group.name for c in groups if c.group.family == "method" and c.group.config == "main"} - {
+        "ia3"
+    }
+    assert others and pairs == {(m, "ia3") for m in others}  # against every method that ran on main
+    assert plot_accuracy_per_model(tables["accuracy_per_model"], tmp_path / "a.png").stat().st_size > 0
+    efficiency_figure(results.trials, tables["efficiency"])

@@ -48,18 +48,16 @@ def test_markdown_links_our_numbers_to_the_trial_but_not_the_published_ones(tabl
     assert cells[2] == "[0.4100](generations/lora.html)" and cells[3] == "0.5084"
     assert cells[6] == "[75.00](generations/lora.html)" and cells[7] == "79.70"
     assert cells[8] == "4" and cells[-1] == "[a4339_00001](generations/lora.html) ([files](../runs/lora))"
-    qlora = next(line for line in lines if line.startswith("| QLoRA | main |"))
-    assert qlora.count("missing") == 4 and "0.5156" in qlora  # three numbers and the trial
+    assert not any(line.startswith("| QLoRA |") for line in lines)  # not run: not a row
 
 
 def test_html_and_latex_tables_show_missing_rows_and_escape_text(tables):
     built, _, _ = tables
     html = table_html(built["table1_models"])
-    assert html.count('<td class="num missing">missing</td>') == 3 * 4  # 4 missing rows x 3 numbers
-    assert '<td class="num published">0.5156</td>' in html
+    assert 'class="num missing"' not in html and '<td class="num published">0.5084</td>' in html
     latex = table_latex(built["cot_styles"])
     # the last column is the trial's Signal (text), the chance rows follow the trials' rows
-    assert r"\begin{tabular}{llrrrrrrrrrl}" in latex and r"no\_breakdown & socratic & 16.0" in latex
+    assert r"\begin{tabular}{llrrrrrrrrrrrrl}" in latex and r"no\_breakdown & socratic & 16.0" in latex
     assert r"Accuracy \%" in latex and latex_escape("a_b & 5% #1") == r"a\_b \& 5\% \#1"
 
 

@@ -13,18 +13,26 @@ from trainables.training.loop import TrainConfig
 from trainables.training.models import load_model, load_tokenizer
 from trainables.trial import stage_fitter
 
-# What may train under each method (by parameter name); everything else must stay bit-identical.
-TRAINS = {
-    "lora": lambda name: "lora_" in name,
-    "lora_cot": lambda name: "lora_" in name,
-    "qlora": lambda name: "lora_" in name,
-    "full": lambda name: True,
-    "stacked": lambda name: "stage2" in name or "lora_A2" in name or "lora_B2" in name,
-}
+
+def _base_name(name: str) -> str:
+    """A parameter's name in the base model: PEFT's wrapper prefix and `base_layer` segment removed."""
+    return name.removeprefix("base_model.model.").replace(".base_layer.", ".")
 
 
-def test_every_strategy_has_an_expectation():
-    assert set(TRAINS) == set(STRATEGIES)
+def _may_train(name: str, base: set[str], added: bool) -> bool:
+    """A method that adds weights trains only weights it added (adapters); one that adds none trains the
+    base's own (full fine-tuning). Everything else must stay bit-identical."""
+    return _base_name(name) not in base if added else True
+
+
+def test_the_rule_tells_a_base_weight_from_an_added_one():
+    base = {"encoder.block.0.layer.0.SelfAttention.q.weight"}
+    wrapped = "base_model.model.encoder.block.0.layer.0.SelfAttention.q.base_layer.weight"
+    assert not _may_train(wrapped, base, added=True)
+    assert _may_train(
+        "base_model.model.encoder.block.0.layer.0.SelfAttention.q.lora_A.default.weight", base, added=True
+    )
+    assert _may_train("encoder.block.0.layer.0.SelfAttention.q.weight", base, added=False)
 
 
 def _prepared(name: str, micro_t5_dir, micro_splits, tmp_path, **settings):
@@ -58,7 +66,10 @@ def test_only_intended_parameters_train_and_all_of_them_move(name, micro_t5_dir,
     model, tokenizer = _prepared(name, micro_t5_dir, micro_splits, tmp_path)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable, f"{name} trains nothing"
-    assert all(TRAINS[name](n) for n in trainable), sorted(n for n in trainable if not TRAINS[name](n))[:3]
+    base = {n for n, _ in load_model(micro_t5_dir, device="cpu").named_parameters()}
+    added = any(_base_name(n) not in base for n, _ in model.named_parameters())
+    wrong = sorted(n for n in trainable if not _may_train(n, base, added))
+    assert not wrong, wrong[:3]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     batch = _batch(tokenizer, micro_splits.train[:8])

@@ -225,13 +225,13 @@ def test_summary_picks_the_best_finished_trial_and_counts_the_rest():
     ]
     summary = summarize(grid, method="stacked", data_config="main", metric="dev/accuracy", mode="max")
     assert (summary.finished, summary.stopped, summary.failed) == (2, 1, 1)
-    assert summary.best["trial_id"] == "b" and summary.groups == {"f": "relu"}
+    assert summary.best["trial_id"] == "b" and summary.groups == {"stacked": "f=relu"}
     low = summarize(grid, method="stacked", data_config="main", metric="dev/accuracy", mode="min")
     assert low.best["trial_id"] == "c"
     table = format_table([summary], metric="dev/accuracy").splitlines()
     assert table[0].split()[:6] == ["method", "config", "finished", "stopped", "failed", "dev/accuracy"]
     assert table[1].split()[:6] == ["stacked", "main", "2", "1", "1", "0.5"]
-    assert "0.300 [0.200, 0.400]" in table[1] and "b f=relu" in table[1]
+    assert "0.300 [0.200, 0.400]" in table[1] and "b stacked=f=relu" in table[1]
 
 
 def test_results_go_to_a_folder_or_a_uri(tmp_path):

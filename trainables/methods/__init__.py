@@ -10,6 +10,7 @@ import pkgutil
 
 from trainables.methods.registry import (
     STRATEGIES,
+    Grouping,
     Strategy,
     StrategyContext,
     get_strategy,
@@ -24,6 +25,7 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
 
 __all__ = [
     "STRATEGIES",
+    "Grouping",
     "Strategy",
     "StrategyContext",
     "get_strategy",

@@ -52,6 +52,65 @@ def _no_load_kwargs(config: Any) -> dict:
     return {}
 
 
+def _every_pair(groups: Sequence[str]) -> list[tuple[str, str]]:
+    return [(a, b) for i, a in enumerate(groups) for b in groups[i + 1 :]]
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """One family of compared groups inside a method: how its trials split, and how the report shows them.
+
+    A trial's group is read from its settings (trial-config paths such as `train/prompt_style` or
+    `strategy/f`, with the method's defaults filled in where a trial leaves one out). Each group's best trial
+    becomes a row of the family's table, a group `study.confirm` re-runs over seeds, and a side of the pairs
+    the pairwise table tests (`trainables.comparison` derives all of them from this record).
+    """
+
+    family: str
+    """The family's name, unique over the registry: the `--family` of `study.confirm` and the first part of
+    each group's id `<family>/<config>/<group>` (`cot`, `stacked`)."""
+    keys: tuple[str, ...]
+    """The trial settings whose values make a group, e.g. `("train/prompt_style",)`."""
+    title: str
+    """The family's table and chart title, e.g. "Accuracy per chain-of-thought prompt style"."""
+    key: str = ""
+    """File stem of the table and chart (`tables/<key>.csv`, `figures/<key>.png`); empty means `family`."""
+    column: str = "Group"
+    """The table's first column, naming each group ("Prompt style", "Variant")."""
+    group: Callable[[Mapping[str, Any]], str | None] | None = None
+    """Settings (the `keys`, defaults filled in) -> the trial's group name, None for a trial outside this
+    family; None (the default) joins the values of `keys` with `,`."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Group name -> how the report names it; groups listed here come first, in this order (others follow
+    by name, labelled by their name)."""
+    shown: tuple[str, ...] = ()
+    """Settings printed beside each group's row: the value its best trial had (stacked LoRA's `f_space`)."""
+    pairs: Callable[[Sequence[str]], list[tuple[str, str]]] = field(default=_every_pair)
+    """The group names present (in table order) -> the pairs (A, B) the pairwise table tests as A - B;
+    default: every pair."""
+    note: str = ""
+    """What a reader needs to know to read the family's table."""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.family):
+            raise ValueError(f"grouping family must be lower_snake_case, got {self.family!r}")
+        if not self.keys or not all(isinstance(k, str) and "/" in k for k in self.keys):
+            raise ValueError(f"grouping {self.family!r}: keys must be settings like 'train/prompt_style'")
+        if not self.key:
+            object.__setattr__(self, "key", self.family)
+
+    def group_of(self, settings: Mapping[str, Any]) -> str | None:
+        """The group of a trial with these settings (None: not in this family)."""
+        if self.group is not None:
+            return self.group(settings)
+        values = [settings.get(k) for k in self.keys]
+        return None if any(v is None for v in values) else ",".join(map(str, values))
+
+    def label(self, group: str) -> str:
+        """How the report names `group`."""
+        return self.labels.get(group, group)
+
+
 @dataclass(frozen=True)
 class Strategy:
     """One fine-tuning method: the record every other part of the system reads."""
@@ -94,6 +153,13 @@ class Strategy:
     weight_updates: Callable[[torch.nn.Module, Any], Any] | None = None
     """`weight_updates(model, config) -> trainables.scoring.update_rank.Updates`: the (out, in) update of every
     adapted layer at the end of a trial, whose rank the results report; None: the method reports none."""
+    groupings: tuple[Grouping, ...] = ()
+    """The families of groups its trials are compared in besides the method as a whole (LoRA + CoT per
+    prompt style; stacked LoRA per f and per variant): each a table, confirmed groups and tested pairs."""
+    method_settings: Mapping[str, Any] = field(default_factory=dict)
+    """Settings a trial must have to stand for the method itself in the tables across methods (stacked
+    LoRA: `{"strategy/baseline": "stacked"}`, so that its comparison variants are not "Stacked LoRA");
+    empty: every trial does."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -113,6 +179,23 @@ class Strategy:
             raise ValueError(f"method {self.name!r}: gpu_share must be in (0, 1], got {self.gpu_share}")
         if not self.search_space:
             object.__setattr__(self, "search_space", f"search_spaces.{self.name}")
+        if not all(isinstance(g, Grouping) for g in self.groupings):
+            raise ValueError(f"method {self.name!r}: groupings must be Grouping records")
+        object.__setattr__(self, "groupings", tuple(self.groupings))
+
+    def setting_default(self, key: str) -> Any:
+        """The value a trial has for setting `key` when its config leaves it out (None: no default known).
+
+        `strategy/<field>` defaults come from the config dataclass; `train/prompt_style` from the record.
+        """
+        part, _, name = key.partition("/")
+        if key == "train/prompt_style":
+            return self.default_prompt_style
+        if part == "strategy":
+            for f in dataclasses.fields(self.config_cls):
+                if f.name == name and f.default is not dataclasses.MISSING:
+                    return f.default
+        return None
 
     def make_config(self, values: Mapping[str, Any]) -> Any:
         """Build this method's config dataclass from a (Ray Tune) mapping; unknown keys are an error."""
@@ -139,6 +222,12 @@ def register_strategy(**kwargs: Any) -> Strategy:
     strategy = Strategy(**kwargs)
     if strategy.name in STRATEGIES:
         raise ValueError(f"method {strategy.name!r} is registered twice")
+    taken = {g.family: s.name for s in STRATEGIES.values() for g in s.groupings} | {"method": "every method"}
+    for grouping in strategy.groupings:
+        if grouping.family in taken:
+            raise ValueError(
+                f"method {strategy.name!r}: grouping family {grouping.family!r} is taken ({taken[grouping.family]})"
+            )
     STRATEGIES[strategy.name] = strategy
     return strategy
 

@@ -10,7 +10,8 @@ node trains a given stage 1 at most once.
 
 The `baseline` setting swaps in the comparison methods: `linear` (f = identity), `merged_then_lora`
 (stage 1 folded into W0, then a fresh LoRA: COLA-style) and `single_lora` (one LoRA of rank r1 + r2 on
-GSM8K only).
+GSM8K only). The study compares its trials per f and per variant (the grouping `stacked`): each f
+against the linear stack and the single LoRA, the variants that say whether f and stage 1 help.
 
 Of LoRA's variants (`strategy/variant`), stage 2 takes those that leave W0 and the stacked layer's form
 alone: `rslora` (the layer's s2 = alpha2 / sqrt(r2), saved as PEFT's `use_rslora`) and `loraplus` (PEFT's
@@ -22,22 +23,23 @@ SVD / QR and subtract it from W0, which would change the frozen W0 that stage 1 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trainables.data.prompts import code_task_example
 from trainables.methods.lora import (
     LORAPLUS_LR_RATIO,
     RESIDUAL_INIT_VARIANTS,
-    VARIANTS,
     check_loraplus_ratio,
     check_variant,
     lora_optimizer,
     peft_weight_updates,
 )
-from trainables.methods.registry import StrategyContext, register_strategy
-from trainables.methods.stacked_lora.config import StackedLoraConfig
+from trainables.methods.lora import VARIANTS as LORA_VARIANTS
+from trainables.methods.registry import Grouping, StrategyContext, register_strategy
+from trainables.methods.stacked_lora.config import ACTIVATIONS, StackedLoraConfig
 from trainables.training.cache import build_once, settings_key, texts_digest  # a leaf: imports no trainables
 
 if TYPE_CHECKING:  # torch, PEFT and the adapter's modules load when a trial applies the method
@@ -46,9 +48,17 @@ if TYPE_CHECKING:  # torch, PEFT and the adapter's modules load when a trial app
     from trainables.training.loop import TrainConfig
 
 BASELINES = ("stacked", "linear", "merged_then_lora", "single_lora")
-"""The method (first), then the comparison baselines; the search space and the analysis import these."""
+"""The `baseline` setting's values: the method (first), then its comparison variants (the setting keeps its
+name for the trials already run; the report calls them variants)."""
+VARIANT_LABELS = {
+    "linear": "Linear stack (no f)",
+    "merged_then_lora": "Merged stage 1, then LoRA",
+    "single_lora": "Single LoRA (math only)",
+}
+TESTED_AGAINST = ("linear", "single_lora")
+"""The variants each f is tested against: they say whether f, and stage 1, help."""
 CACHE_FORMAT = 1  # bump when what a cached stage 1 means changes
-STACKED_VARIANTS = tuple(v for v in VARIANTS if v not in (*RESIDUAL_INIT_VARIANTS, "dora"))
+STACKED_VARIANTS = tuple(v for v in LORA_VARIANTS if v not in (*RESIDUAL_INIT_VARIANTS, "dora"))
 """The LoRA variants stage 2 can run (the module docstring says why the others cannot)."""
 
 
@@ -231,6 +241,32 @@ def stacked_weight_updates(model: torch.nn.Module, config: StackedStrategyConfig
     return updates
 
 
+def variant_group(settings: Mapping[str, Any]) -> str:
+    """A trial's group: `f=<f>` for the method itself, else its variant (`linear`, `single_lora`, ...)."""
+    baseline = settings["strategy/baseline"]
+    return f"f={settings['strategy/f']}" if baseline == BASELINES[0] else baseline
+
+
+def f_against_variants(groups: Sequence[str]) -> list[tuple[str, str]]:
+    """Each f group against the linear stack and the single LoRA (merged_then_lora is shown, not tested)."""
+    return [(g, b) for g in groups if g.startswith("f=") for b in TESTED_AGAINST if b in groups]
+
+
+VARIANTS = Grouping(
+    family="stacked",
+    keys=("strategy/baseline", "strategy/f"),
+    key="stacked_lora",
+    title="Stacked LoRA per f and against its variants",
+    column="Variant",
+    group=variant_group,
+    labels={f"f={f}": f"f = {f}" for f in ACTIVATIONS} | VARIANT_LABELS,
+    shown=("strategy/f_space",),
+    pairs=f_against_variants,
+    note="W = W0 + A1B1 + f(A2B2): the best trial per f, and per variant. Linear stack: f is the identity; "
+    "merged: stage 1 merged into W0 before a new LoRA; single: one LoRA on math only.",
+)
+
+
 register_strategy(
     name="stacked",
     config_cls=StackedStrategyConfig,
@@ -243,5 +279,7 @@ register_strategy(
     needs_code_data=True,
     optimizer=lora_optimizer,
     weight_updates=stacked_weight_updates,
+    groupings=(VARIANTS,),
+    method_settings={"strategy/baseline": BASELINES[0]},
     order=50,
 )

