@@ -53,8 +53,9 @@ def _row(group, trial: dict[str, Any]) -> dict[str, Any]:
 
 def update_rank_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     """One row per compared group: f, the ranks of its best trial's update, and that trial's test accuracy."""
-    rows = [_row(chosen.group, chosen.trial) for chosen in compared_groups(trials, metric=metric, mode=mode)]
-    columns = ["group", "config", "f", *RANKS, "accuracy", "trial"]
+    chosen = compared_groups(trials, metric=metric, mode=mode)  # every family's groups: a trial may recur
+    rows = [_row(c.group, c.trial) for c in chosen]
+    columns = ["group", "family", "config", "f", *RANKS, "accuracy", "trial"]
     frame = pd.DataFrame(rows, columns=columns)
     return Table(
         "update_rank",

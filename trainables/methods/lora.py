@@ -16,11 +16,13 @@ adapter saves, loads and merges as PEFT's does (nothing here re-implements one):
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trainables.methods.registry import StrategyContext, register_strategy
+from trainables.methods.registry import Grouping, StrategyContext, register_strategy
 
 if TYPE_CHECKING:
     import torch
@@ -40,6 +42,8 @@ VARIANT_LABELS = {
 """Variant -> how PEFT and its papers name it (the report's group labels)."""
 VARIANTS = tuple(VARIANT_LABELS)
 """The LoRA variants a LoRA-based method may run (`strategy/variant`)."""
+PLAIN = VARIANTS[0]
+"""Plain LoRA: what a trial of a LoRA-based method stands for in the tables across methods."""
 RESIDUAL_INIT_VARIANTS = ("pissa", "olora")
 """Variants whose initialisation subtracts s B0 A0 from W0: they change the frozen base weight."""
 LORAPLUS_LR_RATIO = 16.0
@@ -109,6 +113,40 @@ def check_loraplus_ratio(variant: str, ratio: Any) -> None:
         raise ValueError(f"LoRA loraplus_lr_ratio must be a finite number >= 1, got {ratio!r}")
     if variant != "loraplus" and ratio != LORAPLUS_LR_RATIO:
         raise ValueError(f"LoRA loraplus_lr_ratio applies to variant 'loraplus' only, not {variant!r}")
+
+
+def against_plain(groups: Sequence[str]) -> list[tuple[str, str]]:
+    """The pairs a variant family tests: each variant against plain LoRA (does it beat it?)."""
+    return [(g, PLAIN) for g in groups if g != PLAIN and PLAIN in groups]
+
+
+def _variant_of(settings: Mapping[str, Any], *, only: Mapping[str, Any]) -> str | None:
+    """A trial's LoRA variant, or None for a trial outside the family (its `only` settings differ)."""
+    return settings["strategy/variant"] if all(settings[k] == v for k, v in only.items()) else None
+
+
+def variant_grouping(
+    method: str,
+    display_name: str,
+    variants: tuple[str, ...] = VARIANTS,
+    *,
+    only: Mapping[str, Any] | None = None,
+) -> Grouping:
+    """A LoRA-based method's family `<method>_variants`: one group per LoRA variant, labelled as PEFT names
+    it, each tested against plain LoRA (`trainables.comparison` makes its table, groups and pairs). `only`:
+    settings a trial must have to be in it (stacked LoRA: the method itself, not a baseline)."""
+    only = dict(only or {})
+    return Grouping(
+        family=f"{method}_variants",
+        keys=("strategy/variant", *only),
+        title=f"{display_name} per LoRA variant",
+        column="LoRA variant",
+        group=functools.partial(_variant_of, only=only),
+        labels={v: VARIANT_LABELS[v] for v in variants},
+        pairs=against_plain,
+        note="Each variant through PEFT's own flag (use_rslora, use_dora, init_lora_weights) or LoRA+'s "
+        "optimiser; the method's row in the tables across methods is plain LoRA.",
+    )
 
 
 def peft_init(config: LoraStrategyConfig) -> bool | str:
@@ -201,5 +239,7 @@ register_strategy(
     description="LoRA on T5-small: frozen base, trainable low-rank A, B (or a PEFT variant of it)",
     optimizer=lora_optimizer,
     weight_updates=peft_weight_updates,
+    groupings=(variant_grouping("lora", "LoRA"),),
+    method_settings={"strategy/variant": PLAIN},
     order=10,
 )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from trainables.methods.lora import (
+    PLAIN,
     RESIDUAL_INIT_VARIANTS,
     VARIANTS,
     LoraStrategyConfig,
@@ -19,6 +20,7 @@ from trainables.methods.lora import (
     lora_optimizer,
     peft_lora_config,
     peft_weight_updates,
+    variant_grouping,
 )
 from trainables.methods.registry import StrategyContext, register_strategy
 
@@ -71,6 +73,8 @@ register_strategy(
     description="QLoRA: LoRA on T5-base loaded in 8-bit with bitsandbytes",
     optimizer=lora_optimizer,
     weight_updates=peft_weight_updates,
+    groupings=(variant_grouping("qlora", "QLoRA", QLORA_VARIANTS),),
+    method_settings={"strategy/variant": PLAIN},
     gpu_share=0.5,
     quantized_base=True,
     order=40,

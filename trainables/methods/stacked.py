@@ -31,11 +31,13 @@ from typing import TYPE_CHECKING, Any
 from trainables.data.prompts import code_task_example
 from trainables.methods.lora import (
     LORAPLUS_LR_RATIO,
+    PLAIN,
     RESIDUAL_INIT_VARIANTS,
     check_loraplus_ratio,
     check_variant,
     lora_optimizer,
     peft_weight_updates,
+    variant_grouping,
 )
 from trainables.methods.lora import VARIANTS as LORA_VARIANTS
 from trainables.methods.registry import Grouping, StrategyContext, register_strategy
@@ -241,8 +243,11 @@ def stacked_weight_updates(model: torch.nn.Module, config: StackedStrategyConfig
     return updates
 
 
-def variant_group(settings: Mapping[str, Any]) -> str:
-    """A trial's group: `f=<f>` for the method itself, else its variant (`linear`, `single_lora`, ...)."""
+def variant_group(settings: Mapping[str, Any]) -> str | None:
+    """A plain-LoRA trial's group: `f=<f>` for the method itself, else its variant (`linear`, `single_lora`,
+    ...); a trial of another LoRA variant (rslora, loraplus) is compared in `stacked_variants` instead."""
+    if settings["strategy/variant"] != PLAIN:
+        return None
     baseline = settings["strategy/baseline"]
     return f"f={settings['strategy/f']}" if baseline == BASELINES[0] else baseline
 
@@ -254,13 +259,16 @@ def f_against_variants(groups: Sequence[str]) -> list[tuple[str, str]]:
 
 VARIANTS = Grouping(
     family="stacked",
-    keys=("strategy/baseline", "strategy/f"),
+    keys=("strategy/baseline", "strategy/f", "strategy/variant"),
     key="stacked_lora",
     title="Stacked LoRA per f and against its variants",
     column="Variant",
     group=variant_group,
     labels={f"f={f}": f"f = {f}" for f in ACTIVATIONS} | VARIANT_LABELS,
-    shown=("strategy/f_space",),
+    shown=(
+        "strategy/f_space",
+        "strategy/omega",
+    ),  # omega: sin's frequency, searched (not a group: continuous)
     pairs=f_against_variants,
     note="W = W0 + A1B1 + f(A2B2): the best trial per f, and per variant. Linear stack: f is the identity; "
     "merged: stage 1 merged into W0 before a new LoRA; single: one LoRA on math only.",
@@ -279,7 +287,12 @@ register_strategy(
     needs_code_data=True,
     optimizer=lora_optimizer,
     weight_updates=stacked_weight_updates,
-    groupings=(VARIANTS,),
-    method_settings={"strategy/baseline": BASELINES[0]},
+    groupings=(
+        VARIANTS,
+        variant_grouping(
+            "stacked", "Stacked LoRA", STACKED_VARIANTS, only={"strategy/baseline": BASELINES[0]}
+        ),
+    ),
+    method_settings={"strategy/baseline": BASELINES[0], "strategy/variant": PLAIN},
     order=50,
 )
