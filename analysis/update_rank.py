@@ -37,9 +37,10 @@ def _value(trial: dict[str, Any], key: str) -> float:
 
 def _row(group, trial: dict[str, Any]) -> dict[str, Any]:
     input_dependent = _value(trial, "update/input_dependent") == 1.0
-    f = trial.get("f")
+    f = trial.get("config/strategy/f")  # stacked LoRA's f; "-" for a method without one
     row: dict[str, Any] = {
         "group": group.label,
+        "family": group.family,
         "config": group.config,
         "f": f if isinstance(f, str) else "-",
     }

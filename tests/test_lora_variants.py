@@ -152,3 +152,52 @@ def test_stacked_rslora_sets_the_layer_scale_and_keeps_stage1_shared():
     config = get_strategy("stacked").make_config({"variant": "rslora", "r2": 16, "alpha2": 8})
     assert config.adapter_config().use_rslora and config.adapter_config().scaling2 == 2.0
     assert {"variant", "loraplus_lr_ratio", "use_rslora"} <= set(NOT_STAGE1["strategy"])
+
+
+def test_each_variant_is_its_own_group_labelled_as_peft_names_it_and_tested_against_lora():
+    from trainables.comparison import Group, comparisons, group_label, groups_of
+
+    assert groups_of("lora", {"strategy/variant": "dora"}) == {"lora_variants": "dora"}
+    assert groups_of("lora", {}) == {"method": "lora", "lora_variants": "lora"}  # plain LoRA stands for LoRA
+    assert [group_label("lora_variants", v) for v in VARIANTS] == [
+        "LoRA",
+        "rsLoRA",
+        "DoRA",
+        "PiSSA",
+        "OLoRA",
+        "LoRA+",
+    ]
+    groups = [Group("lora_variants", "main", v, group_label("lora_variants", v)) for v in VARIANTS]
+    assert [(a.name, b.name) for a, b in comparisons(groups)] == [(v, "lora") for v in VARIANTS[1:]]
+    assert groups_of("qlora", {"strategy/variant": "loraplus"}) == {"qlora_variants": "loraplus"}
+    assert groups_of("lora_cot", {"strategy/variant": "pissa", "train/prompt_style": "code"}) == {
+        "lora_cot_variants": "pissa"
+    }  # the prompt styles are compared on plain LoRA
+    sin = {"strategy/baseline": "stacked", "strategy/f": "sin"}
+    assert groups_of("stacked", sin) == {"method": "stacked", "stacked": "f=sin", "stacked_variants": "lora"}
+    assert groups_of("stacked", sin | {"strategy/variant": "rslora"}) == {"stacked_variants": "rslora"}
+    assert groups_of("stacked", {"strategy/baseline": "linear", "strategy/variant": "loraplus"}) == {}
+
+
+def test_the_report_has_a_table_per_variant_family_with_each_variants_best_trial(tmp_path):
+    from test_analysis import test_metrics, trial_params, write_trial
+
+    from analysis.groups import compared_groups
+    from analysis.load import load_results
+    from analysis.tables import build_tables
+
+    for variant, accuracy in (("lora", 0.3), ("dora", 0.4), ("loraplus", 0.2)):
+        params = trial_params("lora", strategy={"variant": variant})
+        write_trial(
+            tmp_path / "lora-main", params, dev=[accuracy, accuracy], test=test_metrics(accuracy + 0.01)
+        )
+    trials = load_results([str(tmp_path)]).trials
+    table = build_tables(trials)["lora_variants"].frame
+    assert table["LoRA variant"].tolist() == ["LoRA", "DoRA", "LoRA+"]
+    assert table["Accuracy %"].round(1).tolist() == [31.0, 41.0, 21.0]
+    groups = {
+        c.group.id: c.trial["test/accuracy"]
+        for c in compared_groups(trials, metric="dev/accuracy", mode="max")
+    }
+    assert groups["method/main/lora"] == groups["lora_variants/main/lora"] == 0.31  # LoRA's row is plain LoRA
+    assert groups["lora_variants/main/dora"] == pytest.approx(0.41)

@@ -47,17 +47,19 @@ def _study(root):
 def test_each_group_has_its_ranks_f_and_accuracy(tmp_path):
     _study(tmp_path)
     table = update_rank_table(load_results([str(tmp_path)]).trials, metric="dev/accuracy", mode="max")
-    rows = {(r["group"], r["f"]): r for r in table.frame.to_dict("records")}
+    rows = {(r["group"], r["family"]): r for r in table.frame.to_dict("records")}
     assert {"group", "f", "numerical_rank", "effective_rank", "accuracy"} <= set(table.frame.columns)
-    sin = rows[("f = sin", "sin")]
+    sin = rows[("f = sin", "stacked")]
+    assert sin["f"] == "sin"
     assert (sin["numerical_rank"], sin["effective_rank"], sin["accuracy"]) == (7.0, 5.5, 42.0)
     assert (sin["product_numerical_rank"], sin["product_effective_rank"]) == (4.0, 3.2)
-    relu = rows[("f = relu", "relu")]
+    relu = rows[("f = relu", "stacked")]
     assert relu["numerical_rank"] == relu["effective_rank"] == INPUT_DEPENDENT
     assert relu["product_numerical_rank"] == 4.0  # s2 B2 A2 is still a matrix
-    lora = rows[("LoRA", "-")]
+    lora = rows[("DoRA", "lora_variants")]
+    assert lora["f"] == "-"
     assert (lora["numerical_rank"], lora["effective_rank"], lora["accuracy"]) == (32.0, 12.25, 27.0)
-    full = rows[("Full fine-tuning", "-")]
+    full = rows[("Full fine-tuning", "method")]
     assert (
         table.cell(table.frame.index[table.frame["group"] == "Full fine-tuning"][0], "numerical_rank") == "-"
     )
