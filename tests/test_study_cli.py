@@ -150,3 +150,41 @@ def test_a_bad_space_value_on_any_branch_stops_the_study_before_ray_starts(tmp_p
     assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
     assert result.stderr.count("\n") == 1 and "Ray dashboard" not in result.stderr
     assert list(tmp_path.iterdir()) == []  # no study folder was started
+
+
+# A CPU with AVX512-BF16 makes bitsandbytes try to fetch a faster kernel through `kernels` at import, which
+# (offline) logs two lines. This sitecustomize makes any CPU look like one, as CI's did on 2026-12-05.
+AVX512_BF16_CPU = """
+import importlib.abc, sys
+
+class _Bf16Cpu(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "bitsandbytes.functional":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        sys.meta_path.insert(0, self)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            module.has_avx512bf16 = lambda: True
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+import importlib.util
+sys.meta_path.insert(0, _Bf16Cpu())
+"""
+
+
+def test_third_party_chatter_never_comes_before_the_one_error_line(tmp_path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(AVX512_BF16_CPU)
+    pythonpath = os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")]))
+    result = run_cli(
+        "--method", "qlora", "--preset", "tiny", "--space", "train/lr=abc", "--storage", str(tmp_path / "s"),
+        env={"PYTHONPATH": pythonpath}, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == "error: method qlora: train/lr must be a number, got 'abc'\n", result.stderr

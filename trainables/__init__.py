@@ -3,6 +3,9 @@
 
 import logging
 
-# bitsandbytes warns at import, on every CPU without the optional `kernels` hub package, that a faster
-# 4-bit CPU kernel could not be downloaded; it falls back to its own kernel, so the warning is only noise.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# On a CPU with AVX512-BF16, bitsandbytes tries at import to fetch a faster 4-bit kernel from the hub through
+# `kernels`; offline (always, here) `kernels` logs that it skips a trust check and bitsandbytes that the fetch
+# failed, then falls back to its own kernel. Both lines are noise that would open every study and come before
+# the one error line of a bad input.
+for _chatty in ("bitsandbytes.backends.cpu.ops", "kernels"):
+    logging.getLogger(_chatty).setLevel(logging.ERROR)
