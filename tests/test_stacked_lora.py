@@ -413,7 +413,9 @@ def test_activation_space_merges_only_for_identity() -> None:
 @pytest.mark.parametrize("f", ["leaky_relu", "sin"])
 @pytest.mark.parametrize("f_space", ["weight", "activation"])
 def test_save_load_round_trip_reproduces_outputs(tmp_path, f_space: str, f: str) -> None:
-    config = StackedLoraConfig(f=f, omega=omega_for(f), f_space=f_space, r2=4, target_modules=("q", "o", "wo"))
+    config = StackedLoraConfig(
+        f=f, omega=omega_for(f), f_space=f_space, r2=4, target_modules=("q", "o", "wo")
+    )
     model = trained_stage2(config)
     save_stacked_lora(model, tmp_path, base_model_name_or_path="t5-tiny")
     saved = json.loads((tmp_path / "adapter_config.json").read_text())
