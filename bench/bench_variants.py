@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from analysis.load import read_jsonl
-from trainables.scoring.baselines import baselines_of_generations
+from trainables.scoring.baselines import MAJORITY, baselines_of_generations
 
 ADAPTER = ["r=4", "alpha=16", "target_modules=q,k,v,o,wi,wo", "dropout=0"]
 STACKED = [
@@ -38,9 +38,9 @@ RUNS = {
     "stacked f = sin (omega 30)": ("stacked", [*STACKED, "f=sin", "omega=30"]),
     "rslora": ("lora", [*ADAPTER, "variant=rslora"]),
     "dora": ("lora", [*ADAPTER, "variant=dora"]),
+    "loraplus (ratio 4)": ("lora", [*ADAPTER, "variant=loraplus", "loraplus_lr_ratio=4"]),
     "pissa": ("lora", [*ADAPTER, "variant=pissa"]),
     "olora": ("lora", [*ADAPTER, "variant=olora"]),
-    "loraplus (ratio 4)": ("lora", [*ADAPTER, "variant=loraplus", "loraplus_lr_ratio=4"]),
     "stacked f = identity": ("stacked", [*STACKED, "f=identity"]),
 }
 
@@ -62,7 +62,7 @@ def run(name: str, method: str, settings: list[str], *, out: Path, lr: str) -> d
     folder = out / slug(name)
     done = _finished(folder)
     if done is not None:  # a run finished before is read, not repeated (rerun the script to collect)
-        majority = baselines_of_generations(read_jsonl(str(folder / "generations_test.jsonl")))["majority"]
+        majority = baselines_of_generations(read_jsonl(str(folder / "generations_test.jsonl")))[MAJORITY]
         return {
             "name": name,
             "final": done,
@@ -78,7 +78,7 @@ def run(name: str, method: str, settings: list[str], *, out: Path, lr: str) -> d
     if result.returncode != 0:
         return {"name": name, "error": result.stderr.strip().splitlines()[-1], "seconds": seconds}
     final = json.loads(result.stdout)
-    majority = baselines_of_generations(read_jsonl(str(folder / "generations_test.jsonl")))["majority"]
+    majority = baselines_of_generations(read_jsonl(str(folder / "generations_test.jsonl")))[MAJORITY]
     return {"name": name, "final": final, "majority": majority.accuracy, "seconds": seconds}
 
 
@@ -91,7 +91,7 @@ def row(entry: dict) -> str:
         return f"| {entry['name']} | failed: {entry['error']} | | | | | {_seconds(entry)} |"
     f = entry["final"]
     rank = f.get("update/numerical_rank", float("nan")), f.get("update/effective_rank", float("nan"))
-    above = "yes" if f["test/accuracy_low"] > entry["majority"] else "**no**"
+    above = "yes" if f["test/accuracy_low"] > entry[MAJORITY] else "**no**"
     return (
         f"| {entry['name']} | {100 * f['test/accuracy']:.1f}% [{100 * f['test/accuracy_low']:.1f}, "
         f"{100 * f['test/accuracy_high']:.1f}] | {100 * entry['majority']:.1f}% | {above} | "
