@@ -67,7 +67,7 @@ def run(name: str, method: str, settings: list[str], *, out: Path, lr: str) -> d
             "name": name,
             "final": done,
             "majority": majority.accuracy,
-            "seconds": done.get("time_s", 0.0),
+            "seconds": None,
         }
     args = [sys.executable, "-m", "study.train", "--method", method, "--preset", "tiny", "--out", str(folder)]
     for setting in [*settings, f"lr={lr}", "train/epochs=4", "train/batch_size=32"]:
@@ -91,7 +91,7 @@ def row(entry: dict) -> str:
         return f"| {entry['name']} | failed: {entry['error']} | | | | | {_seconds(entry)} |"
     f = entry["final"]
     rank = f.get("update/numerical_rank", float("nan")), f.get("update/effective_rank", float("nan"))
-    above = "yes" if f["test/accuracy_low"] > entry[MAJORITY] else "**no**"
+    above = "yes" if f["test/accuracy_low"] > entry["majority"] else "**no**"
     return (
         f"| {entry['name']} | {100 * f['test/accuracy']:.1f}% [{100 * f['test/accuracy_low']:.1f}, "
         f"{100 * f['test/accuracy_high']:.1f}] | {100 * entry['majority']:.1f}% | {above} | "
