@@ -79,7 +79,7 @@ def _verdict(row: dict[str, Any]) -> tuple[str, str]:
         return COLLAPSED, f"{COLLAPSED}: {detail}"
     majority, low = row.get("chance/majority"), row.get("test/accuracy_low")
     if not (is_number(majority) and is_number(low)):
-        return UNKNOWN, f"{UNKNOWN} (no generations file with references to compare with)"
+        return UNKNOWN, f"{UNKNOWN} (no generations file with numeric references to compare with)"
     if low <= majority:
         return CHANCE, f"{CHANCE} (majority answer: {100 * majority:.1f}%)"
     return ABOVE, ABOVE
@@ -88,8 +88,7 @@ def _verdict(row: dict[str, Any]) -> tuple[str, str]:
 def add_signal(trials: pd.DataFrame) -> pd.DataFrame:
     """`trials` with the chance columns added (a copy); a frame that has them already is returned as is.
 
-    Raises:
-        ValueError: for a generations file that is not JSON lines.
+    A generations file the loader vetted but can no longer read gives no baselines (verdict `unknown`).
     """
     if "signal" in trials:
         return trials
@@ -99,7 +98,12 @@ def add_signal(trials: pd.DataFrame) -> pd.DataFrame:
         finished = row.get("status") == "finished"
         generations = row.get("generations")
         if finished:  # what the trial reported wins over a recount from its generations
-            rows = read_jsonl(generations) if isinstance(generations, str) else None
+            rows = None
+            if isinstance(generations, str):
+                try:
+                    rows = read_jsonl(generations)
+                except (OSError, ValueError):
+                    rows = None  # gone or changed since the loader read it: no baselines, the verdict says unknown
             values |= _chance_values(rows, chance_of(rows, row))
             values["signal"], values["signal_detail"] = _verdict({**row, **values})
         records.append(values)
@@ -162,7 +166,8 @@ def baseline_frame(table: Table, trials: pd.DataFrame) -> pd.DataFrame:
     label_column = table.columns[0]
     groups: dict[str, list[str]] = {}  # test set -> the trials tested on it, in row order
     for trial in table.frame["trial"]:
-        if isinstance(trial, str) and isinstance(chance.at[trial, "chance/test_set"], str):
+        # a trial whose references are not numbers has a test set but no baselines (its verdict: unknown)
+        if isinstance(trial, str) and is_number(chance.at[trial, "chance/majority"]):
             groups.setdefault(chance.at[trial, "chance/test_set"], []).append(trial)
     rows = []
     for members in groups.values():

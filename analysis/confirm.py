@@ -23,7 +23,7 @@ import pandas as pd
 
 from analysis import significance as sig
 from analysis.groups import Group
-from analysis.load import CONFIRM_MANIFEST, load_results, read_jsonl
+from analysis.load import CONFIRM_MANIFEST, load_results, read_jsonl, read_text
 from analysis.table import Table
 
 CONFIRM_DIR = "confirm"
@@ -63,14 +63,12 @@ class Confirmation:
 
 
 def _read_text(address: str) -> str | None:
-    """The text of a local file or a storage URI; None when there is no such file."""
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(address)
-    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+    """The text of a local file or a storage URI (never through a symbolic link: `analysis.load.read_text`);
+    None when there is no such file."""
+    try:
+        return read_text(address)
+    except FileNotFoundError:
         return None
-    with fs.open_input_stream(path) as stream:
-        return stream.read().decode()
 
 
 def find(locations: list[str]) -> str | None:

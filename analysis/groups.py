@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.load import UNREADABLE
 from analysis.select import choose
 from trainables.comparison import (
     Group,
@@ -59,12 +60,19 @@ def _settings(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _readable(row: dict[str, Any]) -> bool:
+    """A trial whose method is known and whose files could be read (an unreadable one is in no group)."""
+    return isinstance(row.get("method"), str) and row.get("status") != UNREADABLE
+
+
 def with_groups(trials: pd.DataFrame) -> pd.DataFrame:
     """`trials` with a `group/<family>` column per family (a copy); a frame that has them is returned as is."""
     columns = [group_column(f) for f in families()]
     if all(c in trials for c in columns):
         return trials
-    found = [groups_of(str(row["method"]), _settings(row)) for row in trials.to_dict("records")]
+    found = [
+        groups_of(row["method"], _settings(row)) if _readable(row) else {} for row in trials.to_dict("records")
+    ]
     added = pd.DataFrame(
         [[g.get(f) for f in families()] for g in found], index=trials.index, columns=columns, dtype=object
     )

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
+import os
 import posixpath
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +26,12 @@ import pandas as pd
 from analysis.provenance import add_provenance
 from trainables.training.setting_types import flatten, is_number
 
-STATUSES = ("finished", "early_stopped", "error", "incomplete")
+UNREADABLE = "unreadable"
+STATUSES = ("finished", "early_stopped", "error", "incomplete", UNREADABLE)
 """finished: has test metrics; early_stopped: stopped by the scheduler before its last evaluation;
-error: crashed (error file) without test metrics; incomplete: not (yet) run to an end (interrupted study)."""
+error: crashed (error file) without test metrics; incomplete: not (yet) run to an end (interrupted study);
+unreadable: its files are not what Ray and the study write (the reason is in `error`), so none of its
+numbers is used."""
 GENERATIONS = "generations_test.jsonl"
 CONFIRM_MANIFEST = "confirm.json"
 """Marks `<study>/confirm/` (`study.confirm`): its re-runs are not trials of the search, so a study's root
@@ -37,6 +43,8 @@ DEFAULT_PROMPT_STYLE = "breakdown"
 DEFAULT_EPOCHS = 3
 DEFAULT_EVALS_PER_EPOCH = 1
 RAY_KEYS = ("training_iteration", "time_total_s", "time_this_iter_s", "timestamp", "trial_id", "done")
+_NUMERIC_KEYS = ("training_iteration", "time_total_s", "time_this_iter_s", "timestamp")
+"""Ray's report keys the loader reads as numbers (every `group/name` metric is one too)."""
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 _UNFINISHED = {"RUNNING", "PENDING", "PAUSED"}
 
@@ -72,11 +80,22 @@ class _Store:
         self.scheme = self.location.split("://", 1)[0] if self.is_uri else ""
 
     def files_by_folder(self) -> dict[str, set[str]]:
-        """Folder -> names of the files in it, for every folder under the root (one listing)."""
+        """Folder -> names of the files in it, for every folder under the root (one listing).
+
+        On a local disk, only regular files reached without a symbolic link: a link planted in a results
+        folder must not make the report read (and publish) a file from outside it, nor walk a loop.
+        """
         import pyarrow.fs
 
+        if not self.is_uri:
+            folders: dict[str, set[str]] = {}
+            for folder, _, names in os.walk(self.base, followlinks=False):
+                regular = {n for n in names if stat.S_ISREG(os.lstat(os.path.join(folder, n)).st_mode)}
+                if regular:
+                    folders[folder] = regular
+            return folders
         listing = self.fs.get_file_info(pyarrow.fs.FileSelector(self.base, recursive=True))
-        folders: dict[str, set[str]] = {}
+        folders = {}
         for info in listing:
             if info.type == pyarrow.fs.FileType.File:
                 folder, name = posixpath.split(info.path)
@@ -84,8 +103,7 @@ class _Store:
         return folders
 
     def read_text(self, path: str) -> str:
-        with self.fs.open_input_stream(path) as stream:
-            return stream.read().decode("utf-8", errors="replace")
+        return read_text(self.address(path), self.fs)
 
     def address(self, path: str) -> str:
         """What a user opens: a local path, or the URI of a remote file."""
@@ -116,7 +134,7 @@ def load_results(locations: Sequence[str | Path]) -> Results:
             if "params.json" not in names:
                 continue
             label = posixpath.join(prefix, store.relative(folder)) if prefix else store.relative(folder)
-            row, reports = _load_trial(store, folder, names, label=label, state=states.get(folder))
+            row, reports = _load_trial_or_reason(store, folder, names, label=label, state=states.get(folder))
             rows.append(row)
             history.extend(
                 {"trial": label, "method": row["method"], "config": row["config"], **r} for r in reports
@@ -144,34 +162,68 @@ def _without_confirmation_runs(store: _Store, folders: dict[str, set[str]]) -> d
     return {f: n for f, n in folders.items() if not any(f == r or f.startswith(r + "/") for r in roots)}
 
 
+class UnreadableTrial(ValueError):
+    """A trial folder whose files are not what Ray and the study write; the message says what is wrong."""
+
+
+def _load_trial_or_reason(
+    store: _Store, folder: str, names: set[str], *, label: str, state: tuple[str, int] | None
+) -> tuple[dict, list[dict]]:
+    """`_load_trial`, or for a folder it cannot read a row with status `unreadable` and the reason."""
+    try:
+        return _load_trial(store, folder, names, label=label, state=state)
+    except (ValueError, TypeError, KeyError, AttributeError, OSError, RecursionError) as error:
+        # UnreadableTrial names what is wrong; anything else is a shape the checks below did not foresee
+        reason = str(error) if isinstance(error, UnreadableTrial) else f"{type(error).__name__}: {error}"
+        row = dict.fromkeys(("method", "config", "prompt_style", "device"))
+        row |= dict.fromkeys(("time_total_s", "hours", "started", "search_order", "peak_memory_mb"), math.nan)
+        row |= {
+            "trial": label,
+            "trial_id": posixpath.basename(folder),
+            "experiment": posixpath.dirname(label) or ".",
+            "trial_dir": store.address(folder),
+            "iterations": 0,
+            "max_iterations": 0,
+            "status": UNREADABLE,
+            "error": " ".join(reason.split())[:300],
+            "generations": None,
+            "generations_calculator": None,
+        }
+        return row, []
+
+
 def _load_trial(
     store: _Store, folder: str, names: set[str], *, label: str, state: tuple[str, int] | None
 ) -> tuple[dict, list[dict]]:
     params = _read_json(store, posixpath.join(folder, "params.json"))
     if not isinstance(params, Mapping):
-        raise ValueError(f"{store.address(folder)}/params.json is not a JSON object")
+        raise UnreadableTrial(f"params.json is {_kind(params)}, not a JSON object")
     reports = _read_reports(store, posixpath.join(folder, "result.json")) if "result.json" in names else []
     last = reports[-1] if reports else {}
-    train = params.get("train") or {}
+    train = _mapping(params, "train")
     row: dict[str, Any] = {
         "trial": label,
-        "trial_id": last.get("trial_id", posixpath.basename(folder)),
+        "trial_id": _text(last, "trial_id", "result.json: ") or posixpath.basename(folder),
         "experiment": posixpath.dirname(label) or ".",
         "trial_dir": store.address(folder),
-        "method": params.get("method"),
-        "config": params.get("data_config", "main"),
-        "prompt_style": train.get("prompt_style", DEFAULT_PROMPT_STYLE),
+        "method": _text(params, "method", "params.json: "),
+        "config": _text(params, "data_config", "params.json: ") or "main",
+        "prompt_style": _text(train, "prompt_style", "params.json: train/") or DEFAULT_PROMPT_STYLE,
     }
     # every setting as a `config/...` column: what groups a trial (`analysis.groups`) and what a search varied
     row.update({f"config/{key}": value for key, value in flatten(params, join_lists=True).items()})
     row.update({key: value for key, value in last.items() if key not in row and key != "config"})
-    epochs = int(train.get("epochs", DEFAULT_EPOCHS))
+    epochs = _whole(train, "epochs", DEFAULT_EPOCHS)
     row["iterations"] = int(last.get("training_iteration", 0))
-    row["max_iterations"] = epochs * int(train.get("evals_per_epoch", DEFAULT_EVALS_PER_EPOCH))
-    row["time_total_s"] = float(last.get("time_total_s", math.nan))
+    row["max_iterations"] = epochs * _whole(train, "evals_per_epoch", DEFAULT_EVALS_PER_EPOCH)
+    total = last.get("time_total_s")
+    row["time_total_s"] = math.nan if total is None else float(total)
     row["hours"] = row["time_total_s"] / 3600
     first = reports[0] if reports else {}
-    row["started"] = float(first.get("timestamp", math.nan)) - float(first.get("time_this_iter_s", 0.0))
+    started = first.get("timestamp")
+    row["started"] = (
+        math.nan if started is None else float(started) - float(first.get("time_this_iter_s") or 0.0)
+    )
     row["search_order"] = state[1] if state else math.nan
     memory = [r["memory/peak_mb"] for r in reports if is_number(r.get("memory/peak_mb"))]
     row["peak_memory_mb"] = max(memory) if memory else math.nan
@@ -179,10 +231,57 @@ def _load_trial(
     row["status"] = _status(last, has_error=has_error, state=state[0] if state else None, row=row)
     row["error"] = _error_line(store, folder, names) if row["status"] == "error" else None
     row["device"] = _device(store, folder, names)
-    row["generations"] = store.address(posixpath.join(folder, GENERATIONS)) if GENERATIONS in names else None
-    calculator = posixpath.join(folder, GENERATIONS_CALCULATOR)
-    row["generations_calculator"] = store.address(calculator) if GENERATIONS_CALCULATOR in names else None
+    for key, name in (("generations", GENERATIONS), ("generations_calculator", GENERATIONS_CALCULATOR)):
+        if name in names:
+            path = posixpath.join(folder, name)
+            if row["status"] == "finished":
+                _check_generations(store.fs, store.address(path))
+            row[key] = store.address(path)
+        else:
+            row[key] = None
     return row, [{key: value for key, value in r.items() if key != "config"} for r in reports]
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, for a reason: `a list`, `a string`, `null`."""
+    if value is None:
+        return "null"
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    return next((name for kind, name in names.items() if isinstance(value, kind)), "a number")
+
+
+def _mapping(params: Mapping, key: str) -> Mapping:
+    """`params[key]` when it is a JSON object (an empty one when absent)."""
+    value = params.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise UnreadableTrial(f"params.json: {key} is {_kind(value)}, not a JSON object")
+    return value
+
+
+def _text(values: Mapping, key: str, where: str) -> str | None:
+    """`values[key]` when it is a string (None when absent or null)."""
+    value = values.get(key)
+    if value is not None and not isinstance(value, str):
+        raise UnreadableTrial(f"{where}{key} is {_kind(value)}, not a string")
+    return value
+
+
+def _whole(train: Mapping, key: str, default: int) -> int:
+    """`train[key]`, a whole number >= 1 (the default when absent)."""
+    if key not in train:
+        return default
+    value = train[key]
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        raise UnreadableTrial(f"params.json: train/{key} is {_shown(value)}, not a whole number >= 1")
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as a reason shows it: short."""
+    text = "null" if value is None else json.dumps(value) if isinstance(value, (str, bool)) else _kind(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _status(last: Mapping, *, has_error: bool, state: str | None, row: Mapping) -> str:
@@ -198,21 +297,43 @@ def _status(last: Mapping, *, has_error: bool, state: str | None, row: Mapping) 
 def _read_json(store: _Store, path: str) -> Any:
     try:
         return json.loads(store.read_text(path))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"cannot parse {store.address(path)}: {error}") from None
+    except (ValueError, RecursionError) as error:  # also a number too long to convert, or nesting too deep
+        raise UnreadableTrial(f"cannot parse {posixpath.basename(path)}: {_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def _read_reports(store: _Store, path: str) -> list[dict]:
-    """The reports of a trial in iteration order; a repeated iteration (a retried trial) keeps its latest."""
+    """The reports of a trial in iteration order; a repeated iteration (a retried trial) keeps its latest.
+
+    Raises:
+        UnreadableTrial: for a line (but the last) that is not JSON, a line that is not a JSON object, or a
+            metric that is not a number.
+    """
     lines = [line for line in store.read_text(path).splitlines() if line.strip()]
     by_iteration: dict[int, dict] = {}
     for number, line in enumerate(lines, start=1):
         try:
             report = json.loads(line)
-        except json.JSONDecodeError as error:
+        except (ValueError, RecursionError) as error:
             if number == len(lines):
                 break  # the line a killed trial was writing; the ones before it are whole
-            raise ValueError(f"cannot parse line {number} of {store.address(path)}: {error}") from None
+            raise UnreadableTrial(
+                f"cannot parse line {number} of result.json: {_first_line(error)}"
+            ) from None
+        if not isinstance(report, dict):
+            raise UnreadableTrial(f"line {number} of result.json is {_kind(report)}, not a JSON object")
+        for key, value in report.items():
+            numeric = "/" in key or key in _NUMERIC_KEYS
+            if (
+                numeric
+                and value is not None
+                and not (isinstance(value, numbers.Real) and not isinstance(value, bool))
+            ):
+                raise UnreadableTrial(f"line {number} of result.json: {key} is {_kind(value)}, not a number")
         by_iteration[int(report.get("training_iteration", number))] = report
     return [by_iteration[i] for i in sorted(by_iteration)]
 
@@ -231,9 +352,9 @@ def _device(store: _Store, folder: str, names: set[str]) -> str | None:
         return None
     try:
         placement = json.loads(store.read_text(posixpath.join(folder, "placement.json")))
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return None
-    return "GPU" if placement.get("gpu_ids") else "CPU"
+    return ("GPU" if placement.get("gpu_ids") else "CPU") if isinstance(placement, dict) else None
 
 
 def _trial_states(store: _Store, folders: Mapping[str, set[str]]) -> dict[str, tuple[str, int]]:
@@ -250,35 +371,84 @@ def _trial_states(store: _Store, folders: Mapping[str, set[str]]) -> dict[str, t
             data = json.loads(store.read_text(posixpath.join(folder, snapshots[-1])))
             for order, entry in enumerate(data.get("trial_data", [])):
                 trial = json.loads(entry[0])
-                states[posixpath.join(folder, trial["relative_logdir"])] = (trial["status"], order)
-        except (json.JSONDecodeError, KeyError, TypeError, IndexError):
+                status = trial["status"]
+                states[posixpath.join(folder, str(trial["relative_logdir"]))] = (
+                    status if isinstance(status, str) else None,
+                    order,
+                )
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError):
             continue  # Ray's private format changed: the status then comes from the trial's files alone
     return states
 
 
-def read_jsonl(address: str) -> list[dict]:
-    """The JSON lines of a file given as a local path or a storage URI (a generations file).
+def read_text(address: str, fs: Any = None) -> str:
+    """The text of a file given as a local path or a storage URI (`fs`: its filesystem, when known).
+
+    A local file is read only when no symbolic link leads to it (below a results root, which the loader
+    resolves, there is then none) and only when it is a regular file (a FIFO would block the report).
 
     Raises:
         FileNotFoundError: when there is no such file.
-        ValueError: for a line that is not JSON.
+        ValueError: for a local path through a symbolic link, or one that is not a regular file.
     """
-    import pyarrow.fs
+    if _URI.match(address) and not address.startswith("file://"):
+        import pyarrow.fs
 
-    location = address if _URI.match(address) else str(Path(address).expanduser().resolve())
-    fs, path = pyarrow.fs.FileSystem.from_uri(location)
-    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
-        raise FileNotFoundError(f"no such file: {address}")
-    with fs.open_input_stream(path) as stream:
-        text = stream.read().decode("utf-8", errors="replace")
+        path = address.split("://", 1)[1]
+        if fs is None:
+            fs, path = pyarrow.fs.FileSystem.from_uri(address)
+        if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+            raise FileNotFoundError(f"no such file: {address}")
+        with fs.open_input_stream(path) as stream:
+            return stream.read().decode("utf-8", errors="replace")
+    path = os.path.abspath(os.path.expanduser(address.removeprefix("file://")))
+    if os.path.realpath(path) != path:
+        raise ValueError(
+            f"{address} is reached through a symbolic link; results are read only from their folder"
+        )
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{address} is not a regular file")
+        return file.read().decode("utf-8", errors="replace")
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def read_jsonl(address: str, fs: Any = None) -> list[dict]:
+    """The rows of a generations file given as a local path or a storage URI: each line a JSON object of
+    plain values (strings, numbers, booleans, null), as the study writes them.
+
+    Raises:
+        FileNotFoundError: when there is no such file.
+        ValueError: for a line that is not such an object, or a local file behind a symbolic link.
+    """
+    name = posixpath.basename(address)
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"cannot parse line {number} of {address}: {error}") from None
+    for number, line in enumerate(read_text(address, fs).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError) as error:
+            raise ValueError(f"cannot parse line {number} of {name}: {_first_line(error)}") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"line {number} of {name} is {_kind(row)}, not a JSON object")
+        odd = next((key for key, value in row.items() if not _plain(value)), None)
+        if odd is not None:
+            raise ValueError(f"line {number} of {name}: {odd} is {_kind(row[odd])}, not a string or number")
+        rows.append(row)
     return rows
+
+
+def _check_generations(fs: Any, address: str) -> None:
+    """Refuse, as an unreadable trial, a generations file the report could not read."""
+    try:
+        read_jsonl(address, fs)
+    except ValueError as error:
+        raise UnreadableTrial(str(error)) from None
 
 
 def hyperparameter_columns(trials: pd.DataFrame) -> list[str]:

@@ -49,6 +49,9 @@ def run_notebook(
     from nbclient import NotebookClient
 
     notebook = with_parameters(nbformat.read(NOTEBOOK, as_version=4), parameters)
+    from study.outputs import check_output_file, write_atomically
+
+    check_output_file("--out", Path(output).expanduser())
     output = Path(output).expanduser().resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     # The kernel starts in the output's folder, so a relative results path means the same in and out.
@@ -61,13 +64,16 @@ def run_notebook(
     try:
         client.execute()
     finally:
-        nbformat.write(notebook, output)  # a failed run is saved too: its error shows in the failing cell
+        # a failed run is saved too: its error shows in the failing cell
+        text = nbformat.writes(notebook)
+        write_atomically({output: text if text.endswith("\n") else text + "\n"}, flag="--out")
     return notebook
 
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m analysis.notebook RESULTS... --out FILE.ipynb`: bad input exits 2 with one line."""
     from study.errors import run_cli
+    from study.outputs import check_output_file
 
     parser = argparse.ArgumentParser(prog="python -m analysis.notebook", description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", help="results folders or storage URIs")
@@ -88,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     def run() -> None:
         from analysis.load import load_results
 
+        check_output_file("--out", Path(args.out))
         load_results(results)  # bad input fails here with one line, not inside the kernel
         run_notebook(parameters, args.out)
         print(f"wrote {args.out} and the report files in {out_dir}")

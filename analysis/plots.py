@@ -7,6 +7,7 @@ place, so it never looks like a group that scored 0.
 
 from __future__ import annotations
 
+import io
 import math
 import numbers
 from collections.abc import Sequence
@@ -39,8 +40,11 @@ def new_figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
 
 def save_figure(figure: Figure, path: Path) -> Path:
     """Write `figure` as a PNG at `path` (on white, for dark-mode viewers) and return the path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI, facecolor="white")
+    from study.outputs import write_atomically  # whole, and never through a link planted in the folder
+
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=DPI, facecolor="white")
+    write_atomically({path: png.getvalue()}, flag="--out")
     return path
 
 

@@ -29,14 +29,10 @@ DATA, BASE = "data", "base"
 
 
 def _read_text(location: str) -> str | None:
-    import pyarrow.fs
+    from analysis.load import read_text  # the loader's careful reading (no symbolic links, regular files)
 
     try:
-        fs, path = pyarrow.fs.FileSystem.from_uri(location if "://" in location else f"file://{location}")
-        if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
-            return None
-        with fs.open_input_stream(path) as stream:
-            return stream.read().decode("utf-8", errors="replace")
+        return read_text(location)
     except (OSError, ValueError):
         return None
 
@@ -48,7 +44,7 @@ def study_record(root: str) -> dict[str, Any]:
         if text is not None:
             try:
                 record = json.loads(text)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON, or nested beyond what the parser takes
                 return {}
             return record if isinstance(record, dict) else {}
     return {}

@@ -39,9 +39,9 @@ class TrialLinks:
     """Where a reader goes from a table cell: the trial's generations page and its result folder."""
 
     page: str
-    """Path of the trial's generations page, relative to the report."""
+    """Path of the trial's generations page, relative to the report, percent-encoded (`urllib.parse.quote`)."""
     files: str
-    """The trial's result folder: a path relative to the report, or a storage URI."""
+    """The trial's result folder: a path relative to the report, or a storage URI, percent-encoded."""
     name: str
     """What the link says: Ray's trial id."""
 
@@ -50,8 +50,16 @@ def _trial_label(trial: Any) -> str | None:
     return None if trial is None or (isinstance(trial, float) and math.isnan(trial)) else str(trial)
 
 
-def _markdown_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+_MARKDOWN_SPECIAL = str.maketrans(
+    {**{ch: "\\" + ch for ch in "\\`*_[]|"}, "<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ", "\r": " "}
+)
+
+
+def markdown_escape(text: str) -> str:
+    """`text` as Markdown shows it literally, on one line and inside a table cell: markup characters
+    backslash-escaped (emphasis, code, links, cell bars) and `<`, `>`, `&` as entities, which every renderer
+    honours (a backslash before `<` is not honoured by all), so a value can never become HTML or a link."""
+    return text.translate(_MARKDOWN_SPECIAL)
 
 
 def table_markdown(table: Table, links: Mapping[str, TrialLinks] | None = None) -> str:
@@ -62,17 +70,18 @@ def table_markdown(table: Table, links: Mapping[str, TrialLinks] | None = None) 
     header = [*columns, "Trial"] if has_trial else columns
     text_columns = table.text_columns
     aligns = ["---" if c in text_columns else "---:" for c in columns] + (["---"] if has_trial else [])
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(aligns) + " |"]
+    lines = ["| " + " | ".join(map(markdown_escape, header)) + " |", "| " + " | ".join(aligns) + " |"]
     for index in table.frame.index:
         trial = _trial_label(table.frame.at[index, "trial"]) if has_trial else None
         link = links.get(trial) if trial else None
         cells = []
         for column in columns:
-            text = _markdown_escape(table.cell(index, column))
+            text = markdown_escape(table.cell(index, column))
             linkable = link and table.linked(column) and text != "-"
             cells.append(f"[{text}]({link.page})" if linkable else text)
         if has_trial:
-            cells.append(f"[{link.name}]({link.page}) ([files]({link.files}))" if link else "missing")
+            name = markdown_escape(link.name) if link else ""
+            cells.append(f"[{name}]({link.page}) ([files]({link.files}))" if link else "missing")
         lines.append("| " + " | ".join(cells) + " |")
     lines += _baseline_lines_markdown(table, has_trial=has_trial)
     return "\n".join(lines)
@@ -83,7 +92,7 @@ def _baseline_lines_markdown(table: Table, *, has_trial: bool) -> list[str]:
     return [
         "| "
         + " | ".join(
-            [*(f"*{_markdown_escape(t)}*" for t in row.values()), *(["*chance*"] if has_trial else [])]
+            [*(f"*{markdown_escape(t)}*" for t in row.values()), *(["*chance*"] if has_trial else [])]
         )
         + " |"
         for row in table.baseline_rows()

@@ -15,9 +15,11 @@ import base64
 import html
 import os
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 
 from analysis import confirm, curves, pairwise, plots
@@ -25,11 +27,12 @@ from analysis import diagnostics as search
 from analysis.chance import add_history_signal, add_signal, attach_chance, summary_sentence
 from analysis.diagnostics import SearchDiagnostics, diagnose, importance_table, search_table
 from analysis.groups import slug, with_groups
-from analysis.load import Results, load_results, read_jsonl
+from analysis.load import STATUSES, UNREADABLE, Results, load_results, read_jsonl
 from analysis.render import (
     PAGE_STYLE,
     TrialLinks,
     generations_page,
+    markdown_escape,
     table_html,
     table_latex,
     table_markdown,
@@ -37,7 +40,10 @@ from analysis.render import (
 from analysis.table import Table
 from analysis.tables import build_tables
 from analysis.update_rank import plot_update_rank, update_rank_table
+from study.outputs import check_output_file, check_output_folder, write_atomically
 from trainables.comparison import groupings
+from trainables.methods import load_plugins
+from trainables.scoring.metric_registry import mode_of
 
 FIGURES = {
     "accuracy_per_model": "Test accuracy per model with bootstrap 95% intervals (diamonds: published values, "
@@ -50,6 +56,8 @@ FIGURES = {
     "update_rank": "Test accuracy against the effective rank of each group's learned update.",
 }
 """Chart file stem -> caption (each family a method record declares adds its own: `family_sections`)."""
+SUBFOLDERS = ("figures", "generations", "tables")
+"""The folders the report writes inside `--out`."""
 
 
 @dataclass
@@ -124,10 +132,13 @@ def chance_figures(report: Report, directory: Path) -> dict[str, Path]:
 
 
 def _href(target: str, out_dir: Path) -> str:
-    """A link from the report folder: relative for a local path, the URI itself for remote storage."""
-    if "://" in target:
-        return target
-    return urllib.parse.quote(os.path.relpath(target, out_dir).replace(os.sep, "/"), safe="/:.-_~")
+    """A link from the report folder: relative for a local path, the URI for remote storage; either way a
+    percent-encoded path (`urllib`), so no folder name can add a scheme (`javascript:`), a quote or markup.
+    The scheme of a storage URI is the user's own results argument, never a folder's name."""
+    scheme, sep, path = target.partition("://")
+    if sep:
+        return f"{scheme}://{urllib.parse.quote(path, safe='/')}"
+    return urllib.parse.quote(os.path.relpath(target, out_dir).replace(os.sep, "/"), safe="/")
 
 
 def write_pages(report: Report, out_dir: Path) -> dict[str, TrialLinks]:
@@ -145,15 +156,11 @@ def write_pages(report: Report, out_dir: Path) -> dict[str, TrialLinks]:
     links: dict[str, TrialLinks] = {}
     for label in labels:
         row = trials.loc[label].to_dict()
-        generations = read_jsonl(row["generations"]) if isinstance(row.get("generations"), str) else None
-        calculator = row.get("generations_calculator")
-        calculator_rows = read_jsonl(calculator) if isinstance(calculator, str) else None
+        generations, calculator_rows = _rows(row.get("generations")), _rows(row.get("generations_calculator"))
         page = out_dir / "generations" / f"{slug(label)}.html"
         files = _href(row["trial_dir"], page.parent)
-        page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(
-            generations_page(row, files=files, generations=generations, calculator=calculator_rows)
-        )
+        text = generations_page(row, files=files, generations=generations, calculator=calculator_rows)
+        write_atomically({page: text}, flag="--out")
         report.pages[label] = page
         links[label] = TrialLinks(
             page=_href(str(page), out_dir), files=_href(row["trial_dir"], out_dir), name=str(row["trial_id"])
@@ -161,10 +168,19 @@ def write_pages(report: Report, out_dir: Path) -> dict[str, TrialLinks]:
     return links
 
 
+def _rows(address: object) -> list[dict] | None:
+    """A generations file's rows; None when there is none, or it can no longer be read as the loader did."""
+    if not isinstance(address, str):
+        return None
+    try:
+        return read_jsonl(address)
+    except (OSError, ValueError):
+        return None
+
+
 def write_table_files(report: Report, out_dir: Path) -> None:
     """Each table as CSV (numbers, with the trial's folder and generations file) and as LaTeX."""
     trials = report.results.trials.set_index("trial")
-    (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     for key, table in report.tables.items():
         frame = table.frame.copy()
         if "trial" in frame:
@@ -174,17 +190,13 @@ def write_table_files(report: Report, out_dir: Path) -> None:
         if table.baselines is not None and len(table.baselines):  # chance rows last, with no trial
             frame = pd.concat([frame, table.baselines], ignore_index=True)
         csv, tex = out_dir / "tables" / f"{key}.csv", out_dir / "tables" / f"{key}.tex"
-        frame.to_csv(csv, index=False)
-        tex.write_text(table_latex(table))
+        write_atomically({csv: frame.to_csv(index=False), tex: table_latex(table)}, flag="--out")
         report.files[csv.name], report.files[tex.name] = csv, tex
 
 
 def _summary(results: Results, *, metric: str, mode: str) -> str:
     counts = results.trials["status"].value_counts()
-    statuses = ", ".join(
-        f"{int(counts.get(s, 0))} {s.replace('_', ' ')}"
-        for s in ("finished", "early_stopped", "error", "incomplete")
-    )
+    statuses = ", ".join(f"{int(counts.get(s, 0))} {s.replace('_', ' ')}" for s in STATUSES)
     return (
         f"{len(results.trials)} trials from {', '.join(results.roots)}: {statuses}. "
         f"Each table row is the best finished trial of its group by its last {metric} ({mode}), and shows that "
@@ -229,14 +241,32 @@ def write_documents(
     report: Report, out_dir: Path, links: dict[str, TrialLinks], *, title: str, summary: str
 ) -> None:
     """report.md (charts as files) and report.html (charts embedded as data URIs)."""
-    markdown = [f"# {title}", "", summary, ""]
+    markdown = [f"# {markdown_escape(title)}", "", markdown_escape(summary), ""]
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(summary)}</p>"]
+    unreadable = report.results.trials.query(f"status == '{UNREADABLE}'")
+    if len(unreadable):  # listed with the reason; none of their numbers is in a table or a chart
+        heading = "Unreadable trials"
+        note = (
+            "Trial folders whose files are not what Ray and the study write; none of their numbers is used."
+        )
+        reasons = list(zip(unreadable["trial"], unreadable["error"], strict=True))
+        markdown += [f"## {heading}", "", note, ""]
+        markdown += [f"- {markdown_escape(str(t))}: {markdown_escape(str(r))}" for t, r in reasons] + [""]
+        items = "".join(f"<li>{html.escape(str(t))}: {html.escape(str(r))}</li>" for t, r in reasons)
+        body += [f"<h2>{heading}</h2>", f'<p class="note">{note}</p>', f"<ul>{items}</ul>"]
     for key, figure in sections(report.tables):
         if key not in report.tables:
             continue  # the confirmation sections, for a study without confirmation runs
         table = report.tables[key]
-        note = f"{table.on} {table.note}".strip()
-        markdown += [f"## {table.title}", "", note, "", table_markdown(table, links), ""]
+        note = f"{table.on} {table.note}".strip()  # what data and base model, then how to read it
+        markdown += [
+            f"## {markdown_escape(table.title)}",
+            "",
+            markdown_escape(note),
+            "",
+            table_markdown(table, links),
+            "",
+        ]
         body += [
             f"<h2>{html.escape(table.title)}</h2>",
             f'<p class="note">{html.escape(note)}</p>',
@@ -260,12 +290,13 @@ def write_documents(
         + ", ".join(f'<a href="tables/{html.escape(n)}">{html.escape(n)}</a>' for n in sorted(report.files))
         + ".</p>"
     )
-    (out_dir / "report.md").write_text("\n".join(markdown))
     document = (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
         f"<style>{PAGE_STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
     )
-    (out_dir / "report.html").write_text(document)
+    write_atomically(
+        {out_dir / "report.md": "\n".join(markdown), out_dir / "report.html": document}, flag="--out"
+    )
     report.files["report.md"], report.files["report.html"] = out_dir / "report.md", out_dir / "report.html"
 
 
@@ -276,16 +307,24 @@ def build_report(
     metric: str = "dev/accuracy",
     mode: str = "max",
     title: str = "slm-math-study report",
+    plugins: Sequence[str] = (),
 ) -> Report:
     """Load the results at `locations` and write the whole report into `out_dir`.
 
     Raises:
         FileNotFoundError: for a results location that does not exist.
-        ValueError: when no trial is found, or `metric` cannot choose trials.
+        ValueError: when no trial is found, `metric` cannot choose trials, or `out_dir` (or a file or folder
+            the report writes in it) is not a folder, a regular file or a new path (`study.outputs`).
     """
+    check_output_folder("--out", Path(out_dir).expanduser())
+    out = Path(out_dir).expanduser().resolve()
+    for folder in (out / name for name in SUBFOLDERS):  # a link here would send the files elsewhere
+        check_output_folder("--out", folder, link_ok=False)
+    for name in ("report.md", "report.html"):
+        check_output_file("--out", out / name)
+    load_plugins(plugins)  # their methods' display names, colours and groupings
     results = load_results(locations)
     tables, diagnostics = make_tables(results, metric=metric, mode=mode)
-    out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     report = Report(results=results, tables=tables, diagnostics=diagnostics)
     found = confirm.find([str(location) for location in locations])
@@ -295,7 +334,10 @@ def build_report(
         labels |= dict(zip(trials["trial_dir"], trials["trial"], strict=True))
         confirm_tables, report.confirmation = pairwise.confirmation_tables(confirm.load(found), labels)
         tables.update(confirm_tables)
-    report.figures = make_figures(report, out / "figures", metric=metric)
+    with matplotlib.rc_context(
+        {"text.parse_math": False}
+    ):  # a folder's `$\\frac{$` is text, not TeX to fail on
+        report.figures = make_figures(report, out / "figures", metric=metric)
     links = write_pages(report, out)
     write_table_files(report, out)
     write_documents(report, out, links, title=title, summary=_summary(results, metric=metric, mode=mode))
@@ -318,16 +360,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--metric", default="dev/accuracy", help="dev metric that picks each group's best trial"
     )
     parser.add_argument(
-        "--mode", choices=("max", "min"), help="max or min (default: min for perplexity and loss)"
+        "--mode", choices=("max", "min"), help="max or min (default: the metric's own direction)"
     )
     parser.add_argument("--title", default="slm-math-study report", help="the report's heading")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module that registers methods (the study's --plugin), for their names, colours and "
+        "groups; without it their trials are shown by method name (repeatable)",
+    )
     return parser
 
 
 def _run(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
-    mode = args.mode or ("min" if args.metric.endswith(("perplexity", "loss")) else "max")
-    report = build_report(args.results, args.out, metric=args.metric, mode=mode, title=args.title)
+    mode = args.mode or mode_of(args.metric)  # the metric record's direction
+    report = build_report(
+        args.results, args.out, metric=args.metric, mode=mode, title=args.title, plugins=args.plugin
+    )
     print(
         f"wrote {report.files['report.html']} and {report.files['report.md']} ({len(report.results.trials)} trials)"
     )

@@ -46,11 +46,10 @@ from trainables.comparison import (
     method_label,
     method_order,
 )
+from trainables.data.load import CONFIGS
 from trainables.methods import method_names
+from trainables.scoring.metric_registry import METRICS
 from trainables.training.setting_types import is_number
-
-CONFIGS = ("main", "socratic")
-"""GSM8K's configs, in table order (`trainables.data.load.CONFIGS`)."""
 
 
 def _pct(row: Mapping[str, Any] | None, key: str) -> float:
@@ -108,10 +107,11 @@ def _calculator(row: Mapping[str, Any] | None) -> dict[str, float]:
 
 
 def _text_metrics(row: Mapping[str, Any] | None) -> dict[str, float]:
+    """Every registered metric but accuracy (which has its own columns), under its record's column."""
     return {
-        ROUGE: _num(row, "test/rouge1"),
-        PPL: _num(row, "test/perplexity"),
-        SIM: _pct(row, "test/similarity"),
+        m.column: (_pct if m.percent else _num)(row, f"test/{m.name}")
+        for m in METRICS.values()
+        if m.name != "accuracy"
     }
 
 
@@ -172,6 +172,7 @@ def _rows_table(
         indexed.loc[t].to_dict() for t in frame.get("trial", []) if isinstance(t, str) and t in indexed.index
     ]
     table = Table(key=key, title=title, frame=frame, note=note, on=describe(reported))
+    table.formats.update({m.column: m.format for m in METRICS.values() if m.column not in table.formats})
     table.formats.update(formats or {})
     return table
 
@@ -188,20 +189,16 @@ def models_table(trials: pd.DataFrame, *, metric: str, mode: str) -> Table:
     rows = []
     for method, config in method_keys(trials):
         row = choice.row(method, config)
-        published = table_one(method, config)
-        ours = _text_metrics(row)
+        values = table_one(method, config)
+        published = {ROUGE: values and values.rouge1, PPL: values and values.perplexity}
+        published[SIM] = values and values.similarity_pct
+        ours = {}
+        for column, value in _text_metrics(row).items():  # each metric, the published number after it
+            ours[column] = value
+            if column in published:
+                ours[column + PUBLISHED] = _published_beside(row, published[column])
         rows.append(
-            {
-                "Model": method_label(method),
-                "Config": config,
-                ROUGE: ours[ROUGE],
-                ROUGE + PUBLISHED: _published_beside(row, published and published.rouge1),
-                PPL: ours[PPL],
-                PPL + PUBLISHED: _published_beside(row, published and published.perplexity),
-                SIM: ours[SIM],
-                SIM + PUBLISHED: _published_beside(row, published and published.similarity_pct),
-                **_counts(choice, pool, method, config),
-            }
+            {"Model": method_label(method), "Config": config, **ours, **_counts(choice, pool, method, config)}
         )
     note = _note(
         f"Test-split numbers of the best finished trial per (method, config), chosen by its last {metric} ({mode}).",

@@ -1,5 +1,6 @@
 """Throughput of the sandbox for generated programs: trivial programs per second, serial and parallel, and
-the CPU time each program costs (the scorer's and its children's), which a busy machine hardly changes.
+the CPU time each program costs (the scorer's and its children's), which a busy machine hardly changes;
+then the CPU time the straight-line path (`straight_line.py`, no process) takes for the same programs.
 
 python bench/bench_sandbox.py [--programs 200] [--rounds 1]
 
@@ -14,6 +15,7 @@ import resource
 import time
 
 from trainables.scoring.sandbox import run_programs
+from trainables.scoring.straight_line import straight_line_output
 
 
 def _cpu_seconds() -> float:
@@ -40,6 +42,14 @@ def main() -> None:
             f"{workers} worker(s): {best_rate:.1f} programs/s, {best_cpu * 1000:.1f} ms CPU per program "
             f"({args.programs} programs, best of {args.rounds})"
         )
+    best = float("inf")
+    for _ in range(max(args.rounds, 5)):
+        start = time.process_time()
+        assert all(straight_line_output(source) is not None for source in sources)
+        best = min(best, (time.process_time() - start) / args.programs)
+    print(
+        f"straight-line path: {best * 1e6:.0f} us CPU per program (no sandbox; best of {max(args.rounds, 5)})"
+    )
 
 
 if __name__ == "__main__":

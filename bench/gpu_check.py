@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/gpu_check.py` from a bare checkout: trainables, study, bench
 
 from study.errors import run_cli  # noqa: E402  (stdlib only: torch is imported after --wheels)
+from study.outputs import check_output_folder  # noqa: E402
 
 REPORT_NAME = "gpu_check"
 DEFAULT_BUDGET_S = 450.0
@@ -93,8 +94,7 @@ class CheckConfig:
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"--device must be auto, cuda or cpu, got {self.device!r}")
-        if self.out.exists() and not self.out.is_dir():
-            raise ValueError(f"--out {self.out} exists and is not a folder")
+        check_output_folder("--out", self.out)
         if self.data_dir is not None and not (self.data_dir / "gsm8k" / "train.jsonl").is_file():
             raise ValueError(f"--data-dir {self.data_dir} holds no gsm8k/train.jsonl")
         if self.wheels is not None and not sorted(self.wheels.glob("*.whl")):

@@ -60,19 +60,8 @@ def conditional_keys(method: str) -> frozenset[str]:
     return frozenset(getattr(space_module(method), "CONDITIONAL", ()))
 
 
-def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{"train": {"lr": 1e-3, "eval": {"n": 1}}}` -> `{"train/lr": 1e-3, "train/eval/n": 1}`."""
-    flat: dict[str, Any] = {}
-    for key, value in nested.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}/"))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """The inverse of `flatten`: "/" keys become nested dicts, as Ray Tune nests them."""
+    """The inverse of `flatten` (`trainables.training.setting_types`): "/" keys become nested dicts, as Ray Tune nests them."""
     nested: dict[str, Any] = {}
     for key, value in flat.items():
         *parents, leaf = key.split("/")

@@ -16,17 +16,32 @@ override where there is one, so a space's code stays the one definition of its p
 
 from __future__ import annotations
 
-import math
 import re
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search_spaces.safe_yaml import load_yaml, load_yaml_file
+from trainables.training.setting_types import is_number
+
 GROUPS = ("train/", "strategy/")
 KINDS = ("fixed", "choices", "range")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _RANGE = re.compile(r"^\s*(\S+?)\s*\.\.\s*(\S+)\s*$")
+
+
+_SHOWN = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHOWN.maxstring = _SHOWN.maxother = 60
+_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = 6
+_SHOWN.maxlevel = 2
+
+
+def _shown(value: Any, *, quoted: bool = True) -> str:
+    """`value` as an error message shows it: one short line whatever the user gave (a long key, a big list)."""
+    text = _SHOWN.repr(value) if quoted or not isinstance(value, str) else _SHOWN.repr(value)[1:-1]
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _number(text: str) -> int | float | None:
@@ -42,10 +57,6 @@ def _coerce(value: Any) -> Any:
         number = _number(value)
         return value if number is None else number
     return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -70,22 +81,22 @@ class Override:
     """The only method this applies to; None for every method that has the parameter."""
 
     def __post_init__(self) -> None:
-        where = f"--space {self.key}"
+        where = f"--space {_shown(self.key, quoted=False)}"
         if not self.key.startswith(GROUPS) or self.key.endswith("/"):
             raise ValueError(
-                f"{where}: a search parameter is train/<name> or strategy/<name>, got {self.key!r}"
+                f"{where}: a search parameter is train/<name> or strategy/<name>, got {_shown(self.key)}"
             )
         if self.kind not in KINDS:
-            raise ValueError(f"{where}: kind must be one of {KINDS}, got {self.kind!r}")
+            raise ValueError(f"{where}: kind must be one of {KINDS}, got {_shown(self.kind)}")
         if self.kind == "choices" and not self.choices:
             raise ValueError(f"{where}: an empty list of choices")
         if self.kind == "range":
-            if not (_is_number(self.low) and _is_number(self.high)) or self.low >= self.high:
+            if not (is_number(self.low) and is_number(self.high)) or self.low >= self.high:
                 raise ValueError(
-                    f"{where}: a range needs numbers low < high, got {self.low!r}..{self.high!r}"
+                    f"{where}: a range needs numbers low < high, got {_shown(self.low)}..{_shown(self.high)}"
                 )
             if self.log and self.low <= 0:
-                raise ValueError(f"{where}: a log-scale range needs low > 0, got {self.low!r}")
+                raise ValueError(f"{where}: a log-scale range needs low > 0, got {_shown(self.low)}")
 
     @property
     def integer(self) -> bool:
@@ -98,7 +109,7 @@ class Override:
             return value == self.value
         if self.kind == "choices":
             return value in self.choices
-        return _is_number(value) and self.low <= value <= self.high
+        return is_number(value) and self.low <= value <= self.high
 
     def suggest(self, trial: Any, *, log: bool = False, integer: bool | None = None) -> Any:
         """The value for one trial: the constant, or a suggestion from `trial` in the overridden domain."""
@@ -124,33 +135,29 @@ class Override:
 
 def spec_to_override(key: str, spec: Any, *, method: str | None = None) -> Override:
     """An `Override` from a spec: a scalar, a list, a `{low, high, log}` mapping or a `'low..high'` string."""
-    import yaml
-
     if isinstance(spec, str):
         match = _RANGE.match(spec)
         if match and _number(match.group(1)) is not None and _number(match.group(2)) is not None:
             low, high = _number(match.group(1)), _number(match.group(2))
             return Override(key, "range", low=low, high=high, method=method)
+        value = load_yaml(spec, source=f"--space {_shown(key, quoted=False)}") if spec.strip() else ""
         if spec.strip().startswith(("[", "{")):
-            try:
-                spec = yaml.safe_load(spec)
-            except yaml.YAMLError as err:
-                raise ValueError(f"--space {key}: cannot read {spec!r} ({err.problem})") from None
-            return spec_to_override(key, spec, method=method)
-        return Override(
-            key, "fixed", value=_coerce(yaml.safe_load(spec) if spec.strip() else ""), method=method
-        )
+            return spec_to_override(key, value, method=method)
+        return Override(key, "fixed", value=_coerce(value), method=method)
     if isinstance(spec, (list, tuple)):
         return Override(key, "choices", choices=tuple(_coerce(v) for v in spec), method=method)
     if isinstance(spec, Mapping):
         unknown = sorted(set(spec) - {"low", "high", "log"})
         if unknown or not {"low", "high"} <= set(spec):
             raise ValueError(
-                f"--space {key}: a range is {{low: ..., high: ..., log: true|false}}, got {dict(spec)}"
+                f"--space {_shown(key, quoted=False)}: a range is {{low: ..., high: ..., log: true|false}}, "
+                f"got {_shown(dict(spec))}"
             )
         log = spec.get("log")
         if log is not None and not isinstance(log, bool):
-            raise ValueError(f"--space {key}: log must be true or false, got {log!r}")
+            raise ValueError(
+                f"--space {_shown(key, quoted=False)}: log must be true or false, got {_shown(log)}"
+            )
         return Override(
             key, "range", low=_coerce(spec["low"]), high=_coerce(spec["high"]), log=log, method=method
         )
@@ -165,10 +172,12 @@ def parse_override(text: str, *, methods: Sequence[str]) -> Override:
     """
     head, sep, spec = text.partition("=")
     if not sep:
-        raise ValueError(f"--space expects [method:]key=spec, got {text!r}")
+        raise ValueError(f"--space expects [method:]key=spec, got {_shown(text)}")
     method, colon, key = head.strip().rpartition(":")
     if colon and method not in methods:
-        raise ValueError(f"--space {text!r}: unknown method {method!r}; choose from {', '.join(methods)}")
+        raise ValueError(
+            f"--space {_shown(text)}: unknown method {_shown(method)}; choose from {', '.join(methods)}"
+        )
     return spec_to_override(key.strip(), spec, method=method or None)
 
 
@@ -178,28 +187,23 @@ def load_space_file(path: str | Path, *, methods: Sequence[str]) -> list[Overrid
     Raises:
         ValueError: for a missing or malformed file, or an entry that is neither a key nor a method.
     """
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"--space-file {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"--space-file {path}: not valid YAML ({err})") from None
+    data = load_yaml_file(path, source=f"--space-file {path}") or {}
     if not isinstance(data, Mapping):
         raise ValueError(f"--space-file {path}: expected a mapping of key: spec, got {type(data).__name__}")
     overrides = []
     for name, value in data.items():
         if name in methods:
             if not isinstance(value, Mapping):
-                raise ValueError(f"--space-file {path}: {name} should map keys to specs, got {value!r}")
+                raise ValueError(
+                    f"--space-file {path}: {_shown(name, quoted=False)} should map keys to specs, got {_shown(value)}"
+                )
             overrides += [spec_to_override(str(k), v, method=name) for k, v in value.items()]
         elif "/" in str(name):
             overrides.append(spec_to_override(str(name), value))
         else:
             raise ValueError(
-                f"--space-file {path}: {name!r} is neither a method ({', '.join(methods)}) nor a key"
+                f"--space-file {path}: {_shown(name)} is neither a method ({', '.join(methods)}) nor a key"
             )
     return overrides
 

@@ -14,26 +14,25 @@ from pathlib import Path
 
 from search_spaces.overrides import Override
 from study.presets import PRESET_NAMES, get_preset
+from trainables.data.load import CONFIGS as DATA_CONFIGS
 from trainables.methods import load_plugins, method_names
+from trainables.scoring.metric_registry import metric_names, mode_of
 
-DATA_CONFIGS = ("main", "socratic")
 SCHEDULERS = ("asha", "none")
-SEARCH_METRICS = {
-    "dev/accuracy": "max",
-    "dev/perplexity": "min",
-    "dev/rouge1": "max",
-    "dev/similarity": "max",
-    "train/loss": "min",
+SEARCH_METRICS = {f"dev/{name}": mode_of(name) for name in metric_names()} | {
+    "train/loss": mode_of("train/loss")
 }
-"""Metrics reported at every evaluation (so ASHA can compare trials on them) -> the better direction."""
+"""Metrics reported at every evaluation (so ASHA can compare trials on them) -> the better direction, from
+the metric records (`trainables.scoring.metric_registry`)."""
 CODE_DATASETS = ("mbpp", "gsm8k-programs", "solution-programs")
 DEFAULT_STORAGE = "results"
 JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
 """A --optuna-storage path ending so is an Optuna journal file (as `optuna-dashboard FILE` reads it)."""
 MLFLOW_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
-_ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
+_ADDRESS = re.compile(r"auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}")
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+"""Study names and addresses are `fullmatch`ed: `$` would let a final newline through (`abc\\n`)."""
 
 
 @dataclass
@@ -112,7 +111,7 @@ class StudyConfig:
             self.scheduler = get_preset(self.preset_name).scheduler if known else "asha"
         self._check_choices()
         self._check_numbers()
-        if self.address is not None and not _ADDRESS.match(self.address):
+        if self.address is not None and not _ADDRESS.fullmatch(self.address):
             raise ValueError(f"--address must be host:port, ray://host:port or auto, got {self.address!r}")
         if not self.storage.strip():
             raise ValueError("--storage must be a folder or a URI, got an empty string")
@@ -120,7 +119,7 @@ class StudyConfig:
             self.storage = str(Path(self.storage).expanduser().resolve())
         self._check_tracking_uris()
         self.name = self.name or f"slm-{self.preset or 'paper'}"
-        if not _NAME.match(self.name):
+        if not _NAME.fullmatch(self.name):
             raise ValueError(f"--name must be letters, digits, '.', '-' or '_' (no '/'), got {self.name!r}")
         if self.metric.startswith("test/"):
             raise ValueError(

@@ -25,10 +25,10 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 from study.config import StudyConfig
-from study.errors import run_cli
+from study.errors import OneLineParser, run_cli
 from study.results import read_text
 
 CONFIRM_DIR = "confirm"
@@ -203,13 +203,8 @@ def run_confirm(confirm: ConfirmConfig) -> dict[str, Any]:
     return run_experiments(confirm, config, manifest)
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see python -m study.confirm --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog="python -m study.confirm",
         description="Re-run the best trial of every group a study's report compares with N fresh seeds.",
         epilog="Exit status 2 means bad input (no such study folder, --seeds below 2, an unreachable cluster).",

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_BAD_INPUT = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints the usage before a flag error; the user wants the one line that says what is wrong."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
 
 
 def run_cli(main: Callable[[], Any]) -> None:

@@ -21,7 +21,6 @@ RUNNING. After each `Tuner.fit`, `settle` ends any trial Ray ended without telli
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
 import re
@@ -36,6 +35,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from study.config import JOURNAL_SUFFIXES
 from study.results import COMPLETION_KEY
+from trainables.training.setting_types import is_number
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 
@@ -93,7 +93,7 @@ def load_trials(url: str, study_name: str) -> list[optuna.trial.FrozenTrial] | N
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    return float(value) if is_number(value) else None
 
 
 class StoredOptunaSearch(OptunaSearch):

@@ -15,13 +15,14 @@ from typing import Any
 
 import optuna
 
-from search_spaces import coverage_points, define_by_run, flatten, space_keys, unflatten
+from search_spaces import coverage_points, define_by_run, space_keys, unflatten
 from search_spaces.overrides import Override, route
 from study.config import StudyConfig, experiment_name
 from study.dashboard import ClusterInfo
 from study.prepare import Prepared, base_trial, prepare
 from study.presets import get_preset
 from trainables.methods import get_strategy
+from trainables.training.setting_types import flatten
 
 
 @dataclass

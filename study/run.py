@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import NoReturn
 
 from study.config import CODE_DATASETS, DEFAULT_STORAGE, SCHEDULERS, SEARCH_METRICS, StudyConfig
-from study.errors import run_cli
+from study.errors import OneLineParser, run_cli
 from study.plugins import add_plugin_argument, preload_plugins
 from study.presets import PRESET_NAMES
 from trainables.methods import method_names
@@ -39,15 +38,8 @@ def _non_negative_float(text: str) -> float:
     return _number(text, zero_ok=True)
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse prints the usage before a flag error; the user wants the one line that says what is wrong."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see python -m study.run --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog="python -m study.run",
         description="Search the hyperparameters of T5 fine-tuning methods on GSM8K with Ray Tune and Optuna.",
         epilog="Exit status 2 means bad input (a flag, a missing model or data, an unreachable cluster).",

@@ -16,8 +16,10 @@ import tempfile
 from pathlib import Path
 
 from study.errors import run_cli
+from study.outputs import check_output_folder
 from study.plugins import add_plugin_argument, preload_plugins
 from study.presets import PRESET_NAMES, get_preset
+from trainables.data.load import CONFIGS
 from trainables.methods import get_strategy, method_names
 
 
@@ -34,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--preset", default="tiny", choices=PRESET_NAMES, help="model, data and loop defaults"
     )
-    parser.add_argument("--config", default="main", choices=("main", "socratic"), help="GSM8K config")
+    parser.add_argument("--config", default="main", choices=CONFIGS, help="GSM8K config")
     parser.add_argument("--model", help="base model: hub name or local path (default: the preset's)")
     parser.add_argument(
         "--data-dir", help="folder with gsm8k/ (and mbpp/) jsonl files; default: the preset's source"
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out (the folder of the run to continue)")
+    if args.out is not None:
+        check_output_folder("--out", args.out)
     from study.prepare import DEFAULT_CACHE, base_trial, parse_overrides, prepare, with_overrides
     from study.results import trial_chance_lines
     from trainables.training.reporting import LocalReporter

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from study.evaluate import main
+from study.evaluate import load_references, main
+from trainables.data.prompts import format_example
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -389,6 +392,58 @@ def test_a_per_example_directory_is_refused_before_anything_is_written(files, tm
     assert not (tmp_path / "m.json").exists()
 
 
+def _special_output(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    """An output path of `kind` made in `tmp_path`, and the words the refusal uses for it."""
+    path = tmp_path / "special"
+    if kind == "fifo":
+        os.mkfifo(path)
+        return path, "is a FIFO (named pipe)"
+    if kind == "device":
+        try:  # a null device of our own: the test never points the old code at the system's /dev/null
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("making a device node needs root (CAP_MKNOD)")
+        return path, "is a character device"
+    if kind == "socket":
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+        server.close()
+        return path, "is a socket"
+    target = {
+        "link-to-dir": tmp_path / "folder",
+        "link-to-fifo": tmp_path / "pipe",
+        "link-to-dev-null": Path("/dev/null"),
+        "dangling-link": tmp_path / "nothing",
+    }[kind]
+    if kind == "link-to-dir":
+        target.mkdir()
+    if kind == "link-to-fifo":
+        os.mkfifo(target)
+    path.symlink_to(target)
+    return path, "is a symbolic link"
+
+
+@pytest.mark.parametrize("flag", ["--out", "--per-example"])
+@pytest.mark.parametrize(
+    "kind", ["fifo", "device", "socket", "link-to-dir", "link-to-fifo", "link-to-dev-null", "dangling-link"]
+)
+def test_an_output_that_is_not_a_regular_file_is_refused_and_left_as_it_was(
+    files, tmp_path, capsys, flag, kind
+):
+    path, words = _special_output(tmp_path, kind)
+    before = os.lstat(path)
+    argv = _args(*files, tmp_path)
+    if flag == "--out":
+        argv[-1] = str(path)
+    else:
+        argv += [flag, str(path)]
+    assert f"{flag} {path} {words}; give the path of a regular file" in _error_line(capsys, argv)
+    after = os.lstat(path)
+    assert (after.st_ino, after.st_mode, after.st_rdev) == (before.st_ino, before.st_mode, before.st_rdev)
+    assert not (tmp_path / "m.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_outputs_are_replaced_whole_and_keep_the_usual_mode(files, tmp_path):
     out = tmp_path / "m.json"
     out.write_text("old")
@@ -417,3 +472,48 @@ def test_a_reference_dividing_by_zero_is_caught_before_scoring_naming_the_line(
     refs.write_text("\n".join(lines) + "\n")
     err = _error_line(capsys, _args(preds, refs, tmp_path, "--style", style, "--metrics", "accuracy"))
     assert "refs.jsonl:7: final answer '5/0' divides by zero" in err
+
+
+@pytest.mark.slow  # trains and tests one micro trial (~45 s on a loaded 2-core machine)
+def test_a_trials_generations_rescored_give_the_trials_own_test_metrics(micro_t5_dir, tmp_path):
+    """study.evaluate scores with a trial's code and references: its generations file gives its numbers."""
+    from study.train import main as train
+
+    out = tmp_path / "trial"
+    final = train(
+        [
+            "--method", "full", "--preset", "tiny", "--model", str(micro_t5_dir), "--out", str(out),
+            "--train-size", "64", "--dev-size", "4", "--test-size", "12", "--set", "lr=1e-2",
+            "--set", "epochs=2", "--set", "max_new_tokens=24", "--set", "metrics=accuracy",
+            "--set", "test_metrics=accuracy,rouge1", "--set", "prompt_style=breakdown",
+        ]
+    )  # fmt: skip
+    metrics = tmp_path / "metrics.json"
+    main(["--generations", str(out / "generations_test.jsonl"), "--out", str(metrics)])
+    summary = json.loads(metrics.read_text())
+    assert summary["n"] == final["test/n"] == 12
+    assert summary["accuracy"] == final["test/accuracy"]
+    assert summary["rouge1"] == pytest.approx(final["test/rouge1"], abs=1e-12)
+    assert summary["accuracy_ci"] == [final["test/accuracy_low"], final["test/accuracy_high"]]
+
+
+def test_a_generations_file_with_a_bad_row_exits_2_naming_the_line(tmp_path, capsys):
+    rows = [{"prediction": "4", "target": "#### 4", "extracted": "4", "reference": "4"}, {"prediction": 5}]
+    path = _write_jsonl(tmp_path / "generations.jsonl", rows)
+    err = _error_line(capsys, ["--generations", str(path), "--out", str(tmp_path / "m.json")])
+    assert err.strip() == f"error: {path}:2: 'prediction' must be a string"
+    assert "both" in _error_line(
+        capsys, ["--generations", str(path), "--references", str(path), "--out", "m"]
+    )
+
+
+def test_rouge1_compares_with_the_prompt_styles_target_as_a_trial_does(files, tmp_path):
+    """A prediction that is exactly what the no_breakdown style trains scores ROUGE-1 1.0 (the answer text,
+    with its `<<expr=value>>` annotations and `#### N` line, is not what such a trial is compared with)."""
+    _, refs = files
+    records = load_references(refs)
+    preds = _write_jsonl(
+        tmp_path / "p.jsonl", [{"prediction": format_example(r, "no_breakdown")[1]} for r in records]
+    )
+    summary = _run(preds, refs, tmp_path / "m.json", "--metrics", "rouge1", "--prompt-style", "no_breakdown")
+    assert summary["rouge1"] == pytest.approx(1.0) and summary["prompt_style"] == "no_breakdown"

@@ -48,7 +48,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 def test_out_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "report").write_text("keep me")
     done = run_check("--out", str(tmp_path / "report"))
-    assert done.returncode == 2 and "exists and is not a folder" in done.stderr
+    assert done.returncode == 2 and "is a regular file; give a folder" in done.stderr
     assert (tmp_path / "report").read_text() == "keep me"
 
 

@@ -165,7 +165,7 @@ def test_batch_order_is_a_pure_function_of_seed_and_epoch():
         ({"epochs": 0}, "epochs must be >= 1, got 0"),
         ({"prompt_style": "poem"}, "unknown prompt_style 'poem'"),
         ({"warmup_ratio": 1.5}, "warmup_ratio must be in [0, 1), got 1.5"),
-        ({"eval": {"metrics": "accuracy,bleu"}}, "unknown metric(s) ['bleu']"),
+        ({"eval": {"metrics": "accuracy,bleu"}}, "unknown metric 'bleu'"),
     ],
 )
 def test_bad_train_settings_name_the_value(changes, message):

@@ -16,12 +16,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search_spaces import define_by_run, flatten
+from search_spaces import define_by_run
 from study.config import StudyConfig
 from study.optuna_store import StoredOptunaSearch
 from study.prepare import base_trial
 from study.presets import get_preset
 from study.tracking import optuna_location, prepare_studies
+from trainables.training.setting_types import flatten
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 REPO = Path(__file__).resolve().parents[1]

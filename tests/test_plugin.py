@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -87,6 +88,8 @@ def test_a_missing_plugin_is_one_line_and_exit_2():
     [
         ({"name": "IA3"}, "lower_snake_case"),
         ({"colour": "brown"}, "colour must be #RRGGBB"),
+        ({"name": "ia3\n"}, "lower_snake_case"),
+        ({"colour": "#aabbcc\n"}, "colour must be #RRGGBB"),
         ({"gpu_share": 0}, "gpu_share must be in (0, 1]"),
         ({"config_cls": dict}, "config_cls must be a dataclass"),
         ({"name": "lora"}, "method 'lora' is registered twice"),
@@ -124,30 +127,51 @@ def test_a_plugin_method_trains_through_study_train(plugin, micro_t5_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_plugin_method_runs_a_one_trial_study(plugin, micro_t5_dir, tmp_path):
+def test_a_plugin_method_runs_through_study_confirm_and_report(plugin, micro_t5_dir, tmp_path):
+    """The doc's IA3 beside LoRA: searched by study.run, re-run by study.confirm, and in analysis.report's
+    Table 1, accuracy table and figure, efficiency table and pairwise table, by its display name."""
     from test_tuner import MICRO, study_env
 
     env = study_env(tmp_path)
     env["PYTHONPATH"] = os.pathsep.join([str(plugin), str(REPO), env.get("PYTHONPATH", "")])
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+            start_new_session=True,
+        )  # fmt: skip
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        return result
+
+    study = tmp_path / "out" / "ia3"
     args = [*MICRO, "--model", str(micro_t5_dir), "--storage", str(tmp_path / "out"), "--name", "ia3"]
-    args += ["--plugin", "ia3_method", "--method", "ia3", "--trials", "1", "--space", "train/epochs=1"]
-    result = subprocess.run(
-        [sys.executable, "-m", "study.run", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        start_new_session=True,
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    args += ["--plugin", "ia3_method", "--trials", "1", "--space", "train/epochs=1"]
+    run("study.run", *args, "--method", "lora")
+    searched = run("study.run", *args, "--method", "ia3")  # the same study: its other experiment
     [rows] = [
         [json.loads(line) for line in path.read_text().splitlines()]
-        for path in (tmp_path / "out" / "ia3" / "ia3-main").glob("trial_*/result.json")
+        for path in (study / "ia3-main").glob("trial_*/result.json")
     ]
     assert rows[-1]["config"]["method"] == "ia3" and "test/accuracy" in rows[-1]
-    table = result.stdout[result.stdout.index("best trial of each experiment") :].splitlines()
+    table = searched.stdout[searched.stdout.index("best trial of each experiment") :].splitlines()
     assert table[2].split()[:5] == ["ia3", "main", "1", "0", "0"]
+
+    run("study.confirm", str(study), "--seeds", "2", "--num-cpus", "2", "--no-dashboard")
+    manifest = json.loads((study / "confirm" / "confirm.json").read_text())
+    assert list(manifest["groups"]) == ["method/main/lora", "method/main/ia3"]
+
+    run("analysis.report", str(study), "--out", str(tmp_path / "report"))
+    report = tmp_path / "report"
+    for name in ("table1_models", "accuracy_per_model", "efficiency"):
+        with (report / "tables" / f"{name}.csv").open() as file:
+            models = [row["Model"] for row in csv.DictReader(file)]
+        assert models[:2] == ["LoRA", "IA3"], name  # the registry's order, the record's display name
+    with (report / "tables" / "pairwise.csv").open() as file:
+        [pair] = list(csv.DictReader(file))
+    assert (pair["group_a"], pair["group_b"]) == ("LoRA", "IA3")
+    assert (report / "figures" / "accuracy_per_model.png").stat().st_size > 0
+    markdown = (report / "report.md").read_text()
+    assert "Data: generated GSM8K-style problems; base model: micro-t5 (local)." in markdown
 
 
 def test_a_record_naming_a_preset_field_that_does_not_exist_is_refused_before_loading(monkeypatch):

@@ -47,7 +47,7 @@ def test_markdown_links_our_numbers_to_the_trial_but_not_the_published_ones(tabl
     cells = [c.strip() for c in lora.strip("|").split("|")]
     assert cells[2] == "[0.4100](generations/lora.html)" and cells[3] == "0.5084"
     assert cells[6] == "[75.00](generations/lora.html)" and cells[7] == "79.70"
-    assert cells[8] == "4" and cells[-1] == "[a4339_00001](generations/lora.html) ([files](../runs/lora))"
+    assert cells[8] == "4" and cells[-1] == "[a4339\\_00001](generations/lora.html) ([files](../runs/lora))"
     assert not any(line.startswith("| QLoRA |") for line in lines)  # not run: not a row
 
 

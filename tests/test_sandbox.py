@@ -415,6 +415,8 @@ def test_run_programs_checks_its_arguments():
         ("max_output_bytes", 0),
         ("max_output_bytes", True),
         ("unprivileged_uid", 0),
+        ("max_source_bytes", 0),
+        ("max_source_bytes", (64 << 20) + 1),  # over a quarter of the default 256 MiB
     ],
 )
 def test_bad_limits_name_the_field_and_value(field, value):
@@ -451,3 +453,130 @@ def test_preimports_are_the_listed_modules_the_source_names():
     source = "import math\nfrom collections.abc import Sequence\nx = statistics_like = os.path\ntime.strptime"
     expected = ["_strptime", "abc", "collections", "collections.abc", "heapq", "math", "time"]  # abc: a part
     assert sandbox._preimports(source) == expected
+
+
+@needs_seccomp
+def test_a_program_cannot_change_the_scheduling_of_another_process_of_its_uid():
+    # Every program runs as nobody when we are root (as our own uid otherwise), and so may a process
+    # outside the sandbox: a sibling program, a daemon. Its nice value, affinity and scheduler stay.
+    who = {"user": 65534, "group": 65534} if ROOT else {}
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True, **who)
+    try:
+        pid = victim.pid
+
+        def seen() -> tuple:
+            return os.getpriority(os.PRIO_PROCESS, pid), os.sched_getaffinity(pid), os.sched_getscheduler(pid)
+
+        before = seen()
+        target = {max(before[1])} if len(before[1]) > 1 else before[1]
+        program = (
+            f"import os\npid = {pid}\n"
+            "calls = {\n"
+            "    'nice': lambda: os.setpriority(os.PRIO_PROCESS, pid, 19),\n"
+            f"    'affinity': lambda: os.sched_setaffinity(pid, {target!r}),\n"
+            "    'scheduler': lambda: os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0)),\n"
+            "    'param': lambda: os.sched_setparam(pid, os.sched_param(0)),\n"
+            "}\n"
+            "for name, call in calls.items():\n"
+            "    try:\n"
+            "        call()\n"
+            "        print(name, 'changed')\n"
+            "    except OSError as exc:\n"
+            "        print(name, exc.strerror)\n"
+        )
+        result = run_program(program, FAST)
+        assert seen() == before
+        assert result.stdout.splitlines() == [
+            f"{name} Operation not permitted" for name in ("nice", "affinity", "scheduler", "param")
+        ]
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+@needs_seccomp
+@pytest.mark.parametrize(
+    "program",
+    ["os.fsync(1)", "os.fdatasync(1)", "os.uname()", "os.setpriority(os.PRIO_PROCESS, 0, 5)"],
+)
+def test_flushing_disks_uname_and_renicing_are_refused(program):
+    result = run_program(f"import os\n{program}", FAST)
+    assert result.error == "exit 1: PermissionError: [Errno 1] Operation not permitted"
+
+
+@pytest.mark.parametrize(
+    ("program", "printed"),
+    [
+        ("é = 72\nprint(é)", "72"),
+        ("ﬁve = 5\nprint(five)", "5"),  # NFKC: the ligature is `fi`
+        ("# -*- coding: latin-1 -*-\nprint(72)", "72"),
+        ("print(len('é€'.encode('cp1252')))", "2"),
+        ("print(b'\\x80'.decode('windows-1252'))", "€"),
+        ("print('é'.encode('Latin-1'))", "b'\\xe9'"),
+        ("print(len('x'.encode('utf-16-le')))", "2"),
+        ("print('日本'.encode('shift_jis').hex())", "93fa967b"),  # a native codec module
+        ("import codecs\nprint(codecs.encode('abc', 'rot13'))", "nop"),
+        ("import codecs\nprint(codecs.encode(b'hi', 'base64'))", "b'aGk=\\n'"),
+    ],
+)
+def test_non_ascii_names_and_any_standard_codec_run(program, printed):
+    result = run_program(program, FAST)
+    assert (result.error, result.stdout) == (None, printed + "\n")
+
+
+def test_a_source_too_large_to_read_is_a_failed_result_not_a_broken_sandbox():
+    # 40 MiB under a 64 MiB memory limit failed the sandbox's setup (as 130 MiB under 256 MiB did).
+    limits = SandboxLimits(wall_seconds=1.0, memory_mb=64, max_source_bytes=16 << 20)
+    huge = "x = 1\n" + "#" * (40 << 20) + "\nprint(x)"
+    results = run_programs(["print(1)", huge, "print(3)"], limits)
+    assert [(r.ok, r.stdout, r.error) for r in results] == [
+        (True, "1\n", None),
+        (False, "", f"source over {16 << 20} bytes"),
+        (True, "3\n", None),
+    ]
+
+
+def test_a_broken_sandbox_is_one_line_and_exit_2_from_the_scoring_command(monkeypatch, tmp_path, capsys):
+    from study.evaluate import main
+
+    refs, preds = tmp_path / "refs.jsonl", tmp_path / "preds.jsonl"
+    refs.write_text('{"question": "q", "answer": "#### 1"}\n')
+    preds.write_text('{"prediction": "print(1)"}\n')
+    monkeypatch.setattr(sandbox, "_seccomp_filter", lambda: b"\0" * 8)  # a BPF program without a return
+    with pytest.raises(SystemExit) as exit_:
+        main(
+            ["--predictions", str(preds), "--references", str(refs), "--out", str(tmp_path / "m.json")]
+            + ["--style", "code", "--metrics", "accuracy"]
+        )
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: sandbox setup failed: OSError: [Errno 22] prctl PR_SET_SECCOMP failed"
+    ]
+
+
+def test_preimports_cover_non_ascii_names_and_the_codecs_a_source_writes():
+    codecs = sandbox._confinement(sandbox._Layers()).codecs
+    assert {"cp1252", "latin_1", "shift_jis", "utf_16_le"} <= codecs
+    source = "# coding: latin-1\nprint('é'.encode('Windows-1252'), 'x'.encode('utf-16-le'))"
+    assert sandbox._preimports(source, codecs=codecs) == [
+        "encodings.cp1252",
+        "encodings.latin_1",
+        "encodings.utf_16_le",
+        "unicodedata",
+    ]
+
+
+@needs_seccomp
+def test_seccomp_alone_lets_a_program_read_its_own_limits_but_not_set_another_process(tmp_path):
+    # Audit hook (which blocks `resource`), Landlock and the uid drop off: as root, only seccomp refuses.
+    layers = sandbox._Layers(audit_hook=False, drop_privileges=False, landlock=False)
+    program = (
+        "import os, resource\n"
+        "print(resource.prlimit(0, resource.RLIMIT_CORE))\n"
+        "resource.prlimit(os.getppid(), resource.RLIMIT_CORE, (0, 0))\n"
+    )
+    result = sandbox._run_one(program, FAST, layers)
+    assert (result.stdout, result.error) == (
+        "(0, 0)\n",
+        "exit 1: PermissionError: [Errno 1] Operation not permitted",
+    )

@@ -4,6 +4,7 @@ narrow a space the way the user wrote them."""
 from __future__ import annotations
 
 import pickle
+import time
 
 import optuna
 import pytest
@@ -12,7 +13,6 @@ from search_spaces import (
     apply_space,
     coverage_points,
     define_by_run,
-    flatten,
     get_space,
     space_keys,
     unflatten,
@@ -30,6 +30,7 @@ from search_spaces.overrides import (
 from study.prepare import base_trial
 from study.presets import get_preset
 from trainables.methods import STRATEGIES, method_names
+from trainables.training.setting_types import flatten
 from trainables.trial import TrialConfig
 
 METHODS = method_names()
@@ -234,6 +235,62 @@ def test_space_file(tmp_path):
         load_space_file(path, methods=METHODS)
     with pytest.raises(ValueError, match="no such file"):
         load_space_file(tmp_path / "missing.yaml", methods=METHODS)
+
+
+def alias_bomb() -> str:
+    """A 342-byte "billion laughs": nine levels of aliases, each repeating the one above nine times."""
+    levels = "".join(
+        f"{c}: &{c} [{','.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    return 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + levels
+
+
+def test_an_alias_bomb_fails_fast_with_one_short_line(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb())
+    assert path.stat().st_size < 400
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="once its aliases are expanded") as info:
+        load_space_file(path, methods=METHODS)
+    assert time.perf_counter() - started < 1.0
+    assert "\n" not in str(info.value) and len(str(info.value)) < 200 + len(str(path))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train/lr: !!python/name:os.system", "YAML tag !!python/name:os.system is not accepted"),
+        ("train/lr: !!python/object/apply:os.system [id]", "is not accepted"),
+        ("train/lr: !custom 1", "YAML tag !custom is not accepted"),
+        ("train/lr: &a [1, *a]", "a recursive alias"),
+        ("base: &b {train/lr: 1}\nstacked: {<<: *b}", "merge keys"),
+        ("train/lr: " + "[" * 2000 + "]" * 2000, "cannot read it as YAML"),
+        ("train/lr: [1, 2\n", "cannot read it as YAML"),
+        ("train/lr: 'x'\n" * 6000, "larger than 64 KiB"),
+    ],
+)
+def test_a_space_file_holds_plain_data_or_is_refused_in_one_line(tmp_path, text, message):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="--space-file") as info:
+        load_space_file(path, methods=METHODS)
+    assert message in str(info.value) and "\n" not in str(info.value) and len(str(info.value)) < 300
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["!!python/name:os.system", "[!!python/name:os.system ]", "{low: !!python/name:os.system, high: 1}"],
+)
+def test_a_tag_in_a_space_value_is_refused_in_one_line(spec):
+    with pytest.raises(ValueError, match=r"--space train/lr: the YAML tag !!python/name:os.system is not"):
+        parse_override(f"train/lr={spec}", methods=METHODS)
+
+
+def test_a_big_value_is_shown_short_in_the_error():
+    spec = "[" + ", ".join(["[" + ", ".join(["1"] * 90) + "]"] * 90) + "]"
+    with pytest.raises(ValueError, match="--space train/lr") as info:
+        parse_override(f"train/lr={{low: {spec}, high: 1, steps: 3}}", methods=METHODS)
+    assert len(str(info.value)) < 200
 
 
 def test_flatten_and_unflatten_are_inverse():

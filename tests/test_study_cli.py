@@ -100,6 +100,8 @@ def test_defaults_are_the_papers_setting():
         ({"metric": "dev/bleu"}, "--metric must be one of"),
         ({"address": "not an address"}, "--address must be"),
         ({"name": "a/b"}, "--name must be"),
+        ({"name": "abc\n"}, "--name must be"),
+        ({"address": "auto\n"}, "--address must be"),
         ({"preset": "huge"}, "unknown preset"),
         ({"reduction_factor": 1.0}, "reduction_factor must be > 1"),
     ],
@@ -123,12 +125,22 @@ def test_bad_settings_raise_one_clear_error(changes, message):
         (["--method", "lora", "--reduction-factor", "1"], "reduction_factor must be > 1"),
         (["--method", "lora", "--space", "lr=1e-3"], "train/<name> or strategy/<name>"),
         (["--method", "lora", "--address", "no port"], "--address must be"),
+        (["--method", "lora", "--space", "train/lr=!!python/name:os.system"], "YAML tag !!python/name"),
     ],
 )
 def test_wrong_flags_exit_2_with_one_line(args, message):
     result = run_cli(*args, timeout=30)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr and result.stderr.startswith("error:")
+
+
+def test_an_alias_bomb_space_file_exits_2_with_one_short_line(tmp_path):
+    from test_search_spaces import alias_bomb
+
+    (tmp_path / "bomb.yaml").write_text(alias_bomb())
+    result = run_cli("--method", "lora", "--space-file", str(tmp_path / "bomb.yaml"), timeout=30)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[:500]
+    assert "once its aliases are expanded" in result.stderr and len(result.stderr) < 300
 
 
 def test_study_package_entry_point_matches_pyproject():

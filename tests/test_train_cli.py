@@ -78,6 +78,7 @@ def test_set_needs_key_equals_value():
             ["--method", "qlora", "--set", "variant=pissa"],
             "error: LoRA variant 'pissa' would change the 8-bit W0",
         ),
+        (["--method", "lora", "--out", "/dev/null"], "error: --out /dev/null is a character device"),
         (["--method", "lora", "--model", "/no/such/model", "--data-dir", "/no/such/dir"], "error: "),
     ],
 )

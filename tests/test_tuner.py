@@ -14,7 +14,7 @@ import ray
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from search_spaces import define_by_run, flatten
+from search_spaces import define_by_run
 from search_spaces.overrides import spec_to_override
 from study.config import StudyConfig
 from study.dashboard import ClusterInfo
@@ -25,6 +25,7 @@ from study.results import format_table, read_text, summarize, write_json, write_
 from study.tuner import _check_resume, _study_record
 from trainables import trial as _trial  # noqa: F401  (torch imported at collection: tests time their own work)
 from trainables.methods import method_names
+from trainables.training.setting_types import flatten
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CPU_ONLY = ClusterInfo(address="127.0.0.1:1", dashboard_url=None, started_here=True, resources={"CPU": 2.0})

@@ -101,7 +101,7 @@ def groups_of(method: str, settings: Mapping[str, Any]) -> dict[str, str]:
     for grouping in strategy.groupings if strategy else ():
         group = grouping.group_of(_with_defaults(strategy, settings, grouping.keys))
         if group is not None:
-            out[grouping.family] = group
+            out[grouping.family] = str(group)  # a setting's value from a results file: shown as text
     return out
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from trainables.data.load import CONFIGS as DATA_CONFIGS
 from trainables.data.records import CodeRecord
 from trainables.methods import StrategyContext, get_strategy, load_plugins
 from trainables.scoring.evaluation import EvalSettings
@@ -23,8 +24,6 @@ from trainables.training.loop import TrainConfig, fit, seed_everything, train_an
 from trainables.training.models import load_model, load_tokenizer, pick_device
 from trainables.training.reporting import RayReporter, Reporter
 from trainables.training.setting_types import check_number_fields
-
-DATA_CONFIGS = ("main", "socratic")
 
 
 @dataclass

@@ -6,10 +6,11 @@ numbers, `+ - * / //` and parentheses, `=`, the value, `>>`. The prompt styles r
 program converter reads them, the metrics read an answer past them and the calculator fills them in while
 a model decodes; all of them use the syntax, the number grammar and the evaluator defined here.
 
-- Annotations: `ANNOTATION`, `ANNOTATION_VALUE`, `UNCLOSED_ANNOTATION`; `annotations`, `split_annotation`,
-  `remove_annotations`, `write_annotation`.
-- Numbers: `clean_number` (strip what people write around one), `exact_number` / `parse_number` (a written
-  number as an exact value), `normalise_number` (a final answer in canonical form).
+- Annotations: `ANNOTATION`, `ANNOTATION_VALUE`; `annotations`, `split_annotation`, `remove_annotations`,
+  `write_annotation`, `unclosed_annotation_start`.
+- Numbers: `MAX_NUMBER_CHARS` (the longest text read as a number), `clean_number` (strip what people write
+  around one), `exact_number` / `parse_number` (a written number as an exact value), `normalise_number` (a
+  final answer in canonical form).
 - Evaluation: `evaluate` walks the tree of an expression in exact (Fraction) or Python (int / float)
   arithmetic; `safe_eval` evaluates untrusted text exactly within bounds, never with `eval`.
 - Writing values: `format_number` (as GSM8K's annotations do: `24`, `2.5`, `3.33`) and `format_answer`
@@ -33,8 +34,6 @@ ANNOTATION = re.compile(r"<<([^<>]*)>>")
 """One annotation; group 1 is its body, `expr=value`."""
 ANNOTATION_VALUE = re.compile(r"<<(?:[^<>]*=)?(?P<value>[^<>=]*)>>")
 """One annotation; group `value` is what follows its last `=` (the whole body if it has none)."""
-UNCLOSED_ANNOTATION = re.compile(r"<<[^>]*\Z")
-"""An annotation a generation began and never closed, at the end of the text."""
 
 
 def annotations(text: str) -> list[str]:
@@ -64,11 +63,23 @@ def write_annotation(expr: str, value: object) -> str:
     return f"<<{expr}={value}>>"
 
 
+def unclosed_annotation_start(text: str) -> int | None:
+    """Where an annotation that a generation began and never closed starts (the first `<<` after the last
+    `>`), or None. Two scans of the text: the regex `<<[^>]*\\Z` that said the same took time quadratic in
+    the length of model output such as `<<a<<a...>`."""
+    start = text.find("<<", text.rfind(">") + 1)
+    return None if start < 0 else start
+
+
 # --- written numbers --------------------------------------------------------------------------------------
 
-WRITTEN_NUMBER = re.compile(r"^-?(\d+\.?\d*|\.\d+)(/\d+)?$")
+MAX_NUMBER_CHARS = 100
+"""The longest text (digits, separators, sign, exponent) read as one number. Longer is not a number here:
+Python refuses to write an int of over 4,300 digits, and `9...9e999` in a model's output would otherwise
+stop the whole evaluation when its answer is written back. GSM8K's longest answer has 7 characters."""
+WRITTEN_NUMBER = re.compile(r"-?(\d+\.?\d*|\.\d+)(/\d+)?")
 """A number as GSM8K writes it, thousands commas removed: `72`, `-2`, `0.5`, `.4`, `5.`, `3/4`."""
-CANONICAL_NUMBER = re.compile(r"^-?\d+(\.\d+)?(/\d+)?$")
+CANONICAL_NUMBER = re.compile(r"-?\d+(\.\d+)?(/\d+)?")
 """A normalised final answer: digits on both sides of any decimal point."""
 
 
@@ -83,7 +94,7 @@ def exact_number(text: str) -> Exact | None:
     An int where the text is one (ints skip the slow Fraction parser and compare equal all the same).
     """
     text = text.strip().replace(",", "")
-    if not WRITTEN_NUMBER.match(text):
+    if len(text) > MAX_NUMBER_CHARS or not WRITTEN_NUMBER.fullmatch(text):
         return None
     if text.isdigit():
         return int(text)
@@ -109,12 +120,16 @@ def normalise_number(raw: str) -> str:
     """A final answer in canonical form: `'$1,000.'` -> `'1000'` (spaces inside are removed too).
 
     Raises:
-        ValueError: if what is left is not a number.
+        ValueError: if what is left is not a number, or longer than `MAX_NUMBER_CHARS`.
     """
     text = raw.strip().replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
-    if not CANONICAL_NUMBER.match(text):
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(
+            f"final answer {raw[:20]!r}... has {len(text)} characters, over the {MAX_NUMBER_CHARS} read as a number"
+        )
+    if not CANONICAL_NUMBER.fullmatch(text):
         raise ValueError(f"final answer {raw!r} is not a number")
-    if re.search(r"/0+$", text):  # '5/0' matches CANONICAL_NUMBER but is no number: refuse it up front
+    if re.search(r"/0+\Z", text):  # '5/0' matches CANONICAL_NUMBER but is no number: refuse it up front
         raise ValueError(f"final answer {raw!r} divides by zero")
     return text
 

@@ -32,6 +32,7 @@ from trainables.data.records import CodeRecord, DataError, MathRecord, parse_gsm
 
 SOURCES = ("auto", "hub", "local", "embedded")
 CONFIGS = ("main", "socratic")
+"""GSM8K's two configs (the data config of a trial), in table order: the one list of them."""
 CODE_DATASETS = ("mbpp", "gsm8k-programs", "solution-programs")
 GSM8K_HUB = "openai/gsm8k"
 MBPP_HUB = "google-research-datasets/mbpp"

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from trainables.data.arithmetic import normalise_number
 
-FINAL_ANSWER = re.compile(r"^####\s*(.+?)\s*$")
+FINAL_ANSWER = re.compile(r"####\s*(.+)")
+"""The last line of an answer, stripped: `fullmatch` it (`(.+?)\\s*$` took quadratic time on inner spaces)."""
 # The Socratic separator; two official test lines end in a bare `**` (a sub-question with an empty step).
 SOCRATIC_SEPARATOR = re.compile(r"\s\*\*(?:\s|$)")
 
@@ -67,7 +68,7 @@ def parse_gsm8k_answer(question: str, answer_text: str, *, source: str = "gsm8k/
         ValueError: if there is no `#### N` line or N is not a number.
     """
     lines = [line.strip() for line in answer_text.strip().splitlines() if line.strip()]
-    if not lines or not (match := FINAL_ANSWER.match(lines[-1])):
+    if not lines or not (match := FINAL_ANSWER.fullmatch(lines[-1])):
         raise ValueError("no '#### N' final answer line")
     answer = normalise_number(match.group(1))
     steps, subquestions = [], []

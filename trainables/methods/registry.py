@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+_NAME = re.compile(r"[a-z][a-z0-9_]*")  # fullmatch: `$` lets a final newline through
+_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
 
 
 @dataclass
@@ -162,7 +162,7 @@ class Strategy:
     empty: every trial does."""
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not _NAME.fullmatch(self.name):
             raise ValueError(f"method name must be lower_snake_case, got {self.name!r}")
         if not dataclasses.is_dataclass(self.config_cls):
             raise ValueError(f"method {self.name!r}: config_cls must be a dataclass, got {self.config_cls!r}")
@@ -173,7 +173,7 @@ class Strategy:
                 raise ValueError(f"method {self.name!r}: {name} must be a callable or None")
         if not self.display_name.strip():
             raise ValueError(f"method {self.name!r}: display_name is empty")
-        if not _COLOUR.match(self.colour):
+        if not _COLOUR.fullmatch(self.colour):
             raise ValueError(f"method {self.name!r}: colour must be #RRGGBB, got {self.colour!r}")
         if not 0 < self.gpu_share <= 1:
             raise ValueError(f"method {self.name!r}: gpu_share must be in (0, 1], got {self.gpu_share}")

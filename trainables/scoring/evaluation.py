@@ -19,17 +19,11 @@ from trainables.data.batching import collate, encode_pairs
 from trainables.data.prompts import format_example, usable
 from trainables.data.records import MathRecord
 from trainables.scoring.collapse import answer_spread
-from trainables.scoring.metrics import (
-    DEFAULT_SIMILARITY_MODEL,
-    answers_match,
-    bootstrap_ci,
-    extract_answer,
-    perplexity,
-    rouge1,
-    semantic_similarity,
-)
+from trainables.scoring.metric_registry import SplitGenerations, check_names, compute_metrics, metric_names
+from trainables.scoring.metrics import DEFAULT_SIMILARITY_MODEL, bootstrap_ci, extract_answer, perplexity
 
-METRICS = ("accuracy", "perplexity", "rouge1", "similarity")
+METRICS = metric_names()
+"""Every registered metric (`trainables.scoring.metric_registry`): what a split is scored on by default."""
 
 
 @dataclass
@@ -65,10 +59,7 @@ class EvalSettings:
         for name, what in (("metrics", "metric(s)"), ("test_metrics", "test metric(s)")):
             value = getattr(self, name)
             value = tuple(value.split(",")) if isinstance(value, str) else tuple(value)
-            unknown = [m for m in value if m not in METRICS]
-            if unknown:
-                raise ValueError(f"unknown {what} {unknown}; choose from {', '.join(METRICS)}")
-            setattr(self, name, value)
+            setattr(self, name, check_names(value, what=what.replace("(s)", "")))
         for name in ("batch_size", "max_new_tokens", "num_beams"):
             if getattr(self, name) < 1:
                 raise ValueError(f"eval {name} must be >= 1, got {getattr(self, name)}")
@@ -180,23 +171,26 @@ def evaluate_split(
         model, tokenizer, inputs, settings, calculator=calculator, max_input_tokens=max_input_tokens
     )
     extracted, program_outputs = extract_all(predictions, style=style, settings=settings)
-    correct = [answers_match(x, r.answer) for x, r in zip(extracted, records, strict=True)]
+    split = SplitGenerations(
+        predictions=predictions,
+        targets=[p[1] for p in pairs],
+        extracted=extracted,
+        answers=[r.answer for r in records],
+        similarity_model=settings.similarity_model,
+    )
+    correct = split.correct
     low, high = bootstrap_ci(correct)
     result = {
-        "accuracy": sum(correct) / len(correct),
         "accuracy_low": low,
         "accuracy_high": high,
         "n": len(correct),
         **answer_spread(extracted),  # distinct_answers, top_answer_share: is the model collapsed?
     }
-    targets = [p[1] for p in pairs]
-    if "perplexity" in wanted:
+    # every metric computed from generations by its record (the code `study.evaluate` scores with)
+    result |= compute_metrics(split, [m for m in METRICS if m in wanted])
+    if "perplexity" in wanted:  # the one metric that needs the model, not its generations
         limits = {"max_input_tokens": max_input_tokens, "max_target_tokens": max_target_tokens}
         result["perplexity"] = _perplexity(model, tokenizer, pairs, settings, **limits)
-    if "rouge1" in wanted:
-        result["rouge1"] = rouge1(predictions, targets)
-    if "similarity" in wanted:
-        result["similarity"] = semantic_similarity(predictions, targets, model_name=settings.similarity_model)
     rows = [
         {
             "input": pair[0],

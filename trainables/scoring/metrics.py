@@ -15,13 +15,18 @@ import functools
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trainables.data.arithmetic import ANNOTATION_VALUE, UNCLOSED_ANNOTATION, parse_number
+from trainables.data.arithmetic import (
+    ANNOTATION_VALUE,
+    MAX_NUMBER_CHARS,
+    parse_number,
+    unclosed_annotation_start,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -35,9 +40,10 @@ _PACKAGED_MINILM_NAMES = {DEFAULT_SIMILARITY_MODEL, "all-MiniLM-L6-v2"}
 # fraction, an exponent (Python prints 1e+20). The body swallows a whole chain like `12/25/2020` or
 # `5.3.2021` so a date is rejected as one token instead of being read as `2020` or `5.3`. The
 # lookbehind keeps digits glued to a word (`x2`, `COVID19`) or to a dotted chain out. Exponents stop at
-# three digits: `1e999999999` from a model would otherwise build a billion-digit integer.
+# three digits: `1e999999999` from a model would otherwise build a billion-digit integer; a body longer
+# than MAX_NUMBER_CHARS is too long to read (`_read_numbers`). Every pattern here is linear in the text.
 _NUMBER = re.compile(
-    r"(?<![\w.,/:])(?P<sign>-)?\$?(?P<sign2>-)?"
+    r"(?=[-$.\d])(?<![\w.,/:])(?P<sign>-)?\$?(?P<sign2>-)?"
     r"(?P<body>(?:\d+(?:,\d{3}(?!\d))*|(?=\.\d))(?:[./:]\d+)*(?:[eE][-+]?\d{1,3}(?!\d))?)"
 )
 _ISO_DATE = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b")
@@ -54,22 +60,30 @@ class SimilarityModelError(OSError):
     """
 
 
-def _numbers(text: str) -> list[Fraction]:
-    """Every well-formed number in `text`, in order; dates, times and version strings are skipped."""
-    values = []
-    for match in _NUMBER.finditer(_ISO_DATE.sub(" ", text.replace("\u2212", "-"))):
+_NO_NUMBER = object()
+"""What `next(_read_numbers(...), _NO_NUMBER)` gives for a text without numbers."""
+
+
+def _read_numbers(text: str, *, from_end: bool = False) -> Iterator[Fraction | None]:
+    """Every well-formed number in `text`, in order (last first with `from_end`), read only when asked for;
+    dates, times and version strings are skipped, and a number too long to read is None (no answer)."""
+    matches = list(_NUMBER.finditer(_ISO_DATE.sub(" ", text.replace("\u2212", "-"))))
+    for match in reversed(matches) if from_end else matches:
+        body = match.group("body")
+        if len(body) > MAX_NUMBER_CHARS:
+            yield None
+            continue
         try:
-            value = Fraction(match.group("body").replace(",", ""))
+            value = Fraction(body.replace(",", ""))
         except (ValueError, ZeroDivisionError):
             continue  # `12/25/2020`, `3:30`, `1.2.3`, `5/0`: not one number
-        values.append(-value if match.group("sign") or match.group("sign2") else value)
-    return values
+        yield -value if match.group("sign") or match.group("sign2") else value
 
 
 def find_numbers(text: str) -> list[Fraction]:
     """Every well-formed number in `text`, in order, as answer extraction reads them (`'$1,000.50'` -> 2001/2);
-    dates, times and version strings are skipped."""
-    return _numbers(text)
+    dates, times, version strings and numbers of over `MAX_NUMBER_CHARS` characters are skipped."""
+    return [value for value in _read_numbers(text) if value is not None]
 
 
 def _strip_annotations(text: str) -> str:
@@ -82,7 +96,9 @@ def _strip_annotations(text: str) -> str:
         return f" {match.group('value').strip()} "
 
     # A calculator annotation `<<48/2=24>>`: only the value after the last `=` is an answer candidate.
-    return UNCLOSED_ANNOTATION.sub(" ", ANNOTATION_VALUE.sub(replace, text))
+    text = ANNOTATION_VALUE.sub(replace, text)
+    start = unclosed_annotation_start(text)
+    return text if start is None else text[:start] + " "
 
 
 def extract_answer(text: str, *, style: str = "text") -> Fraction | None:
@@ -106,16 +122,15 @@ def extract_answer(text: str, *, style: str = "text") -> Fraction | None:
     if style not in STYLES:
         raise ValueError(f"style {style!r} is not one of {STYLES}")
     if style == "code":
-        numbers = _numbers(text)
-        return round(numbers[-1], _CODE_DECIMALS) if numbers else None
+        last = next(_read_numbers(text, from_end=True), None)
+        return None if last is None else round(last, _CODE_DECIMALS)
     text = _strip_annotations(text)
     # The first marked answer wins: what follows it is usually the model running on into a new problem.
     for marker in (_FINAL_MARKER, _ANSWER_IS):
         for match in marker.finditer(text):
-            if numbers := _numbers(match.group("rest")):
-                return numbers[0]
-    numbers = _numbers(text)
-    return numbers[-1] if numbers else None
+            if (first := next(_read_numbers(match.group("rest")), _NO_NUMBER)) is not _NO_NUMBER:
+                return first
+    return next(_read_numbers(text, from_end=True), None)
 
 
 def answers_match(predicted: Fraction | None, reference: str | int | Fraction) -> bool:
@@ -128,6 +143,12 @@ def answers_match(predicted: Fraction | None, reference: str | int | Fraction) -
         return False
     expected = Fraction(reference) if isinstance(reference, (int, Fraction)) else parse_number(reference)
     return predicted == expected
+
+
+def _encodable(texts: Sequence[str]) -> list[str]:
+    """The texts with each lone surrogate (which JSON can carry, UTF-8 cannot) replaced by `?`: one such
+    prediction made ROUGE's Arrow table, and so the whole scoring run, fail."""
+    return [t if t.isascii() else t.encode("utf-8", "replace").decode("utf-8") for t in texts]
 
 
 def _check_pairs(predictions: Sequence, references: Sequence) -> None:
@@ -193,6 +214,7 @@ def rouge1(predictions: Sequence[str], references: Sequence[str], *, use_stemmer
         ImportError: for `use_stemmer=True` without `rouge_score` (the Porter stemmer is nltk's, no copy here).
     """
     _check_pairs(predictions, references)
+    predictions, references = _encodable(predictions), _encodable(references)
     try:
         scorer = _rouge1_scorer(use_stemmer)
     except ImportError:
@@ -278,6 +300,7 @@ def semantic_similarity(
         SimilarityModelError: if the model cannot be loaded.
     """
     _check_pairs(predictions, references)
+    predictions, references = _encodable(predictions), _encodable(references)
     model = _similarity_model(model_name, device)
     kwargs = {"batch_size": batch_size, "convert_to_tensor": True, "normalize_embeddings": True}
     pred = model.encode(list(predictions), **kwargs)  # (n, dim), unit rows

@@ -9,7 +9,8 @@ where the kernel lacks one):
    virtualenv, /etc, /proc or home directory, and no other native extension. It writes nothing and
    connects nowhere. The files are found by a probe interpreter once per scorer process (`sandbox_policy`).
 2. seccomp (Linux x86_64), with no-new-privileges: no sockets, fork/clone, exec, signals to other
-   processes, leaving the process group, file-system changes, memfds or anonymous executable memory.
+   processes, leaving the process group, file-system changes, memfds or anonymous executable memory, and
+   nothing that changes another process's priority, scheduling, affinity or limits; no sync, no uname.
 3. rlimits: address space (memory), CPU, file size (stdout is a file, so a flood ends at the cap), open
    files, no core dumps, RLIMIT_NPROC=1.
 4. Identity: when this process is root, the program drops to an unprivileged uid/gid.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 import resource
 import select
 import signal
@@ -40,11 +42,15 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from encodings import normalize_encoding
+from encodings.aliases import aliases as _CODEC_ALIASES
 
 from trainables.scoring.sandbox_policy import (
+    CODEC_PACKAGE,
     EXEC_FD,
     INTERPRETER_FLAGS,
     LAZY_IMPORTS,
+    NON_ASCII_IMPORTS,
     PREIMPORTABLE,
     Confinement,
     confinement,
@@ -57,11 +63,15 @@ from trainables.scoring.sandbox_stages import child_sources
 SETUP_TIMEOUT_S = 30.0
 """How long the child may take to lock itself down before the sandbox counts as broken."""
 _NOT_IN_NAMES = str.maketrans({c: " " for c in map(chr, range(128)) if not (c.isalnum() or c in "_.")})
+_CODEC_NAME = re.compile(r"[\w.-]+")
+"""A codec's name as a program writes it (`'cp1252'`, `"latin-1"`) or a coding cookie does (PEP 263)."""
 _seccomp_filter = seccomp_filter  # one name the tests can replace
 
 
-class SandboxError(RuntimeError):
-    """The sandbox itself could not be started or locked down (never the program's fault)."""
+class SandboxError(OSError):
+    """The sandbox itself could not be started or locked down (never the program's fault).
+
+    An OSError, like a missing model, so the CLIs report it in one line."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,9 @@ class SandboxLimits:
     """Address-space limit (RLIMIT_AS) in MiB; the interpreter itself needs about 20."""
     max_output_bytes: int = 64 * 1024
     """Cap on stdout; a program that writes more fails with `output over N bytes`."""
+    max_source_bytes: int = 1 << 20
+    """Longer programs (UTF-8) fail with `source over N bytes`, unrun: reading one into the sandbox's
+    memory limit would fail its setup. At most a quarter of `memory_mb`."""
     unprivileged_uid: int = 65534
     """When the evaluating process is root, the uid and gid the program runs as (65534: `nobody`)."""
 
@@ -84,12 +97,18 @@ class SandboxLimits:
         ranges = {
             "memory_mb": (32, 1 << 20),
             "max_output_bytes": (1, 1 << 30),
+            "max_source_bytes": (1, 1 << 30),
             "unprivileged_uid": (1, 2**32 - 2),
         }
         for name, (low, high) in ranges.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}")
+        if self.max_source_bytes > self.memory_mb << 18:  # stage 2 holds the source twice while reading it
+            raise ValueError(
+                f"max_source_bytes must be at most a quarter of memory_mb ({self.memory_mb << 18} bytes), "
+                f"got {self.max_source_bytes!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -192,6 +211,10 @@ def _run_one(source: str, limits: SandboxLimits, layers: _Layers = _Layers()) ->
         return ProgramResult(
             ok=False, stdout="", error=f"source is not valid UTF-8: {exc.reason}", seconds=0.0
         )
+    if len(data) > limits.max_source_bytes:
+        return ProgramResult(
+            ok=False, stdout="", error=f"source over {limits.max_source_bytes} bytes", seconds=0.0
+        )
     # Nameless files (O_TMPFILE): nothing is left on disk, even when this process is SIGKILLed.
     with tempfile.TemporaryFile() as program, tempfile.TemporaryFile() as out:
         with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as status:
@@ -252,7 +275,7 @@ def _start(source: str, limits: SandboxLimits, layers: _Layers, *, files, setup_
         "hook": int(layers.audit_hook),
         "seccomp": seccomp.hex() if seccomp else "",
         "landlock_fd": ruleset,
-        "preimport": ",".join(_preimports(source)),
+        "preimport": ",".join(_preimports(source, codecs=allowed.codecs)),
     }
     stage1, stage2 = child_sources()
     argv = [sys.executable, *INTERPRETER_FLAGS, "-c", stage1, stage2]
@@ -288,13 +311,29 @@ def _rlimits(limits: SandboxLimits, layers: _Layers) -> str:
     return ",".join(f"{r}:{soft}:{hard}" for r, soft, hard in values)
 
 
-def _preimports(source: str) -> list[str]:
-    """The PREIMPORTABLE modules the source names (as words: `math.sqrt` names `math`), and their lazy imports."""
+def _preimports(source: str, *, codecs: frozenset[str] = frozenset()) -> list[str]:
+    """What stage 2 imports before the uid drop: the PREIMPORTABLE modules the source names (as words:
+    `math.sqrt` names `math`) and their lazy imports, what the compiler needs for non-ASCII names, and the
+    `codecs` (modules of CODEC_PACKAGE) whose names or aliases it writes."""
     names = set()
     for word in set(source.translate(_NOT_IN_NAMES).split()):
         parts = word.split(".")
         names.update(parts, (".".join(parts[: i + 1]) for i in range(len(parts))))
-    return sorted(names & PREIMPORTABLE | {lazy for name, lazy in LAZY_IMPORTS.items() if name in names})
+    wanted = names & PREIMPORTABLE | {lazy for name, lazy in LAZY_IMPORTS.items() if name in names}
+    if not source.isascii():
+        wanted.update(NON_ASCII_IMPORTS)
+    if codecs:
+        wanted.update(f"{CODEC_PACKAGE}.{codec}" for codec in _codecs_named(source) & codecs)
+    return sorted(wanted)
+
+
+def _codecs_named(source: str) -> set[str]:
+    """The codec modules that the names in `source` resolve to, as `encodings.search_function` resolves them."""
+    found = set()
+    for name in set(_CODEC_NAME.findall(source)):
+        normal = normalize_encoding(name.lower())
+        found.add(_CODEC_ALIASES.get(normal) or _CODEC_ALIASES.get(normal.replace(".", "_")) or normal)
+    return found
 
 
 def _read_setup(fd: int) -> str:

@@ -4,12 +4,14 @@ Both are computed here, in the trusted scorer, and installed by the child's firs
 interpreter that runs the program (`sandbox_stages`), so neither can be changed by program code:
 - seccomp (x86_64): no sockets, new processes, signals to others, file-system changes, new programs
   (`execve`; stage 1's own exec goes through `execveat` on a descriptor number the program can never hold),
-  leaving the process group, memfds, or executable memory that is not a mapped file (no JIT, no shellcode).
+  leaving the process group, memfds, or executable memory that is not a mapped file (no JIT, no shellcode);
+  nothing that acts on another process of the same uid (priority, scheduling, CPU affinity, I/O priority,
+  resource limits, memory placement), no `sync` family (disk I/O for the whole machine), no `uname`.
 - Landlock: the program may read the interpreter, the shared libraries it maps and the standard-library
-  modules in `PREIMPORTABLE` (and their compiled caches): nothing else, so no other native extension can
-  be opened either. It may list the standard library's folders, write nothing, connect nowhere (ABI 4) and
-  signal nothing outside itself (ABI 6). The list is what a probe interpreter, started exactly as stage 2
-  is, has loaded after importing every `PREIMPORTABLE` module.
+  modules in `PREIMPORTABLE` and `encodings` (and their compiled caches): nothing else, so no other native
+  extension can be opened either. It may list the standard library's folders, write nothing, connect
+  nowhere (ABI 4) and signal nothing outside itself (ABI 6). The list is what a probe interpreter, started
+  exactly as stage 2 is, has loaded after importing every `PREIMPORTABLE` module and every codec.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ PREIMPORTABLE = frozenset(
 )
 """Pure-computation modules a program may import: stage 2 imports those it names before the uid drop."""
 LAZY_IMPORTS = {"collections": "heapq", "strptime": "_strptime"}  # Counter.most_common, time.strptime
+NON_ASCII_IMPORTS = ("unicodedata",)
+"""What the compiler imports for a non-ASCII name (it normalises names to NFKC): stage 2 imports it for any
+source that is not ASCII, since after the uid drop the standard library may not be readable."""
+CODEC_PACKAGE = "encodings"
+"""Every standard codec is a module of this package: the Landlock allow-list holds them all, and stage 2
+imports those whose names (or aliases) the source writes, a coding cookie's included."""
 INTERPRETER_FLAGS = ("-I", "-S", "-B", "-X", "utf8")
 """Isolated (no environment, no user site), no site-packages, no .pyc written, UTF-8 I/O."""
 EXEC_FD = 100
@@ -47,6 +55,13 @@ _DENIED_SYSCALLS = {  # x86_64 numbers (asm/unistd_64.h); the kernel answers EPE
     "kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
     "pidfd_send_signal": 424, "pidfd_open": 434, "pidfd_getfd": 438, "ptrace": 101,
     "process_vm_readv": 310, "process_vm_writev": 311, "process_madvise": 440, "perf_event_open": 298,
+    "kcmp": 312, "migrate_pages": 256, "move_pages": 279,
+    # other processes of the same uid (every program's, as root; the scorer's, unprivileged): their
+    # priority, scheduling and CPU affinity (prlimit64 on another pid is refused below)
+    "setpriority": 141, "sched_setparam": 142, "sched_setscheduler": 144, "sched_setaffinity": 203,
+    "sched_setattr": 314, "ioprio_set": 251,
+    # the whole machine: flushing every disk, and what uname tells (host name, kernel build)
+    "sync": 162, "syncfs": 306, "fsync": 74, "fdatasync": 75, "sync_file_range": 277, "uname": 63,
     # changing the file system (open/openat with write flags are refused separately)
     "creat": 85, "openat2": 437, "mknod": 133, "mknodat": 259, "unlink": 87, "unlinkat": 263,
     "rename": 82, "renameat": 264, "renameat2": 316, "mkdir": 83, "mkdirat": 258, "rmdir": 84,
@@ -94,6 +109,7 @@ def seccomp_filter() -> bytes | None:
         (None, jeq, "mprotect", 0, 10),
         (None, jeq, "mprotect", 0, 329),  # pkey_mprotect
         (None, jeq, "execveat", 0, 322),
+        (None, jeq, "prlimit64", 0, 302),
         *((None, jeq, "deny", 0, nr) for nr in sorted(_DENIED_SYSCALLS.values())),
         (None, ret, 0, 0, allow),
         ("open", ld, 0, 0, arg(1)),  # open(path, flags)
@@ -106,6 +122,10 @@ def seccomp_filter() -> bytes | None:
         (None, jset, "deny", "allow", map_anonymous),
         ("mprotect", ld, 0, 0, arg(2)),  # mprotect(addr, length, prot): nothing becomes code later
         (None, jset, "deny", "allow", prot_exec),
+        ("prlimit64", ld, 0, 0, arg(0)),  # prlimit64(pid, ...): its own limits only (pid 0, as glibc asks)
+        (None, jeq, 0, "deny", 0),
+        (None, ld, 0, 0, arg(0) + 4),
+        (None, jeq, "allow", "deny", 0),
         ("execveat", ld, 0, 0, arg(0)),  # execveat(dirfd, path, argv, envp, flags): stage 1's exec only
         (None, jeq, 0, "deny", EXEC_FD),
         (None, ld, 0, 0, arg(4)),
@@ -132,7 +152,9 @@ class Confinement:
     mapped: tuple[str, ...] = ()
     """Files the interpreter maps (itself, its shared libraries, the locale): read and execute."""
     modules: tuple[str, ...] = ()
-    """Module sources and caches of the standard library's PREIMPORTABLE modules: read."""
+    """Module sources and caches of the standard library's PREIMPORTABLE modules and codecs: read."""
+    codecs: frozenset[str] = frozenset()
+    """The modules of `CODEC_PACKAGE` that import on this machine (`cp1252`, `latin_1`, ...)."""
     folders: tuple[str, ...] = ()
     """The standard library's folders (its `sys.path`): listing names only, beneath each."""
 
@@ -145,10 +167,10 @@ def confinement(executable: str) -> Confinement:
         OSError: when the probe interpreter cannot be started or fails (then no program could run either).
     """
     real = os.path.realpath(executable)
-    names = sorted(PREIMPORTABLE | set(LAZY_IMPORTS.values()))
+    names = sorted(PREIMPORTABLE | set(LAZY_IMPORTS.values()) | set(NON_ASCII_IMPORTS))
     source = textwrap.dedent(inspect.getsource(_probe)) + "\n_probe()\n"
     done = subprocess.run(
-        [real, *INTERPRETER_FLAGS, "-c", source, ",".join(names)],
+        [real, *INTERPRETER_FLAGS, "-c", source, ",".join(names), CODEC_PACKAGE],
         capture_output=True,
         text=True,
         env={},
@@ -167,6 +189,7 @@ def confinement(executable: str) -> Confinement:
         mapped=tuple(found["mapped"]),
         modules=tuple(found["modules"]),
         folders=tuple(found["folders"]),
+        codecs=frozenset(found["codecs"]),
     )
 
 
@@ -248,13 +271,23 @@ def warn_missing_layers(abi: int, seccomp: bool) -> None:
 
 
 def _probe() -> None:  # pragma: no cover - runs in the probe interpreter
-    """Import every PREIMPORTABLE module, then print what the interpreter read and maps, as JSON."""
+    """Import every PREIMPORTABLE module and every codec, then print what the interpreter read and maps, and
+    which codecs imported, as JSON."""
     import json
     import os
     import sys
 
     for name in sys.argv[1].split(","):
         __import__(name)
+    package, codecs = __import__(sys.argv[2]), []
+    for file in sorted(os.listdir(package.__path__[0])):
+        codec = file.removesuffix(".py")
+        try:
+            if codec != file and codec != "__init__":
+                __import__(f"{package.__name__}.{codec}")
+                codecs.append(codec)
+        except ImportError:  # another platform's (mbcs, oem on Linux)
+            pass
     modules = set()
     for module in list(sys.modules.values()):
         for attr in ("__file__", "__cached__"):
@@ -278,6 +311,7 @@ def _probe() -> None:  # pragma: no cover - runs in the probe interpreter
                 "mapped": sorted(mapped),
                 "modules": sorted(modules - mapped),
                 "folders": sorted(folders),
+                "codecs": sorted(codecs),
             }
         )
     )

@@ -6,6 +6,11 @@ Starting a sandboxed interpreter for each costs about 20 ms of CPU, a fifth of a
 program's output is fixed by Python's arithmetic alone, so `straight_line_output` computes it by walking
 the syntax tree with Python's own operators (`trainables.data.arithmetic.evaluate`), never `exec`.
 
+The tree is the one the sandbox's interpreter compiles: parsed from the program's UTF-8 bytes (so a
+coding cookie or a byte-order mark counts as it does in a file) and then compiled, so that what only the
+compiler refuses (`__debug__ = 1`) is refused here too; `tests/test_straight_line.py` compares both with
+running the file under Python on generated and hostile programs.
+
 Nothing is run, so nothing can escape: the tree must be exactly that shape or the function returns None
 and the program goes to the sandbox (`trainables.scoring.sandbox`), which then decides what it prints or
 how it fails. Also None: any error Python would raise (a division by zero, an overflow), a name used
@@ -38,7 +43,8 @@ def straight_line_output(source: str) -> str | None:
     if not isinstance(source, str) or len(source) > MAX_CHARS:
         return None
     try:
-        tree = ast.parse(source, mode="exec")
+        tree = ast.parse(source.encode("utf-8"), mode="exec")
+        compile(tree, "<program>", "exec", dont_inherit=True)
         names: dict[str, int | float] = {}
         lines = []
         for statement in tree.body:
@@ -51,7 +57,8 @@ def straight_line_output(source: str) -> str | None:
         output = "".join(lines)
         return output if len(output) <= MAX_OUTPUT_CHARS else None
     except (SyntaxError, ValueError, ArithmeticError, TypeError, RecursionError, MemoryError):
-        return None  # NotArithmetic is a ValueError; ZeroDivision and Overflow are ArithmeticErrors
+        # NotArithmetic and UnicodeError are ValueErrors; ZeroDivision and Overflow are ArithmeticErrors
+        return None
 
 
 def _is_assignment(statement: ast.stmt) -> bool:

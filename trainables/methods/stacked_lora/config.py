@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from trainables.training.setting_types import is_number
+
 if TYPE_CHECKING:
     import torch
 
@@ -70,11 +72,6 @@ F_SPACES = ("weight", "activation")
 """Where f acts: on the (out, in) weight delta, or on the stage-2 adapter's (..., r2) hidden activations."""
 
 
-def _is_number(value: Any) -> bool:
-    """True for an int or float that is not a bool."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _value_and_slope_at_zero(f: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
     """f(0) and f'(0) as autograd computes them (torch's relu gives f'(0) = 0)."""
     import torch
@@ -121,7 +118,7 @@ class StackedLoraConfig:
                 raise ValueError(f"stacked LoRA rank {name} must be a positive integer, got {value!r}")
         for name in ("alpha1", "alpha2"):
             value = getattr(self, name)
-            if not _is_number(value) or not math.isfinite(value) or value <= 0:
+            if not is_number(value) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"stacked LoRA {name} must be a finite number > 0, got {value!r}")
         if self.f not in ACTIVATIONS:
             raise ValueError(f"unknown stacked LoRA f {self.f!r}; choose from {', '.join(ACTIVATIONS)}")
@@ -130,14 +127,14 @@ class StackedLoraConfig:
                 f"unknown stacked LoRA f_space {self.f_space!r}; choose from {', '.join(F_SPACES)}"
             )
         self.target_modules = self._parse_targets(self.target_modules)
-        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+        if not is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"stacked LoRA dropout must be in [0, 1), got {self.dropout!r}")
-        if not _is_number(self.init_scale) or not math.isfinite(self.init_scale) or self.init_scale < 0:
+        if not is_number(self.init_scale) or not math.isfinite(self.init_scale) or self.init_scale < 0:
             raise ValueError(f"stacked LoRA init_scale must be a finite number >= 0, got {self.init_scale!r}")
         for name in ("stage1_merge", "use_rslora"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"stacked LoRA {name} must be True or False, got {getattr(self, name)!r}")
-        if not _is_number(self.omega) or not math.isfinite(self.omega) or self.omega <= 0:
+        if not is_number(self.omega) or not math.isfinite(self.omega) or self.omega <= 0:
             raise ValueError(f"stacked LoRA omega must be a finite number > 0, got {self.omega!r}")
         if self.omega != 1.0 and self.f not in PERIODIC:
             raise ValueError(f"stacked LoRA omega applies to f {', '.join(PERIODIC)} only, not f {self.f!r}")
