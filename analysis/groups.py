@@ -71,7 +71,8 @@ def with_groups(trials: pd.DataFrame) -> pd.DataFrame:
     if all(c in trials for c in columns):
         return trials
     found = [
-        groups_of(row["method"], _settings(row)) if _readable(row) else {} for row in trials.to_dict("records")
+        groups_of(row["method"], _settings(row)) if _readable(row) else {}
+        for row in trials.to_dict("records")
     ]
     added = pd.DataFrame(
         [[g.get(f) for f in families()] for g in found], index=trials.index, columns=columns, dtype=object

@@ -12,7 +12,6 @@ with no low-rank update (full fine-tuning) prints `-`.
 from __future__ import annotations
 
 import math
-import numbers
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pandas as pd
 from analysis.groups import compared_groups
 from analysis.plots import new_figure, save_figure
 from analysis.table import Table
+from trainables.training.setting_types import is_number
 
 INPUT_DEPENDENT = "input-dependent (f_space=activation)"
 """What a rank cell says where the update has no matrix (it depends on the input)."""
@@ -31,8 +31,7 @@ _FORMATS = {name: "{:.2f}" for name in RANKS} | {"accuracy": "{:.1f}"}
 
 def _value(trial: dict[str, Any], key: str) -> float:
     value = trial.get(key)
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else math.nan
+    return float(value) if is_number(value) else math.nan
 
 
 def _row(group, trial: dict[str, Any]) -> dict[str, Any]:
