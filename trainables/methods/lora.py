@@ -17,12 +17,12 @@ adapter saves, loads and merges as PEFT's does (nothing here re-implements one):
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trainables.methods.registry import Grouping, StrategyContext, register_strategy
+from trainables.training.setting_types import is_number
 
 if TYPE_CHECKING:
     import torch
@@ -104,12 +104,7 @@ def check_variant(variant: str, allowed: tuple[str, ...], *, why: str = "") -> N
 
 def check_loraplus_ratio(variant: str, ratio: Any) -> None:
     """LoRA+'s ratio must be a finite number >= 1, and is a setting of variant `loraplus` alone."""
-    if (
-        isinstance(ratio, bool)
-        or not isinstance(ratio, (int, float))
-        or not math.isfinite(ratio)
-        or ratio < 1
-    ):
+    if not is_number(ratio) or ratio < 1:
         raise ValueError(f"LoRA loraplus_lr_ratio must be a finite number >= 1, got {ratio!r}")
     if variant != "loraplus" and ratio != LORAPLUS_LR_RATIO:
         raise ValueError(f"LoRA loraplus_lr_ratio applies to variant 'loraplus' only, not {variant!r}")
