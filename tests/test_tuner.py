@@ -226,7 +226,8 @@ def test_summary_picks_the_best_finished_trial_and_counts_the_rest():
     ]
     summary = summarize(grid, method="stacked", data_config="main", metric="dev/accuracy", mode="max")
     assert (summary.finished, summary.stopped, summary.failed) == (2, 1, 1)
-    assert summary.best["trial_id"] == "b" and summary.groups == {"stacked": "f=relu"}
+    assert summary.best["trial_id"] == "b"
+    assert summary.groups == {"stacked": "f=relu", "stacked_variants": "lora"}  # plain LoRA in stage 2
     low = summarize(grid, method="stacked", data_config="main", metric="dev/accuracy", mode="min")
     assert low.best["trial_id"] == "c"
     table = format_table([summary], metric="dev/accuracy").splitlines()
