@@ -23,7 +23,7 @@ from search_spaces.common import (
     variant_coverage,
     variant_params,
 )
-from trainables.methods.stacked import BASELINES, STACKED_VARIANTS
+from trainables.methods.stacked import STACKED_LORA_VARIANTS, VARIANTS
 from trainables.methods.stacked_lora.config import ACTIVATIONS, F_SPACES, PERIODIC
 
 F_CHOICES = tuple(ACTIVATIONS)
@@ -37,8 +37,8 @@ OMEGAS = (10.0, 1000.0)
 
 COVERAGE = (
     tuple({"strategy/baseline": "stacked", "strategy/f": f} for f in F_CHOICES)
-    + tuple({"strategy/baseline": baseline} for baseline in BASELINES[1:])
-    + variant_coverage(STACKED_VARIANTS)
+    + tuple({"strategy/baseline": variant} for variant in VARIANTS[1:])
+    + variant_coverage(STACKED_LORA_VARIANTS)
 )
 CONDITIONAL = (
     frozenset({"strategy/f", "strategy/f_space", "strategy/omega", "strategy/alpha1", "strategy/stage1_lr"})
@@ -50,7 +50,7 @@ trains; a variant's own settings only for that variant."""
 
 def space(trial: Any, *, base: dict[str, Any]) -> dict[str, Any]:
     """One stacked LoRA trial's flat config (stage 2's learning rate is `train/lr`)."""
-    baseline = trial.suggest_categorical("strategy/baseline", BASELINES)
+    baseline = trial.suggest_categorical("strategy/baseline", VARIANTS)
     params: dict[str, Any] = {
         **train_params(trial, base, lr=(1e-4, 3e-3)),
         "strategy/baseline": baseline,
@@ -70,4 +70,4 @@ def space(trial: Any, *, base: dict[str, Any]) -> dict[str, Any]:
         params["strategy/f_space"] = trial.suggest_categorical("strategy/f_space", F_SPACES)
         if params["strategy/f"] in PERIODIC:
             params["strategy/omega"] = trial.suggest_float("strategy/omega", *OMEGAS, log=True)
-    return {**base, **params, **variant_params(trial, STACKED_VARIANTS)}
+    return {**base, **params, **variant_params(trial, STACKED_LORA_VARIANTS)}

@@ -100,7 +100,7 @@ def test_trainables_train_and_evaluate_without_ray_optuna_datasets_evaluate(tmp_
     assert "needs bitsandbytes: pip install bitsandbytes" in result["qlora_error"]
     assert "needs the datasets package (pip install datasets)" in result["hub_error"]
     assert "\n" not in result["hub_error"]
-    # ROUGE-1 without evaluate and rouge-score is the number the project's evaluate module gives
+    # ROUGE-1 without rouge-score (its one fallback) is the number rouge-score gives here
     from trainables.scoring.metrics import rouge1
 
     assert result["rouge1"] == pytest.approx([rouge1([p], [r]) for p, r in ROUGE_PAIRS], abs=1e-12)

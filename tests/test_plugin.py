@@ -160,7 +160,7 @@ def test_a_plugin_method_runs_through_study_confirm_and_report(plugin, micro_t5_
     manifest = json.loads((study / "confirm" / "confirm.json").read_text())
     assert list(manifest["groups"]) == ["method/main/lora", "method/main/ia3"]
 
-    run("analysis.report", str(study), "--out", str(tmp_path / "report"))
+    run("analysis.report", str(study), "--plugin", "ia3_method", "--out", str(tmp_path / "report"))
     report = tmp_path / "report"
     for name in ("table1_models", "accuracy_per_model", "efficiency"):
         with (report / "tables" / f"{name}.csv").open() as file:

@@ -8,7 +8,8 @@ neither train it twice nor read a half-written adapter. Its key hashes every set
 (the trial's whole TrainConfig included), so it is correct to share across studies, and on a cluster each
 node trains a given stage 1 at most once.
 
-The `baseline` setting swaps in the comparison methods: `linear` (f = identity), `merged_then_lora`
+The `baseline` setting (spelled so for compatibility; the report says "variant") swaps in the comparison
+variants: `linear` (f = identity), `merged_then_lora`
 (stage 1 folded into W0, then a fresh LoRA: COLA-style) and `single_lora` (one LoRA of rank r1 + r2 on
 GSM8K only). The study compares its trials per f and per variant (the grouping `stacked`): each f
 against the linear stack and the single LoRA, the variants that say whether f and stage 1 help.
@@ -49,9 +50,10 @@ if TYPE_CHECKING:  # torch, PEFT and the adapter's modules load when a trial app
 
     from trainables.training.loop import TrainConfig
 
-BASELINES = ("stacked", "linear", "merged_then_lora", "single_lora")
-"""The `baseline` setting's values: the method (first), then its comparison variants (the setting keeps its
-name for the trials already run; the report calls them variants)."""
+VARIANTS = ("stacked", "linear", "merged_then_lora", "single_lora")
+"""The `baseline` setting's values: the method (first), then its comparison variants. "Baseline" alone means
+a chance baseline (`trainables.scoring.baselines`); the setting keeps its spelling so that the trials and
+search spaces already written still read."""
 VARIANT_LABELS = {
     "linear": "Linear stack (no f)",
     "merged_then_lora": "Merged stage 1, then LoRA",
@@ -60,7 +62,7 @@ VARIANT_LABELS = {
 TESTED_AGAINST = ("linear", "single_lora")
 """The variants each f is tested against: they say whether f, and stage 1, help."""
 CACHE_FORMAT = 1  # bump when what a cached stage 1 means changes
-STACKED_VARIANTS = tuple(v for v in LORA_VARIANTS if v not in (*RESIDUAL_INIT_VARIANTS, "dora"))
+STACKED_LORA_VARIANTS = tuple(v for v in LORA_VARIANTS if v not in (*RESIDUAL_INIT_VARIANTS, "dora"))
 """The LoRA variants stage 2 can run (the module docstring says why the others cannot)."""
 
 
@@ -84,7 +86,7 @@ class StackedStrategyConfig(StackedLoraConfig):
     def __post_init__(self) -> None:
         check_variant(
             self.variant,
-            STACKED_VARIANTS,
+            STACKED_LORA_VARIANTS,
             why="cannot run under a frozen stacked stage 1: DoRA needs PEFT's own layer, PiSSA and OLoRA "
             "would change the frozen W0",
         )
@@ -95,10 +97,8 @@ class StackedStrategyConfig(StackedLoraConfig):
         super().__post_init__()
         if self.base_bits not in (0, 4, 8):
             raise ValueError(f"base_bits must be 0, 4 or 8, got {self.base_bits}")
-        if self.baseline not in BASELINES:
-            raise ValueError(
-                f"unknown stacked baseline {self.baseline!r}; choose from {', '.join(BASELINES)}"
-            )
+        if self.baseline not in VARIANTS:
+            raise ValueError(f"unknown stacked baseline {self.baseline!r}; choose from {', '.join(VARIANTS)}")
         if not self.stage1_lr > 0:
             raise ValueError(f"stage1_lr must be > 0, got {self.stage1_lr}")
         if self.stage1_epochs < 1:
@@ -249,7 +249,7 @@ def variant_group(settings: Mapping[str, Any]) -> str | None:
     if settings["strategy/variant"] != PLAIN:
         return None
     baseline = settings["strategy/baseline"]
-    return f"f={settings['strategy/f']}" if baseline == BASELINES[0] else baseline
+    return f"f={settings['strategy/f']}" if baseline == VARIANTS[0] else baseline
 
 
 def f_against_variants(groups: Sequence[str]) -> list[tuple[str, str]]:
@@ -257,7 +257,7 @@ def f_against_variants(groups: Sequence[str]) -> list[tuple[str, str]]:
     return [(g, b) for g in groups if g.startswith("f=") for b in TESTED_AGAINST if b in groups]
 
 
-VARIANTS = Grouping(
+GROUPS = Grouping(
     family="stacked",
     keys=("strategy/baseline", "strategy/f", "strategy/variant"),
     key="stacked_lora",
@@ -288,11 +288,11 @@ register_strategy(
     optimizer=lora_optimizer,
     weight_updates=stacked_weight_updates,
     groupings=(
-        VARIANTS,
+        GROUPS,
         variant_grouping(
-            "stacked", "Stacked LoRA", STACKED_VARIANTS, only={"strategy/baseline": BASELINES[0]}
+            "stacked", "Stacked LoRA", STACKED_LORA_VARIANTS, only={"strategy/baseline": VARIANTS[0]}
         ),
     ),
-    method_settings={"strategy/baseline": BASELINES[0], "strategy/variant": PLAIN},
+    method_settings={"strategy/baseline": VARIANTS[0], "strategy/variant": PLAIN},
     order=50,
 )
