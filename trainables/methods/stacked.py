@@ -14,11 +14,12 @@ variants: `linear` (f = identity), `merged_then_lora`
 GSM8K only). The study compares its trials per f and per variant (the grouping `stacked`): each f
 against the linear stack and the single LoRA, the variants that say whether f and stage 1 help.
 
-Of LoRA's variants (`strategy/variant`), stage 2 takes those that leave W0 and the stacked layer's form
-alone: `rslora` (the layer's s2 = alpha2 / sqrt(r2), saved as PEFT's `use_rslora`) and `loraplus` (PEFT's
-`create_loraplus_optimizer`, which gives every `lora_B*` weight, B2 here, its learning rate). `dora` needs
-PEFT's own layer (a magnitude vector renormalising W0 + B A), and `pissa` / `olora` initialise from W0's
-SVD / QR and subtract it from W0, which would change the frozen W0 that stage 1 was trained on: refused.
+Of LoRA's own variants (`strategy/variant`, PEFT's sense: not the comparison variants above), stage 2 takes
+those that leave W0 and the stacked layer's form alone: `rslora` (the layer's s2 = alpha2 / sqrt(r2), saved
+as PEFT's `use_rslora`) and `loraplus` (PEFT's `create_loraplus_optimizer`, which gives every `lora_B*`
+weight, B2 here, its learning rate). `dora` needs PEFT's own layer (a magnitude vector renormalising
+W0 + B A), and `pissa` / `olora` initialise from W0's SVD / QR and subtract it from W0, which would change
+the frozen W0 that stage 1 was trained on: refused.
 """
 
 from __future__ import annotations
