@@ -39,6 +39,7 @@ from analysis.render import (
 )
 from analysis.table import Table
 from analysis.tables import build_tables
+from analysis.update_rank import plot_update_rank, update_rank_table
 from study.outputs import check_output_file, check_output_folder, write_atomically
 from trainables.comparison import groupings
 from trainables.methods import load_plugins
@@ -52,6 +53,7 @@ FIGURES = {
     "importance": "Hyperparameter importance (Optuna's fANOVA on the trials' sampled values and dev metric).",
     "learning_curves": "Dev accuracy at each evaluation against training examples seen, per reported trial "
     "(dashed: collapsed).",
+    "update_rank": "Test accuracy against the effective rank of each group's learned update.",
 }
 """Chart file stem -> caption (each family a method record declares adds its own: `family_sections`)."""
 SUBFOLDERS = ("figures", "generations", "tables")
@@ -83,6 +85,7 @@ def make_tables(
     results.trials = with_groups(add_signal(results.trials))
     tables = build_tables(results.trials, metric=metric, mode=mode)
     tables |= chance_tables(results, tables)
+    tables["update_rank"] = update_rank_table(results.trials, metric=metric, mode=mode)
     diagnostics = diagnose(results.trials, metric=metric, mode=mode)
     add_history_signal(diagnostics, results.trials)  # the search history crosses out collapsed trials
     tables["search_summary"] = search_table(results.trials, metric=metric, mode=mode)
@@ -110,6 +113,7 @@ def make_figures(report: Report, directory: Path, *, metric: str) -> dict[str, P
             report.diagnostics, directory / "search_history.png", metric=metric
         ),
         "importance": search.plot_importance(report.diagnostics, directory / "importance.png", metric=metric),
+        "update_rank": plot_update_rank(tables["update_rank"], directory / "update_rank.png"),
         **chance_figures(report, directory),
     }
 

@@ -96,12 +96,14 @@ def define_by_run(
 
 
 def coverage_points(method: str, overrides: Sequence[Override] = ()) -> list[dict[str, Any]]:
-    """The points to enqueue for `method`: its `COVERAGE` minus those the overrides rule out."""
+    """The points to enqueue for `method`: its `COVERAGE` minus those the overrides rule out, and minus those
+    they pin whole (every key a fixed value): every trial matches such a point, so it covers no group."""
     by_key = {o.key: o for o in overrides}
     return [
         dict(point)
         for point in coverage(method)
         if all(key not in by_key or by_key[key].accepts(value) for key, value in point.items())
+        and not all(key in by_key and by_key[key].kind == "fixed" for key in point)
     ]
 
 

@@ -5,16 +5,26 @@ Conditional (define-by-run): f and f_space exist only for `baseline == "stacked"
 identity, merged_then_lora is a plain second LoRA); stage 1's alpha and learning rate only where a stage 1
 is trained (single_lora is one LoRA of rank r1 + r2 on GSM8K alone). Stage-1 settings are small grids
 rather than ranges so that trials share cached stage-1 adapters. f and the baseline are grouping parameters
-(the paper reports the best trial of each), so `COVERAGE` enqueues each f, then each other baseline, once.
+(the paper reports the best trial of each), so `COVERAGE` enqueues each f, then each other baseline, then
+each stage-2 LoRA variant, once. `omega` (the frequency of f = sin) exists only where f is sin, on a log
+scale: with T5-small's gain sqrt(512) the update's slope at zero, omega / sqrt(out), runs from 0.4 to 44.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from search_spaces.common import LORA_ALPHAS, LORA_RANKS, LORA_TARGETS, train_params
-from trainables.methods.stacked import VARIANTS
-from trainables.methods.stacked_lora.config import ACTIVATIONS, F_SPACES
+from search_spaces.common import (
+    LORA_ALPHAS,
+    LORA_RANKS,
+    LORA_TARGETS,
+    VARIANT_CONDITIONAL,
+    train_params,
+    variant_coverage,
+    variant_params,
+)
+from trainables.methods.stacked import STACKED_LORA_VARIANTS, VARIANTS
+from trainables.methods.stacked_lora.config import ACTIVATIONS, F_SPACES, PERIODIC
 
 F_CHOICES = tuple(ACTIVATIONS)
 """Every nonlinearity the adapter offers (adding one to `ACTIVATIONS` adds it to the search)."""
@@ -22,12 +32,20 @@ STAGE1_LRS = (3e-4, 1e-3, 3e-3)
 STAGE1_RANKS = (8, 16)
 STAGE1_ALPHAS = (16, 32)
 DROPOUTS = (0.0, 0.05, 0.1)
+OMEGAS = (10.0, 1000.0)
+"""Frequency of f = sin, log scale (Ji et al. use frequencies in the hundreds for LoRA)."""
 
-COVERAGE = tuple({"strategy/baseline": "stacked", "strategy/f": f} for f in F_CHOICES) + tuple(
-    {"strategy/baseline": baseline} for baseline in VARIANTS[1:]
+COVERAGE = (
+    tuple({"strategy/baseline": "stacked", "strategy/f": f} for f in F_CHOICES)
+    + tuple({"strategy/baseline": variant} for variant in VARIANTS[1:])
+    + variant_coverage(STACKED_LORA_VARIANTS)
 )
-CONDITIONAL = frozenset({"strategy/f", "strategy/f_space", "strategy/alpha1", "strategy/stage1_lr"})
-"""f and f_space exist only on the stacked branch; alpha1 and stage1_lr only where a stage 1 trains."""
+CONDITIONAL = (
+    frozenset({"strategy/f", "strategy/f_space", "strategy/omega", "strategy/alpha1", "strategy/stage1_lr"})
+    | VARIANT_CONDITIONAL
+)
+"""f, f_space (and omega for sin) exist only on the stacked branch; alpha1 and stage1_lr only where a stage 1
+trains; a variant's own settings only for that variant."""
 
 
 def space(trial: Any, *, base: dict[str, Any]) -> dict[str, Any]:
@@ -50,4 +68,6 @@ def space(trial: Any, *, base: dict[str, Any]) -> dict[str, Any]:
     if baseline == "stacked":
         params["strategy/f"] = trial.suggest_categorical("strategy/f", F_CHOICES)
         params["strategy/f_space"] = trial.suggest_categorical("strategy/f_space", F_SPACES)
-    return {**base, **params}
+        if params["strategy/f"] in PERIODIC:
+            params["strategy/omega"] = trial.suggest_float("strategy/omega", *OMEGAS, log=True)
+    return {**base, **params, **variant_params(trial, STACKED_LORA_VARIANTS)}

@@ -70,6 +70,15 @@ TINY_SPACE = (
     # One stage-1 setting for every stacked trial; f against the identity (the linear stacking baseline).
     "stacked:strategy/baseline=stacked",
     "stacked:strategy/f=[identity,relu]",
+    # LoRA's variants: plain LoRA unless a study asks for them (`--space strategy/variant=[...]`: a variant
+    # point per trial would triple the README study), with ranges that fit this base where one is asked for.
+    # LoRA+ at ratio 16 would step B at 16x a learning rate that already collapses above 1e-2; PiSSA's
+    # exact SVD of a 64 x 256 matrix takes milliseconds. sin's gain is 1 / sqrt(64..256) here, so omega 10..100
+    # gives a slope at zero of 0.6..12 (BENCHMARKS.md, "LoRA variants and sin on the tiny base").
+    "strategy/variant=lora",
+    "strategy/loraplus_lr_ratio=2..8",
+    "strategy/pissa_niter=0",
+    "stacked:strategy/omega=10..100",
     "stacked:strategy/r1=4",
     "stacked:strategy/alpha1=16",
     "stacked:strategy/stage1_lr=1e-2",

@@ -94,27 +94,41 @@ def test_stacked_f_exists_only_on_the_stacked_branch():
     assert "strategy/f" not in single and "strategy/stage1_lr" not in single and "strategy/r2" in single
 
 
-def test_coverage_has_each_f_then_each_baseline_and_each_style():
+def test_coverage_has_each_f_then_each_baseline_and_each_style_and_variant():
     stacked = coverage_points("stacked")
-    assert [p.get("strategy/f") for p in stacked[:6]] == list(stacked_space.F_CHOICES)
-    assert [p["strategy/baseline"] for p in stacked[6:]] == ["linear", "merged_then_lora", "single_lora"]
-    styles = [p["train/prompt_style"] for p in coverage_points("lora_cot")]
+    n_f = len(stacked_space.F_CHOICES)
+    assert [p.get("strategy/f") for p in stacked[:n_f]] == list(stacked_space.F_CHOICES)
+    assert "sin" in stacked_space.F_CHOICES
+    baselines = [p["strategy/baseline"] for p in stacked[n_f : n_f + 3]]
+    assert baselines == ["linear", "merged_then_lora", "single_lora"]
+    assert [p["strategy/variant"] for p in stacked[n_f + 3 :]] == ["lora", "rslora", "loraplus"]
+    cot = coverage_points("lora_cot")
+    styles = [p["train/prompt_style"] for p in cot[:4]]
     assert styles == ["breakdown", "no_breakdown", "code", "answer_only"]  # longest targets first
     assert sorted(styles) == sorted(lora_cot_space.STYLES)
-    assert coverage_points("lora") == []
+    variants = ["lora", "rslora", "dora", "pissa", "olora", "loraplus"]
+    assert [p["strategy/variant"] for p in cot[4:]] == variants
+    assert [p["strategy/variant"] for p in coverage_points("lora")] == variants  # N >= 6 trials try each
+    assert [p["strategy/variant"] for p in coverage_points("qlora")] == ["lora", "rslora", "dora", "loraplus"]
+
+
+def test_a_variant_setting_exists_only_with_its_variant_and_omega_only_with_sin():
+    plus = ask("lora", point={"strategy/variant": "loraplus"})
+    pissa = ask("lora", point={"strategy/variant": "pissa"})
+    dora = ask("lora", point={"strategy/variant": "dora"})
+    assert "strategy/loraplus_lr_ratio" in plus and "strategy/pissa_niter" not in plus
+    assert "strategy/pissa_niter" in pissa and "strategy/loraplus_lr_ratio" not in pissa
+    assert not {"strategy/pissa_niter", "strategy/loraplus_lr_ratio"} & set(dora)
+    sin = ask("stacked", point={"strategy/baseline": "stacked", "strategy/f": "sin"})
+    relu = ask("stacked", point={"strategy/baseline": "stacked", "strategy/f": "relu"})
+    assert 10 <= sin["strategy/omega"] <= 1000 and "strategy/omega" not in relu
 
 
 def test_overrides_filter_the_coverage_points():
     only = (Override("strategy/f", "choices", choices=("relu", "gelu")),)
     fixed = (Override("strategy/baseline", "fixed", value="stacked"),)
-    assert [p.get("strategy/f") for p in coverage_points("stacked", only)] == [
-        "relu",
-        "gelu",
-        None,
-        None,
-        None,
-    ]
-    assert len(coverage_points("stacked", fixed)) == 6
+    assert [p.get("strategy/f") for p in coverage_points("stacked", only)] == ["relu", "gelu"] + [None] * 6
+    assert len(coverage_points("stacked", fixed)) == len(stacked_space.F_CHOICES) + 3  # + each variant
 
 
 def test_parse_override_kinds_and_numbers():

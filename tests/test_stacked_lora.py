@@ -82,6 +82,18 @@ def stage2_layer(config: StackedLoraConfig) -> StackedLoraLinear:
     return layer
 
 
+def omega_for(f: str) -> float:
+    """A frequency well away from 1 for sin (so a missing omega shows), the only value others take."""
+    return 30.0 if f == "sin" else 1.0
+
+
+def f_closed_form(f: str, t: torch.Tensor, *, out: int) -> torch.Tensor:
+    """f written out: Ji et al.'s sin(omega t) / sqrt(out) for sin, the registry's function otherwise."""
+    if f == "sin":
+        return torch.sin(omega_for(f) * t) / out**0.5
+    return ACTIVATIONS[f](t)
+
+
 def frozen_weight(layer: StackedLoraLinear) -> torch.Tensor:
     c = layer.config
     return layer.base_layer.weight + c.scaling1 * layer.lora_B1 @ layer.lora_A1
@@ -106,6 +118,10 @@ def frozen_weight(layer: StackedLoraLinear) -> torch.Tensor:
         ({"target_modules": ()}, "target_modules ()"),
         ({"target_modules": ("q", "a.b")}, "'a.b'"),
         ({"stage1_merge": "yes"}, "'yes'"),
+        ({"f": "sin", "omega": 0.0}, "omega must be a finite number > 0, got 0.0"),
+        ({"f": "sin", "omega": float("inf")}, "got inf"),
+        ({"f": "relu", "omega": 30.0}, "omega applies to f sin only, not f 'relu'"),
+        ({"use_rslora": 1}, "use_rslora must be True or False, got 1"),
     ],
 )
 def test_config_rejects_bad_value_naming_it(kwargs: dict, bad: str) -> None:
@@ -136,7 +152,7 @@ def test_config_targets_from_strings_and_dict_round_trip() -> None:
 
 
 def test_registry_holds_the_study_nonlinearities_and_each_is_elementwise() -> None:
-    assert {"identity", "relu", "leaky_relu", "gelu", "tanh", "silu"} <= set(ACTIVATIONS)
+    assert {"identity", "relu", "leaky_relu", "gelu", "tanh", "silu", "sin"} <= set(ACTIVATIONS)
     t = torch.randn(5, 7, generator=torch.Generator().manual_seed(0))
     for name, f in ACTIVATIONS.items():
         # Vectorised and scalar kernels may round the last bit differently (gelu); a non-elementwise f
@@ -167,8 +183,12 @@ def test_stage1_is_plain_lora_equal_to_peft() -> None:
 
 @pytest.mark.parametrize("f", F_NAMES)
 def test_weight_space_output_is_the_closed_form(f: str) -> None:
-    layer = stage2_layer(StackedLoraConfig(r1=3, r2=4, alpha2=6, f=f))
-    s2, act = layer.config.scaling2, ACTIVATIONS[f]
+    layer = stage2_layer(StackedLoraConfig(r1=3, r2=4, alpha2=6, f=f, omega=omega_for(f)))
+    s2 = layer.config.scaling2
+
+    def act(t: torch.Tensor) -> torch.Tensor:
+        return f_closed_form(f, t, out=10)
+
     offset = act(s2 * layer.lora_B2_init @ layer.lora_A2_init)
     weight = frozen_weight(layer) + act(s2 * layer.lora_B2 @ layer.lora_A2) - offset
     x = torch.randn(2, 5, 12)
@@ -196,14 +216,35 @@ def test_weight_space_with_active_dropout_drops_only_the_stage2_input() -> None:
 
 @pytest.mark.parametrize("f", F_NAMES)
 def test_activation_space_output_is_the_closed_form(f: str) -> None:
-    layer = stage2_layer(StackedLoraConfig(r1=3, r2=4, alpha2=6, f=f, f_space="activation"))
+    config = StackedLoraConfig(r1=3, r2=4, alpha2=6, f=f, f_space="activation", omega=omega_for(f))
+    layer = stage2_layer(config)
     x = torch.randn(2, 5, 12)
     expected = (
         x @ frozen_weight(layer).T
         + layer.base_layer.bias
-        + layer.config.scaling2 * ACTIVATIONS[f](x @ layer.lora_A2.T) @ layer.lora_B2.T
+        + layer.config.scaling2 * f_closed_form(f, x @ layer.lora_A2.T, out=10) @ layer.lora_B2.T
     )
     torch.testing.assert_close(layer(x), expected)
+
+
+def test_sin_update_is_bounded_whatever_omega_and_its_rank_grows_with_omega() -> None:
+    """Ji et al.'s point: sin(omega M) / sqrt(out) of a rank-r2 M has a higher rank for a larger omega, while
+    every entry stays within 1 / sqrt(out), so raising omega does not raise the update's size."""
+    from trainables.scoring.update_rank import numerical_rank, singular_values
+
+    ranks = []
+    for omega in (1.0, 30.0, 1000.0):
+        layer = stage2_layer(StackedLoraConfig(r1=2, r2=2, f="sin", omega=omega))
+        update, product = layer.stage2_update_and_product()
+        assert update.abs().max() <= 1 / 10**0.5
+        assert numerical_rank(singular_values(product)) == 2
+        ranks.append(numerical_rank(singular_values(update)))
+    assert ranks[0] < ranks[1] <= ranks[2] and ranks[2] == 10, ranks  # full rank: min(out, in) = 10
+
+
+def test_rslora_scales_stage2_by_alpha_over_sqrt_r() -> None:
+    assert StackedLoraConfig(r2=16, alpha2=8, use_rslora=True).scaling2 == 2.0
+    assert StackedLoraConfig(r2=16, alpha2=8, use_rslora=True).scaling1 == 16.0 / 8  # stage 1 keeps alpha / r
 
 
 # --- init: outputs unchanged, gradients flow, loss falls ----------------------------------------------
@@ -221,7 +262,8 @@ def test_fresh_stage1_leaves_the_model_unchanged() -> None:
 @pytest.mark.parametrize("f", F_NAMES)
 def test_fresh_stage2_leaves_outputs_unchanged(f: str, f_space: str) -> None:
     torch.manual_seed(0)
-    layer = StackedLoraLinear(nn.Linear(12, 10), config=StackedLoraConfig(f=f, f_space=f_space))
+    config = StackedLoraConfig(f=f, f_space=f_space, omega=omega_for(f))
+    layer = StackedLoraLinear(nn.Linear(12, 10), config=config)
     nn.init.normal_(layer.lora_B1, std=0.3)
     x = torch.randn(4, 12)
     before = layer(x)
@@ -318,9 +360,9 @@ def trained_stage2(config: StackedLoraConfig) -> T5ForConditionalGeneration:
     return model
 
 
-@pytest.mark.parametrize("f", ["relu", "gelu"])
+@pytest.mark.parametrize("f", ["relu", "gelu", "sin"])
 def test_merged_equals_unmerged_and_unmerge_restores_w0(f: str) -> None:
-    model = trained_stage2(StackedLoraConfig(f=f, target_modules=("q", "v", "wi")))
+    model = trained_stage2(StackedLoraConfig(f=f, omega=omega_for(f), target_modules=("q", "v", "wi")))
     w0 = {n: layer.base_layer.weight.clone() for n, layer in stacked_layers(model).items()}
     unmerged = logits(model)
     merge_stacked_lora(model)
@@ -368,9 +410,12 @@ def test_activation_space_merges_only_for_identity() -> None:
     torch.testing.assert_close(logits(merge_stacked_lora(linear)), expected)
 
 
+@pytest.mark.parametrize("f", ["leaky_relu", "sin"])
 @pytest.mark.parametrize("f_space", ["weight", "activation"])
-def test_save_load_round_trip_reproduces_outputs(tmp_path, f_space: str) -> None:
-    config = StackedLoraConfig(f="leaky_relu", f_space=f_space, r2=4, target_modules=("q", "o", "wo"))
+def test_save_load_round_trip_reproduces_outputs(tmp_path, f_space: str, f: str) -> None:
+    config = StackedLoraConfig(
+        f=f, omega=omega_for(f), f_space=f_space, r2=4, target_modules=("q", "o", "wo")
+    )
     model = trained_stage2(config)
     save_stacked_lora(model, tmp_path, base_model_name_or_path="t5-tiny")
     saved = json.loads((tmp_path / "adapter_config.json").read_text())

@@ -74,6 +74,10 @@ def test_set_needs_key_equals_value():
         (["--method", "lora", "--set", "f=relu"], "error: --set f is not a setting of method 'lora'"),
         (["--method", "lora", "--set", "lr=abc"], "error: train/lr must be a number, got 'abc'"),
         (["--method", "lora", "--resume"], "error: --resume needs --out"),
+        (
+            ["--method", "qlora", "--set", "variant=pissa"],
+            "error: LoRA variant 'pissa' would change the 8-bit W0",
+        ),
         (["--method", "lora", "--out", "/dev/null"], "error: --out /dev/null is a character device"),
         (["--method", "lora", "--model", "/no/such/model", "--data-dir", "/no/such/dir"], "error: "),
     ],

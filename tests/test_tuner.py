@@ -25,6 +25,7 @@ from study.presets import get_preset
 from study.results import format_table, read_text, summarize, write_json, write_text
 from study.tuner import _check_resume, _study_record
 from trainables import trial as _trial  # noqa: F401  (torch imported at collection: tests time their own work)
+from trainables.methods import method_names
 from trainables.training.setting_types import flatten
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -62,6 +63,21 @@ def test_plan_raises_trials_to_cover_the_groups_and_sets_asha_max_t():
     assert cot.base["train/seed"] == 0 and cot.base["model"] == "<model>"
 
 
+def test_the_readme_study_keeps_its_twelve_trials_and_a_variants_study_tries_each_variant():
+    readme = plan_experiments(StudyConfig(methods=method_names(), preset="tiny", trials=2))
+    assert {e.name: e.trials for e in readme} == {
+        "lora-main": 2, "lora_cot-main": 4, "full-main": 2, "qlora-main": 2, "stacked-main": 2,
+    }  # fmt: skip
+    variants = spec_to_override("strategy/variant", ["lora", "rslora", "dora", "pissa", "olora", "loraplus"])
+    (lora,) = plan_experiments(StudyConfig(methods=("lora",), preset="tiny", trials=2, overrides=(variants,)))
+    assert lora.trials == 6 and [p["strategy/variant"] for p in lora.points] == list(variants.choices)
+    sin = spec_to_override("strategy/f", ["identity", "sin"], method="stacked")
+    (stacked,) = plan_experiments(
+        StudyConfig(methods=("stacked",), preset="tiny", trials=2, overrides=(sin,))
+    )
+    assert [p["strategy/f"] for p in stacked.points] == ["identity", "sin"]
+
+
 def test_asha_gets_the_studys_grace_period_and_reduction_factor():
     from study.run import parse_config
     from study.tuner import asha_scheduler
@@ -86,7 +102,8 @@ def test_plan_rejects_an_override_the_trial_config_rejects():
     with pytest.raises(ValueError, match="method stacked: unknown stacked LoRA f 'nope'"):
         plan_experiments(StudyConfig(methods=("lora", "stacked"), preset="tiny", overrides=(bad_choice,)))
     too_wide = spec_to_override("train/warmup_ratio", "0.0..1.5")
-    with pytest.raises(ValueError, match=r"method lora: warmup_ratio must be in \[0, 1\), got 1.5"):
+    # any value above 1 that a sampled (or pinned) trial meets first: LoRA's variant branches sample too
+    with pytest.raises(ValueError, match=r"method lora: warmup_ratio must be in \[0, 1\), got 1\.\d*"):
         # small: no preset narrowing, so the first sampled trial is not the one that fails
         plan_experiments(StudyConfig(methods=("lora",), preset="small", overrides=(too_wide,)))
     config = StudyConfig(methods=("full",), preset="tiny", overrides=(spec_to_override("strategy/rank", 4),))
@@ -215,7 +232,8 @@ def test_summary_picks_the_best_finished_trial_and_counts_the_rest():
     ]
     summary = summarize(grid, method="stacked", data_config="main", metric="dev/accuracy", mode="max")
     assert (summary.finished, summary.stopped, summary.failed) == (2, 1, 1)
-    assert summary.best["trial_id"] == "b" and summary.groups == {"stacked": "f=relu"}
+    assert summary.best["trial_id"] == "b"
+    assert summary.groups == {"stacked": "f=relu", "stacked_variants": "lora"}  # plain LoRA in stage 2
     low = summarize(grid, method="stacked", data_config="main", metric="dev/accuracy", mode="min")
     assert low.best["trial_id"] == "c"
     table = format_table([summary], metric="dev/accuracy").splitlines()
@@ -508,8 +526,6 @@ def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micr
         scalars = tensorboard_scalars(experiment / f"trial_{trial_id}")
         expected = {r["training_iteration"]: r["dev/perplexity"] for r in rows}
         assert scalars["ray/tune/dev/perplexity"] == pytest.approx(expected), trial_id
-
-
 
 
 def test_the_tiny_presets_narrowing_applies_and_a_users_space_replaces_it():

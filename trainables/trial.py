@@ -18,6 +18,7 @@ from trainables.data.load import CONFIGS as DATA_CONFIGS
 from trainables.data.records import CodeRecord
 from trainables.methods import StrategyContext, get_strategy, load_plugins
 from trainables.scoring.evaluation import EvalSettings
+from trainables.scoring.update_rank import FILE_NAME, update_rank_metrics, write_update_ranks
 from trainables.training.loop import TrainConfig, fit, seed_everything, train_and_evaluate
 from trainables.training.memory import TrialMemory, free_memory
 from trainables.training.models import load_model, load_tokenizer, pick_device
@@ -87,6 +88,29 @@ def stage_fitter(
     return fit_stage
 
 
+def update_rank_measure(method: str, config: Any) -> Callable[[torch.nn.Module, Path], dict] | None:
+    """The end-of-trial measurement of the learned update's rank, for a method whose record says how to
+    read its updates (`Strategy.weight_updates`); writes every layer's figures to the trial's folder."""
+    strategy = get_strategy(method)
+    if strategy.weight_updates is None:
+        return None
+
+    def measure(model: torch.nn.Module, trial_dir: Path) -> dict:
+        metrics, details = update_rank_metrics(strategy.weight_updates(model, config))
+        write_update_ranks(Path(trial_dir) / FILE_NAME, details)
+        return metrics
+
+    return measure
+
+
+def method_optimizer(method: str, config: Any) -> Callable[..., torch.optim.Optimizer] | None:
+    """`fit`'s `make_optimizer` for a method with an optimiser of its own (`Strategy.optimizer`), else None."""
+    optimizer = get_strategy(method).optimizer
+    if optimizer is None:
+        return None
+    return lambda model, **settings: optimizer(model, config, **settings)
+
+
 def run_trial(
     trial: TrialConfig,
     *,
@@ -117,8 +141,17 @@ def run_trial(
     )
     try:
         model = strategy.apply(model, trial.strategy, context)
-        split = splits[trial.data_config]
-        return train_and_evaluate(model, tokenizer, split, trial.train, reporter, memory=memory, log=log)
+        return train_and_evaluate(
+            model,
+            tokenizer,
+            splits[trial.data_config],
+            trial.train,
+            reporter,
+            memory=memory,
+            log=log,
+            make_optimizer=method_optimizer(trial.method, trial.strategy),
+            end_metrics=update_rank_measure(trial.method, trial.strategy),
+        )
     finally:
         # A trial stopped by ASHA or crashed must give its memory back to the worker that runs the next one.
         memory.end()

@@ -1,19 +1,36 @@
 """LoRA + chain-of-thought prompting: LoRA trained and evaluated with one prompt style.
 
 The style (one of `trainables.data.prompts.COT_STYLES`) is the trial's `train/prompt_style` setting, so the study
-compares the styles (its grouping, `cot`: a table, confirmed groups, every pair tested); the adapter itself is plain
-LoRA.
+compares the styles (its grouping, `cot`: a table, confirmed groups, every pair tested), on plain LoRA; the
+adapter is LoRA or one of its variants (`strategy/variant`, compared in the family `lora_cot_variants`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from trainables.data.prompts import PROMPT_STYLES
-from trainables.methods.lora import LoraStrategyConfig, apply_lora
+from trainables.methods.lora import (
+    PLAIN,
+    LoraStrategyConfig,
+    apply_lora,
+    lora_optimizer,
+    peft_weight_updates,
+    variant_grouping,
+)
 from trainables.methods.registry import Grouping, register_strategy
+
+
+def plain_style(settings: Mapping[str, Any]) -> str | None:
+    """A plain-LoRA trial's prompt style (trials of another LoRA variant are compared in its variant family)."""
+    return settings["train/prompt_style"] if settings["strategy/variant"] == PLAIN else None
+
 
 STYLES = Grouping(
     family="cot",
-    keys=("train/prompt_style",),
+    keys=("train/prompt_style", "strategy/variant"),
+    group=plain_style,
     key="cot_styles",
     title="Accuracy per chain-of-thought prompt style",
     column="Prompt style",
@@ -30,7 +47,10 @@ register_strategy(
     display_name="LoRA + CoT",
     colour="#CCB974",
     default_prompt_style="breakdown",
-    groupings=(STYLES,),
+    groupings=(STYLES, variant_grouping("lora_cot", "LoRA + CoT")),
+    method_settings={"strategy/variant": PLAIN},
     description="LoRA with a chain-of-thought prompt style: breakdown, no_breakdown or code",
+    optimizer=lora_optimizer,
+    weight_updates=peft_weight_updates,
     order=20,
 )

@@ -1,7 +1,9 @@
 """QLoRA: LoRA on a base model loaded in 8-bit (or 4-bit NF4) through bitsandbytes.
 
 Quantisation enters at load time through `load_kwargs`, so QLoRA is LoRA plus a loading argument, the way
-torchtune derives its QLoRA builders from the LoRA ones.
+torchtune derives its QLoRA builders from the LoRA ones. Of LoRA's variants, `pissa` and `olora` are
+refused: they subtract s B0 A0 from W0, which on a quantised W0 means dequantising and re-quantising the
+residual (PEFT refuses PiSSA there and asks for a float base); the others act beside W0 and keep it.
 """
 
 from __future__ import annotations
@@ -9,11 +11,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from trainables.methods.lora import LoraStrategyConfig, peft_lora_config
+from trainables.methods.lora import (
+    PLAIN,
+    RESIDUAL_INIT_VARIANTS,
+    VARIANTS,
+    LoraStrategyConfig,
+    check_variant,
+    lora_optimizer,
+    peft_lora_config,
+    peft_weight_updates,
+    variant_grouping,
+)
 from trainables.methods.registry import StrategyContext, register_strategy
 
 if TYPE_CHECKING:
     import torch
+
+
+QLORA_VARIANTS = tuple(v for v in VARIANTS if v not in RESIDUAL_INIT_VARIANTS)
+"""The LoRA variants that leave a quantised W0 as it is."""
 
 
 @dataclass
@@ -29,6 +45,11 @@ class QLoraStrategyConfig(LoraStrategyConfig):
         super().__post_init__()
         if self.bits not in (4, 8):
             raise ValueError(f"QLoRA bits must be 4 or 8, got {self.bits}")
+        check_variant(
+            self.variant,
+            QLORA_VARIANTS,
+            why=f"would change the {self.bits}-bit W0 (its init subtracts s B0 A0, and re-quantising is lossy)",
+        )
 
 
 def apply_qlora(
@@ -50,6 +71,10 @@ register_strategy(
     load_kwargs=lambda config: {"quantization": f"{config.bits}bit"},
     base_model="qlora_model",
     description="QLoRA: LoRA on T5-base loaded in 8-bit with bitsandbytes",
+    optimizer=lora_optimizer,
+    weight_updates=peft_weight_updates,
+    groupings=(variant_grouping("qlora", "QLoRA", QLORA_VARIANTS),),
+    method_settings={"strategy/variant": PLAIN},
     gpu_share=0.5,
     quantized_base=True,
     order=40,

@@ -147,6 +147,12 @@ class Strategy:
     """Whether the base always loads through bitsandbytes: without a GPU the study checks its CPU path first."""
     order: int = 100
     """Where the method comes in `--method all`, tables and legends (smaller first; ties by name)."""
+    optimizer: Callable[..., Any] | None = None
+    """`optimizer(model, config, *, lr, weight_decay) -> torch.optim.Optimizer` for the trial's training
+    (LoRA+ gives B its own learning rate); None: AdamW over every trainable weight."""
+    weight_updates: Callable[[torch.nn.Module, Any], Any] | None = None
+    """`weight_updates(model, config) -> trainables.scoring.update_rank.Updates`: the (out, in) update of every
+    adapted layer at the end of a trial, whose rank the results report; None: the method reports none."""
     groupings: tuple[Grouping, ...] = ()
     """The families of groups its trials are compared in besides the method as a whole (LoRA + CoT per
     prompt style; stacked LoRA per f and per variant): each a table, confirmed groups and tested pairs."""
@@ -162,6 +168,9 @@ class Strategy:
             raise ValueError(f"method {self.name!r}: config_cls must be a dataclass, got {self.config_cls!r}")
         if not callable(self.apply) or not callable(self.load_kwargs):
             raise ValueError(f"method {self.name!r}: apply and load_kwargs must be callables")
+        for name in ("optimizer", "weight_updates"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise ValueError(f"method {self.name!r}: {name} must be a callable or None")
         if not self.display_name.strip():
             raise ValueError(f"method {self.name!r}: display_name is empty")
         if not _COLOUR.fullmatch(self.colour):

@@ -13,6 +13,13 @@ variants: `linear` (f = identity), `merged_then_lora`
 (stage 1 folded into W0, then a fresh LoRA: COLA-style) and `single_lora` (one LoRA of rank r1 + r2 on
 GSM8K only). The study compares its trials per f and per variant (the grouping `stacked`): each f
 against the linear stack and the single LoRA, the variants that say whether f and stage 1 help.
+
+Of LoRA's own variants (`strategy/variant`, PEFT's sense: not the comparison variants above), stage 2 takes
+those that leave W0 and the stacked layer's form alone: `rslora` (the layer's s2 = alpha2 / sqrt(r2), saved
+as PEFT's `use_rslora`) and `loraplus` (PEFT's `create_loraplus_optimizer`, which gives every `lora_B*`
+weight, B2 here, its learning rate). `dora` needs PEFT's own layer (a magnitude vector renormalising
+W0 + B A), and `pissa` / `olora` initialise from W0's SVD / QR and subtract it from W0, which would change
+the frozen W0 that stage 1 was trained on: refused.
 """
 
 from __future__ import annotations
@@ -24,6 +31,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainables.data.prompts import code_task_example
+from trainables.methods.lora import (
+    LORAPLUS_LR_RATIO,
+    PLAIN,
+    RESIDUAL_INIT_VARIANTS,
+    check_loraplus_ratio,
+    check_variant,
+    lora_optimizer,
+    peft_weight_updates,
+    variant_grouping,
+)
+from trainables.methods.lora import VARIANTS as LORA_VARIANTS
 from trainables.methods.registry import Grouping, StrategyContext, register_strategy
 from trainables.methods.stacked_lora.config import ACTIVATIONS, StackedLoraConfig
 from trainables.training.cache import build_once, settings_key, texts_digest  # a leaf: imports no trainables
@@ -45,6 +63,8 @@ VARIANT_LABELS = {
 TESTED_AGAINST = ("linear", "single_lora")
 """The variants each f is tested against: they say whether f, and stage 1, help."""
 CACHE_FORMAT = 1  # bump when what a cached stage 1 means changes
+STACKED_LORA_VARIANTS = tuple(v for v in LORA_VARIANTS if v not in (*RESIDUAL_INIT_VARIANTS, "dora"))
+"""The LoRA variants stage 2 can run (the module docstring says why the others cannot)."""
 
 
 @dataclass
@@ -59,15 +79,27 @@ class StackedStrategyConfig(StackedLoraConfig):
     """stacked (the method), linear, merged_then_lora or single_lora (the comparison baselines)."""
     base_bits: int = 0
     """0: a float base; 8 or 4: the base loaded in 8-bit / 4-bit NF4 through bitsandbytes (QLoRA + stacking)."""
+    variant: str = "lora"
+    """Stage 2's LoRA variant: lora, rslora or loraplus (sets `use_rslora`; loraplus is the optimiser)."""
+    loraplus_lr_ratio: float = LORAPLUS_LR_RATIO
+    """LoRA+ only: B2's learning rate over A2's."""
 
     def __post_init__(self) -> None:
+        check_variant(
+            self.variant,
+            STACKED_LORA_VARIANTS,
+            why="cannot run under a frozen stacked stage 1: DoRA needs PEFT's own layer, PiSSA and OLoRA "
+            "would change the frozen W0",
+        )
+        check_loraplus_ratio(self.variant, self.loraplus_lr_ratio)
+        if self.use_rslora and self.variant != "rslora":
+            raise ValueError("stacked LoRA use_rslora is set by strategy/variant=rslora, not on its own")
+        self.use_rslora = self.variant == "rslora"
         super().__post_init__()
         if self.base_bits not in (0, 4, 8):
             raise ValueError(f"base_bits must be 0, 4 or 8, got {self.base_bits}")
         if self.baseline not in VARIANTS:
-            raise ValueError(
-                f"unknown stacked baseline {self.baseline!r}; choose from {', '.join(VARIANTS)}"
-            )
+            raise ValueError(f"unknown stacked baseline {self.baseline!r}; choose from {', '.join(VARIANTS)}")
         if not self.stage1_lr > 0:
             raise ValueError(f"stage1_lr must be > 0, got {self.stage1_lr}")
         if self.stage1_epochs < 1:
@@ -88,10 +120,11 @@ class StackedStrategyConfig(StackedLoraConfig):
         return StackedLoraConfig(**{**values, **overrides})
 
 
-STAGE2_FIELDS = ("r2", "alpha2", "f", "f_space", "init_scale", "stage1_merge")
+STAGE2_FIELDS = ("r2", "alpha2", "f", "omega", "f_space", "init_scale", "stage1_merge", "use_rslora")
 """Adapter fields stage 1 never reads: stage 2 builds A2 B2 from them after stage 1 has trained."""
 NOT_STAGE1 = {
-    "strategy": (*STAGE2_FIELDS, "baseline"),  # a baseline acts through `adapter_config()`, hashed whole
+    # a baseline acts through `adapter_config()`, hashed whole; the variant is stage 2's scale or optimiser
+    "strategy": (*STAGE2_FIELDS, "baseline", "variant", "loraplus_lr_ratio"),
     "adapter": STAGE2_FIELDS,
     "train": ("eval",),  # `fit` never evaluates; the other fields are stage 1's own TrainConfig
 }
@@ -182,14 +215,40 @@ def apply_stacked(
             lora_alpha=config.alpha2 / config.r2 * rank,  # the stage-2 scale s2, at the combined rank
             lora_dropout=config.dropout,
             target_modules=list(config.target_modules),
+            use_rslora=config.use_rslora,
         )
         return get_peft_model(model, lora)
     model = _stage1_from_cache(model, config, context)
     return start_stage2(model, config.adapter_config())
 
 
-def variant_group(settings: Mapping[str, Any]) -> str:
-    """A trial's group: `f=<f>` for the method itself, else its variant (`linear`, `single_lora`, ...)."""
+def stacked_weight_updates(model: torch.nn.Module, config: StackedStrategyConfig):
+    """Stage 2's learned update f(s2 B2 A2) and its product s2 B2 A2 on every stacked layer (the single
+    LoRA baseline: its PEFT layers' s B A)."""
+    import torch
+
+    from trainables.methods.stacked_lora import stacked_layers
+    from trainables.scoring.update_rank import Updates
+
+    if config.baseline == "single_lora":
+        return peft_weight_updates(model)
+    updates = Updates()
+    with torch.no_grad():
+        for name, layer in stacked_layers(model).items():
+            update, product = layer.stage2_update_and_product()
+            updates.product[name] = product
+            if update is None:
+                updates.input_dependent = True
+            else:
+                updates.update[name] = update
+    return updates
+
+
+def variant_group(settings: Mapping[str, Any]) -> str | None:
+    """A plain-LoRA trial's group: `f=<f>` for the method itself, else its variant (`linear`, `single_lora`,
+    ...); a trial of another LoRA variant (rslora, loraplus) is compared in `stacked_variants` instead."""
+    if settings["strategy/variant"] != PLAIN:
+        return None
     baseline = settings["strategy/baseline"]
     return f"f={settings['strategy/f']}" if baseline == VARIANTS[0] else baseline
 
@@ -201,13 +260,16 @@ def f_against_variants(groups: Sequence[str]) -> list[tuple[str, str]]:
 
 GROUPS = Grouping(
     family="stacked",
-    keys=("strategy/baseline", "strategy/f"),
+    keys=("strategy/baseline", "strategy/f", "strategy/variant"),
     key="stacked_lora",
     title="Stacked LoRA per f and against its variants",
     column="Variant",
     group=variant_group,
     labels={f"f={f}": f"f = {f}" for f in ACTIVATIONS} | VARIANT_LABELS,
-    shown=("strategy/f_space",),
+    shown=(
+        "strategy/f_space",
+        "strategy/omega",
+    ),  # omega: sin's frequency, searched (not a group: continuous)
     pairs=f_against_variants,
     note="W = W0 + A1B1 + f(A2B2): the best trial per f, and per variant. Linear stack: f is the identity; "
     "merged: stage 1 merged into W0 before a new LoRA; single: one LoRA on math only.",
@@ -224,7 +286,14 @@ register_strategy(
     preset_settings="stacked",
     description="stacked LoRA: W0 + A1B1 (coding, frozen) + f(A2B2) (GSM8K)",
     needs_code_data=True,
-    groupings=(GROUPS,),
-    method_settings={"strategy/baseline": VARIANTS[0]},
+    optimizer=lora_optimizer,
+    weight_updates=stacked_weight_updates,
+    groupings=(
+        GROUPS,
+        variant_grouping(
+            "stacked", "Stacked LoRA", STACKED_LORA_VARIANTS, only={"strategy/baseline": VARIANTS[0]}
+        ),
+    ),
+    method_settings={"strategy/baseline": VARIANTS[0], "strategy/variant": PLAIN},
     order=50,
 )

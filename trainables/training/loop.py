@@ -163,6 +163,7 @@ def fit(
     reporter: Reporter | None = None,
     memory: TrialMemory | None = None,
     log: Callable[[str], None] = print,
+    make_optimizer: Callable[..., torch.optim.Optimizer] | None = None,
 ) -> int:
     """Train `model`'s trainable weights on `pairs`; returns the number of optimiser steps taken.
 
@@ -171,6 +172,8 @@ def fit(
     (weights, optimiser, schedule and position), skipping the batches done before it. A step that runs out
     of memory is redone from the same optimiser state at half the micro-batch and twice the accumulation
     (`memory`, the trial's record of that; a fresh one by default).
+    `make_optimizer(model, lr=, weight_decay=)` builds the optimiser (a method's own, e.g. LoRA+'s);
+    None gives AdamW over every trainable weight.
     """
     device = next(model.parameters()).device
     memory = memory or TrialMemory(log=log)
@@ -186,7 +189,10 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the strategy left no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if make_optimizer is None:
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
     batches_per_epoch = math.ceil(len(examples) / micro_batch)
     total_steps = math.ceil(batches_per_epoch / config.grad_accum) * config.epochs
     scheduler = get_linear_schedule_with_warmup(
@@ -332,12 +338,16 @@ def train_and_evaluate(
     *,
     memory: TrialMemory | None = None,
     log: Callable[[str], None] = print,
+    make_optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+    end_metrics: Callable[[torch.nn.Module, Path], dict] | None = None,
 ) -> dict:
     """Train on `splits.train`, report dev metrics at each evaluation point, test once at the end.
 
     The last report carries the dev and the test metrics together, so a scheduler that stops a trial at its
     final iteration cannot lose the test numbers. Returns that last report's metrics. An evaluation that
-    runs out of memory is redone at half its batch (`memory` records it).
+    runs out of memory is redone at half its batch (`memory` records it). `make_optimizer` is `fit`'s;
+    `end_metrics(model, trial_dir)` adds metrics of the trained model to the last report (the rank of the
+    learned update).
     """
     memory = memory or TrialMemory(log=log)
     device = next(model.parameters()).device
@@ -368,10 +378,22 @@ def train_and_evaluate(
         is_last = round(train_metrics["epoch"] * config.evals_per_epoch) >= evaluations_total
         if is_last:
             metrics.update(_test_metrics(model, tokenizer, splits.test, config, reporter.trial_dir(), memory))
+            if end_metrics is not None:
+                metrics.update(end_metrics(model, reporter.trial_dir()))
             final.update(metrics)
         reporter.report(metrics, save=save)
 
-    fit(model, tokenizer, pairs, config, on_eval=on_eval, reporter=reporter, memory=memory, log=log)
+    fit(
+        model,
+        tokenizer,
+        pairs,
+        config,
+        on_eval=on_eval,
+        reporter=reporter,
+        memory=memory,
+        log=log,
+        make_optimizer=make_optimizer,
+    )
     return final
 
 

@@ -1,8 +1,13 @@
 """Settings of a stacked LoRA adapter and the registry of the nonlinearities `f` it may apply.
 
 The adapter computes `W = W0 + s1 B1 A1 + f(s2 B2 A2)` with `s = alpha / r` (see `layer.py`). Stage 1
-(`r1`, `alpha1`, `target_modules`) is a plain LoRA; stage 2 (`r2`, `alpha2`, `f`, `f_space`, `init_scale`,
-`stage1_merge`) is what a study varies on top of one trained stage 1.
+(`r1`, `alpha1`, `target_modules`) is a plain LoRA; stage 2 (`r2`, `alpha2`, `f`, `omega`, `f_space`,
+`init_scale`, `stage1_merge`, `use_rslora`) is what a study varies on top of one trained stage 1.
+
+`f = "sin"` is Ji et al.'s sine-activated low-rank update (ICLR 2025), `sin(omega M) / g` with the gain
+`g = sqrt(out)` of their LoRA experiments: an elementwise sine of a rank-r matrix is in general of higher
+rank (the more so the larger omega), and dividing by g bounds every entry by 1 / sqrt(out) whatever omega
+is, so raising the frequency raises the rank without raising the update's magnitude.
 """
 
 from __future__ import annotations
@@ -55,9 +60,13 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": TorchFunction("torch.nn.functional.gelu"),  # exact (erf) form
     "tanh": TorchFunction("torch.tanh"),
     "silu": TorchFunction("torch.nn.functional.silu"),
+    "sin": TorchFunction("torch.sin"),  # as sin(omega t) / sqrt(out): `StackedLoraConfig.apply_f`
 }
 """Name -> elementwise function for `f`. Add an entry to offer another `f` (any name here validates; the
 search space samples every name here)."""
+
+PERIODIC = ("sin",)
+"""The f that take a frequency `omega` and Ji et al.'s gain 1 / sqrt(out) (`StackedLoraConfig.apply_f`)."""
 
 F_SPACES = ("weight", "activation")
 """Where f acts: on the (out, in) weight delta, or on the stage-2 adapter's (..., r2) hidden activations."""
@@ -97,6 +106,10 @@ class StackedLoraConfig:
     """Std of the Gaussian init of B2 in weight space; 0 gives PEFT's zero B2 (not for relu)."""
     stage1_merge: bool = False
     """Fold stage 1 into W0 when stage 2 starts (the COLA-style merged-then-LoRA baseline)."""
+    omega: float = 1.0
+    """Frequency of a periodic f: f = sin(omega t) / sqrt(out). Only `sin` takes it."""
+    use_rslora: bool = False
+    """PEFT's rsLoRA scale for stage 2, s2 = alpha2 / sqrt(r2) (stage 1 keeps alpha1 / r1)."""
 
     def __post_init__(self) -> None:
         for name in ("r1", "r2"):
@@ -118,8 +131,13 @@ class StackedLoraConfig:
             raise ValueError(f"stacked LoRA dropout must be in [0, 1), got {self.dropout!r}")
         if not is_number(self.init_scale) or not math.isfinite(self.init_scale) or self.init_scale < 0:
             raise ValueError(f"stacked LoRA init_scale must be a finite number >= 0, got {self.init_scale!r}")
-        if not isinstance(self.stage1_merge, bool):
-            raise ValueError(f"stacked LoRA stage1_merge must be True or False, got {self.stage1_merge!r}")
+        for name in ("stage1_merge", "use_rslora"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"stacked LoRA {name} must be True or False, got {getattr(self, name)!r}")
+        if not is_number(self.omega) or not math.isfinite(self.omega) or self.omega <= 0:
+            raise ValueError(f"stacked LoRA omega must be a finite number > 0, got {self.omega!r}")
+        if self.omega != 1.0 and self.f not in PERIODIC:
+            raise ValueError(f"stacked LoRA omega applies to f {', '.join(PERIODIC)} only, not f {self.f!r}")
         if self.f_space == "weight" and self.init_scale == 0:
             value, slope = _value_and_slope_at_zero(ACTIVATIONS[self.f])
             if slope == 0:
@@ -152,8 +170,15 @@ class StackedLoraConfig:
 
     @property
     def scaling2(self) -> float:
-        """s2 = alpha2 / r2."""
-        return self.alpha2 / self.r2
+        """s2 = alpha2 / r2 (alpha2 / sqrt(r2) with `use_rslora`)."""
+        return self.alpha2 / (math.sqrt(self.r2) if self.use_rslora else self.r2)
+
+    def apply_f(self, t: torch.Tensor, *, out_features: int) -> torch.Tensor:
+        """f elementwise on `t`, for a layer with `out_features` outputs: `ACTIVATIONS[f](t)`, and for a
+        periodic f Ji et al.'s `f(omega t) / sqrt(out_features)` (the module docstring says why)."""
+        if self.f in PERIODIC:
+            return ACTIVATIONS[self.f](self.omega * t) / math.sqrt(out_features)
+        return ACTIVATIONS[self.f](t)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.methods.stacked_lora.config import ACTIVATIONS, StackedLoraConfig
+from trainables.methods.stacked_lora.config import StackedLoraConfig
 
 
 def _input_dependent_error(f: str) -> ValueError:
@@ -137,7 +137,7 @@ class StackedLoraLinear(nn.Module):
             )
 
     def _f(self, t: torch.Tensor) -> torch.Tensor:
-        return ACTIVATIONS[self.config.f](t)
+        return self.config.apply_f(t, out_features=self.out_features)
 
     def _stage1_delta(self) -> torch.Tensor:
         """s1 B1 A1, (out, in)."""
@@ -155,6 +155,15 @@ class StackedLoraLinear(nn.Module):
                 offset = self._f_of_product(self.lora_B2_init, self.lora_A2_init)
             delta = delta - offset
         return delta
+
+    def stage2_update_and_product(self) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(f(s2 B2 A2), s2 B2 A2), each (out, in): what stage 2 learned, before the frozen init constant
+        f(s2 B2_0 A2_0) is subtracted, and its low-rank product. The first is None where the update
+        depends on the input (activation space, f not the identity)."""
+        product = torch.mm(self.lora_B2 * self.config.scaling2, self.lora_A2)
+        if self.config.f_space == "weight":
+            return self._f(product), product
+        return (product if self.config.f == "identity" else None), product
 
     def delta_weight(self) -> torch.Tensor:
         """Everything the adapter adds to W0 (the stage-1 term unless already folded in), (out, in).
@@ -270,4 +279,6 @@ class StackedLoraLinear(nn.Module):
         text = f"stage={self.stage}, r1={c.r1}, alpha1={c.alpha1}"
         if self.stage == 2:
             text += f", r2={c.r2}, alpha2={c.alpha2}, f={c.f}, f_space={c.f_space}"
+            text += f", omega={c.omega}" if c.omega != 1.0 else ""
+            text += ", use_rslora" if c.use_rslora else ""
         return text + (", merged" if self.merged else "") + (", stage1_merged" if self.stage1_merged else "")
