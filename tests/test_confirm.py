@@ -82,7 +82,13 @@ def test_confirm_end_to_end_on_a_tiny_study(tmp_path, micro_t5_dir):
     done = confirm()
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     manifest = json.loads((study / "confirm" / "confirm.json").read_text())
-    assert manifest["seeds"] == [1, 2] and list(manifest["groups"]) == ["method/main/lora"]
+    assert manifest["seeds"] == [1, 2] and list(manifest["groups"]) == [
+        "method/main/lora",
+        "lora_variants/main/lora",
+    ]
+    # The method's group and its plain-LoRA variant's group have one best trial: it is re-run once.
+    assert len(manifest["experiments"]) == 1
+    assert len({group["experiment"] for group in manifest["groups"].values()}) == 1
     experiment = study / "confirm" / manifest["groups"]["method/main/lora"]["experiment"]
     runs = trial_results(experiment)
     assert sorted(rows[-1]["config"]["train"]["seed"] for rows in runs.values()) == [1, 2]
