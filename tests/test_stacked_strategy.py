@@ -167,6 +167,7 @@ TRAIN_CHANGES = {
     "epochs": 5,
     "batch_size": 8,
     "grad_accum": 2,
+    "max_micro_batch": 4,
     "warmup_ratio": 0.5,
     "weight_decay": 0.1,
     "max_grad_norm": 0.5,
