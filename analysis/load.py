@@ -201,6 +201,7 @@ def _load_trial(
     reports = _read_reports(store, posixpath.join(folder, "result.json")) if "result.json" in names else []
     last = reports[-1] if reports else {}
     train = _mapping(params, "train")
+    _mapping(params, "strategy")  # a method's settings, read through `config/strategy/...` below
     row: dict[str, Any] = {
         "trial": label,
         "trial_id": _text(last, "trial_id", "result.json: ") or posixpath.basename(folder),
