@@ -56,6 +56,13 @@ FIGURES = {
     "update_rank": "Test accuracy against the effective rank of each group's learned update.",
 }
 """Chart file stem -> caption (each family a method record declares adds its own: `family_sections`)."""
+
+
+def figure_caption(figure: str, title: str) -> str:
+    """A chart's caption; a family's chart (declared by a method record) is captioned by its table's title."""
+    return (FIGURES | confirm.FIGURES).get(figure, f"{title}: test accuracy with 95% intervals.")
+
+
 SUBFOLDERS = ("figures", "generations", "tables")
 """The folders the report writes inside `--out`."""
 
@@ -274,9 +281,7 @@ def write_documents(
         ]
         if figure:
             path = report.figures[figure]
-            caption = (FIGURES | confirm.FIGURES).get(
-                figure, f"{table.title}: test accuracy with 95% intervals."
-            )
+            caption = figure_caption(figure, table.title)
             markdown += [f"![{caption}](figures/{path.name})", "", f"*{caption}*", ""]
             data = base64.b64encode(path.read_bytes()).decode("ascii")
             body.append(

@@ -158,7 +158,7 @@ def test_a_plugin_method_runs_through_study_confirm_and_report(plugin, micro_t5_
 
     run("study.confirm", str(study), "--seeds", "2", "--num-cpus", "2", "--no-dashboard")
     manifest = json.loads((study / "confirm" / "confirm.json").read_text())
-    assert list(manifest["groups"]) == ["method/main/lora", "method/main/ia3"]
+    assert [g for g in manifest["groups"] if g.startswith("method/")] == ["method/main/lora", "method/main/ia3"]
 
     run("analysis.report", str(study), "--plugin", "ia3_method", "--out", str(tmp_path / "report"))
     report = tmp_path / "report"

@@ -83,10 +83,7 @@ def test_the_report_command_writes_every_file_with_the_chosen_trials_numbers(tmp
     )
     assert lora["trial_dir"] == str(folders["lora_best"])
     assert lora["generations"] == str(folders["lora_best"] / "generations_test.jsonl")
-    assert (
-        rows[("QLoRA", "main")]["ROUGE-1"] == ""
-        and rows[("QLoRA", "main")]["ROUGE-1 (published)"] == "0.5156"
-    )
+    assert ("QLoRA", "main") not in rows  # a method the study did not run is not a row
 
     markdown = (out / "report.md").read_text()
     page = next(p for p in (out / "generations").iterdir() if "a4339" in p.name and "lora-main" in p.name)

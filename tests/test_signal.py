@@ -195,8 +195,9 @@ def test_the_report_counts_the_trials_that_learned_nothing_and_draws_their_curve
     )
     assert report.figures["learning_curves"].stat().st_size > 10_000
     html = (tmp_path / "report" / "report.html").read_text()
-    # two rows under the accuracy, calculator and efficiency tables (no CoT or stacked trial ran)
-    assert html.count('<tr class="chance">') == 2 * 3
+    # two rows under the accuracy, calculator and efficiency tables and the LoRA and QLoRA per-variant tables
+    # (no CoT or stacked trial ran)
+    assert html.count('<tr class="chance">') == 2 * 5
     with (tmp_path / "report" / "tables" / "accuracy_per_model.csv").open() as file:
         rows = {(r["Model"], r["Config"]): r for r in csv.DictReader(file)}
     assert float(rows[("Chance: always 5, the majority answer (20 problems)", "main")][ACC]) == pytest.approx(
