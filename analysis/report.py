@@ -225,6 +225,7 @@ SECTIONS = (
     ("accuracy_per_model", "accuracy_per_model"),
     ("calculator", None),
     ("efficiency", "efficiency"),
+    ("update_rank", "update_rank"),
     ("published", None),
     ("learning_curves", "learning_curves"),
     ("search_summary", "search_history"),

@@ -61,7 +61,8 @@ def test_the_notebook_shows_the_tables_numbers_and_every_chart(tmp_path):
     html = _texts(notebook, "text/html")
     assert "0.4100" in html and "75.00" in html and "0.5084" in html  # Table 1, LoRA main: ours and published
     assert html.count(">missing<") >= 12
-    assert sum("image/png" in o.get("data", {}) for o in _outputs(notebook)) == 7  # with the learning curves
+    # every chart of the report: six of the study (learning curves and update rank included), five of families
+    assert sum("image/png" in o.get("data", {}) for o in _outputs(notebook)) == 11
     assert (out / "report.html").is_file() and nbformat.read(out / "report.ipynb", as_version=4).cells
 
 
