@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
-from transformers import T5Config, T5ForConditionalGeneration
+from test_stacked_lora import batch, tiny_t5  # the tiny T5 and batch every adapter test uses
 
 from trainables.methods import get_strategy
 from trainables.methods.lora import VARIANTS
@@ -23,23 +23,6 @@ PEFT_FLAGS = {  # what PEFT itself is given for each variant: the parity referen
     "olora": {"init_lora_weights": "olora"},
     "loraplus": {},
 }
-
-
-def tiny_t5() -> T5ForConditionalGeneration:
-    torch.manual_seed(0)
-    config = T5Config(
-        vocab_size=64, d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16,
-        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, dropout_rate=0.0,
-    )  # fmt: skip
-    return T5ForConditionalGeneration(config).eval()
-
-
-def batch(seed: int = 1) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "input_ids": torch.randint(2, 64, (2, 7), generator=g),
-        "labels": torch.randint(2, 64, (2, 5), generator=g),
-    }
 
 
 def logits(model) -> torch.Tensor:

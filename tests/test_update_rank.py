@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from test_stacked_lora import tiny_t5
 
 from trainables.methods import get_strategy
 from trainables.methods.stacked_lora import (
@@ -56,17 +57,6 @@ def test_trial_metrics_are_medians_over_layers_and_say_when_the_update_depends_o
     metrics, _ = update_rank_metrics(Updates(product={"a": torch.eye(3)}, input_dependent=True))
     assert metrics == {"update/input_dependent": 1.0, "update/product_numerical_rank": 3.0,
                        "update/product_effective_rank": pytest.approx(3.0)}  # fmt: skip
-
-
-def tiny_t5():
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    torch.manual_seed(0)
-    config = T5Config(
-        vocab_size=64, d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16,
-        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, dropout_rate=0.0,
-    )  # fmt: skip
-    return T5ForConditionalGeneration(config).eval()
 
 
 def perturbed(model):
