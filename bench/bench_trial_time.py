@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from study.prepare import DEFAULT_CACHE, base_trial, parse_overrides, prepare, with_overrides
-from study.presets import get_preset
+from study.cli import Layers
+from study.prepare import DEFAULT_CACHE, prepare
+from study.train import one_trial
 
 TIMES: dict[str, float] = defaultdict(float)
 CALLS: dict[str, int] = defaultdict(int)
@@ -75,15 +76,14 @@ def main() -> None:
     from trainables.training.reporting import LocalReporter
     from trainables.trial import TrialConfig, run_trial
 
-    preset = get_preset(args.preset)
-    trial_dict = with_overrides(
-        base_trial(preset, method=args.method, model="?", data_config="main", seed=0),
-        parse_overrides(args.overrides),
-    )
+    layers = Layers(bare_names=True)
+    for text in args.overrides:
+        key, _, spec = text.partition("=")
+        layers.add(key, spec, origin="flag")
+    config = layers.config(plugins=(), defaults={"methods": (args.method,), "preset": args.preset})
+    trial_dict = one_trial(config)
     start = time.perf_counter()
-    prepared = prepare(
-        preset, methods=[args.method], configs=["main"], cache_dir=args.cache, code_dataset=None
-    )
+    prepared = prepare(config, cache_dir=args.cache)
     setup = time.perf_counter() - start
     trial_dict["model"] = prepared.models[args.method]
     trial = TrialConfig.from_dict(trial_dict)

@@ -26,7 +26,7 @@ from bench.bench_loop import (
     time_generation,
     time_training,
 )
-from study.presets import get_preset
+from study.presets import preset_values
 from trainables.data.load import DataConfig, load_math_splits
 from trainables.data.prompts import format_example
 from trainables.training.loop import TrainConfig, fit
@@ -84,21 +84,22 @@ class Plan:
                 raise ValueError(f"plan {name} must be >= 1, got {value}")
 
 
-_PAPER = get_preset("paper")
+_PAPER = preset_values("paper")
+_BATCH = 16  # the middle of the searched batch sizes (search_spaces.common.BATCH_SIZES), TrainConfig's default
 # The paper preset's batch, token limits, evaluation batch and generation length, 60 steps per timed epoch
 GPU_PLAN = Plan(
     small=T5_SMALL,
     base=T5_BASE,
-    batch_size=_PAPER.train["batch_size"],
-    max_tokens=_PAPER.train["max_input_tokens"],
-    train_pairs=60 * _PAPER.train["batch_size"],
-    base_pairs=20 * _PAPER.train["batch_size"],
+    batch_size=_BATCH,
+    max_tokens=_PAPER["train/max_input_tokens"],
+    train_pairs=60 * _BATCH,
+    base_pairs=20 * _BATCH,
     repeats=2,
     flop_batches=4,
     matmul_size=8192,
-    generate_inputs=2 * _PAPER.eval["batch_size"],
-    generate_batch=_PAPER.eval["batch_size"],
-    new_tokens=_PAPER.eval["max_new_tokens"],
+    generate_inputs=2 * _PAPER["train/eval/batch_size"],
+    generate_batch=_PAPER["train/eval/batch_size"],
+    new_tokens=_PAPER["train/eval/max_new_tokens"],
     singles=8,
     vocab_size=32000,
 )

@@ -122,10 +122,11 @@ def projection(result: dict, results: dict) -> None:
     trials early, so a search costs less than 50 whole trials.
     """
     from study.costs import TrialCost, study_hours
-    from study.presets import get_preset
+    from search_spaces.common import EPOCHS
+    from trainables.data.load import DataConfig
 
-    paper = get_preset("paper")
-    epochs, dev = paper.train["epochs"], paper.data["dev_size"]
+    # the paper study: its most epochs, DataConfig's dev split (the paper preset keeps both defaults)
+    epochs, dev = EPOCHS[1], DataConfig().dev_size
     generation = results.get("generation", {})
     if "batched_examples_per_s" not in generation or "methods" not in results.get("loop", {}):
         raise RuntimeError("needs the loop and generation sections' figures, which are missing")

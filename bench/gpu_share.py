@@ -26,11 +26,12 @@ QUICK = {"train_size": 16, "dev_size": 4, "test_size": 4, "epochs": 1, "batch_si
 
 def tiny_settings(model_dir: Path, *, quick: bool) -> dict:
     """The tiny preset's data, loop and evaluation settings (cut down in quick mode), for the workers."""
-    from study.presets import get_preset
+    from study.presets import preset_values
 
-    tiny = get_preset("tiny")
-    data = {**tiny.data}
-    train = {**tiny.train, "eval": {**tiny.eval, "metrics": METRICS, "test_metrics": METRICS}}
+    data = {k: v for k, v in preset_values("tiny", under="data/").items() if k not in ("source", "code_dataset")}
+    train = {k: v for k, v in preset_values("tiny", under="train/").items() if not k.startswith("eval/")}
+    evaluation = preset_values("tiny", under="train/eval/")
+    train["eval"] = {**evaluation, "metrics": METRICS, "test_metrics": METRICS}
     if quick:
         data.update({k: QUICK[k] for k in ("train_size", "dev_size", "test_size")})
         train.update(epochs=QUICK["epochs"], batch_size=QUICK["batch_size"])

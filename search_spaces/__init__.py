@@ -108,20 +108,24 @@ def coverage_points(method: str, overrides: Sequence[Override] = ()) -> list[dic
 
 
 class _FirstChoice:
-    """A stand-in trial that answers with a point's value, or the first choice / the low end."""
+    """A stand-in trial that answers with a point's value, or the first choice / the low end; it records
+    the keys asked and the high end of each range."""
 
     def __init__(self, point: Mapping[str, Any]) -> None:
         self.point = point
         self.asked: set[str] = set()
+        self.highs: dict[str, Any] = {}
 
     def _answer(self, name: str, default: Any) -> Any:
         self.asked.add(name)
         return self.point.get(name, default)
 
     def suggest_float(self, name, low, high, **_):
+        self.highs[name] = high
         return self._answer(name, low)
 
     def suggest_int(self, name, low, high, **_):
+        self.highs[name] = high
         return self._answer(name, low)
 
     def suggest_categorical(self, name, choices):
@@ -136,3 +140,11 @@ def space_keys(method: str, base: dict[str, Any]) -> set[str]:
         get_space(method)(recorder, base=base)
         keys |= recorder.asked
     return keys
+
+
+def space_upper(method: str, key: str, base: dict[str, Any]) -> Any:
+    """The high end of the range `method`'s space samples `key` from (`train/epochs`: the most epochs a
+    trial can run, ASHA's horizon); None where it samples no range for `key`."""
+    recorder = _FirstChoice({})
+    get_space(method)(recorder, base=base)
+    return recorder.highs.get(key)

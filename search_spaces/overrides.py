@@ -1,14 +1,14 @@
 """Narrowing or overriding a search space from the command line or a YAML file, without editing code.
 
-    --space train/lr=1e-4..1e-3          a range; keeps the parameter's own scale (log for learning rates)
-    --space strategy/f=[relu,gelu]       choices
-    --space train/epochs=2               a constant
-    --space stacked:strategy/r2=[8,16]   for one method only
-    --space 'train/lr={low: 1e-4, high: 1e-2, log: true}'
+    --set train/lr=1e-4..1e-3          a range; keeps the parameter's own scale (log for learning rates)
+    --set strategy/f=[relu,gelu]       choices
+    --set train/epochs=2               a constant
+    --set stacked:strategy/r2=[8,16]   for one method only
+    --set 'train/lr={low: 1e-4, high: 1e-2, log: true}'
 
-A YAML file (`--space-file`) holds the same specs: `key: spec` at the top level for every method, or under
-a method's name for that method alone. A spec for a key the space does not sample adds that key (a
-constant, a categorical, or a uniform range - log scale only if the spec says `log: true`).
+These are the trial keys of the one override syntax (`study.cli` reads a settings file's and the study's
+keys too; `--space` is `--set`'s previous name). A spec for a key the space does not sample adds that key
+(a constant, a categorical, or a uniform range - log scale only if the spec says `log: true`).
 
 A search space sees overrides through `NarrowedTrial`, which answers its `suggest_*` calls from the
 override where there is one, so a space's code stays the one definition of its parameters.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import reprlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ from search_spaces.safe_yaml import load_yaml, load_yaml_file
 from trainables.training.setting_types import is_number
 
 GROUPS = ("train/", "strategy/")
+STUDY_SECTIONS = ("preset", "search", "data", "model", "scheduler", "resources", "storage")
+"""The sections of the study's own keys (`study.config.StudyConfig`), named in an unknown key's error."""
 KINDS = ("fixed", "choices", "range")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _RANGE = re.compile(r"^\s*(\S+?)\s*\.\.\s*(\S+)\s*$")
@@ -79,12 +81,15 @@ class Override:
     """Log scale for a range; None keeps the scale the space gives the parameter."""
     method: str | None = None
     """The only method this applies to; None for every method that has the parameter."""
+    origin: str = field(default="flag", compare=False)
+    """Where it came from: preset <name>, file <path> or flag (the study file records it)."""
 
     def __post_init__(self) -> None:
-        where = f"--space {_shown(self.key, quoted=False)}"
+        where = f"--set {_shown(self.key, quoted=False)}"
         if not self.key.startswith(GROUPS) or self.key.endswith("/"):
             raise ValueError(
-                f"{where}: a search parameter is train/<name> or strategy/<name>, got {_shown(self.key)}"
+                f"{where}: not a setting; a trial's is train/<name>, train/eval/<name> or strategy/<name>, "
+                f"the study's is one of {', '.join(STUDY_SECTIONS)} /<name>, got {_shown(self.key)}"
             )
         if self.kind not in KINDS:
             raise ValueError(f"{where}: kind must be one of {KINDS}, got {_shown(self.kind)}")
@@ -122,6 +127,21 @@ class Override:
             return trial.suggest_int(self.key, int(self.low), int(self.high), log=log)
         return trial.suggest_float(self.key, float(self.low), float(self.high), log=log)
 
+    def spec(self) -> Any:
+        """The value as a settings file writes it (`spec_to_override` reads it back)."""
+        if self.kind == "fixed":
+            return self.value
+        if self.kind == "choices":
+            return list(self.choices)
+        if self.log is None:
+            return f"{self.low}..{self.high}"
+        return {"low": self.low, "high": self.high, "log": self.log}
+
+    @property
+    def name(self) -> str:
+        """`[method:]key`, as a settings file names it."""
+        return f"{self.method}:{self.key}" if self.method else self.key
+
     def describe(self) -> str:
         """The override as the user would write it."""
         prefix = f"{self.method}:" if self.method else ""
@@ -140,7 +160,7 @@ def spec_to_override(key: str, spec: Any, *, method: str | None = None) -> Overr
         if match and _number(match.group(1)) is not None and _number(match.group(2)) is not None:
             low, high = _number(match.group(1)), _number(match.group(2))
             return Override(key, "range", low=low, high=high, method=method)
-        value = load_yaml(spec, source=f"--space {_shown(key, quoted=False)}") if spec.strip() else ""
+        value = load_yaml(spec, source=f"--set {_shown(key, quoted=False)}") if spec.strip() else ""
         if spec.strip().startswith(("[", "{")):
             return spec_to_override(key, value, method=method)
         return Override(key, "fixed", value=_coerce(value), method=method)
@@ -150,13 +170,13 @@ def spec_to_override(key: str, spec: Any, *, method: str | None = None) -> Overr
         unknown = sorted(set(spec) - {"low", "high", "log"})
         if unknown or not {"low", "high"} <= set(spec):
             raise ValueError(
-                f"--space {_shown(key, quoted=False)}: a range is {{low: ..., high: ..., log: true|false}}, "
+                f"--set {_shown(key, quoted=False)}: a range is {{low: ..., high: ..., log: true|false}}, "
                 f"got {_shown(dict(spec))}"
             )
         log = spec.get("log")
         if log is not None and not isinstance(log, bool):
             raise ValueError(
-                f"--space {_shown(key, quoted=False)}: log must be true or false, got {_shown(log)}"
+                f"--set {_shown(key, quoted=False)}: log must be true or false, got {_shown(log)}"
             )
         return Override(
             key, "range", low=_coerce(spec["low"]), high=_coerce(spec["high"]), log=log, method=method
@@ -164,55 +184,42 @@ def spec_to_override(key: str, spec: Any, *, method: str | None = None) -> Overr
     return Override(key, "fixed", value=spec, method=method)
 
 
-def parse_override(text: str, *, methods: Sequence[str]) -> Override:
-    """`'[method:]key=spec'` (a `--space` argument) -> `Override`.
+def is_search_spec(text: str) -> bool:
+    """Whether a spec's text is a searched range (`low..high`, `{low: ...}`) or list of choices (`[a, b]`)."""
+    match = _RANGE.match(text)
+    numbers = match and _number(match.group(1)) is not None and _number(match.group(2)) is not None
+    return bool(numbers) or text.strip().startswith(("[", "{"))
+
+
+def read_scalar(text: str, *, source: str) -> Any:
+    """One value's text as YAML reads it, numbers as numbers (`1e-4` too)."""
+    return _coerce(load_yaml(text, source=source))
+
+
+def parse_override(text: str, *, methods: Sequence[str] | None) -> Override:
+    """`'[method:]key=spec'` (a `--set` argument or a preset's line) -> `Override`; `methods` None takes
+    any prefix (a preset's, checked against the study's methods later).
 
     Raises:
         ValueError: for a missing `=`, an unknown method prefix or a malformed spec.
     """
     head, sep, spec = text.partition("=")
     if not sep:
-        raise ValueError(f"--space expects [method:]key=spec, got {_shown(text)}")
+        raise ValueError(f"--set expects [method:]key=spec, got {_shown(text)}")
     method, colon, key = head.strip().rpartition(":")
-    if colon and method not in methods:
+    if colon and methods is not None and method not in methods:
         raise ValueError(
-            f"--space {_shown(text)}: unknown method {_shown(method)}; choose from {', '.join(methods)}"
+            f"--set {_shown(text)}: unknown method {_shown(method)}; choose from {', '.join(methods)}"
         )
     return spec_to_override(key.strip(), spec, method=method or None)
-
-
-def load_space_file(path: str | Path, *, methods: Sequence[str]) -> list[Override]:
-    """The overrides in a YAML file: `key: spec` for every method, `<method>: {key: spec}` for one.
-
-    Raises:
-        ValueError: for a missing or malformed file, or an entry that is neither a key nor a method.
-    """
-    path = Path(path)
-    data = load_yaml_file(path, source=f"--space-file {path}") or {}
-    if not isinstance(data, Mapping):
-        raise ValueError(f"--space-file {path}: expected a mapping of key: spec, got {type(data).__name__}")
-    overrides = []
-    for name, value in data.items():
-        if name in methods:
-            if not isinstance(value, Mapping):
-                raise ValueError(
-                    f"--space-file {path}: {_shown(name, quoted=False)} should map keys to specs, got {_shown(value)}"
-                )
-            overrides += [spec_to_override(str(k), v, method=name) for k, v in value.items()]
-        elif "/" in str(name):
-            overrides.append(spec_to_override(str(name), value))
-        else:
-            raise ValueError(
-                f"--space-file {path}: {_shown(name)} is neither a method ({', '.join(methods)}) nor a key"
-            )
-    return overrides
 
 
 def route(
     overrides: Iterable[Override], keys_by_method: Mapping[str, set[str]]
 ) -> dict[str, tuple[Override, ...]]:
-    """Which overrides each method gets: a prefixed one its method; an unprefixed one every method whose
-    space samples the key, or every method when none does (a key a method lacks is rejected later).
+    """Which overrides each method gets: a prefixed one its method; an unprefixed `train/...` one every
+    method; an unprefixed `strategy/...` one every method whose space samples the key, or every method when
+    none does (a key a method lacks is rejected later).
 
     Raises:
         ValueError: for a prefix naming a method that is not in this study, or one key overridden twice.
@@ -221,10 +228,12 @@ def route(
     for override in overrides:
         if override.method is not None and override.method not in keys_by_method:
             raise ValueError(
-                f"--space {override.describe()}: method {override.method!r} is not in this study"
+                f"--set {override.describe()}: method {override.method!r} is not in this study"
             )
         if override.method is not None:
             targets = [override.method]
+        elif override.key.startswith("train/"):
+            targets = list(keys_by_method)  # every trial has the loop's settings
         else:
             targets = [m for m, keys in keys_by_method.items() if override.key in keys] or list(
                 keys_by_method
@@ -232,7 +241,7 @@ def route(
         for method in targets:
             previous = routed[method].get(override.key)
             if previous is not None and previous.method == override.method:
-                raise ValueError(f"--space {override.key} is given twice for method {method!r}")
+                raise ValueError(f"--set {override.key} is given twice for method {method!r}")
             if previous is None or override.method is not None:  # a method's own override wins
                 routed[method][override.key] = override
     return {m: tuple(by_key.values()) for m, by_key in routed.items()}
@@ -268,7 +277,7 @@ class NarrowedTrial:
             return self._trial.suggest_categorical(name, choices)
         if override.kind == "range":
             raise ValueError(
-                f"--space {name} is chosen from {list(choices)}: give a list or one value, not a range"
+                f"--set {name} is chosen from {list(choices)}: give a list or one value, not a range"
             )
         return override.suggest(self._trial)
 

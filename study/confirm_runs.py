@@ -19,7 +19,6 @@ from study.confirm import MANIFEST, ConfirmConfig
 from study.dashboard import access_lines, connect, forget_cluster
 from study.plan import concurrency, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE, Prepared
-from study.presets import get_preset
 from study.results import COMPLETION_KEY, write_json
 from study.tuner import study_trainable, trial_dirname, trial_name
 
@@ -31,7 +30,7 @@ def prepare_confirm_inputs(config: StudyConfig) -> tuple[Prepared, list[str]]:
     changes nothing else; the check below makes sure. The embedded generator makes its test problems first
     and keeps the others apart from them, so there the study's own test split is kept.
     """
-    embedded = get_preset(config.preset_name).data_source == "embedded" and not config.data_dir
+    embedded = config.data_settings().get("source") == "embedded"
     study = prepare_inputs(config)
     if embedded:
         return study, [

@@ -15,12 +15,11 @@ from typing import Any
 
 import optuna
 
-from search_spaces import coverage_points, define_by_run, space_keys, unflatten
+from search_spaces import coverage_points, define_by_run, space_keys, space_upper, unflatten
 from search_spaces.overrides import Override, route
 from study.config import StudyConfig, experiment_name
 from study.dashboard import ClusterInfo
-from study.prepare import Prepared, base_trial, prepare
-from study.presets import get_preset
+from study.prepare import Prepared, prepare
 from trainables.methods import get_strategy
 from trainables.training.setting_types import flatten
 
@@ -87,24 +86,13 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
     Raises:
         ValueError: naming the method, for an override or setting its trial config rejects.
     """
-    from trainables.training.loop import TrainConfig
     from trainables.trial import TrialConfig
 
-    preset = get_preset(config.preset_name)
     bases = {
-        (m, c): _plain(
-            flatten(
-                with_dev_metric(
-                    base_trial(preset, method=m, model="<model>", data_config=c, seed=config.seed),
-                    config.metric,
-                )
-            )
-        )
+        (m, c): _plain(flatten(base_trial(config, method=m, model="<model>", data_config=c)))
         for m, c in config.experiments()
     }
-    keys = {m: space_keys(m, bases[(m, config.configs[0])]) for m in config.methods}
-    routed = route(with_preset_space(preset.space, config.overrides, keys=keys), keys)
-    evals_default = TrainConfig.__dataclass_fields__["evals_per_epoch"].default
+    routed = route(study_overrides(config), {m: space_keys(m, bases[(m, config.configs[0])]) for m in config.methods})
     experiments = []
     for (method, data_config), base in bases.items():
         overrides = routed[method]
@@ -119,50 +107,62 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
                     TrialConfig.from_dict(unflatten(flat))
                 except (ValueError, TypeError) as err:
                     raise ValueError(f"method {method}: {err}") from None
-        epochs = upper_value(overrides, "train/epochs", base["train/epochs"])
-        evals = upper_value(
-            overrides, "train/evals_per_epoch", base.get("train/evals_per_epoch", evals_default)
-        )
+        epochs = space_upper(method, "train/epochs", base) or _loop_default("epochs")
+        epochs = upper_value(overrides, "train/epochs", epochs)
+        evals = upper_value(overrides, "train/evals_per_epoch", _loop_default("evals_per_epoch"))
         trials = max(config.trials, len(points))
         experiments.append(Experiment(method, data_config, base, overrides, points, trials, epochs * evals))
     return experiments
 
 
-def with_dev_metric(trial: dict[str, Any], metric: str) -> dict[str, Any]:
-    """`trial` with the search metric among the metrics its dev evaluations compute (a preset may compute
-    accuracy alone on dev, as the tiny one does, to save time)."""
-    from trainables.scoring.evaluation import METRICS
+def _loop_default(name: str) -> Any:
+    from trainables.training.loop import TrainConfig
 
+    return TrainConfig.__dataclass_fields__[name].default
+
+
+def base_trial(config: StudyConfig, *, method: str, model: str, data_config: str) -> dict[str, Any]:
+    """The part of a trial's config no setting gives: its method, base model, data config and seed."""
+    return {"method": method, "model": model, "data_config": data_config, "train": {"seed": config.seed}}
+
+
+def study_overrides(config: StudyConfig) -> tuple[Override, ...]:
+    """The trials' settings of this study: the preset's (those that apply to its methods), the user's over
+    them, with the search metric among those dev evaluations compute."""
+    keys = {m: space_keys(m, {"train/seed": config.seed}) for m in config.methods}
+    return with_dev_metric(with_preset_space(config.preset_overrides, config.overrides, keys=keys), config.metric)
+
+
+def with_dev_metric(overrides: Sequence[Override], metric: str) -> tuple[Override, ...]:
+    """`overrides` with the search metric among the metrics dev evaluations compute (a preset may compute
+    accuracy alone on dev, as the tiny one does, to save time)."""
     name = metric.removeprefix("dev/")
-    metrics = tuple(trial["train"]["eval"].get("metrics", METRICS))
-    if not metric.startswith("dev/") or name in metrics:
-        return trial
-    train = {**trial["train"], "eval": {**trial["train"]["eval"], "metrics": (*metrics, name)}}
-    return {**trial, "train": train}
+    fixed = [o for o in overrides if o.key == "train/eval/metrics" and o.kind == "fixed"]
+    for o in fixed:
+        metrics = tuple(str(o.value).split(",")) if isinstance(o.value, str) else tuple(o.value)
+        if metric.startswith("dev/") and name not in metrics:
+            overrides = [dataclasses.replace(x, value=",".join((*metrics, name))) if x is o else x for x in overrides]
+    return tuple(overrides)
 
 
 def with_preset_space(
-    space: Sequence[str], overrides: Sequence[Override], *, keys: Mapping[str, set[str]]
+    preset: Sequence[Override], overrides: Sequence[Override], *, keys: Mapping[str, set[str]]
 ) -> tuple[Override, ...]:
-    """The preset's `--space` specs, then the user's, for the methods of `keys` (method -> the keys its
-    space samples). A preset spec is a default, so it is dropped where it does not apply: one for a method
-    not in the study, or without a prefix for a key no method of the study samples. A user's override of
-    the same key and method (or of the same key for every method) replaces the preset's."""
-    from search_spaces.overrides import parse_override
-    from trainables.methods import method_names
-
-    preset = [parse_override(text, methods=method_names()) for text in space]
+    """The preset's settings, then the user's, for the methods of `keys` (method -> the keys its space
+    samples). A preset's setting is a default, so it is dropped where it does not apply: one for a method
+    not in the study, or an unprefixed `strategy/...` one for a key no method of the study samples. A
+    user's setting of the same key and method (or of the same key for every method) replaces the preset's."""
     sampled = set().union(*keys.values()) if keys else set()
-    preset = [o for o in preset if (o.method in keys if o.method is not None else o.key in sampled)]
+    applies = lambda o: o.method in keys if o.method is not None else o.key in sampled or o.key.startswith("train/")  # noqa: E731
     given = {(o.key, o.method) for o in overrides}
-    kept = [o for o in preset if (o.key, o.method) not in given and (o.key, None) not in given]
+    kept = [o for o in preset if applies(o) and (o.key, o.method) not in given and (o.key, None) not in given]
     return (*kept, *overrides)
 
 
 def prepare_inputs(config: StudyConfig, *, data: Mapping[str, Any] | None = None) -> Prepared:
     """Data and base models, once, in the driver; a missing one is one line naming it and the tiny preset.
 
-    `data` overrides DataConfig fields after the command line's (`study.confirm` asks for the whole test
+    `data` overrides DataConfig fields after the study's (`study.confirm` asks for the whole test
     split with `{"test_size": None}`).
 
     Raises:
@@ -170,19 +170,9 @@ def prepare_inputs(config: StudyConfig, *, data: Mapping[str, Any] | None = None
     """
     from trainables.training.models import ModelError, load_tokenizer
 
-    base = get_preset(config.preset_name)
-    preset = dataclasses.replace(base, data={**base.data, **config.data_overrides(), **(data or {})})
     hint = "" if config.preset == "tiny" else "; or run the tiny study: --preset tiny"
     try:
-        prepared = prepare(
-            preset,
-            methods=config.methods,
-            configs=config.configs,
-            data_dir=config.data_dir,
-            model=config.model,
-            seed=config.seed,
-            code_dataset=config.code_dataset,
-        )
+        prepared = prepare(config, data=data)
         for name in sorted(set(prepared.models.values())):
             load_tokenizer(name)  # a few kB: proves the model can be had before any trial needs it
     except (ValueError, OSError, ModelError) as err:

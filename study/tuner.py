@@ -32,8 +32,8 @@ from study.dashboard import access_lines, check_reachable, connect, forget_clust
 from study.optuna_store import StoredOptunaSearch, settle, storage_failure_in
 from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE
-from study.presets import get_preset
 from study.results import ExperimentSummary, print_summary, read_text, summarize, write_json
+from study.study_file import write_study_file
 from study.stored_experiment import check_saved_state, has_saved_state
 from study.tracking import (
     OptunaLocation,
@@ -268,6 +268,7 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
         resources = {m: trial_resources(config, m, cluster) for m in config.methods}
         if not existing:
             write_json(f"{config.study_path}/study.json", _study_record(config))
+            write_study_file(config)  # the resolved config tree: the file that reruns this study
         trainable = tune.with_parameters(
             study_trainable,
             splits=prepared.splits,
@@ -367,7 +368,8 @@ def _objective(config: StudyConfig) -> dict[str, str]:
 def _study_record(config: StudyConfig) -> dict[str, Any]:
     record = dataclasses.asdict(config)
     record["overrides"] = [o.describe() for o in config.overrides]
+    record["preset_overrides"] = [o.describe() for o in config.preset_overrides]
     # what the report says its numbers ran on: embedded (generated problems), local (GSM8K files) or hub
-    source = get_preset(config.preset_name).data_source if not config.data_dir else "local"
+    source = config.data_settings().get("source", "auto")
     record["data_source"] = "hub" if source == "auto" else source
     return record

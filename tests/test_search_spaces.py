@@ -22,13 +22,13 @@ from search_spaces import stacked as stacked_space
 from search_spaces.overrides import (
     NarrowedTrial,
     Override,
-    load_space_file,
     parse_override,
     route,
     spec_to_override,
 )
-from study.prepare import base_trial
-from study.presets import get_preset
+from study.cli import read_settings_file
+from study.config import StudyConfig
+from study.plan import base_trial
 from trainables.methods import STRATEGIES, method_names
 from trainables.training.setting_types import flatten
 from trainables.trial import TrialConfig
@@ -39,9 +39,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def base_for(method: str) -> dict:
-    return flatten(
-        base_trial(get_preset("tiny"), method=method, model="some/model", data_config="main", seed=3)
-    )
+    config = StudyConfig(methods=(method,), preset="tiny", seed=3)
+    return flatten(base_trial(config, method=method, model="some/model", data_config="main"))
 
 
 def ask(method: str, overrides=(), point=None, seed=0) -> dict:
@@ -152,7 +151,7 @@ def test_parse_override_kinds_and_numbers():
     [
         ("train/lr", "expects [method:]key=spec"),
         ("nope:train/lr=1", "unknown method 'nope'"),
-        ("lr=1e-3", "train/<name> or strategy/<name>"),
+        ("lr=1e-3", "train/<name>, train/eval/<name> or strategy/<name>"),
         ("train/lr=1e-2..1e-4", "low < high"),
         ("train/lr=[]", "empty list"),
         ("train/lr={low: 1}", "a range is"),
@@ -161,7 +160,7 @@ def test_parse_override_kinds_and_numbers():
     ],
 )
 def test_bad_overrides_say_what_is_wrong(text, message):
-    with pytest.raises(ValueError, match="--space") as info:
+    with pytest.raises(ValueError, match="--set") as info:
         parse_override(text, methods=METHODS)
     assert message in str(info.value)
 
@@ -221,20 +220,22 @@ def test_route_sends_an_unprefixed_key_to_the_spaces_that_sample_it():
         route([spec_to_override("train/lr", 1, method="qlora")], {"lora": keys["lora"]})
 
 
-def test_space_file(tmp_path):
+def test_a_settings_file_holds_keys_for_every_method_or_for_one(tmp_path):
     path = tmp_path / "narrow.yaml"
-    path.write_text("train/lr: 1e-4..1e-3\nstacked:\n  strategy/f: [relu, gelu]\n  strategy/r2: 16\n")
-    overrides = load_space_file(path, methods=METHODS)
-    assert [(o.method, o.key, o.kind) for o in overrides] == [
-        (None, "train/lr", "range"),
-        ("stacked", "strategy/f", "choices"),
-        ("stacked", "strategy/r2", "fixed"),
-    ]
+    path.write_text(
+        "train/lr: 1e-4..1e-3\nsearch/trials: 3\nstacked:\n  strategy/f: [relu, gelu]\n  strategy/r2: 16\n"
+    )
+    entries = read_settings_file(path)
+    assert [name for name, _, _ in entries] == [
+        "train/lr", "search/trials", "stacked:strategy/f", "stacked:strategy/r2"
+    ]  # fmt: skip
+    trial = [spec_to_override(k.split(":")[-1], v).kind for k, v, _ in entries if k != "search/trials"]
+    assert trial == ["range", "choices", "fixed"]
     path.write_text("lr: 1\n")
     with pytest.raises(ValueError, match="neither a method"):
-        load_space_file(path, methods=METHODS)
+        read_settings_file(path)
     with pytest.raises(ValueError, match="no such file"):
-        load_space_file(tmp_path / "missing.yaml", methods=METHODS)
+        read_settings_file(tmp_path / "missing.yaml")
 
 
 def alias_bomb() -> str:
@@ -251,7 +252,7 @@ def test_an_alias_bomb_fails_fast_with_one_short_line(tmp_path):
     assert path.stat().st_size < 400
     started = time.perf_counter()
     with pytest.raises(ValueError, match="once its aliases are expanded") as info:
-        load_space_file(path, methods=METHODS)
+        read_settings_file(path)
     assert time.perf_counter() - started < 1.0
     assert "\n" not in str(info.value) and len(str(info.value)) < 200 + len(str(path))
 
@@ -272,8 +273,8 @@ def test_an_alias_bomb_fails_fast_with_one_short_line(tmp_path):
 def test_a_space_file_holds_plain_data_or_is_refused_in_one_line(tmp_path, text, message):
     path = tmp_path / "space.yaml"
     path.write_text(text)
-    with pytest.raises(ValueError, match="--space-file") as info:
-        load_space_file(path, methods=METHODS)
+    with pytest.raises(ValueError, match="--set-file") as info:
+        read_settings_file(path)
     assert message in str(info.value) and "\n" not in str(info.value) and len(str(info.value)) < 300
 
 
@@ -282,13 +283,13 @@ def test_a_space_file_holds_plain_data_or_is_refused_in_one_line(tmp_path, text,
     ["!!python/name:os.system", "[!!python/name:os.system ]", "{low: !!python/name:os.system, high: 1}"],
 )
 def test_a_tag_in_a_space_value_is_refused_in_one_line(spec):
-    with pytest.raises(ValueError, match=r"--space train/lr: the YAML tag !!python/name:os.system is not"):
+    with pytest.raises(ValueError, match=r"--set train/lr: the YAML tag !!python/name:os.system is not"):
         parse_override(f"train/lr={spec}", methods=METHODS)
 
 
 def test_a_big_value_is_shown_short_in_the_error():
     spec = "[" + ", ".join(["[" + ", ".join(["1"] * 90) + "]"] * 90) + "]"
-    with pytest.raises(ValueError, match="--space train/lr") as info:
+    with pytest.raises(ValueError, match="--set train/lr") as info:
         parse_override(f"train/lr={{low: {spec}, high: 1, steps: 3}}", methods=METHODS)
     assert len(str(info.value)) < 200
 

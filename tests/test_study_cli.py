@@ -65,7 +65,8 @@ def test_flags_become_a_study_config(tmp_path):
     assert (config.gpus_per_trial, config.cpus_per_trial, config.max_concurrent) == (0.25, 2.0, 3)
     assert config.mode == "min"  # perplexity: lower is better
     assert config.study_path == f"{tmp_path}/run1"
-    assert config.overrides[0].method == "stacked" and config.data_overrides() == {"train_size": 64}
+    assert config.overrides[0].method == "stacked" and config.data_settings()["train_size"] == 64
+    assert (config.origins["data/train_size"], config.origins["data/dev_size"]) == ("flag", "preset tiny")
     assert len(config.experiments()) == 2 * len(METHODS)
 
 
@@ -114,7 +115,7 @@ def test_bad_settings_raise_one_clear_error(changes, message):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--method", "sft"], "invalid choice: 'sft'"),
+        (["--method", "sft"], "unknown method 'sft'; choose from"),
         (["--method", "lora", "--trials", "0"], "--trials must be a whole number >= 1"),
         (["--method", "lora", "--gpus-per-trial", "lots"], "expected a number"),
         (["--method", "lora", "--cpus-per-trial", "-2"], "expected a number > 0, got '-2'"),
@@ -123,7 +124,7 @@ def test_bad_settings_raise_one_clear_error(changes, message):
         (["--method", "lora", "--gpus-per-trial", "nan"], "expected a number >= 0, got 'nan'"),
         (["--method", "lora", "--grace-period", "0"], "--grace-period must be a whole number >= 1"),
         (["--method", "lora", "--reduction-factor", "1"], "reduction_factor must be > 1"),
-        (["--method", "lora", "--space", "lr=1e-3"], "train/<name> or strategy/<name>"),
+        (["--method", "lora", "--space", "lr=1e-3"], "train/<name>, train/eval/<name> or strategy/<name>"),
         (["--method", "lora", "--address", "no port"], "--address must be"),
         (["--method", "lora", "--space", "train/lr=!!python/name:os.system"], "YAML tag !!python/name"),
     ],

@@ -69,7 +69,7 @@ register_strategy(
     display_name="QLoRA",
     colour="#55A868",
     load_kwargs=lambda config: {"quantization": f"{config.bits}bit"},
-    base_model="qlora_model",
+    base_models={"t5-small": "t5-base"},  # the study reproduced runs QLoRA on T5-base
     description="QLoRA: LoRA on T5-base loaded in 8-bit with bitsandbytes",
     optimizer=lora_optimizer,
     weight_updates=peft_weight_updates,

@@ -129,11 +129,10 @@ class Strategy:
     """One line saying what trains (`python -m study.train --help` lists it)."""
     load_kwargs: Callable[[Any], dict] = field(default=_no_load_kwargs)
     """Extra `load_model` arguments for a config, e.g. 8-bit quantisation for QLoRA."""
-    base_model: str = "model"
-    """Which base model of a study preset the method uses: the name of a preset field (`model`, or
-    `qlora_model` for QLoRA's T5-base). `--model` replaces it for every method."""
-    preset_settings: str | None = None
-    """The name of a preset field holding fixed `strategy/...` settings (stacked LoRA's stage-1 epochs)."""
+    base_models: Mapping[str, str] = field(default_factory=dict)
+    """The study's base model (`model/name`) -> the base this method trains on instead (QLoRA: t5-small ->
+    t5-base, as in the study reproduced); a base not listed is the method's too. The method's own default,
+    so that no preset names it."""
     search_space: str = ""
     """Dotted path of the module holding the method's search space (`space`, optional `COVERAGE` and
     `CONDITIONAL`); empty means `search_spaces.<name>`. The study imports it, trainables never does."""
@@ -182,6 +181,10 @@ class Strategy:
         if not all(isinstance(g, Grouping) for g in self.groupings):
             raise ValueError(f"method {self.name!r}: groupings must be Grouping records")
         object.__setattr__(self, "groupings", tuple(self.groupings))
+
+    def base_model(self, study_model: str) -> str:
+        """The base this method trains on in a study whose base model is `study_model`."""
+        return self.base_models.get(study_model, study_model)
 
     def setting_default(self, key: str) -> Any:
         """The value a trial has for setting `key` when its config leaves it out (None: no default known).

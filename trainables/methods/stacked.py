@@ -283,7 +283,6 @@ register_strategy(
     display_name="Stacked LoRA",
     colour="#8172B2",
     load_kwargs=lambda config: {"quantization": f"{config.base_bits}bit"} if config.base_bits else {},
-    preset_settings="stacked",
     description="stacked LoRA: W0 + A1B1 (coding, frozen) + f(A2B2) (GSM8K)",
     needs_code_data=True,
     optimizer=lora_optimizer,

@@ -1,0 +1,81 @@
+"""The study saved as the file that reruns it: `<storage>/<name>/study.yaml`, every key of the resolved
+config tree with its value and where the value came from (default, preset <name>, file <path>, flag).
+
+    python -m study.run --study-file results/slm-tiny/study.yaml --name again   # flags still override
+
+The file holds the study's keys and the trials' settings given over the search spaces (the preset's, a
+settings file's, the flags'); a trial key it leaves out is the search space's or its dataclass's default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from search_spaces.overrides import STUDY_SECTIONS
+from study.config import PRETRAIN_KEY, StudyConfig, study_field, study_fields
+
+FILE_NAME = "study.yaml"
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists: YAML's safe dumper writes no tuples."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def study_tree(config: StudyConfig) -> dict[str, dict[str, Any]]:
+    """Key -> `{value, from}` for every study key, then every trial setting the study gives."""
+    from study.plan import study_overrides
+
+    tree: dict[str, dict[str, Any]] = {}
+    if config.plugins:
+        tree["plugins"] = {"value": list(config.plugins), "from": "flag"}
+    order = {section: i for i, section in enumerate(STUDY_SECTIONS)}
+    for key, f in sorted(study_fields().items(), key=lambda item: order[item[0].split("/")[0]]):
+        if key == PRETRAIN_KEY:
+            for name, value in config.pretrain.items():
+                full = f"{PRETRAIN_KEY}/{name}"
+                tree[full] = {"value": _plain(value), "from": config.origins.get(full, "default")}
+            continue
+        tree[key] = {"value": _plain(getattr(config, f.name)), "from": config.origins.get(key, "default")}
+    for override in study_overrides(config):
+        tree[override.name] = {"value": _plain(override.spec()), "from": override.origin}
+    return tree
+
+
+def study_yaml(config: StudyConfig) -> str:
+    """The resolved tree as YAML, with a header saying how to rerun it."""
+    header = (
+        f"# The resolved config tree of study {config.name}: key -> value and where it came from.\n"
+        f"# Rerun: python -m study.run --study-file {FILE_NAME} --name NEW (flags still override)\n"
+    )
+    lines, section = [], None
+    for key, entry in study_tree(config).items():
+        part = key.split("/")[0] if study_field(key) is not None or key == "plugins" else "trials"
+        if part != section and section is not None:
+            lines.append("")  # a blank line between sections
+        section = part
+        text = yaml.safe_dump({key: entry}, default_flow_style=True, sort_keys=False, width=10_000)
+        lines.append(text.strip()[1:-1])
+    return header + "\n".join(lines) + "\n"
+
+
+def write_study_file(config: StudyConfig) -> str:
+    """Write `<study>/study.yaml` (locally through a temporary file and a rename); returns its path."""
+    from study.outputs import write_atomically
+    from study.results import write_text
+
+    path = f"{config.study_path}/{FILE_NAME}"
+    text = study_yaml(config)
+    if "://" in path:
+        write_text(path, text)  # an object store writes a whole object or none
+    else:
+        write_atomically({Path(path): text}, flag="--storage")
+    return path
+
