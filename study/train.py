@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"methods (the registry's; --plugin adds more):\n{methods}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_setting_flags(parser, StudyConfig, names=FLAGS, defaults={"preset": "tiny"}, bare_names=True)
+    add_setting_flags(parser, StudyConfig, names=FLAGS, defaults={"preset": "tiny"})
     add_override_flags(parser, study_file=False)
     parser.add_argument(
         "--out", type=Path, help="folder for progress, checkpoint and generations (default: temp)"

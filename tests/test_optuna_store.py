@@ -20,8 +20,7 @@ from optuna.trial import TrialState
 from search_spaces import define_by_run
 from study.config import StudyConfig
 from study.optuna_store import StorageWriteError, StoredOptunaSearch, storage_failure_in, storage_writes
-from study.prepare import base_trial
-from study.presets import get_preset
+from study.plan import base_trial
 from study.tracking import optuna_location, prepare_studies
 from trainables.training.setting_types import flatten
 
@@ -31,7 +30,8 @@ FINISHED = {"test/accuracy": 0.4, "test/accuracy_low": 0.3, "test/accuracy_high"
 
 
 def stored_searcher(tmp_path: Path) -> StoredOptunaSearch:
-    base = flatten(base_trial(get_preset("tiny"), method="lora", model="m", data_config="main", seed=0))
+    config = StudyConfig(methods=("lora",), preset="tiny")
+    base = flatten(base_trial(config, method="lora", model="m", data_config="main"))
     return StoredOptunaSearch(
         storage_url=f"sqlite:///{tmp_path}/optuna.db",
         study_name="lora-main",

@@ -8,14 +8,18 @@ import sys
 
 import pytest
 
-from study.prepare import base_trial, parse_overrides, parse_value, with_overrides
-from study.presets import get_preset
+from search_spaces.overrides import spec_to_override
+from study.cli import Layers
+from study.train import one_trial
 from trainables.trial import TrialConfig
 
 
-def _trial(method: str, **overrides):
-    base = base_trial(get_preset("tiny"), method=method, model="m", data_config="main", seed=0)
-    return TrialConfig.from_dict(with_overrides(base, overrides))
+def _trial(method: str, preset: str = "tiny", **settings):
+    layers = Layers(bare_names=True)
+    for key, value in settings.items():
+        layers.add(key, value, origin="flag")
+    config = layers.config(plugins=(), defaults={"methods": (method,), "preset": preset})
+    return TrialConfig.from_dict({**one_trial(config), "model": "m"})
 
 
 @pytest.mark.parametrize(
@@ -24,37 +28,47 @@ def _trial(method: str, **overrides):
         ("3e-3", 0.003),
         ("8", 8),
         ("true", True),
-        ("off", "off"),
+        ("off", False),  # YAML's boolean; `calculator` takes it as on / off
         ("q,v", "q,v"),
-        ("none", None),
+        ("null", None),
         ("relu", "relu"),
     ],
 )
 def test_values_read_as_their_type(raw, value):
-    assert parse_value(raw) == value
+    assert spec_to_override("train/x", raw).value == value
 
 
 def test_bare_and_grouped_keys_reach_their_dataclass():
     trial = _trial(
-        "stacked", f="gelu", lr=0.01, **{"strategy/r2": 4, "max_new_tokens": 16, "calculator": "off"}
+        "stacked", f="gelu", lr="0.01", **{"strategy/r2": "4", "max_new_tokens": "16", "calculator": "off"}
     )
     assert (trial.strategy.f, trial.strategy.r2, trial.train.lr) == ("gelu", 4, 0.01)
     assert trial.train.eval.max_new_tokens == 16 and trial.train.eval.calculator is False
 
 
-def test_stacked_defaults_come_from_the_preset():
-    assert _trial("stacked").strategy.stage1_epochs == get_preset("tiny").stacked["stage1_epochs"]
+def test_fixed_settings_come_from_the_preset_and_searched_ones_keep_their_default():
+    tiny = _trial("stacked")
+    assert (tiny.strategy.stage1_epochs, tiny.train.epochs, tiny.train.prompt_style) == (1, 4, "code")
+    assert tiny.train.lr == 3e-4  # the tiny preset searches train/lr: one configuration keeps TrainConfig's
+    assert _trial("stacked", preset="paper").strategy.stage1_epochs == 3
+
+
+def test_a_searched_value_is_refused_for_one_configuration():
+    with pytest.raises(ValueError, match="study.train runs one configuration; give train/lr one value"):
+        _trial("lora", **{"train/lr": "1e-4..1e-3"})
 
 
 @pytest.mark.parametrize(
     ("method", "overrides", "message"),
     [
-        ("lora", {"f": "relu"}, "--set f is not a setting of method 'lora'"),
+        ("lora", {"f": "relu"}, "unknown setting(s) f for method 'lora'"),
         ("stacked", {"f": "swish"}, "unknown stacked LoRA f 'swish'"),
         ("lora", {"lr": "fast"}, "train/lr must be a number, got 'fast'"),
         ("lora", {"r": "x"}, "strategy/r must be a whole number, got 'x'"),
         ("lora", {"prompt_style": "poem"}, "unknown prompt_style 'poem'"),
         ("lora", {"calculator": "maybe"}, "calculator must be on or off, got 'maybe'"),
+        ("lora", {"rank": "4"}, "--set rank is not a setting"),
+        ("lora", {"seed": "4"}, "--set seed is ambiguous (search/seed, train/seed)"),
     ],
 )
 def test_bad_settings_are_named(method, overrides, message):
@@ -63,15 +77,11 @@ def test_bad_settings_are_named(method, overrides, message):
     assert message in str(error.value)
 
 
-def test_set_needs_key_equals_value():
-    with pytest.raises(ValueError, match="--set expects key=value, got 'lr'"):
-        parse_overrides(["lr"])
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--method", "lora", "--set", "f=relu"], "error: --set f is not a setting of method 'lora'"),
+        (["--method", "lora", "--set", "f=relu"], "error: unknown setting(s) f for method 'lora'"),
+        (["--method", "lora", "--set", "lr"], "error: --set expects [method:]key=spec, got 'lr'"),
         (["--method", "lora", "--set", "lr=abc"], "error: train/lr must be a number, got 'abc'"),
         (["--method", "lora", "--resume"], "error: --resume needs --out"),
         (

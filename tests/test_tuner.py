@@ -20,8 +20,7 @@ from search_spaces.overrides import spec_to_override
 from study.config import StudyConfig
 from study.dashboard import ClusterInfo
 from study.plan import concurrency, plan_experiments, prepare_inputs, trial_resources
-from study.prepare import base_trial
-from study.presets import get_preset
+from study.plan import base_trial
 from study.results import format_table, read_text, summarize, write_json, write_text
 from study.tuner import _check_resume, _study_record
 from trainables import trial as _trial  # noqa: F401  (torch imported at collection: tests time their own work)
@@ -33,7 +32,8 @@ CPU_ONLY = ClusterInfo(address="127.0.0.1:1", dashboard_url=None, started_here=T
 
 
 def searcher(cls=OptunaSearch):
-    base = flatten(base_trial(get_preset("tiny"), method="lora", model="m", data_config="main", seed=0))
+    config = StudyConfig(methods=("lora",), preset="tiny")
+    base = flatten(base_trial(config, method="lora", model="m", data_config="main"))
     return cls(space=define_by_run("lora", base), metric="dev/accuracy", mode="max", seed=0)
 
 
