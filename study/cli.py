@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from search_spaces.overrides import Override, parse_override, spec_to_override
+from search_spaces.overrides import STUDY_SECTIONS, Override, parse_override, spec_to_override
 from search_spaces.safe_yaml import load_yaml_file
 from study.config import PRETRAIN_KEY, StudyConfig, study_field, study_fields, study_value
 from study.errors import OneLineParser
@@ -90,16 +90,19 @@ def add_setting_flags(
         if str(f.type) == "bool":
             flag = flag if default is False else f"--no-{flag.removeprefix('--')}"
             action = "store_true" if default is False else "store_false"
-            group.add_argument(flag, dest=f.name, action=action, default=argparse.SUPPRESS, help=f"{meta['help']} {key}")
+            text = meta["help"] if default is False else f"turn off: {meta['help']}"
+            group.add_argument(flag, dest=f.name, action=action, default=argparse.SUPPRESS, help=f"{text} {key}")
             continue
         fixed = "" if default in (None, (), dataclasses.MISSING) else f" (default {_shown(default)})"
+        repeated = str(f.type).startswith("tuple")
         group.add_argument(
             flag,
             dest=f.name,
+            action="append" if repeated else "store",
             type=_flag_type(f),
             default=argparse.SUPPRESS,
             metavar=meta["metavar"] or f.name.upper(),
-            help=f"{meta['help']}{shown}{fixed} {key}",
+            help=f"{meta['help']}{shown}{fixed}{' (repeatable)' if repeated else ''} {key}",
         )
 
 
@@ -169,6 +172,10 @@ class Layers:
     def add(self, name: str, spec: Any, *, origin: str) -> None:
         key = qualify(name, bare_names=self.bare_names)
         target = study_field(key)
+        section = key.split("/")[0]
+        if target is None and section in STUDY_SECTIONS and ":" not in key:
+            known = ", ".join(k for k in study_fields() if k.split("/")[0] == section)
+            raise ValueError(f"--set {key}: not a setting of {section} ({known})")
         if target is None:
             override = _trial_override(key, spec, origin=origin)
             if origin.startswith("preset"):
@@ -272,10 +279,8 @@ def parse_settings(
                 raise ValueError(f"{f.metadata['key']} is given twice (a flag and --set)")
             layers.study[f.name] = getattr(args, f.name)
             layers.origins[f.metadata["key"]] = "flag"
-    if "methods" in layers.study and isinstance(layers.study["methods"], str):
-        layers.study["methods"] = (layers.study["methods"],)
-    if "configs" in layers.study and isinstance(layers.study["configs"], str):
-        layers.study["configs"] = (layers.study["configs"],)
+    for name, value in layers.study.items():
+        layers.study[name] = tuple(value) if isinstance(value, list) else value  # a repeated flag
     return layers.config(plugins=plugins, defaults=defaults or {}), args
 
 

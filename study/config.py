@@ -351,8 +351,13 @@ def study_field(key: str) -> dataclasses.Field | None:
 
 
 def study_value(key: str, raw: Any) -> Any:
-    """A study key's value as its field's type: `raw` is the text of a `--set` or a flag, or a value read
-    from YAML (a list for a tuple field).
+    """A study key's value as its field's type (`field_value`)."""
+    return field_value(study_field(key), key, raw)
+
+
+def field_value(f: dataclasses.Field, key: str, raw: Any) -> Any:
+    """The value of `key` as the type of its field `f` (of `StudyConfig` or another config made with
+    `setting`): `raw` is the text of a `--set` or a flag, or a value read from YAML (a list for a tuple).
 
     Raises:
         ValueError: naming the key, for a value of the wrong type, or a range or list (only a trial
@@ -360,7 +365,6 @@ def study_value(key: str, raw: Any) -> Any:
     """
     from search_spaces.overrides import is_search_spec, read_scalar
 
-    f = study_field(key)
     kind = str(f.type)
     where = f"--set {key}"
     if isinstance(raw, str):

@@ -27,7 +27,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from study.config import StudyConfig
+from study.cli import add_setting_flags
+from study.config import StudyConfig, field_value, setting
 from study.errors import OneLineParser, run_cli
 from study.results import read_text
 
@@ -38,25 +39,23 @@ MANIFEST = "confirm.json"
 
 @dataclass
 class ConfirmConfig:
-    """One confirmation: which study, how many seeds, and the cluster settings that may differ from its own."""
+    """One confirmation: which study, how many seeds, and the cluster settings that may differ from its own
+    (each a key of the one override syntax: `--seeds 5` is `--set confirm/seeds=5`)."""
 
-    results: str
-    """The study's folder (`<storage>/<name>`, holding `study.json`), a local path or a URI."""
-    seeds: int = 5
-    """Fresh training seeds per group (at least 2: one run has no spread)."""
-    families: tuple[str, ...] = ()
-    """Which families of groups to confirm (`trainables.comparison.families()`: method, and each family a
-    method record declares, such as cot and stacked); empty: all. Checked once the study's plugins are loaded."""
-    resume: bool = False
-    """Continue an interrupted confirmation (finished runs are not run again)."""
-    address: str | None = None
-    """A Ray cluster to join instead of the study's `address`."""
-    num_cpus: int | None = None
-    """CPUs of a local cluster instead of the study's."""
-    max_concurrent: int | None = None
-    """Runs at once per experiment instead of the study's setting."""
-    dashboard: bool = True
-    """Start the Ray dashboard with a local cluster."""
+    results: str = setting(key="confirm/results", flag=None, help="the study's folder, <storage>/<name>")
+    seeds: int = setting(5, key="confirm/seeds", help="fresh training seeds per group (at least 2)")
+    families: tuple[str, ...] = setting(
+        (), key="confirm/families", flag="--family", metavar="FAMILY",
+        help="confirm only these families of groups: method (methods per config), or one a method declares "
+        "(cot: prompt styles; stacked: f and variants; a plugin's own); default: all",
+    )  # fmt: skip
+    resume: bool = setting(False, key="storage/resume", help="continue interrupted confirmation runs")
+    address: str | None = setting(key="resources/address", help="join this Ray cluster instead of the study's")
+    num_cpus: int | None = setting(key="resources/num_cpus", help="CPUs of the local Ray cluster (default: the study's)")
+    max_concurrent: int | None = setting(
+        key="resources/max_concurrent", help="runs at once per experiment (default: what fits)"
+    )
+    dashboard: bool = setting(True, key="resources/dashboard", help="start the Ray dashboard with a local cluster")
 
     def __post_init__(self) -> None:
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 2:
@@ -89,7 +88,8 @@ class ConfirmConfig:
 def study_config(confirm: ConfirmConfig) -> StudyConfig:
     """The study's settings from its `study.json`, with its storage and name taken from where it is now."""
     record = json.loads(read_text(f"{confirm.results}/study.json"))
-    fields = {f.name for f in dataclasses.fields(StudyConfig)} - {"overrides", "resume", "storage", "name"}
+    fields = {f.name for f in dataclasses.fields(StudyConfig)}
+    fields -= {"overrides", "preset_overrides", "origins", "resume", "storage", "name"}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in fields}
     storage, _, name = confirm.results.rpartition("/")
     config = StudyConfig(**{**values, "storage": storage or "/", "name": name})
@@ -204,41 +204,50 @@ def run_confirm(confirm: ConfirmConfig) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The flags, generated from `ConfirmConfig`'s fields (`study.cli`)."""
     parser = OneLineParser(
         prog="python -m study.confirm",
         description="Re-run the best trial of every group a study's report compares with N fresh seeds.",
         epilog="Exit status 2 means bad input (no such study folder, --seeds below 2, an unreachable cluster).",
     )
     parser.add_argument("results", help="the study's folder, <storage>/<name> (holds study.json)")
-    parser.add_argument(
-        "--seeds", type=int, default=5, help="fresh training seeds per group (default 5, at least 2)"
-    )
-    parser.add_argument(
-        "--family",
-        action="append",
-        help="confirm only this family of groups: method (methods per config), or one a method declares "
-        "(cot: prompt styles; stacked: f and variants; a plugin's own); repeatable (default: all)",
-    )
-    parser.add_argument("--resume", action="store_true", help="continue interrupted confirmation runs")
-    parser.add_argument("--address", help="join this Ray cluster instead of the study's")
-    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster (default: the study's)")
-    parser.add_argument("--max-concurrent", type=int, help="runs at once per experiment (default: what fits)")
-    parser.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+    add_setting_flags(parser, ConfirmConfig)
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help=CONFIRM_SET_HELP)
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config tree as YAML and exit")
     return parser
 
 
-def _run(argv: list[str] | None) -> None:
+CONFIRM_SET_HELP = "a setting in the one override syntax: confirm/seeds=3, resources/num_cpus=2 (repeatable)"
+
+
+def parse_confirm(argv: list[str] | None) -> tuple[ConfirmConfig, argparse.Namespace]:
+    """Command-line arguments -> a `ConfirmConfig` (flags over `--set`, both over the defaults)."""
     args = build_parser().parse_args(argv)
-    confirm = ConfirmConfig(
-        results=args.results,
-        seeds=args.seeds,
-        families=tuple(args.family or ()),
-        resume=args.resume,
-        address=args.address,
-        num_cpus=args.num_cpus,
-        max_concurrent=args.max_concurrent,
-        dashboard=not args.no_dashboard,
-    )
+    fields = {f.metadata["key"]: f for f in dataclasses.fields(ConfirmConfig) if "key" in f.metadata}
+    values: dict[str, Any] = {}
+    for text in args.settings:
+        key, sep, raw = text.partition("=")
+        if not sep or key.strip() not in fields:
+            known = ", ".join(k for k in fields if k != "confirm/results")
+            raise ValueError(f"--set {key.strip() if sep else text}: not a confirmation setting; known: {known}")
+        values[fields[key.strip()].name] = field_value(fields[key.strip()], key.strip(), raw)
+    for f in dataclasses.fields(ConfirmConfig):
+        if f.name in vars(args) and f.name != "results":
+            values[f.name] = getattr(args, f.name)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}  # a repeated flag
+    return ConfirmConfig(results=args.results, **values), args
+
+
+def _run(argv: list[str] | None) -> None:
+    confirm, args = parse_confirm(argv)
+    if args.print_config:
+        from study.study_file import study_yaml
+
+        lines = [f"confirm/{f.name}: {getattr(confirm, f.name)!r}" for f in dataclasses.fields(confirm)]
+        print("# The confirmation's settings, then the resolved tree of the study it confirms.")
+        print("\n".join(f"# {line}" for line in lines))
+        print(study_yaml(study_config(confirm)), end="")
+        return
     run_confirm(confirm)
 
 

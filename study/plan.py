@@ -130,7 +130,26 @@ def study_overrides(config: StudyConfig) -> tuple[Override, ...]:
     """The trials' settings of this study: the preset's (those that apply to its methods), the user's over
     them, with the search metric among those dev evaluations compute."""
     keys = {m: space_keys(m, {"train/seed": config.seed}) for m in config.methods}
-    return with_dev_metric(with_preset_space(config.preset_overrides, config.overrides, keys=keys), config.metric)
+    overrides = with_preset_space(config.preset_overrides, config.overrides, keys=keys)
+    return with_bounds(with_dev_metric(overrides, config.metric), methods=config.methods)
+
+
+def with_bounds(overrides: Sequence[Override], *, methods: Sequence[str]) -> tuple[Override, ...]:
+    """A preset's value of a setting a method's record bounds (`Strategy.bounded_by`) at most the largest
+    value its bound can take: stacked LoRA's stage 1 trains no more epochs than its trials can, so
+    `--set train/epochs=1` cuts both. A value the user gives under the setting's own key stays."""
+    out = list(overrides)
+    for method in methods:
+        for key, bound in get_strategy(method).bounded_by.items():
+            limits = [o for o in out if o.key == bound and o.method in (None, method)]
+            if not limits:
+                continue
+            limit = upper_value(sorted(limits, key=lambda o: o.method is None)[:1], bound, 0)
+            for i, o in enumerate(out):
+                mine = o.key == key and o.method in (None, method) and o.kind == "fixed"
+                if mine and o.origin.startswith("preset") and o.value > limit:
+                    out[i] = dataclasses.replace(o, value=limit, origin=f"{o.origin}, at most {bound}")
+    return tuple(out)
 
 
 def with_dev_metric(overrides: Sequence[Override], metric: str) -> tuple[Override, ...]:

@@ -44,8 +44,10 @@ def parse_study_args(
 def _run(argv: list[str] | None) -> None:
     config, args = parse_study_args(argv)
     if args.print_config:
+        from study.plan import plan_experiments
         from study.study_file import study_yaml
 
+        plan_experiments(config)  # every trial setting is checked (and refused in one line) before it prints
         print(study_yaml(config), end="")
         return
     from study.tuner import run_study  # Ray, torch and the trainables are imported only now

@@ -76,6 +76,10 @@ def one_trial(config: StudyConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict:
     config, args = parse_settings(argv, build_parser(), defaults={"preset": "tiny"}, bare_names=True)
+    from trainables.trial import TrialConfig
+
+    trial_dict = one_trial(config)
+    TrialConfig.from_dict(trial_dict)  # the settings are checked before any data or model is loaded
     if args.print_config:
         from study.study_file import study_yaml
 
@@ -88,10 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     from study.prepare import DEFAULT_CACHE, prepare
     from study.results import trial_chance_lines
     from trainables.training.reporting import LocalReporter
-    from trainables.trial import TrialConfig, run_trial
+    from trainables.trial import run_trial
 
-    trial_dict = one_trial(config)
-    TrialConfig.from_dict(trial_dict)  # the settings are checked before any data or model is loaded
     prepared = prepare(config)
     for note in prepared.notes:
         print(note, file=sys.stderr)

@@ -174,22 +174,28 @@ def test_a_plugin_method_runs_through_study_confirm_and_report(plugin, micro_t5_
     assert "Data: generated GSM8K-style problems; base model: micro-t5 (local)." in markdown
 
 
-def test_a_record_naming_a_preset_field_that_does_not_exist_is_refused_before_loading(monkeypatch):
-    from study.prepare import base_model_names, base_trial
-    from study.presets import get_preset
+def test_a_method_carries_its_own_base_model_and_needs_no_preset_edit(monkeypatch):
+    """A record moves the study's base model for itself (QLoRA: t5-small -> t5-base); a method registered
+    from outside gets its own base and every preset's loop settings without any preset naming it."""
+    from study.prepare import base_model_names
 
     lora = get_strategy("lora")
     fields = {"config_cls": lora.config_cls, "apply": lora.apply, "display_name": "X", "colour": "#000000"}
-    monkeypatch.setitem(STRATEGIES, "big", type(lora)(name="big", base_model="t5_large", **fields))
-    monkeypatch.setitem(STRATEGIES, "fixed", type(lora)(name="fixed", preset_settings="nope", **fields))
-    with pytest.raises(ValueError, match="method 'big' names preset field 't5_large', which presets do not"):
-        base_model_names(get_preset("tiny"), methods=["lora", "big"])
-    with pytest.raises(ValueError, match="method 'fixed' names preset field 'nope'"):
-        base_trial(get_preset("tiny"), method="fixed", model="m", data_config="main", seed=0)
-    assert base_model_names(get_preset("paper"), methods=["lora", "qlora"]) == {
-        "lora": "t5-small",
-        "qlora": "t5-base",
-    }
+    monkeypatch.setitem(STRATEGIES, "big", type(lora)(name="big", base_models={"t5-small": "t5-3b"}, **fields))
+    paper = StudyConfig(methods=("lora", "qlora", "big"), preset="paper")
+    assert base_model_names(paper) == {"lora": "t5-small", "qlora": "t5-base", "big": "t5-3b"}
+    tiny = StudyConfig(methods=("lora", "qlora", "big"), preset="tiny")
+    assert set(base_model_names(tiny).values()) == {"tiny"}  # a base the record does not list is its too
+    given = StudyConfig(methods=("qlora", "big"), preset="paper", model="t5-large")
+    assert base_model_names(given) == {"qlora": "t5-large", "big": "t5-large"}
+
+
+def test_a_plugin_method_gets_the_preset_s_loop_settings(plugin):
+    load_plugins(["ia3_method"])
+    [experiment] = plan_experiments(StudyConfig(methods=("ia3",), preset="tiny"))
+    fixed = {o.key: o.value for o in experiment.overrides if o.kind == "fixed"}
+    assert (fixed["train/epochs"], fixed["train/prompt_style"], fixed["train/eval/max_new_tokens"]) == (4, "code", 80)
+    assert experiment.max_iterations == 4
 
 
 def test_a_plugin_method_reaches_every_table_chart_group_and_pair(plugin, tmp_path):

@@ -133,6 +133,10 @@ class Strategy:
     """The study's base model (`model/name`) -> the base this method trains on instead (QLoRA: t5-small ->
     t5-base, as in the study reproduced); a base not listed is the method's too. The method's own default,
     so that no preset names it."""
+    bounded_by: Mapping[str, str] = field(default_factory=dict)
+    """Setting -> the loop setting it never exceeds unless given under its own key (stacked LoRA:
+    `{"strategy/stage1_epochs": "train/epochs"}`, so `--set train/epochs=1` cuts stage 1 too); the
+    study applies it to a preset's value (`study.plan.study_overrides`)."""
     search_space: str = ""
     """Dotted path of the module holding the method's search space (`space`, optional `COVERAGE` and
     `CONDITIONAL`); empty means `search_spaces.<name>`. The study imports it, trainables never does."""

@@ -74,7 +74,8 @@ class StackedStrategyConfig(StackedLoraConfig):
     stage1_lr: float = 1e-3
     """Learning rate of stage 1."""
     stage1_epochs: int = 1
-    """Epochs of stage 1 over the coding dataset."""
+    """Epochs of stage 1 over the coding dataset; a preset's value is at most the study's `train/epochs`
+    (the record's `bounded_by`) unless the user sets this key."""
     baseline: str = "stacked"
     """stacked (the method), linear, merged_then_lora or single_lora (the comparison baselines)."""
     base_bits: int = 0
@@ -278,6 +279,7 @@ GROUPS = Grouping(
 
 register_strategy(
     name="stacked",
+    bounded_by={"strategy/stage1_epochs": "train/epochs"},  # issue #20: a rehearsal cuts stage 1 too
     config_cls=StackedStrategyConfig,
     apply=apply_stacked,
     display_name="Stacked LoRA",
