@@ -28,7 +28,9 @@ def tiny_settings(model_dir: Path, *, quick: bool) -> dict:
     """The tiny preset's data, loop and evaluation settings (cut down in quick mode), for the workers."""
     from study.presets import preset_values
 
-    data = {k: v for k, v in preset_values("tiny", under="data/").items() if k not in ("source", "code_dataset")}
+    data = {
+        k: v for k, v in preset_values("tiny", under="data/").items() if k not in ("source", "code_dataset")
+    }
     train = {k: v for k, v in preset_values("tiny", under="train/").items() if not k.startswith("eval/")}
     evaluation = preset_values("tiny", under="train/eval/")
     train["eval"] = {**evaluation, "metrics": METRICS, "test_metrics": METRICS}

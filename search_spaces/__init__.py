@@ -129,6 +129,8 @@ class _FirstChoice:
         return self._answer(name, low)
 
     def suggest_categorical(self, name, choices):
+        if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices):
+            self.highs[name] = max(choices)
         return self._answer(name, choices[0])
 
 
@@ -143,8 +145,8 @@ def space_keys(method: str, base: dict[str, Any]) -> set[str]:
 
 
 def space_upper(method: str, key: str, base: dict[str, Any]) -> Any:
-    """The high end of the range `method`'s space samples `key` from (`train/epochs`: the most epochs a
-    trial can run, ASHA's horizon); None where it samples no range for `key`."""
+    """The high end of the range (or the largest of the numbers) `method`'s space samples `key` from
+    (`train/epochs`: the most epochs a trial can run, ASHA's horizon); None where it samples no number."""
     recorder = _FirstChoice({})
     get_space(method)(recorder, base=base)
     return recorder.highs.get(key)

@@ -20,10 +20,9 @@ import re
 import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from search_spaces.safe_yaml import load_yaml, load_yaml_file
+from search_spaces.safe_yaml import load_yaml
 from trainables.training.setting_types import is_number
 
 GROUPS = ("train/", "strategy/")
@@ -227,9 +226,7 @@ def route(
     routed: dict[str, dict[str, Override]] = {m: {} for m in keys_by_method}
     for override in overrides:
         if override.method is not None and override.method not in keys_by_method:
-            raise ValueError(
-                f"--set {override.describe()}: method {override.method!r} is not in this study"
-            )
+            raise ValueError(f"--set {override.describe()}: method {override.method!r} is not in this study")
         if override.method is not None:
             targets = [override.method]
         elif override.key.startswith("train/"):

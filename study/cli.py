@@ -91,7 +91,9 @@ def add_setting_flags(
             flag = flag if default is False else f"--no-{flag.removeprefix('--')}"
             action = "store_true" if default is False else "store_false"
             text = meta["help"] if default is False else f"turn off: {meta['help']}"
-            group.add_argument(flag, dest=f.name, action=action, default=argparse.SUPPRESS, help=f"{text} {key}")
+            group.add_argument(
+                flag, dest=f.name, action=action, default=argparse.SUPPRESS, help=f"{text} {key}"
+            )
             continue
         fixed = "" if default in (None, (), dataclasses.MISSING) else f" (default {_shown(default)})"
         repeated = str(f.type).startswith("tuple")
@@ -114,15 +116,31 @@ def add_override_flags(parser: argparse.ArgumentParser, *, study_file: bool = Tr
     """`--set`, `--set-file`, `--print-config` (and `--study-file`); `--space` / `--space-file` are the
     previous release's names of `--set` / `--set-file`, kept one release."""
     group = parser.add_argument_group("settings (docs/configuration.md)")
-    group.add_argument("--set", dest="settings", action="append", default=[], metavar="[METHOD:]KEY=SPEC", help=SET_HELP)
-    group.add_argument("--space", dest="settings", action="append", metavar="[METHOD:]KEY=SPEC", help="the same as --set (its previous name; one release)")
-    group.add_argument("--set-file", metavar="YAML", help="a YAML file of settings: key: spec, or method: {key: spec}")
-    group.add_argument("--space-file", dest="set_file", metavar="YAML", help="the same as --set-file (its previous name)")
+    group.add_argument(
+        "--set", dest="settings", action="append", default=[], metavar="[METHOD:]KEY=SPEC", help=SET_HELP
+    )
+    group.add_argument(
+        "--space",
+        dest="settings",
+        action="append",
+        metavar="[METHOD:]KEY=SPEC",
+        help="the same as --set (its previous name; one release)",
+    )
+    group.add_argument(
+        "--set-file", metavar="YAML", help="a YAML file of settings: key: spec, or method: {key: spec}"
+    )
+    group.add_argument(
+        "--space-file", dest="set_file", metavar="YAML", help="the same as --set-file (its previous name)"
+    )
     if study_file:
         group.add_argument(
-            "--study-file", metavar="YAML", help="rerun a study from the study.yaml it saved (flags still override)"
+            "--study-file",
+            metavar="YAML",
+            help="rerun a study from the study.yaml it saved (flags still override)",
         )
-    group.add_argument("--print-config", action="store_true", help="print the resolved config tree as YAML and exit")
+    group.add_argument(
+        "--print-config", action="store_true", help="print the resolved config tree as YAML and exit"
+    )
     add_plugin_argument(group)
 
 
@@ -141,7 +159,9 @@ def read_settings_file(path: str | Path, *, annotated: bool = False) -> list[tup
             entries += [(f"{name}:{k}", v, None) for k, v in spec.items()]
         elif annotated:
             if not (isinstance(spec, Mapping) and set(spec) == {"value", "from"}):
-                raise ValueError(f"{flag} {path}: {name} should be {{value: ..., from: ...}}, got {spec!r}"[:200])
+                raise ValueError(
+                    f"{flag} {path}: {name} should be {{value: ..., from: ...}}, got {spec!r}"[:200]
+                )
             entries.append((name, spec["value"], str(spec["from"])))
         elif "/" in name or study_field(name) is not None:
             entries.append((name, spec, None))
@@ -263,7 +283,9 @@ def parse_settings(
                 plugins = tuple(dict.fromkeys((*spec, *plugins)))
                 load_plugins(plugins)
                 continue
-            kept = origin if origin.startswith("preset") and study_field(name) is None else f"file {study_file}"
+            kept = (
+                origin if origin.startswith("preset") and study_field(name) is None else f"file {study_file}"
+            )
             layers.add(name, spec, origin=kept)
     if args.set_file:
         for name, spec, _ in read_settings_file(args.set_file, annotated=False):

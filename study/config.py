@@ -17,8 +17,9 @@ from typing import Any
 
 from search_spaces.overrides import Override
 from study.presets import PRESET_NAMES, preset_settings
-from trainables.data.load import CODE_DATASETS, SOURCES as DATA_SOURCES
+from trainables.data.load import CODE_DATASETS
 from trainables.data.load import CONFIGS as DATA_CONFIGS
+from trainables.data.load import SOURCES as DATA_SOURCES
 from trainables.methods import load_plugins, method_names
 from trainables.scoring.metric_registry import metric_names, mode_of
 
@@ -94,18 +95,28 @@ class StudyConfig:
         help="for a locally built T5: prefix-LM pretraining (problems generated, TrainConfig fields); empty: none",
     )  # fmt: skip
     data_dir: str | None = setting(
-        key="data/dir", flag="--data-dir", help="folder with gsm8k/*.jsonl (and mbpp/mbpp.jsonl) instead of the hub"
+        key="data/dir",
+        flag="--data-dir",
+        help="folder with gsm8k/*.jsonl (and mbpp/mbpp.jsonl) instead of the hub",
     )
     data_source: str | None = setting(
         key="data/source", flag=None, choices=DATA_SOURCES,
         help="embedded (generated problems), hub, local, or auto (local with a data dir, else the hub)",
     )  # fmt: skip
     train_size: int | None = setting(key="data/train_size", help="training records (default: all)")
-    dev_size: int | None = setting(key="data/dev_size", help="dev records trials are compared on (default 500)")
-    test_size: int | None = setting(key="data/test_size", help="test records scored at a trial's end (default: all)")
-    min_steps: int | None = setting(key="data/min_steps", flag=None, help="embedded: fewest steps of a problem")
+    dev_size: int | None = setting(
+        key="data/dev_size", help="dev records trials are compared on (default 500)"
+    )
+    test_size: int | None = setting(
+        key="data/test_size", help="test records scored at a trial's end (default: all)"
+    )
+    min_steps: int | None = setting(
+        key="data/min_steps", flag=None, help="embedded: fewest steps of a problem"
+    )
     max_steps: int | None = setting(key="data/max_steps", flag=None, help="embedded: most steps of a problem")
-    max_operand: int | None = setting(key="data/max_operand", flag=None, help="embedded: largest fresh number")
+    max_operand: int | None = setting(
+        key="data/max_operand", flag=None, help="embedded: largest fresh number"
+    )
     code_dataset: str = setting(
         "mbpp", key="data/code_dataset", choices=CODE_DATASETS, help="stacked LoRA's stage-1 coding data"
     )
@@ -113,12 +124,15 @@ class StudyConfig:
         key="scheduler/name", flag="--scheduler", choices=SCHEDULERS,
         help="ASHA early stopping on the metric, or none: every trial runs all its epochs (default asha)",
     )  # fmt: skip
-    grace_period: int = setting(1, key="scheduler/grace_period", help="ASHA: evaluations before a trial can stop")
+    grace_period: int = setting(
+        1, key="scheduler/grace_period", help="ASHA: evaluations before a trial can stop"
+    )
     reduction_factor: float = setting(
         2.0, key="scheduler/reduction_factor", help="ASHA: 1/F of the trials at a rung go on to the next"
     )
     max_concurrent: int | None = setting(
-        key="resources/max_concurrent", help="trials at once per experiment (default: what the resources hold)"
+        key="resources/max_concurrent",
+        help="trials at once per experiment (default: what the resources hold)",
     )
     cpus_per_trial: float | None = setting(key="resources/cpus_per_trial", help="CPUs per trial (default 1)")
     gpus_per_trial: float | None = setting(
@@ -129,8 +143,12 @@ class StudyConfig:
     address: str | None = setting(
         key="resources/address", help="join a running Ray cluster (host:port or auto) instead of starting one"
     )
-    num_cpus: int | None = setting(key="resources/num_cpus", help="CPUs of the local Ray cluster (default: all)")
-    dashboard: bool = setting(True, key="resources/dashboard", help="start the Ray dashboard (127.0.0.1, token)")
+    num_cpus: int | None = setting(
+        key="resources/num_cpus", help="CPUs of the local Ray cluster (default: all)"
+    )
+    dashboard: bool = setting(
+        True, key="resources/dashboard", help="start the Ray dashboard (127.0.0.1, token)"
+    )
     preflight: bool = setting(
         True, key="resources/preflight",
         help="check that each method fits its memory share before the trials start (python -m study.preflight "
@@ -140,7 +158,9 @@ class StudyConfig:
         DEFAULT_STORAGE, key="storage/root", flag="--storage",
         help="local folder or URI (s3://bucket/path) holding <name>/<method>-<config>/",
     )  # fmt: skip
-    name: str | None = setting(key="storage/name", help="the study's folder under --storage (default: slm-<preset>)")
+    name: str | None = setting(
+        key="storage/name", help="the study's folder under --storage (default: slm-<preset>)"
+    )
     optuna_storage: str | None = setting(
         key="storage/optuna", flag="--optuna-storage", metavar="URL",
         help="Optuna storage for the studies: sqlite:///f.db, postgresql://..., a journal file f.log "

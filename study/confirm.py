@@ -50,12 +50,18 @@ class ConfirmConfig:
         "(cot: prompt styles; stacked: f and variants; a plugin's own); default: all",
     )  # fmt: skip
     resume: bool = setting(False, key="storage/resume", help="continue interrupted confirmation runs")
-    address: str | None = setting(key="resources/address", help="join this Ray cluster instead of the study's")
-    num_cpus: int | None = setting(key="resources/num_cpus", help="CPUs of the local Ray cluster (default: the study's)")
+    address: str | None = setting(
+        key="resources/address", help="join this Ray cluster instead of the study's"
+    )
+    num_cpus: int | None = setting(
+        key="resources/num_cpus", help="CPUs of the local Ray cluster (default: the study's)"
+    )
     max_concurrent: int | None = setting(
         key="resources/max_concurrent", help="runs at once per experiment (default: what fits)"
     )
-    dashboard: bool = setting(True, key="resources/dashboard", help="start the Ray dashboard with a local cluster")
+    dashboard: bool = setting(
+        True, key="resources/dashboard", help="start the Ray dashboard with a local cluster"
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 2:
@@ -212,8 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("results", help="the study's folder, <storage>/<name> (holds study.json)")
     add_setting_flags(parser, ConfirmConfig)
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help=CONFIRM_SET_HELP)
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config tree as YAML and exit")
+    parser.add_argument(
+        "--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help=CONFIRM_SET_HELP
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config tree as YAML and exit"
+    )
     return parser
 
 
@@ -229,7 +239,9 @@ def parse_confirm(argv: list[str] | None) -> tuple[ConfirmConfig, argparse.Names
         key, sep, raw = text.partition("=")
         if not sep or key.strip() not in fields:
             known = ", ".join(k for k in fields if k != "confirm/results")
-            raise ValueError(f"--set {key.strip() if sep else text}: not a confirmation setting; known: {known}")
+            raise ValueError(
+                f"--set {key.strip() if sep else text}: not a confirmation setting; known: {known}"
+            )
         values[fields[key.strip()].name] = field_value(fields[key.strip()], key.strip(), raw)
     for f in dataclasses.fields(ConfirmConfig):
         if f.name in vars(args) and f.name != "results":

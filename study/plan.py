@@ -92,7 +92,9 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
         (m, c): _plain(flatten(base_trial(config, method=m, model="<model>", data_config=c)))
         for m, c in config.experiments()
     }
-    routed = route(study_overrides(config), {m: space_keys(m, bases[(m, config.configs[0])]) for m in config.methods})
+    routed = route(
+        study_overrides(config), {m: space_keys(m, bases[(m, config.configs[0])]) for m in config.methods}
+    )
     experiments = []
     for (method, data_config), base in bases.items():
         overrides = routed[method]
@@ -107,18 +109,20 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
                     TrialConfig.from_dict(unflatten(flat))
                 except (ValueError, TypeError) as err:
                     raise ValueError(f"method {method}: {err}") from None
-        epochs = space_upper(method, "train/epochs", base) or _loop_default("epochs")
-        epochs = upper_value(overrides, "train/epochs", epochs)
-        evals = upper_value(overrides, "train/evals_per_epoch", _loop_default("evals_per_epoch"))
+        epochs = largest(method, "train/epochs", base, overrides)
+        evals = largest(method, "train/evals_per_epoch", base, overrides)
         trials = max(config.trials, len(points))
         experiments.append(Experiment(method, data_config, base, overrides, points, trials, epochs * evals))
     return experiments
 
 
-def _loop_default(name: str) -> Any:
+def largest(method: str, key: str, base: dict[str, Any], overrides: Sequence[Override]) -> int:
+    """The largest value a trial of `method` can have for the loop setting `key` (`train/epochs`): the
+    overrides', else the top of the space's range, else `TrainConfig`'s default."""
     from trainables.training.loop import TrainConfig
 
-    return TrainConfig.__dataclass_fields__[name].default
+    default = space_upper(method, key, base) or TrainConfig.__dataclass_fields__[key.split("/")[1]].default
+    return upper_value(overrides, key, default)
 
 
 def base_trial(config: StudyConfig, *, method: str, model: str, data_config: str) -> dict[str, Any]:
@@ -160,7 +164,9 @@ def with_dev_metric(overrides: Sequence[Override], metric: str) -> tuple[Overrid
     for o in fixed:
         metrics = tuple(str(o.value).split(",")) if isinstance(o.value, str) else tuple(o.value)
         if metric.startswith("dev/") and name not in metrics:
-            overrides = [dataclasses.replace(x, value=",".join((*metrics, name))) if x is o else x for x in overrides]
+            overrides = [
+                dataclasses.replace(x, value=",".join((*metrics, name))) if x is o else x for x in overrides
+            ]
     return tuple(overrides)
 
 
@@ -172,7 +178,12 @@ def with_preset_space(
     not in the study, or an unprefixed `strategy/...` one for a key no method of the study samples. A
     user's setting of the same key and method (or of the same key for every method) replaces the preset's."""
     sampled = set().union(*keys.values()) if keys else set()
-    applies = lambda o: o.method in keys if o.method is not None else o.key in sampled or o.key.startswith("train/")  # noqa: E731
+
+    def applies(o: Override) -> bool:
+        if o.method is not None:
+            return o.method in keys
+        return o.key in sampled or o.key.startswith("train/")
+
     given = {(o.key, o.method) for o in overrides}
     kept = [o for o in preset if applies(o) and (o.key, o.method) not in given and (o.key, None) not in given]
     return (*kept, *overrides)

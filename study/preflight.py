@@ -86,9 +86,8 @@ def measured_trials(config: StudyConfig, models: dict[str, str]) -> dict[str, An
     and of the prompt styles it covers, the one with the longest texts."""
     import optuna
 
-    from search_spaces import coverage_points, define_by_run, space_keys, unflatten
-    from search_spaces.common import BATCH_SIZES
-    from study.plan import plan_experiments, upper_value
+    from search_spaces import coverage_points, define_by_run, unflatten
+    from study.plan import largest, plan_experiments
     from trainables.trial import TrialConfig
 
     trials = {}
@@ -96,17 +95,14 @@ def measured_trials(config: StudyConfig, models: dict[str, str]) -> dict[str, An
         if experiment.method in trials:
             continue  # the configs of a method share its shapes; the longest texts of all are measured
         base, overrides = {**experiment.base, "model": models[experiment.method]}, experiment.overrides
-        sampled = "train/batch_size" in space_keys(experiment.method, base)
-        batch = upper_value(
-            overrides, "train/batch_size", max(BATCH_SIZES) if sampled else base["train/batch_size"]
-        )
+        batch = largest(experiment.method, "train/batch_size", base, overrides)
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=config.seed))
         points = coverage_points(experiment.method, overrides)
         if points:
             study.enqueue_trial(max(points, key=lambda p: _STYLE_LENGTH.get(p.get("train/prompt_style"), 0)))
         flat = define_by_run(experiment.method, base, overrides)(study.ask())
         flat["train/batch_size"] = batch
-        flat["train/epochs"] = upper_value(overrides, "train/epochs", base["train/epochs"])
+        flat["train/epochs"] = largest(experiment.method, "train/epochs", base, overrides)
         trials[experiment.method] = TrialConfig.from_dict(unflatten(flat))
     return trials
 

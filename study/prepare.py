@@ -7,7 +7,7 @@ sees the same data and the same base model. Loading a model is left to the trial
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,9 @@ class Prepared:
     """What was loaded, for the user to read (embedded data is said loudly)."""
 
 
-def data_config_for(config: StudyConfig, *, data_config: str, data: Mapping[str, Any] | None = None) -> DataConfig:
+def data_config_for(
+    config: StudyConfig, *, data_config: str, data: Mapping[str, Any] | None = None
+) -> DataConfig:
     """The DataConfig of one GSM8K config of a study (`data`: fields over the study's)."""
     values = {**config.data_settings(), **(data or {})}
     return DataConfig(data_dir=config.data_dir, config=data_config, seed=config.seed, **values)

@@ -78,4 +78,3 @@ def write_study_file(config: StudyConfig) -> str:
     else:
         write_atomically({Path(path): text}, flag="--storage")
     return path
-

@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", type=Path, help="folder for progress, checkpoint and generations (default: temp)"
     )
-    parser.add_argument("--resume", dest="resume_run", action="store_true", help="continue from the checkpoint in --out")
+    parser.add_argument(
+        "--resume", dest="resume_run", action="store_true", help="continue from the checkpoint in --out"
+    )
     return parser
 
 
@@ -64,7 +66,9 @@ def one_trial(config: StudyConfig) -> dict[str, Any]:
     for o in settings:
         if o.kind != "fixed":
             if not o.origin.startswith("preset"):
-                raise ValueError(f"--set {o.describe()}: study.train runs one configuration; give {o.key} one value")
+                raise ValueError(
+                    f"--set {o.describe()}: study.train runs one configuration; give {o.key} one value"
+                )
             continue  # a range the preset searches: the dataclass default stays
         *groups, name = o.key.split("/")
         node = trial

@@ -33,8 +33,8 @@ from study.optuna_store import StoredOptunaSearch, settle, storage_failure_in
 from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE
 from study.results import ExperimentSummary, print_summary, read_text, summarize, write_json
-from study.study_file import write_study_file
 from study.stored_experiment import check_saved_state, has_saved_state
+from study.study_file import write_study_file
 from study.tracking import (
     OptunaLocation,
     check_tracking,

@@ -27,7 +27,9 @@ def sampled(config: StudyConfig, n: int = 4) -> dict[str, list[dict]]:
     for experiment in plan_experiments(config):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(seed=config.seed, multivariate=True, group=True, constant_liar=True)
+            sampler = optuna.samplers.TPESampler(
+                seed=config.seed, multivariate=True, group=True, constant_liar=True
+            )
         study = optuna.create_study(sampler=sampler, direction="maximize")
         for point in experiment.points:
             study.enqueue_trial(point)
@@ -97,7 +99,9 @@ def test_a_study_file_reruns_the_study_with_flags_still_overriding(tmp_path):
 
 
 def test_a_study_file_with_fewer_methods_drops_the_others_settings(tmp_path):
-    config = parse_config(["--method", "all", "--preset", "tiny", "--storage", str(tmp_path), "--name", "all"])
+    config = parse_config(
+        ["--method", "all", "--preset", "tiny", "--storage", str(tmp_path), "--name", "all"]
+    )
     path = write_study_file(config)
     lora = parse_config(["--study-file", path, "--method", "lora"])
     assert lora.methods == ("lora",) and "stacked:strategy/f" not in study_tree(lora)
@@ -109,7 +113,10 @@ def test_a_study_file_with_fewer_methods_drops_the_others_settings(tmp_path):
     ("text", "message"),
     [
         ("search/trials: 3\n", "search/trials should be {value: ..., from: ...}"),
-        ("search/trials: {value: lots, from: flag}\n", "--set search/trials: expected a whole number, got 'lots'"),
+        (
+            "search/trials: {value: lots, from: flag}\n",
+            "--set search/trials: expected a whole number, got 'lots'",
+        ),
         ("search/nope: {value: 1, from: flag}\n", "--set search/nope: not a setting of search"),
         ("- 1\n", "expected a mapping of key: spec"),
     ],

@@ -18,7 +18,10 @@ def _study(tmp_path: Path, **settings) -> Path:
     folder = tmp_path / "results" / "slm-tiny"
     folder.mkdir(parents=True)
     config = StudyConfig(methods=("lora",), preset="tiny", storage=str(tmp_path / "elsewhere"), **settings)
-    record = {k: v for k, v in config.__dict__.items() if k != "overrides"} | {"overrides": []}
+    record = {
+        k: v for k, v in config.__dict__.items() if k not in ("overrides", "preset_overrides", "origins")
+    }
+    record |= {"overrides": [], "preset_overrides": [o.describe() for o in config.preset_overrides]}
     (folder / "study.json").write_text(json.dumps(record))
     return folder
 

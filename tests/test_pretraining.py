@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from study.prepare import pretraining_corpus
 from study.config import StudyConfig
+from study.prepare import pretraining_corpus
 from trainables.data.generator import generate_problems
 from trainables.data.pretraining import arithmetic, numbers, pretraining_pairs
 from trainables.data.prompts import PROMPT_STYLES, format_example, solution_program_task, usable

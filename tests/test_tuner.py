@@ -19,8 +19,7 @@ from search_spaces import define_by_run
 from search_spaces.overrides import spec_to_override
 from study.config import StudyConfig
 from study.dashboard import ClusterInfo
-from study.plan import concurrency, plan_experiments, prepare_inputs, trial_resources
-from study.plan import base_trial
+from study.plan import base_trial, concurrency, plan_experiments, prepare_inputs, trial_resources
 from study.results import format_table, read_text, summarize, write_json, write_text
 from study.tuner import _check_resume, _study_record
 from trainables import trial as _trial  # noqa: F401  (torch imported at collection: tests time their own work)
@@ -542,11 +541,17 @@ def test_the_tiny_presets_narrowing_applies_and_a_users_space_replaces_it():
         1e-3,
     )
     (small,) = plan_experiments(StudyConfig(methods=("lora",), preset="small"))
-    assert small.overrides == ()
+    assert {o.key for o in small.overrides} == {
+        "train/epochs", "train/max_input_tokens", "train/max_target_tokens", "train/eval/batch_size",
+        "train/eval/max_new_tokens",
+    }  # fmt: skip
+    assert (small.overrides[0].low, small.overrides[0].high, small.max_iterations) == (1, 2, 2)
 
 
 def test_a_dev_metric_the_preset_skips_on_dev_is_computed_when_the_search_needs_it():
-    (lora,) = plan_experiments(StudyConfig(methods=("lora",), preset="tiny"))
-    assert lora.base["train/eval/metrics"] == "accuracy"  # the tiny preset: accuracy alone on dev
-    (lora,) = plan_experiments(StudyConfig(methods=("lora",), preset="tiny", metric="dev/perplexity"))
-    assert lora.base["train/eval/metrics"] == "accuracy,perplexity"
+    def dev_metrics(**settings) -> str:
+        (lora,) = plan_experiments(StudyConfig(methods=("lora",), preset="tiny", **settings))
+        return {o.key: o.value for o in lora.overrides}["train/eval/metrics"]
+
+    assert dev_metrics() == "accuracy"  # the tiny preset: accuracy alone on dev
+    assert dev_metrics(metric="dev/perplexity") == "accuracy,perplexity"
