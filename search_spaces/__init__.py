@@ -1,6 +1,6 @@
 """One search space per method, each an Optuna define-by-run function `space(trial, *, base) -> dict`.
 
-A space returns the whole flat trial config: the fixed `base` (from `study.prepare.base_trial`, flattened
+A space returns the whole flat trial config: the fixed `base` (from `study.plan.base_trial`, flattened
 with "/" keys) with its sampled values on top. Keys arrive nested in the trainable (`train/lr` ->
 `config["train"]["lr"]`), in exactly the shape `trainables.trial.TrialConfig.from_dict` accepts.
 

@@ -67,11 +67,13 @@ class StudyConfig:
     """
 
     methods: tuple[str, ...] = setting(
-        key="search/methods", flag="--method", choices=lambda: (*method_names(), "all"),
+        key="search/methods", flag="--method",
+        metavar="METHOD", choices=lambda: (*method_names(), "all"),
         help="a method, or all of them (plugins' included)",
     )  # fmt: skip
     configs: tuple[str, ...] = setting(
-        ("main",), key="data/configs", flag="--config", choices=(*DATA_CONFIGS, "both"),
+        ("main",), key="data/configs", flag="--config",
+        metavar="CONFIG", choices=(*DATA_CONFIGS, "both"),
         help="GSM8K config; each (method, config) pair is one experiment with its own Optuna study",
     )  # fmt: skip
     trials: int = setting(

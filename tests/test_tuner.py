@@ -349,6 +349,14 @@ def test_tiny_study_end_to_end(tmp_path, micro_t5_dir):
     assert table[2].split()[:5] == ["lora_cot", "main", "4", "0", "0"]
     assert any(line.startswith("chance: always ") for line in table)  # the same test problems
     assert "| Trial name" in output and "prompt_style" in output  # Ray's progress table with the groups
+    import yaml
+
+    from study.run import parse_config
+
+    saved = yaml.safe_load((study / "study.yaml").read_text())  # the resolved tree, the file that reruns it
+    assert saved["train/epochs"] == {"value": 1, "from": "flag"} and saved["search/trials"]["value"] == 2
+    rerun = parse_config(["--study-file", str(study / "study.yaml"), "--name", "again"])
+    assert (rerun.methods, rerun.trials, rerun.model) == (("lora_cot",), 2, str(micro_t5_dir))
 
 
 def statuses(experiment: Path) -> dict[str, str]:
