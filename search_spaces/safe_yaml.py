@@ -1,7 +1,7 @@
 """The one YAML loader of the repository: plain data only, bounded in size and in alias expansion.
 
-A YAML document is user input (`--set-file`, `--study-file`, a `--set` spec). `yaml.safe_load` alone already refuses
-Python objects, but it raises a multi-line `YAMLError`, reads a file of any size, and builds a 300-byte
+A YAML document is user input (`--set-file`, `--study-file`, a `--set` spec). `yaml.safe_load` alone
+already refuses Python objects, but it raises a multi-line `YAMLError`, reads a file of any size, and builds a 300-byte
 "billion laughs" document (nine levels of aliases, each repeating the one above nine times) as shared
 lists that explode to a billion items as soon as anything walks or prints them. Here the document is
 composed into YAML's node graph (aliases stay references, so this is cheap), the graph's expanded size is
