@@ -313,6 +313,11 @@ def _main(argv: list[str] | None) -> None:
     from study.run import parse_study_args
 
     config, args = parse_study_args(argv, parser=_build_parser())
+    if args.print_config:
+        from study.study_file import print_study
+
+        print_study(config)
+        return
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     out = Path(args.json).expanduser() if args.json else None

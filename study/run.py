@@ -44,11 +44,9 @@ def parse_study_args(
 def _run(argv: list[str] | None) -> None:
     config, args = parse_study_args(argv)
     if args.print_config:
-        from study.plan import plan_experiments
-        from study.study_file import study_yaml
+        from study.study_file import print_study
 
-        plan_experiments(config)  # every trial setting is checked (and refused in one line) before it prints
-        print(study_yaml(config), end="")
+        print_study(config)
         return
     from study.tuner import run_study  # Ray, torch and the trainables are imported only now
 

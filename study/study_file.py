@@ -66,6 +66,18 @@ def study_yaml(config: StudyConfig) -> str:
     return header + "\n".join(lines) + "\n"
 
 
+def print_study(config: StudyConfig) -> None:
+    """`--print-config`: every trial setting checked (an unknown key or bad value is one line), then the
+    resolved tree printed."""
+    import optuna
+
+    from study.plan import plan_experiments
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    plan_experiments(config)
+    print(study_yaml(config), end="")
+
+
 def write_study_file(config: StudyConfig) -> str:
     """Write `<study>/study.yaml` (locally through a temporary file and a rename); returns its path."""
     from study.outputs import write_atomically
