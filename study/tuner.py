@@ -168,35 +168,38 @@ def build_tuner(
     )
 
 
-class _ProgressReporter(tune.CLIReporter):
+class _ProgressReporter(tune.ProgressReporter):
     """Ray's table, tolerant of conditional parameters.
 
     The table's rows skip a parameter a trial lacks (stacked LoRA's `f` exists only on the `stacked`
     branch), but Ray's "current best trial" line looks every column up without a default and raises
-    KeyError when the best trial took another branch, which ends the whole study. While that is so, the
-    progress string is built from the parameters every trial has.
+    KeyError when the best trial took another branch, which would end the whole study. So two of Ray's
+    `CLIReporter`s are kept: one with every column, and one with the columns every trial has, which
+    prints the report when the first cannot (it raises before printing anything).
     """
 
-    def __init__(self, *args, conditional: frozenset[str] = frozenset(), **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._conditional = conditional
+    def __init__(
+        self, *, conditional: frozenset[str] = frozenset(), parameter_columns: dict[str, str], **kwargs
+    ):
+        self._every = tune.CLIReporter(parameter_columns=parameter_columns, **kwargs)
+        common = {k: v for k, v in parameter_columns.items() if k not in conditional}
+        self._common = tune.CLIReporter(parameter_columns=common, **kwargs)
 
-    def _progress_str(self, trials, done, *sys_info, **kwargs):
+    def setup(self, *args, **kwargs) -> None:
+        self._every.setup(*args, **kwargs)
+        self._common.setup(*args, **kwargs)
+
+    def should_report(self, trials, done: bool = False) -> bool:
+        return self._every.should_report(trials, done)
+
+    def report(self, trials, done: bool, *sys_info: str) -> None:
         try:
-            return super()._progress_str(trials, done, *sys_info, **kwargs)
+            self._every.report(trials, done, *sys_info)
         except KeyError:
-            columns = self._parameter_columns
-            if isinstance(columns, dict):
-                self._parameter_columns = {k: v for k, v in columns.items() if k not in self._conditional}
-            else:
-                self._parameter_columns = [k for k in columns if k not in self._conditional]
-            try:
-                return super()._progress_str(trials, done, *sys_info, **kwargs)
-            finally:
-                self._parameter_columns = columns
+            self._common.report(trials, done, *sys_info)
 
 
-def _progress_reporter(config: StudyConfig, experiment: Experiment) -> tune.CLIReporter:
+def _progress_reporter(config: StudyConfig, experiment: Experiment) -> _ProgressReporter:
     keys = space_keys(experiment.method, experiment.base)
     return _ProgressReporter(
         conditional=conditional_keys(experiment.method),
