@@ -21,6 +21,7 @@ from study.plan import concurrency, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE, Prepared
 from study.presets import get_preset
 from study.results import COMPLETION_KEY, write_json
+from study.stored_experiment import GRID, check_saved_state, has_saved_state, newest
 from study.tuner import study_trainable, trial_dirname, trial_name
 
 
@@ -86,8 +87,21 @@ def build_confirm_tuner(
     )
 
 
+def check_resumable(path: str) -> None:
+    """An experiment Ray has started at `path` (its tuner or a snapshot is there) is whole enough to resume
+    (`study.stored_experiment`); Ray itself would run its grid again beside the finished runs."""
+    if tune.Tuner.can_restore(path) or has_saved_state(path) or any(newest(path, p) for p in GRID):
+        check_saved_state(path, saved_with_state=GRID)
+
+
 def run_experiments(confirm: ConfirmConfig, config: StudyConfig, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Prepare once, start or join the cluster, run every experiment in turn; print and return the manifest."""
+    """Prepare once, start or join the cluster, run every experiment in turn; print and return the manifest.
+
+    Raises:
+        ValueError: one line naming a damaged snapshot of an experiment to resume, before anything is written.
+    """
+    for name in manifest["experiments"]:
+        check_resumable(f"{confirm.root}/{name}")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic progress table, as in the study
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     prepared, notes = prepare_confirm_inputs(config)
