@@ -17,10 +17,13 @@ from ray import tune
 from study.config import StudyConfig
 from study.confirm import MANIFEST, ConfirmConfig
 from study.dashboard import access_lines, connect, forget_cluster
+from study.optuna_store import storage_failure_in
 from study.plan import concurrency, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE, Prepared
 from study.presets import get_preset
 from study.results import COMPLETION_KEY, write_json
+from study.results_storage import is_local, restore_tuner, whole_file_system
+from study.storage_watch import StorageWatch
 from study.stored_experiment import GRID, check_saved_state, has_saved_state, newest
 from study.tuner import study_trainable, trial_dirname, trial_name
 
@@ -59,7 +62,7 @@ def build_confirm_tuner(
     """A grid over `space`'s `train/seed` values: every seed runs all its epochs (no searcher, no scheduler)."""
     path = f"{root}/{name}"
     if tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        return restore_tuner(path, trainable)
     return tune.Tuner(
         trainable,
         param_space=space,
@@ -73,6 +76,8 @@ def build_confirm_tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=root,
+            storage_filesystem=whole_file_system(root),  # a full disk cuts no file
+            callbacks=[StorageWatch(path)] if is_local(path) else None,  # a refused write: one line, exit 2
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the latest, for resuming
             sync_config=tune.SyncConfig(sync_artifacts=True),  # generations_test.jsonl, placement.json
@@ -140,7 +145,13 @@ def run_experiments(confirm: ConfirmConfig, config: StudyConfig, manifest: dict[
                 tune.with_resources(trainable, resources[method]),
                 max_concurrent=max_concurrent,
             )
-            grid = tuner.fit()
+            try:
+                grid = tuner.fit()
+            except Exception as error:
+                failure = storage_failure_in(error)  # a full or read-only storage: one line, exit 2
+                if failure is None:
+                    raise
+                raise failure from None
             if grid.num_terminated + grid.num_errors < len(manifest["seeds"]):
                 print(f"{name} was interrupted; continue with --resume", file=sys.stderr)
                 raise KeyboardInterrupt

@@ -34,6 +34,8 @@ from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs
 from study.prepare import DEFAULT_CACHE
 from study.presets import get_preset
 from study.results import ExperimentSummary, print_summary, read_text, summarize, write_json
+from study.results_storage import is_local, restore_tuner, whole_file_system
+from study.storage_watch import StorageWatch
 from study.stored_experiment import check_saved_state, has_saved_state
 from study.tracking import (
     OptunaLocation,
@@ -119,7 +121,7 @@ def build_tuner(
     """
     path = f"{config.study_path}/{experiment.name}"
     if restore:
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        return restore_tuner(path, trainable)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # `group` is experimental
         sampler = optuna.samplers.TPESampler(
@@ -151,6 +153,7 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=experiment.name,
             storage_path=config.study_path,
+            storage_filesystem=whole_file_system(config.study_path),  # a full disk cuts no file
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             # One kept checkpoint per trial (Ray also keeps the latest, for resuming); with num_to_keep=1
             # every reported checkpoint also forces an experiment snapshot, which is what --resume reads.
@@ -159,13 +162,19 @@ def build_tuner(
             ),
             sync_config=tune.SyncConfig(sync_artifacts=True),  # generations_test.jsonl, placement.json
             progress_reporter=_progress_reporter(config, experiment),
-            callbacks=[mlflow_callback(config.mlflow, study=config.name, experiment=experiment.name)]
-            if config.mlflow
-            else None,
+            callbacks=_callbacks(config, path, experiment),
             log_to_file=True,  # each trial's output goes to its folder, not to this terminal
             verbose=1,
         ),
     )
+
+
+def _callbacks(config: StudyConfig, path: str, experiment: Experiment) -> list[tune.Callback]:
+    """MLflow's, with --mlflow; a watch on a local storage that stops the study once it refuses writes."""
+    callbacks = [StorageWatch(path)] if is_local(path) else []
+    if config.mlflow:
+        callbacks.append(mlflow_callback(config.mlflow, study=config.name, experiment=experiment.name))
+    return callbacks
 
 
 class _ProgressReporter(tune.ProgressReporter):
