@@ -38,13 +38,12 @@ class _WholeFile:
     """A file written under a temporary name and renamed over `path` on a clean close, removed otherwise."""
 
     def __init__(self, path: str) -> None:
+        self.closed, self._failed, self.mode = True, False, "wb"  # until the staged file exists
         folder, name = os.path.split(path)
         self._path, self._staged = path, os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.part")
         fd = os.open(self._staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
         self._file = os.fdopen(fd, "wb")
-        self._failed = False
         self.closed = False
-        self.mode = "wb"
 
     def write(self, data: Any) -> int:
         try:

@@ -57,6 +57,20 @@ def test_whole_files_are_written_and_read_back(tmp_path):
     assert whole_file_system("s3://bucket/studies") is None  # an object store writes objects whole itself
 
 
+def test_a_file_the_disk_refuses_to_create_fails_with_its_own_error_alone(tmp_path, monkeypatch):
+    """Found under a read-only storage: the refused file's cleanup raised AttributeError at every upload."""
+    import gc
+
+    from study.results_storage import whole_file_system
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(FileNotFoundError):
+        whole_file_system(str(tmp_path)).open_output_stream(str(tmp_path / "no-such-folder" / "f"))
+    gc.collect()
+    assert [u.exc_value for u in unraisable] == []
+
+
 def _unshare_or_skip() -> None:
     if subprocess.run(["unshare", "-r", "-m", "true"], capture_output=True).returncode != 0:
         pytest.skip("no user and mount namespaces here (unshare -r -m)")
