@@ -360,7 +360,14 @@ def _device(store: _Store, folder: str, names: set[str]) -> str | None:
 
 def _trial_states(store: _Store, folders: Mapping[str, set[str]]) -> dict[str, tuple[str, int]]:
     """Trial folder -> (Ray's status: TERMINATED, RUNNING, ...; the trial's place in the search order), from
-    the newest `experiment_state-*.json`, which lists trials in the order the searcher created them."""
+    the newest `experiment_state-*.json`, which lists trials in the order the searcher created them.
+
+    Ray's public readers of this file (`tune.ExperimentAnalysis`, `ResultGrid`, `Tuner.restore`) are not
+    used: they rebuild each trial with `Trial.from_json_state`, which runs `cloudpickle.loads` on hex
+    fields of the JSON (`_nonjson_fields`, `CLOUDPICKLE_FALLBACK` values), so a results folder from a
+    shared bucket would run its author's code in the report. Only two plain JSON fields of each entry
+    are read here, as data; `tests/test_ray_experiment_state.py` pins the format against Ray 2.60.
+    """
     states: dict[str, tuple[str, int]] = {}
     for folder, names in folders.items():
         snapshots = sorted(

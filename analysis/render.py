@@ -6,6 +6,7 @@ and `files` its result folder. Every number a trial produced links to that trial
 
 from __future__ import annotations
 
+import csv
 import html
 import math
 from collections.abc import Mapping, Sequence
@@ -191,6 +192,28 @@ def table_latex(table: Table) -> str:
         lines += [" & ".join(latex_escape(row[c]) for c in columns) + r" \\" for row in chance]
     lines += ["\\bottomrule", "\\end{tabular}", ""]
     return "\n".join(lines)
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection")."""
+
+
+def spreadsheet_text(value: Any) -> Any:
+    """`value`, and a string that opens with a formula character behind a `'`, as OWASP advises: a results
+    folder's `=HYPERLINK(...)` is shown by a spreadsheet, never run. Numbers are not strings and stay numbers."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def table_csv(frame: pd.DataFrame) -> str:
+    """`frame` as CSV with every text cell and header passed through `spreadsheet_text` and quoted (a bare
+    CR would end the row for a spreadsheet, and the cell after it would open a formula unprefixed)."""
+    columns = [frame.iloc[:, index] for index in range(frame.shape[1])]
+    safe = pd.concat(
+        [c if pd.api.types.is_numeric_dtype(c) else c.astype(object).map(spreadsheet_text) for c in columns],
+        axis=1,
+    )
+    safe.columns = [spreadsheet_text(column) for column in frame.columns]
+    return safe.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
 
 
 def _generation_rows(rows: Sequence[Mapping[str, Any]]) -> str:

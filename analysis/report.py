@@ -33,6 +33,7 @@ from analysis.render import (
     TrialLinks,
     generations_page,
     markdown_escape,
+    table_csv,
     table_html,
     table_latex,
     table_markdown,
@@ -197,7 +198,7 @@ def write_table_files(report: Report, out_dir: Path) -> None:
         if table.baselines is not None and len(table.baselines):  # chance rows last, with no trial
             frame = pd.concat([frame, table.baselines], ignore_index=True)
         csv, tex = out_dir / "tables" / f"{key}.csv", out_dir / "tables" / f"{key}.tex"
-        write_atomically({csv: frame.to_csv(index=False), tex: table_latex(table)}, flag="--out")
+        write_atomically({csv: table_csv(frame), tex: table_latex(table)}, flag="--out")
         report.files[csv.name], report.files[tex.name] = csv, tex
 
 

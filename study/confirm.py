@@ -174,7 +174,7 @@ def check_existing(confirm: ConfirmConfig, manifest: dict[str, Any]) -> dict[str
         return None
     if not confirm.resume:
         raise ValueError(f"{confirm.root} already holds confirmation runs: pass --resume to continue them")
-    saved = json.loads(saved_text)
+    saved = _saved_manifest(f"{confirm.root}/{MANIFEST}", saved_text)
     if saved["seeds"] != manifest["seeds"]:
         raise ValueError(
             f"--resume with --seeds {len(manifest['seeds'])}, but it started with {len(saved['seeds'])}"
@@ -187,6 +187,22 @@ def check_existing(confirm: ConfirmConfig, manifest: dict[str, Any]) -> dict[str
             f"the groups to confirm or their best trials differ from the ones the confirmation started with "
             f"({', '.join(changed)}): resume with the same --family"
         )
+    return saved
+
+
+def _saved_manifest(path: str, text: str) -> dict[str, Any]:
+    """The manifest a confirmation started with, refused with one line naming it when it is damaged."""
+    try:
+        saved = json.loads(text)
+        if not isinstance(saved, dict) or not isinstance(saved.get("seeds"), list):
+            raise ValueError("no seeds")
+        if not isinstance(saved.get("groups"), dict) or not all(
+            isinstance(g, dict) and "trial" in g for g in saved["groups"].values()
+        ):
+            raise ValueError("no groups")
+    except (ValueError, RecursionError) as error:
+        reason = str(error).splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ValueError(f"cannot resume: the confirmation's manifest {path} is damaged ({reason})") from None
     return saved
 
 

@@ -17,9 +17,13 @@ from ray import tune
 from study.config import StudyConfig
 from study.confirm import MANIFEST, ConfirmConfig
 from study.dashboard import access_lines, connect, forget_cluster
+from study.optuna_store import storage_failure_in
 from study.plan import concurrency, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE, Prepared
 from study.results import COMPLETION_KEY, write_json
+from study.results_storage import is_local, restore_tuner, whole_file_system
+from study.storage_watch import StorageWatch
+from study.stored_experiment import GRID, check_saved_state, has_saved_state, newest
 from study.tuner import study_trainable, trial_dirname, trial_name
 
 
@@ -57,7 +61,7 @@ def build_confirm_tuner(
     """A grid over `space`'s `train/seed` values: every seed runs all its epochs (no searcher, no scheduler)."""
     path = f"{root}/{name}"
     if tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        return restore_tuner(path, trainable)
     return tune.Tuner(
         trainable,
         param_space=space,
@@ -71,6 +75,8 @@ def build_confirm_tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=root,
+            storage_filesystem=whole_file_system(root),  # a full disk cuts no file
+            callbacks=[StorageWatch(path)] if is_local(path) else None,  # a refused write: one line, exit 2
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the latest, for resuming
             sync_config=tune.SyncConfig(sync_artifacts=True),  # generations_test.jsonl, placement.json
@@ -85,8 +91,21 @@ def build_confirm_tuner(
     )
 
 
+def check_resumable(path: str) -> None:
+    """An experiment Ray has started at `path` (its tuner or a snapshot is there) is whole enough to resume
+    (`study.stored_experiment`); Ray itself would run its grid again beside the finished runs."""
+    if tune.Tuner.can_restore(path) or has_saved_state(path) or any(newest(path, p) for p in GRID):
+        check_saved_state(path, saved_with_state=GRID)
+
+
 def run_experiments(confirm: ConfirmConfig, config: StudyConfig, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Prepare once, start or join the cluster, run every experiment in turn; print and return the manifest."""
+    """Prepare once, start or join the cluster, run every experiment in turn; print and return the manifest.
+
+    Raises:
+        ValueError: one line naming a damaged snapshot of an experiment to resume, before anything is written.
+    """
+    for name in manifest["experiments"]:
+        check_resumable(f"{confirm.root}/{name}")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic progress table, as in the study
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     prepared, notes = prepare_confirm_inputs(config)
@@ -125,7 +144,13 @@ def run_experiments(confirm: ConfirmConfig, config: StudyConfig, manifest: dict[
                 tune.with_resources(trainable, resources[method]),
                 max_concurrent=max_concurrent,
             )
-            grid = tuner.fit()
+            try:
+                grid = tuner.fit()
+            except Exception as error:
+                failure = storage_failure_in(error)  # a full or read-only storage: one line, exit 2
+                if failure is None:
+                    raise
+                raise failure from None
             if grid.num_terminated + grid.num_errors < len(manifest["seeds"]):
                 print(f"{name} was interrupted; continue with --resume", file=sys.stderr)
                 raise KeyboardInterrupt

@@ -41,6 +41,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from study.config import JOURNAL_SUFFIXES
+from study.errors import StorageWriteError, storage_write_error
 from study.results import COMPLETION_KEY
 from trainables.training.setting_types import is_number
 
@@ -97,28 +98,6 @@ def load_trials(url: str, study_name: str) -> list[optuna.trial.FrozenTrial] | N
     if study_name not in {s.study_name for s in storage.get_all_studies()}:
         return None
     return optuna.load_study(study_name=study_name, storage=storage).trials
-
-
-_FULL = ("disk is full", "no space left", "quota exceeded")  # SQLite, ENOSPC, EDQUOT
-_READ_ONLY = ("readonly", "read-only", "permission denied")  # SQLite, EROFS, EACCES
-
-
-class StorageWriteError(OSError):
-    """The Optuna storage refused a write: one line that says why."""
-
-
-def storage_write_error(url: str, error: Exception) -> StorageWriteError:
-    """`error` (Optuna's `StorageInternalError`, a SQLAlchemy error, an OSError) as one line about `url`."""
-    cause = error.__cause__ or error
-    text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-    lowered = text.lower()
-    if any(words in lowered for words in _FULL):
-        what = "the storage is full"
-    elif any(words in lowered for words in _READ_ONLY):
-        what = "the storage is read-only"
-    else:
-        what = "the storage refused a write"
-    return StorageWriteError(f"cannot write the Optuna study at {url}: {what} ({text})")
 
 
 @contextlib.contextmanager

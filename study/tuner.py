@@ -33,6 +33,8 @@ from study.optuna_store import StoredOptunaSearch, settle, storage_failure_in
 from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE
 from study.results import ExperimentSummary, print_summary, read_text, summarize, write_json
+from study.results_storage import is_local, restore_tuner, whole_file_system
+from study.storage_watch import StorageWatch
 from study.stored_experiment import check_saved_state, has_saved_state
 from study.study_file import write_study_file
 from study.tracking import (
@@ -119,7 +121,7 @@ def build_tuner(
     """
     path = f"{config.study_path}/{experiment.name}"
     if restore:
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        return restore_tuner(path, trainable)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # `group` is experimental
         sampler = optuna.samplers.TPESampler(
@@ -151,6 +153,7 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=experiment.name,
             storage_path=config.study_path,
+            storage_filesystem=whole_file_system(config.study_path),  # a full disk cuts no file
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             # One kept checkpoint per trial (Ray also keeps the latest, for resuming); with num_to_keep=1
             # every reported checkpoint also forces an experiment snapshot, which is what --resume reads.
@@ -159,44 +162,53 @@ def build_tuner(
             ),
             sync_config=tune.SyncConfig(sync_artifacts=True),  # generations_test.jsonl, placement.json
             progress_reporter=_progress_reporter(config, experiment),
-            callbacks=[mlflow_callback(config.mlflow, study=config.name, experiment=experiment.name)]
-            if config.mlflow
-            else None,
+            callbacks=_callbacks(config, path, experiment),
             log_to_file=True,  # each trial's output goes to its folder, not to this terminal
             verbose=1,
         ),
     )
 
 
-class _ProgressReporter(tune.CLIReporter):
+def _callbacks(config: StudyConfig, path: str, experiment: Experiment) -> list[tune.Callback]:
+    """MLflow's, with --mlflow; a watch on a local storage that stops the study once it refuses writes."""
+    callbacks = [StorageWatch(path)] if is_local(path) else []
+    if config.mlflow:
+        callbacks.append(mlflow_callback(config.mlflow, study=config.name, experiment=experiment.name))
+    return callbacks
+
+
+class _ProgressReporter(tune.ProgressReporter):
     """Ray's table, tolerant of conditional parameters.
 
     The table's rows skip a parameter a trial lacks (stacked LoRA's `f` exists only on the `stacked`
     branch), but Ray's "current best trial" line looks every column up without a default and raises
-    KeyError when the best trial took another branch, which ends the whole study. While that is so, the
-    progress string is built from the parameters every trial has.
+    KeyError when the best trial took another branch, which would end the whole study. So two of Ray's
+    `CLIReporter`s are kept: one with every column, and one with the columns every trial has, which
+    prints the report when the first cannot (it raises before printing anything).
     """
 
-    def __init__(self, *args, conditional: frozenset[str] = frozenset(), **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._conditional = conditional
+    def __init__(
+        self, *, conditional: frozenset[str] = frozenset(), parameter_columns: dict[str, str], **kwargs
+    ):
+        self._every = tune.CLIReporter(parameter_columns=parameter_columns, **kwargs)
+        common = {k: v for k, v in parameter_columns.items() if k not in conditional}
+        self._common = tune.CLIReporter(parameter_columns=common, **kwargs)
 
-    def _progress_str(self, trials, done, *sys_info, **kwargs):
+    def setup(self, *args, **kwargs) -> None:
+        self._every.setup(*args, **kwargs)
+        self._common.setup(*args, **kwargs)
+
+    def should_report(self, trials, done: bool = False) -> bool:
+        return self._every.should_report(trials, done)
+
+    def report(self, trials, done: bool, *sys_info: str) -> None:
         try:
-            return super()._progress_str(trials, done, *sys_info, **kwargs)
+            self._every.report(trials, done, *sys_info)
         except KeyError:
-            columns = self._parameter_columns
-            if isinstance(columns, dict):
-                self._parameter_columns = {k: v for k, v in columns.items() if k not in self._conditional}
-            else:
-                self._parameter_columns = [k for k in columns if k not in self._conditional]
-            try:
-                return super()._progress_str(trials, done, *sys_info, **kwargs)
-            finally:
-                self._parameter_columns = columns
+            self._common.report(trials, done, *sys_info)
 
 
-def _progress_reporter(config: StudyConfig, experiment: Experiment) -> tune.CLIReporter:
+def _progress_reporter(config: StudyConfig, experiment: Experiment) -> _ProgressReporter:
     keys = space_keys(experiment.method, experiment.base)
     return _ProgressReporter(
         conditional=conditional_keys(experiment.method),

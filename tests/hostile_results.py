@@ -99,3 +99,23 @@ def write_hostile_study(root: Path) -> list[Path]:
         )
         folders.append(folder)
     return folders
+
+
+FORMULAS = ("=cmd|' -C calc'!A0", "+1+cmd|'x'!A0", "-2+3", "@SUM(1+1)", "\t=1+1", "\r=1+1")
+"""Text a spreadsheet would run as a formula, one per character OWASP names (=, +, -, @, tab, CR)."""
+
+
+def write_formula_study(root: Path) -> list[Path]:
+    """A study whose texts open with a formula: each experiment's folder (so its trials' labels), data
+    config, prompt style and `f`, and each trial's id."""
+    folders = []
+    for formula in FORMULAS:
+        params = trial_params(
+            "lora", config=formula, strategy={"f": formula}, train={"prompt_style": formula}
+        )
+        folder = write_trial(root / f"{formula}lora-main", params, dev=[0.2, 0.4], test=test_metrics(0.4))
+        _rewrite_jsonl(
+            folder / "result.json", lambda reports, f=formula: [{**r, "trial_id": f} for r in reports]
+        )
+        folders.append(folder)
+    return folders

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from ray import tune
 from ray.tune.experiment import Trial
@@ -28,13 +30,28 @@ def trials(monkeypatch, tmp_path) -> list[Trial]:
 def test_rays_own_reporter_raises_when_the_best_trial_lacks_a_column(trials):
     reporter = tune.CLIReporter(parameter_columns=COLUMNS, metric="dev/accuracy", mode="max")
     with pytest.raises(KeyError):
-        reporter._progress_str(trials, False)
+        reporter.report(trials, False)
 
 
-def test_ours_prints_the_table_and_the_best_trial(trials):
-    reporter = _ProgressReporter(
-        parameter_columns=COLUMNS, metric="dev/accuracy", mode="max", conditional=frozenset({"strategy/f"})
-    )
-    text = reporter._progress_str(trials, False)
+def test_ours_prints_the_table_and_the_best_trial(trials, capsys):
+    reporter = _ProgressReporter(parameter_columns=COLUMNS, conditional=frozenset({"strategy/f"}))
+    reporter.setup(
+        start_time=time.time(), total_samples=2, metric="dev/accuracy", mode="max"
+    )  # as Ray does, from the TuneConfig
+    assert reporter.should_report(trials, done=True)
+    reporter.report(trials, False)
+    text = capsys.readouterr().out
+    assert text.count("Current best trial:") == 1  # printed once, by the reporter that could
     assert "Current best trial: t1 with dev/accuracy=0.5" in text
     assert "r2" in text  # the columns every trial has are still there
+
+
+def test_ours_keeps_the_conditional_column_while_the_best_trial_has_it(trials, capsys):
+    trials[0].run_metadata.last_result["dev/accuracy"] = 0.9
+    reporter = _ProgressReporter(parameter_columns=COLUMNS, conditional=frozenset({"strategy/f"}))
+    reporter.setup(start_time=time.time(), total_samples=2, metric="dev/accuracy", mode="max")
+    reporter.report(trials, False)
+    assert (
+        "Current best trial: t0 with dev/accuracy=0.9 and parameters={'strategy/r2': 8, 'strategy/f': 'relu'}"
+        in (capsys.readouterr().out)
+    )

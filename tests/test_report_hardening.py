@@ -5,20 +5,25 @@ scheme. The slow tests build one report from a hostile folder and open it in hea
 
 from __future__ import annotations
 
+import csv
 import html.parser
+import io
 import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hostile_results import (
+    FORMULAS,
     IMG,
     JS_FOLDER,
     ODD_KINDS,
     PAYLOADS,
     SCRIPT,
+    write_formula_study,
     write_hostile_study,
     write_odd_trial,
 )
@@ -26,8 +31,16 @@ from test_analysis import generation, test_metrics, trial_params, write_study, w
 
 from analysis.chance import attach_chance
 from analysis.load import load_results, read_jsonl
-from analysis.render import TrialLinks, generations_page, markdown_escape, table_html, table_markdown
-from analysis.report import _href, make_tables
+from analysis.render import (
+    FORMULA_STARTS,
+    TrialLinks,
+    generations_page,
+    markdown_escape,
+    table_csv,
+    table_html,
+    table_markdown,
+)
+from analysis.report import Report, _href, make_tables, write_table_files
 
 UNREADABLE_KINDS = [kind for kind in ODD_KINDS if kind != "reference_words"]
 
@@ -136,6 +149,37 @@ def test_a_trial_page_escapes_every_value_from_a_folder(tmp_path):
     assert (
         "<script" not in page and "<img" not in page and "<svg" not in page and 'href="javascript' not in page
     )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def test_no_csv_cell_from_a_folder_opens_a_formula(tmp_path):
+    root = tmp_path / "study"
+    write_study(root)
+    write_formula_study(root)
+    results = load_results([root])
+    tables, diagnostics = make_tables(results, metric="dev/accuracy", mode="max")
+    write_table_files(Report(results=results, tables=tables, diagnostics=diagnostics), tmp_path / "out")
+    cells = []
+    for path in sorted((tmp_path / "out" / "tables").glob("*.csv")):
+        with path.open(newline="") as file:
+            cells += [cell for row in csv.reader(file) for cell in row]
+    assert [c for c in cells if c.startswith(FORMULA_STARTS) and not _is_number(c)] == []
+    for formula in FORMULAS:  # each reached a table, shown as text
+        assert any(cell.startswith("'" + formula) for cell in cells), formula
+
+
+def test_csv_text_is_neutralised_and_numbers_stay_numbers():
+    frame = pd.DataFrame({"trial": ["=1+1", "a-b", "@x"], "delta": [-0.5, 0.25, 1.0], "-n": [-3, 4, 5]})
+    text = table_csv(frame)
+    assert text.splitlines() == ['"trial","delta","\'-n"', '"\'=1+1",-0.5,-3', '"a-b",0.25,4', '"\'@x",1.0,5']
+    assert pd.read_csv(io.StringIO(text))["delta"].tolist() == [-0.5, 0.25, 1.0]
 
 
 # ---- one report built from a hostile results folder (slow: the whole report, then Chromium) ----

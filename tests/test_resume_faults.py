@@ -29,7 +29,7 @@ def saved_experiment(study: Path) -> Path:
     search.on_trial_complete("a", result={"dev/accuracy": 0.2, "training_iteration": 1, **FINISHED})
     experiment = study / "lora-main"
     experiment.mkdir()
-    (experiment / "tuner.pkl").write_bytes(b"")
+    (experiment / "tuner.pkl").write_bytes(pickle.dumps({"_tune_config": None}))
     state = {"trial_data": [], "runner_data": {}, "stats": {}}
     (experiment / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
     search.save(str(experiment / "searcher-state-2026-01-01_00-00-00.pkl"))

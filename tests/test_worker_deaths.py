@@ -1,17 +1,19 @@
 """Under Ray: a trial whose worker is SIGKILLed mid-step is retried at half its micro-batch, then fails
-alone (Optuna FAIL, the end table) while the study goes on; a reused worker gives back each trial's memory;
-Ray's memory monitor's error is passed on as the worker's death it is."""
+alone (Optuna FAIL, the end table, the report) while the study goes on; a reused worker gives back each
+trial's memory; Ray's memory monitor's error is passed on as the worker's death it is."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from test_tuner import finish, start_study, trial_results
+from test_tuner import end_process_group, finish, start_study, trial_results
 
 
 def test_an_out_of_memory_kill_reaches_ray_tune_as_the_worker_s_death():
@@ -53,40 +55,61 @@ def _wider_model(micro_t5_dir: Path, out: Path) -> Path:
     return out
 
 
-def _finished(trial_dir: Path) -> bool:
-    result = trial_dir / "result.json"
-    return result.is_file() and "test/accuracy" in result.read_text()
+def _local_trials(ray_tmp: Path, experiment: str, kind: str) -> dict[str, Path]:
+    """Trial name -> its folder on this node, where Ray keeps it while the study runs: the worker's working
+    folder (`working_dirs`: `placement.json`, `memory.json`, written when the trial writes them) or the
+    driver's (`driver_artifacts`: `result.json`, a line per report as the driver gets it). The study's storage
+    has a trial's files only from its checkpoints on, so it can show a finished trial as still running."""
+    pattern = f"ray/session_*/artifacts/*/{experiment}/{kind}/trial_*"
+    return {folder.name: folder for folder in sorted(ray_tmp.glob(pattern))}
 
 
-def _kill_when_running(experiment: Path, *, halvings: int, after: int = 0, timeout: float = 600) -> int:
-    """SIGKILL the worker of the first unfinished trial once its attempt with `halvings` halvings is training,
-    after `after` trials have finished (a trial's files reach storage at its checkpoints, so a finished
-    trial's memory.json may still say it runs)."""
+def _finished(folder: Path | None) -> bool:
+    result = None if folder is None else folder / "result.json"
+    return result is not None and result.is_file() and "test/accuracy" in result.read_text()
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # not written yet, or caught mid-write
+        return None
+
+
+def _kill_when_running(ray_tmp: Path, experiment: str, *, after: int, timeout: float = 600) -> int:
+    """SIGKILL the worker of the first unfinished trial once its first attempt is training, after `after`
+    trials have finished; its pid and state are read from the node's own copies of its files."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if sum(_finished(d) for d in experiment.glob("trial_*")) < after:
-            time.sleep(0.2)
-            continue
-        for record in sorted(experiment.glob("trial_*/memory.json")):
-            if _finished(record.parent):
-                continue
-            state = json.loads(record.read_text())
-            placement = record.parent / "placement.json"
-            if state["running"] and state["halvings"] == halvings and placement.is_file():
-                time.sleep(1.0)  # into its steps
-                pid = json.loads(placement.read_text())["pid"]
-                os.kill(pid, signal.SIGKILL)
-                return pid
+        results = _local_trials(ray_tmp, experiment, "driver_artifacts")
+        if sum(_finished(folder) for folder in results.values()) >= after:
+            for name, working in _local_trials(ray_tmp, experiment, "working_dirs").items():
+                state = _read_json(working / "memory.json")
+                placement = _read_json(working / "placement.json")
+                if _finished(results.get(name)) or not (state and placement):
+                    continue
+                if state.get("running") and state.get("halvings") == 0:
+                    time.sleep(1.0)  # into its steps
+                    os.kill(placement["pid"], signal.SIGKILL)
+                    return placement["pid"]
         time.sleep(0.2)
-    raise AssertionError(f"no trial of {experiment} started an attempt with {halvings} halvings")
+    raise AssertionError(f"no trial of {experiment} started training after {after} had finished")
 
 
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="racy since a trial's files reach storage only at its checkpoints (#19's cross-node fix): the test "
-    "reads the pid to kill from storage and meets a finished or stale attempt; to be rewritten (see #20)"
-)
-def test_a_killed_worker_fails_its_trial_alone_and_a_reused_worker_gives_memory_back(tmp_path, micro_t5_dir):
+def test_a_killed_worker_fails_its_trial_alone_and_a_reused_worker_gives_memory_back(
+    tmp_path, micro_t5_dir, monkeypatch
+):
+    # Ray's own temporary folder for this study alone (a short path: Ray's socket names must fit 107 bytes)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="slm-deaths-", dir="/tmp"))
+    monkeypatch.setenv("TMPDIR", str(ray_tmp))
+    try:
+        _killed_worker_study(tmp_path, micro_t5_dir, ray_tmp)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _killed_worker_study(tmp_path: Path, micro_t5_dir: Path, ray_tmp: Path) -> None:
     model = _wider_model(micro_t5_dir, tmp_path / "wider")
     process = start_study(
         [
@@ -97,10 +120,12 @@ def test_a_killed_worker_fails_its_trial_alone_and_a_reused_worker_gives_memory_
         model=model,
     )  # fmt: skip
     experiment = tmp_path / "out" / "deaths" / "full-main"
-    first = _kill_when_running(
-        experiment, halvings=0, after=3
-    )  # the last trial: the first three share a worker
-    assert first  # no retry (--max-failures 0): the killed trial fails; the retry's halving is tested above
+    try:  # the last trial: the first three share a worker
+        killed = _kill_when_running(ray_tmp, "full-main", after=3)
+    except AssertionError:
+        end_process_group(process)
+        raise
+    # no retry (--max-failures 0): the killed trial fails; the retry's halving is tested above
     output = finish(process)
 
     results = trial_results(experiment)
@@ -115,6 +140,10 @@ def test_a_killed_worker_fails_its_trial_alone_and_a_reused_worker_gives_memory_
     )
     states = sorted(t.state.name for t in study.trials)
     assert states.count("COMPLETE") == 3 and "FAIL" in states
+    from analysis.load import load_results
+
+    report = load_results([tmp_path / "out" / "deaths"]).trials  # what the report lists
+    assert sorted(report["status"]) == ["error", "finished", "finished", "finished"], killed
 
     # The three that finished ran one after another in one reused worker, each starting where the last began.
     last = sorted((rows[-1] for rows in finished.values()), key=lambda r: r["memory/worker_start_mb"])
