@@ -183,7 +183,8 @@ def test_an_existing_study_needs_resume_and_the_same_settings(tmp_path):
             StudyConfig(methods=("lora",), preset="tiny", storage=str(tmp_path), name="s", resume=True), []
         )
     (tmp_path / "s" / "lora-main").mkdir(parents=True)
-    (tmp_path / "s" / "lora-main" / "tuner.pkl").write_bytes(b"")
+    # a whole tuner.pkl, as Ray writes it (an empty one is damaged state)
+    (tmp_path / "s" / "lora-main" / "tuner.pkl").write_bytes(pickle.dumps({"_tune_config": None}))
     write_json(f"{tmp_path}/s/study.json", _study_record(config))
     with pytest.raises(ValueError, match="already holds lora-main: pass --resume"):
         _check_resume(config, [experiment])
