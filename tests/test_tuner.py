@@ -260,6 +260,10 @@ MICRO = (
     "--space", "train/eval/calculator=false", "--space", "train/batch_size=16",
 )  # fmt: skip
 """The smallest settings a study runs with: ~50 training records, short generations, two CPUs."""
+LORA_STUDY = ["--method", "lora", "--trials", "1", "--name", "lora", "--space", "train/epochs=1"]
+LORA_STUDY += ["--scheduler", "none"]
+"""One LoRA trial of one epoch: the study `finished_lora_study` (conftest.py) runs once for the tests that
+start from a finished study (confirm, resume, adding a plugin method's experiment)."""
 
 
 def study_env(tmp_path: Path) -> dict:
