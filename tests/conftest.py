@@ -110,3 +110,25 @@ def micro_splits():
         max_operand=9,
     )
     return load_math_splits(config)
+
+
+@pytest.fixture(scope="session")
+def finished_lora_study(tmp_path_factory: pytest.TempPathFactory, micro_t5_dir: Path) -> Path:
+    """The storage folder of a finished tiny LoRA study (`test_tuner.LORA_STUDY`, study `lora` in it), run
+    once per session: each test that starts from a finished study copies it before running anything on it."""
+    from test_tuner import LORA_STUDY, finish, start_study
+
+    root = tmp_path_factory.mktemp("lora-study")
+    finish(start_study(LORA_STUDY, tmp_path=root, model=micro_t5_dir))
+    return root / "out"
+
+
+@pytest.fixture(scope="session")
+def every_method_study(tmp_path_factory: pytest.TempPathFactory, micro_t5_dir: Path) -> tuple[Path, str]:
+    """(study folder, study.run's output) of a finished tiny study of every method (`test_tuner.EVERY_METHOD`),
+    run once per session for the end-to-end tests that only read it."""
+    from test_tuner import EVERY_METHOD, finish, start_study
+
+    root = tmp_path_factory.mktemp("every-method-study")
+    output = finish(start_study(EVERY_METHOD, tmp_path=root, model=micro_t5_dir))
+    return root / "out" / "e2e", output

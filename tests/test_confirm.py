@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from test_tuner import REPO, finish, start_study, study_env, trial_results
+from test_tuner import REPO, study_env, trial_results
 
 from study.config import StudyConfig
 from study.confirm import ConfirmConfig, main, seeds_for, study_config
@@ -56,15 +57,9 @@ def test_the_study_settings_come_from_study_json_and_the_folder_it_is_in(tmp_pat
 
 
 @pytest.mark.slow
-def test_confirm_end_to_end_on_a_tiny_study(tmp_path, micro_t5_dir):
-    finish(
-        start_study(
-            ["--method", "lora", "--trials", "1", "--name", "s", "--space", "train/epochs=1"],
-            tmp_path=tmp_path,
-            model=micro_t5_dir,
-        )
-    )
+def test_confirm_end_to_end_on_a_tiny_study(tmp_path, finished_lora_study):
     study = tmp_path / "out" / "s"
+    shutil.copytree(finished_lora_study / "lora", study)  # confirm runs where the study is now
     command = [
         sys.executable,
         "-m",

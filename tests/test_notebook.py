@@ -1,7 +1,8 @@
 """The report notebook, executed with nbclient, and the whole path from a tiny study to the report.
 
-Both are slow: a Jupyter kernel starts (seconds), and the end-to-end test runs `python -m study.run
---method all` with the tiniest settings (minutes on two CPU cores).
+Both are slow: a Jupyter kernel starts (seconds), and the end-to-end test reads a `python -m study.run
+--method all` with the tiniest settings (minutes on two CPU cores; conftest's `every_method_study` runs it
+once for this test and test_tuner's).
 """
 
 from __future__ import annotations
@@ -20,11 +21,6 @@ from test_analysis import write_study
 from analysis.notebook import NOTEBOOK, run_notebook, with_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY_FLAGS = (
-    "--method all --config main --preset tiny --trials 1 --train-size 64 --dev-size 8 --test-size 8 "
-    "--space train/epochs=1 --space stacked:strategy/f=[relu] --space stacked:strategy/baseline=[stacked,linear] "
-    "--num-cpus 2 --no-dashboard --max-concurrent 2"
-).split()
 
 
 def _outputs(notebook) -> list[dict]:
@@ -72,24 +68,10 @@ def _last_report(trial_dir: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_a_tiny_study_of_every_method_becomes_a_report_and_a_notebook(tmp_path, micro_t5_dir):
+def test_a_tiny_study_of_every_method_becomes_a_report_and_a_notebook(tmp_path, every_method_study):
     """`study.run --method all` -> `analysis.report` -> the notebook; numbers checked against result.json."""
+    study, _ = every_method_study  # test_tuner.EVERY_METHOD, read here and by test_tuner's end-to-end test
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    run = [
-        sys.executable,
-        "-m",
-        "study.run",
-        *STUDY_FLAGS,
-        "--model",  # the micro T5: the tiny preset's own would be built and pretrained first (a minute)
-        str(micro_t5_dir),
-        "--storage",
-        str(tmp_path / "store"),
-        "--name",
-        "e2e",
-    ]
-    done = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
-    study = tmp_path / "store" / "e2e"
     report = [sys.executable, "-m", "analysis.report", str(study), "--out", str(tmp_path / "report")]
     done = subprocess.run(report, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,7 +128,9 @@ def test_a_plugin_method_trains_through_study_train(plugin, micro_t5_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_plugin_method_runs_through_study_confirm_and_report(plugin, micro_t5_dir, tmp_path):
+def test_a_plugin_method_runs_through_study_confirm_and_report(
+    plugin, micro_t5_dir, tmp_path, finished_lora_study
+):
     """The doc's IA3 beside LoRA: searched by study.run, re-run by study.confirm, and in analysis.report's
     Table 1, accuracy table and figure, efficiency table and pairwise table, by its display name."""
     from test_tuner import MICRO, study_env
@@ -144,9 +147,9 @@ def test_a_plugin_method_runs_through_study_confirm_and_report(plugin, micro_t5_
         return result
 
     study = tmp_path / "out" / "ia3"
+    shutil.copytree(finished_lora_study / "lora", study)  # its LoRA experiment, run with LORA_STUDY's flags
     args = [*MICRO, "--model", str(micro_t5_dir), "--storage", str(tmp_path / "out"), "--name", "ia3"]
-    args += ["--plugin", "ia3_method", "--trials", "1", "--space", "train/epochs=1"]
-    run("study.run", *args, "--method", "lora")
+    args += ["--plugin", "ia3_method", "--trials", "1", "--space", "train/epochs=1", "--scheduler", "none"]
     searched = run("study.run", *args, "--method", "ia3")  # the same study: its other experiment
     [rows] = [
         [json.loads(line) for line in path.read_text().splitlines()]

@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 from test_optuna_store import FINISHED, stored_searcher
-from test_tuner import MICRO, REPO, end_process_group, finish, start_study, study_env
+from test_tuner import LORA_STUDY, MICRO, REPO, end_process_group, start_study, study_env
 
 from study.config import StudyConfig
 from study.stored_experiment import check_saved_state
@@ -110,20 +110,14 @@ def delete_database(experiment: Path) -> str:
     return f"the Optuna database {experiment.parent / 'optuna.db'} is missing"
 
 
-ARGS = ["--method", "lora", "--trials", "1", "--name", "faults", "--space", "train/epochs=1"]
-ARGS += ["--scheduler", "none"]
-
-
 @pytest.mark.slow
-def test_resume_over_each_damaged_record_is_one_line_and_exit_2(tmp_path, micro_t5_dir):
-    finish(start_study(ARGS, tmp_path=tmp_path, model=micro_t5_dir))
-    whole = tmp_path / "whole"
-    shutil.copytree(tmp_path / "out", whole)
+def test_resume_over_each_damaged_record_is_one_line_and_exit_2(tmp_path, micro_t5_dir, finished_lora_study):
+    whole = finished_lora_study  # LORA_STUDY, finished (shared: each damage is done to a copy)
     for damage in (damage_state, delete_state, garble_searcher, delete_database):
-        shutil.rmtree(tmp_path / "out")
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
         shutil.copytree(whole, tmp_path / "out")
-        named = damage(tmp_path / "out" / "faults" / "lora-main")
-        process = start_study([*ARGS, "--resume"], tmp_path=tmp_path, model=micro_t5_dir)
+        named = damage(tmp_path / "out" / "lora" / "lora-main")
+        process = start_study([*LORA_STUDY, "--resume"], tmp_path=tmp_path, model=micro_t5_dir)
         try:
             output, _ = process.communicate(timeout=240)  # Ray would start it over, or hang
         except subprocess.TimeoutExpired:
@@ -133,7 +127,7 @@ def test_resume_over_each_damaged_record_is_one_line_and_exit_2(tmp_path, micro_
         assert process.returncode == 2, f"{damage.__name__}: {output[-2000:]}"
         assert last.startswith("error: cannot resume") and named in last, last
         assert "Traceback" not in output
-        assert (tmp_path / "out" / "faults" / "optuna.db").exists() == (damage is not delete_database)
+        assert (tmp_path / "out" / "lora" / "optuna.db").exists() == (damage is not delete_database)
 
 
 FILL_DURING_STUDY = r"""

@@ -260,6 +260,17 @@ MICRO = (
     "--space", "train/eval/calculator=false", "--space", "train/batch_size=16",
 )  # fmt: skip
 """The smallest settings a study runs with: ~50 training records, short generations, two CPUs."""
+LORA_STUDY = ["--method", "lora", "--trials", "1", "--name", "lora", "--space", "train/epochs=1"]
+LORA_STUDY += ["--scheduler", "none"]
+"""One LoRA trial of one epoch: the study `finished_lora_study` (conftest.py) runs once for the tests that
+start from a finished study (confirm, resume, adding a plugin method's experiment)."""
+EVERY_METHOD = [
+    "--method", "all", "--config", "main", "--trials", "1", "--name", "e2e", "--max-concurrent", "2",
+    "--space", "train/epochs=1", "--space", "stacked:strategy/f=[relu]",
+    "--space", "stacked:strategy/baseline=[stacked,linear]",
+]  # fmt: skip
+"""Every method, one trial each (lora_cot's raised to cover its four prompt styles): the study
+`every_method_study` (conftest.py) runs once for the end-to-end tests of study.run and of the report."""
 
 
 def study_env(tmp_path: Path) -> dict:
@@ -322,19 +333,12 @@ def trial_results(experiment: Path) -> dict[str, list[dict]]:
 
 
 @pytest.mark.slow
-def test_tiny_study_end_to_end(tmp_path, micro_t5_dir):
-    output = finish(
-        start_study(
-            ["--method", "lora_cot", "--trials", "2", "--name", "e2e", "--space", "train/epochs=1"],
-            tmp_path=tmp_path,
-            model=micro_t5_dir,
-        )
-    )
-    study = tmp_path / "out" / "e2e"
+def test_tiny_study_end_to_end(every_method_study):
+    study, output = every_method_study
     experiment = study / "lora_cot-main"
     results = trial_results(experiment)
     styles = sorted(rows[-1]["config"]["train"]["prompt_style"] for rows in results.values())
-    assert styles == ["answer_only", "breakdown", "code", "no_breakdown"]  # --trials 2 raised to cover 4
+    assert styles == ["answer_only", "breakdown", "code", "no_breakdown"]  # --trials 1 raised to cover 4
     for trial, rows in results.items():
         assert "test/accuracy" in rows[-1] and "dev/accuracy" in rows[-1]
         assert {"test/distinct_answers", "test/top_answer_share", "train/examples_seen"} <= set(rows[-1])
@@ -344,10 +348,14 @@ def test_tiny_study_end_to_end(tmp_path, micro_t5_dir):
     from trainables.trial import TrialConfig
 
     assert TrialConfig.from_dict(best["config"]).method == "lora_cot"
-    assert json.loads((study / "best_configs.json").read_text())[0]["trial_id"] == best["trial_id"]
+    best_configs = json.loads((study / "best_configs.json").read_text())
+    assert [b["trial_id"] for b in best_configs if b["method"] == "lora_cot"] == [best["trial_id"]]
     table = output[output.index("best trial of each experiment") :].splitlines()
     assert table[1].split()[:5] == ["method", "config", "finished", "stopped", "failed"]
-    assert table[2].split()[:5] == ["lora_cot", "main", "4", "0", "0"]
+    assert table[2].split()[:5] == ["lora", "main", "1", "0", "0"]
+    assert [row.split()[:5] for row in table if row.startswith("lora_cot ")] == [
+        ["lora_cot", "main", "4", "0", "0"]
+    ]
     assert any(line.startswith("chance: always ") for line in table)  # the same test problems
     assert "| Trial name" in output and "prompt_style" in output  # Ray's progress table with the groups
     import yaml
