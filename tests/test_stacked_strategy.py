@@ -206,3 +206,17 @@ def test_stage1_key_follows_the_coding_tasks_and_the_base(context_factory):
     context.model_name = "t5-small"
     assert stage1_key(config, context) != key
     assert stage1_key(get_strategy("stacked").make_config({"base_bits": 8}), context_factory()) != key
+
+
+def test_each_f_is_tested_against_the_linear_stack_even_when_it_was_searched_as_f_identity():
+    from trainables.methods.stacked import f_against_variants
+
+    # the docs' sin study: `--set stacked:strategy/f=[identity,sin]`, no baseline groups
+    assert f_against_variants(["f=identity", "f=sin"]) == [("f=sin", "f=identity")]
+    assert f_against_variants(["f=identity", "f=sin", "linear", "single_lora"]) == [
+        ("f=identity", "linear"),
+        ("f=identity", "single_lora"),
+        ("f=sin", "linear"),
+        ("f=sin", "single_lora"),
+    ]
+    assert f_against_variants(["f=relu", "merged_then_lora"]) == []

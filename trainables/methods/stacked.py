@@ -255,8 +255,14 @@ def variant_group(settings: Mapping[str, Any]) -> str | None:
 
 
 def f_against_variants(groups: Sequence[str]) -> list[tuple[str, str]]:
-    """Each f group against the linear stack and the single LoRA (merged_then_lora is shown, not tested)."""
-    return [(g, b) for g in groups if g.startswith("f=") for b in TESTED_AGAINST if b in groups]
+    """Each f group against the linear stack and the single LoRA (merged_then_lora is shown, not tested).
+
+    A study without the `linear` baseline still has the linear stack when it searched f = identity (the same
+    model: `linear` only fixes f), so a study of `f=[identity,sin]` tests sin against it."""
+    against = [b for b in TESTED_AGAINST if b in groups]
+    if "linear" not in groups and "f=identity" in groups:
+        against.insert(0, "f=identity")
+    return [(g, b) for g in groups if g.startswith("f=") for b in against if b != g]
 
 
 GROUPS = Grouping(
