@@ -49,16 +49,17 @@ def timed(name: str, function):
 
 def instrument() -> None:
     """Wrap what a trial's evaluation calls, where each caller looks the name up."""
-    from trainables.scoring import evaluation, sandbox
+    from trainables.scoring import evaluation, metric_registry, sandbox
     from trainables.training import loop
 
-    for name, label in (
-        ("generate", "generation"),
-        ("_perplexity", "perplexity"),
-        ("rouge1", "rouge1"),
-        ("semantic_similarity", "similarity"),
+    for module, name, label in (
+        (evaluation, "generate", "generation"),
+        (evaluation, "_perplexity", "perplexity"),
+        # the metric records call these through their module's globals
+        (metric_registry, "rouge1", "rouge1"),
+        (metric_registry, "semantic_similarity", "similarity"),
     ):
-        setattr(evaluation, name, timed(label, getattr(evaluation, name)))
+        setattr(module, name, timed(label, getattr(module, name)))
     sandbox.run_programs = timed("sandbox", sandbox.run_programs)
     # the loop imported evaluate_split by name: wrap it where the loop looks it up
     loop.evaluate_split = timed("evaluation (all)", loop.evaluate_split)
