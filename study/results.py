@@ -15,8 +15,10 @@ test metrics); trials ASHA stopped early have no test metrics and are counted as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
@@ -263,11 +265,23 @@ def _fs(path: str):
 
 
 def write_text(path: str, text: str) -> None:
-    """Write `text` to `path` (local or URI), creating parent folders."""
+    """Write `text` to `path` (local or URI), creating parent folders; whole or not at all (an object store
+    writes a whole object, a local file is written beside and renamed into place)."""
+    import pyarrow.fs
+
     fs, inner = _fs(path)
     fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(inner) as stream:
-        stream.write(text.encode())
+    staged = f"{inner}.{uuid.uuid4().hex[:8]}.part" if isinstance(fs, pyarrow.fs.LocalFileSystem) else inner
+    try:
+        with fs.open_output_stream(staged) as stream:
+            stream.write(text.encode())
+        if staged != inner:
+            fs.move(staged, inner)
+    except BaseException:
+        if staged != inner:
+            with contextlib.suppress(OSError):
+                fs.delete_file(staged)
+        raise
 
 
 def read_text(path: str) -> str | None:

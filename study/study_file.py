@@ -9,7 +9,6 @@ settings file's, the flags'); a trial key it leaves out is the search space's or
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -79,14 +78,9 @@ def print_study(config: StudyConfig) -> None:
 
 
 def write_study_file(config: StudyConfig) -> str:
-    """Write `<study>/study.yaml` (locally through a temporary file and a rename); returns its path."""
-    from study.outputs import write_atomically
+    """Write `<study>/study.yaml` (whole: `study.results.write_text`); returns its path."""
     from study.results import write_text
 
     path = f"{config.study_path}/{FILE_NAME}"
-    text = study_yaml(config)
-    if "://" in path:
-        write_text(path, text)  # an object store writes a whole object or none
-    else:
-        write_atomically({Path(path): text}, flag="--storage")
+    write_text(path, study_yaml(config))
     return path
