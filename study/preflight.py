@@ -179,17 +179,19 @@ def _report(config: StudyConfig, method: str, probes: list[dict], trial) -> Meth
 
 def study_total_hours(config: StudyConfig, reports: Sequence[MethodReport]) -> float | None:
     """Hours of the whole study: every experiment's trials (as many as the plan runs: `--trials`, or more
-    where a method's coverage points need more) at the concurrency its share allows, plus each first stage
-    once (every trial shares one stage 1 per setting)."""
+    where a method's coverage points need more) at the concurrency its share allows, each trial of a
+    two-stage method with its own first stage: an upper bound, since trials share a cached stage 1 only
+    where its settings coincide, and its key holds the trial's sampled batch size and warmup."""
     if any(r.trial_hours is None for r in reports):
         return None
-    costs = {r.method: TrialCost(**{k: r.cost[k] for k in TrialCost.__dataclass_fields__}) for r in reports}
-    concurrency = {r.method: _share(config, r.method)[0].concurrent for r in reports}
     from study.plan import plan_experiments
 
+    costs = {r.method: TrialCost(**{k: r.cost[k] for k in TrialCost.__dataclass_fields__}) for r in reports}
+    concurrency = {r.method: _share(config, r.method)[0].concurrent for r in reports}
+    stage1 = {r.method: r.stage1_hours or 0.0 for r in reports}
     planned = [(e.method, e.trials) for e in plan_experiments(config)]
     trials = study_hours(costs, experiments=planned, concurrency=concurrency)
-    return trials + sum(r.stage1_hours or 0.0 for r in reports)
+    return trials + sum(math.ceil(n / max(1, concurrency[m])) * stage1[m] for m, n in planned)
 
 
 def render_table(config: StudyConfig, reports: Sequence[MethodReport], *, device: str) -> str:
@@ -224,7 +226,7 @@ def render_table(config: StudyConfig, reports: Sequence[MethodReport], *, device
         each = ", ".join(f"{e.name} {e.trials}" for e in planned)
         lines.append(
             f"Whole study: {sum(e.trials for e in planned)} trials ({each}), at the concurrency each share "
-            f"allows, plus each first stage once: {total:.1f} hours."
+            f"allows, each with its own first stage (trials rarely share one): {total:.1f} hours."
         )
     return "\n".join(lines)
 
@@ -272,7 +274,7 @@ def check_memory(
     log(render_table(config, reports, device=name))
     caps = {}
     for r in reports:
-        first = f"; stage 1 before any trial: about {r.stage1_hours:.2f} h" if r.stage1_hours else ""
+        first = f"; stage 1 first in each trial: up to {r.stage1_hours:.2f} h" if r.stage1_hours else ""
         verdict = "fits" if r.fits else "does NOT fit"
         log(
             f"memory check: {r.method} peaks at {r.peak_mb:,.0f} MiB, {verdict} {r.share} ({r.share_mb:,.0f} MiB){first}"

@@ -26,7 +26,7 @@ def test_preflight_prints_the_table_and_writes_the_same_as_json(micro_t5_dir, tm
     assert stacked["peak_mb"] >= max(trial["train_peak_mb"], trial["eval_peak_mb"]) > 0
     assert stacked["fits"] is True and stacked["recommend"].startswith("--max-concurrent ")
     assert stacked["trial_hours"] == pytest.approx(stacked["cost"]["trial_s"] / 3600)
-    assert record["study_hours"] > stacked["trial_hours"]  # 50 trials, and stage 1 once
+    assert record["study_hours"] > stacked["trial_hours"]  # 50 trials, each with its stage 1
     assert "| stacked | stage 1 | 8 (8) |" in table and "| stacked | trial | 8 (8) |" in table
     assert "Whole study: 50 trials (stacked-main 50)" in table
 
@@ -113,3 +113,28 @@ def test_a_batch_too_large_for_its_share_trains_in_smaller_micro_batches(monkeyp
     probe["train_base_mb"] = 950.0  # the model alone nearly fills the share: no micro-batch fits
     with pytest.raises(ValueError, match="1 method"):
         preflight.check_memory(StudyConfig(methods=("lora",), preset="tiny"), None, log=lines.append)
+
+
+def test_each_stacked_trial_is_counted_with_its_own_stage_1():
+    # a stage 1's cache key holds the trial's sampled batch size and warmup: trials rarely share one
+    from study import preflight
+    from study.costs import TrialCost
+    from study.run import parse_config
+
+    config = parse_config(
+        ["--method", "stacked", "--preset", "tiny", "--trials", "2", "--max-concurrent", "1"]
+    )
+    cost = TrialCost(train_s_per_epoch=3600.0, epochs=1, eval_s_dev=0.0, evals=0, eval_s_test=0.0)
+    report = preflight.MethodReport(
+        method="stacked",
+        probes=[],
+        share="",
+        share_mb=1.0,
+        peak_mb=1.0,
+        fits=True,
+        recommend="",
+        trial_hours=1.0,
+        stage1_hours=0.5,
+        cost=dataclasses.asdict(cost),
+    )
+    assert preflight.study_total_hours(config, [report]) == pytest.approx(2 * (1.0 + 0.5))
