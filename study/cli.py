@@ -278,7 +278,7 @@ def qualify(name: str, *, bare_names: bool = False) -> str:
 
 
 def _known_keys() -> list[str]:
-    """Every key of the tree; imports the trial dataclasses (torch), so only a bare name asks for it."""
+    """Every key of the tree (the trial dataclasses' fields too): what a bare name is looked up in."""
     from trainables.methods import get_strategy
     from trainables.scoring.eval_settings import EvalSettings
     from trainables.training.train_config import TrainConfig
