@@ -37,8 +37,8 @@ CONFIRM_MANIFEST = "confirm.json"
 """Marks `<study>/confirm/` (`study.confirm`): its re-runs are not trials of the search, so a study's root
 leaves them out; `analysis.confirm` reads them from that folder itself."""
 GENERATIONS_CALCULATOR = "generations_test_calculator.jsonl"
-# The defaults of `trainables.training.loop.TrainConfig` for a trial whose config leaves them out (kept equal by a
-# test; importing the trainables here would import torch into a report command).
+# The defaults of `trainables.training.train_config.TrainConfig` for a trial whose config leaves them out
+# (kept equal by a test).
 DEFAULT_PROMPT_STYLE = "breakdown"
 DEFAULT_EPOCHS = 3
 DEFAULT_EVALS_PER_EPOCH = 1

@@ -48,10 +48,12 @@ def run_case(case: str, model_dir: str, data_dir: str) -> dict:
 
     from trainables.data.batching import collate, encode_pairs
     from trainables.methods import StrategyContext, get_strategy
-    from trainables.scoring.evaluation import EvalSettings, _perplexity, generate
-    from trainables.training.loop import TrainConfig, eval_settings
+    from trainables.scoring.eval_settings import EvalSettings
+    from trainables.scoring.evaluation import _perplexity, generate
+    from trainables.training.loop import eval_settings
     from trainables.training.memory import resident_mb
     from trainables.training.models import load_model, load_tokenizer
+    from trainables.training.train_config import TrainConfig
 
     torch.set_num_threads(1)
     tokenizer = load_tokenizer(model_dir)

@@ -29,10 +29,12 @@ from transformers import T5Config, T5ForConditionalGeneration, get_linear_schedu
 from trainables.data.batching import collate, encode_pairs
 from trainables.data.records import CodeRecord
 from trainables.methods import StrategyContext, get_strategy
-from trainables.scoring.evaluation import EvalSettings, generate
-from trainables.training.loop import TrainConfig, batch_order, fit
+from trainables.scoring.eval_settings import EvalSettings
+from trainables.scoring.evaluation import generate
+from trainables.training.loop import batch_order, fit
 from trainables.training.models import load_model
 from trainables.training.tokenizer import train_tokenizer
+from trainables.training.train_config import TrainConfig
 from trainables.trial import stage_fitter
 
 T5_SMALL = {"d_model": 512, "d_ff": 2048, "num_layers": 6, "num_heads": 8, "d_kv": 64, "vocab_size": 32128}

@@ -26,11 +26,13 @@ from study.prepare import PRETRAIN_SEED  # the preset's: problems of their own
 from trainables.data.generator import generate_problems
 from trainables.data.pretraining import arithmetic, numbers
 from trainables.data.prompts import format_example, solution_program_task, usable
-from trainables.scoring.evaluation import EvalSettings, evaluate_split
+from trainables.scoring.eval_settings import EvalSettings
+from trainables.scoring.evaluation import evaluate_split
 from trainables.training.cache import settings_key
-from trainables.training.loop import TrainConfig, fit
+from trainables.training.loop import fit
 from trainables.training.models import cached_tiny_t5, count_parameters, load_model, load_tokenizer
 from trainables.training.pretrain import prefix_lm_pairs
+from trainables.training.train_config import TrainConfig
 
 
 def pretraining_pairs(records, tasks: set[str]) -> list[tuple[str, str]]:

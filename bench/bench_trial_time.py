@@ -75,7 +75,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from trainables.training.reporting import LocalReporter
-    from trainables.trial import TrialConfig, run_trial
+    from trainables.trial import run_trial
+    from trainables.trial_config import TrialConfig
 
     layers = Layers(bare_names=True)
     for text in args.overrides:

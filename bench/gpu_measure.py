@@ -29,9 +29,10 @@ from bench.bench_loop import (
 from study.presets import preset_values
 from trainables.data.load import DataConfig, load_math_splits
 from trainables.data.prompts import format_example
-from trainables.training.loop import TrainConfig, fit
+from trainables.training.loop import fit
 from trainables.training.models import count_parameters
 from trainables.training.tokenizer import train_tokenizer
+from trainables.training.train_config import TrainConfig
 
 T5_BASE = {"d_model": 768, "d_ff": 3072, "num_layers": 12, "num_heads": 12, "d_kv": 64, "vocab_size": 32128}
 # Quick CPU shapes; widths are multiples of 64 so bitsandbytes' 4-bit CPU kernels take every layer.

@@ -47,7 +47,8 @@ def worker(workdir: Path, index: int) -> None:
 
     from trainables.data.load import DataConfig, load_math_splits
     from trainables.training.reporting import LocalReporter
-    from trainables.trial import TrialConfig, run_trial
+    from trainables.trial import run_trial
+    from trainables.trial_config import TrialConfig
 
     if not torch.cuda.is_available():
         torch.set_num_threads(1)  # four trials on a few cores must not each claim all of them

@@ -2,7 +2,7 @@
 
 A space returns the whole flat trial config: the fixed `base` (from `study.plan.base_trial`, flattened
 with "/" keys) with its sampled values on top. Keys arrive nested in the trainable (`train/lr` ->
-`config["train"]["lr"]`), in exactly the shape `trainables.trial.TrialConfig.from_dict` accepts.
+`config["train"]["lr"]`), in exactly the shape `trainables.trial_config.TrialConfig.from_dict` accepts.
 
 A method's space is the module its registry record names (`Strategy.search_space`: `search_spaces.<name>`
 for the built-in methods, any importable module for a plugin), imported when first asked for. It holds:
@@ -107,46 +107,50 @@ def coverage_points(method: str, overrides: Sequence[Override] = ()) -> list[dic
     ]
 
 
-class _FirstChoice:
+class _Recorder:
     """A stand-in trial that answers with a point's value, or the first choice / the low end; it records
-    the keys asked and the high end of each range."""
+    each key's domain as the `Override` that gives it (a range with its scale, or the choices)."""
 
     def __init__(self, point: Mapping[str, Any]) -> None:
         self.point = point
-        self.asked: set[str] = set()
-        self.highs: dict[str, Any] = {}
+        self.domains: dict[str, Override] = {}
 
-    def _answer(self, name: str, default: Any) -> Any:
-        self.asked.add(name)
-        return self.point.get(name, default)
+    def _answer(self, domain: Override, default: Any) -> Any:
+        self.domains.setdefault(domain.key, domain)
+        return self.point.get(domain.key, default)
 
-    def suggest_float(self, name, low, high, **_):
-        self.highs[name] = high
-        return self._answer(name, low)
+    def suggest_float(self, name, low, high, *, log=False, **_):
+        return self._answer(Override(name, "range", low=float(low), high=float(high), log=log), low)
 
-    def suggest_int(self, name, low, high, **_):
-        self.highs[name] = high
-        return self._answer(name, low)
+    def suggest_int(self, name, low, high, *, log=False, **_):
+        return self._answer(Override(name, "range", low=int(low), high=int(high), log=log), low)
 
     def suggest_categorical(self, name, choices):
-        if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices):
-            self.highs[name] = max(choices)
-        return self._answer(name, choices[0])
+        return self._answer(Override(name, "choices", choices=tuple(choices)), choices[0])
+
+
+def space_domains(method: str, base: dict[str, Any]) -> dict[str, Override]:
+    """Key -> the domain `method`'s space samples it from, for every key it samples on some branch (its
+    coverage points reach every branch): the search space's own defaults, as overrides would give them."""
+    recorder = _Recorder({})
+    for point in ({}, *coverage(method)):
+        recorder.point = point
+        get_space(method)(recorder, base=base)
+    return recorder.domains
 
 
 def space_keys(method: str, base: dict[str, Any]) -> set[str]:
-    """Every key `method`'s space samples on some branch (its coverage points reach every branch)."""
-    keys: set[str] = set()
-    for point in ({}, *coverage(method)):
-        recorder = _FirstChoice(point)
-        get_space(method)(recorder, base=base)
-        keys |= recorder.asked
-    return keys
+    """Every key `method`'s space samples on some branch."""
+    return set(space_domains(method, base))
 
 
 def space_upper(method: str, key: str, base: dict[str, Any]) -> Any:
     """The high end of the range (or the largest of the numbers) `method`'s space samples `key` from
     (`train/epochs`: the most epochs a trial can run, ASHA's horizon); None where it samples no number."""
-    recorder = _FirstChoice({})
-    get_space(method)(recorder, base=base)
-    return recorder.highs.get(key)
+    domain = space_domains(method, base).get(key)
+    if domain is None or domain.kind == "fixed":
+        return None
+    if domain.kind == "range":
+        return domain.high
+    numbers = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in domain.choices)
+    return max(domain.choices) if numbers else None

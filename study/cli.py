@@ -188,6 +188,8 @@ class Layers:
         self.origins: dict[str, str] = {}
         self.trial: dict[tuple[str, str | None], Override] = {}
         self.preset_trial: list[Override] | None = None
+        self.file_defaults: list[Override] = []
+        """A study file's `from: default` trial settings: applied only where the code gives another value."""
 
     def add(self, name: str, spec: Any, *, origin: str) -> None:
         key = qualify(name, bare_names=self.bare_names)
@@ -198,6 +200,11 @@ class Layers:
             raise ValueError(f"--set {key}: not a setting of {section} ({known})")
         if target is None:
             override = _trial_override(key, spec, origin=origin)
+            if origin.startswith("default "):
+                self.file_defaults.append(
+                    dataclasses.replace(override, origin=origin.removeprefix("default "))
+                )
+                return
             if origin.startswith("preset"):
                 self.preset_trial = [*(self.preset_trial or []), override]
                 return
@@ -221,11 +228,34 @@ class Layers:
         values = {**defaults, **self.study, "plugins": plugins}
         if self.pretrain:
             values["pretrain"] = self.pretrain
-        return StudyConfig(
-            **values,
-            overrides=tuple(self.trial.values()),
-            preset_overrides=tuple(self.preset_trial) if self.preset_trial is not None else None,
-            origins=self.origins,
+
+        def build(edited: tuple[Override, ...] = ()) -> StudyConfig:
+            return StudyConfig(
+                **values,
+                overrides=(*self.trial.values(), *edited),
+                preset_overrides=tuple(self.preset_trial) if self.preset_trial is not None else None,
+                origins=dict(self.origins),
+            )
+
+        config = build()
+        edited = self._edited_defaults(config)
+        return build(edited) if edited else config
+
+    def _edited_defaults(self, config: StudyConfig) -> tuple[Override, ...]:
+        """The study file's default entries of the study's methods that no later layer gives and whose value
+        the code no longer gives (edited in the file, or changed in the code): the file's value is the run."""
+        if not self.file_defaults:
+            return ()
+        from study.plan import default_overrides
+
+        code = {(o.key, o.method): o for o in default_overrides(config)}
+        given = {(o.key, o.method) for o in self.trial.values()}
+        return tuple(
+            o
+            for o in self.file_defaults
+            if o.method in config.methods
+            and not given & {(o.key, o.method), (o.key, None)}
+            and code.get((o.key, o.method)) != o
         )
 
 
@@ -248,10 +278,10 @@ def qualify(name: str, *, bare_names: bool = False) -> str:
 
 
 def _known_keys() -> list[str]:
-    """Every key of the tree; imports the trial dataclasses (torch), so only a bare name asks for it."""
+    """Every key of the tree (the trial dataclasses' fields too): what a bare name is looked up in."""
     from trainables.methods import get_strategy
-    from trainables.scoring.evaluation import EvalSettings
-    from trainables.training.loop import TrainConfig
+    from trainables.scoring.eval_settings import EvalSettings
+    from trainables.training.train_config import TrainConfig
 
     keys = [k for k in study_fields() if k != PRETRAIN_KEY]
     keys += [f"train/{f.name}" for f in dataclasses.fields(TrainConfig) if f.name != "eval"]
@@ -283,9 +313,9 @@ def parse_settings(
                 plugins = tuple(dict.fromkeys((*spec, *plugins)))
                 load_plugins(plugins)
                 continue
-            kept = (
-                origin if origin.startswith("preset") and study_field(name) is None else f"file {study_file}"
-            )
+            trial_key = study_field(name) is None
+            kept = origin if origin.startswith("preset") and trial_key else f"file {study_file}"
+            kept = f"default {kept}" if origin == "default" and trial_key else kept
             layers.add(name, spec, origin=kept)
     if args.set_file:
         for name, spec, _ in read_settings_file(args.set_file, annotated=False):

@@ -123,7 +123,7 @@ def plan(confirm: ConfirmConfig, config: StudyConfig) -> dict[str, Any]:
     from analysis.groups import compared_groups, slug
     from analysis.load import load_results
     from trainables.comparison import families as all_families
-    from trainables.trial import TrialConfig
+    from trainables.trial_config import TrialConfig
 
     known = all_families()  # the study's plugins are loaded by now (`study_config`)
     unknown = [f for f in confirm.families if f not in known]

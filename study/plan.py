@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 
-from search_spaces import coverage_points, define_by_run, space_keys, space_upper, unflatten
+from search_spaces import coverage_points, define_by_run, space_domains, space_keys, space_upper, unflatten
 from search_spaces.overrides import Override, route
 from study.config import StudyConfig, experiment_name
 from study.dashboard import ClusterInfo
@@ -86,8 +86,9 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
     Raises:
         ValueError: naming the method, for an override or setting its trial config rejects.
     """
-    from trainables.trial import TrialConfig
+    from trainables.trial_config import TrialConfig
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its studies are checks: "study created" is noise
     bases = {
         (m, c): _plain(flatten(base_trial(config, method=m, model="<model>", data_config=c)))
         for m, c in config.experiments()
@@ -119,7 +120,7 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
 def largest(method: str, key: str, base: dict[str, Any], overrides: Sequence[Override]) -> int:
     """The largest value a trial of `method` can have for the loop setting `key` (`train/epochs`): the
     overrides', else the top of the space's range, else `TrainConfig`'s default."""
-    from trainables.training.loop import TrainConfig
+    from trainables.training.train_config import TrainConfig
 
     default = space_upper(method, key, base) or TrainConfig.__dataclass_fields__[key.split("/")[1]].default
     return upper_value(overrides, key, default)
@@ -136,6 +137,28 @@ def study_overrides(config: StudyConfig) -> tuple[Override, ...]:
     keys = {m: space_keys(m, {"train/seed": config.seed}) for m in config.methods}
     overrides = with_preset_space(config.preset_overrides, config.overrides, keys=keys)
     return with_bounds(with_dev_metric(overrides, config.metric), methods=config.methods)
+
+
+def default_overrides(config: StudyConfig) -> tuple[Override, ...]:
+    """Every trial setting of every method of the study that no setting gives, as the code gives it (origin
+    `default`): the search space's range or choices, else the trial dataclasses' value. With
+    `study_overrides`, the whole space of the study (what `study.yaml` writes)."""
+    from trainables.trial_config import default_settings
+
+    domains = {m: space_domains(m, {"train/seed": config.seed}) for m in config.methods}
+    given = route(study_overrides(config), {m: set(keys) for m, keys in domains.items()})
+    defaults = []
+    for method in config.methods:
+        fixed = {
+            k: Override(k, "fixed", value=v)
+            for k, v in default_settings(method).items()
+            if k not in domains[method]
+        }
+        taken = {o.key for o in given[method]} | {"train/seed"}  # the seed is the study's (search/seed)
+        for key, o in {**domains[method], **fixed}.items():
+            if key not in taken:
+                defaults.append(dataclasses.replace(o, method=method, origin="default"))
+    return tuple(defaults)
 
 
 def with_bounds(overrides: Sequence[Override], *, methods: Sequence[str]) -> tuple[Override, ...]:

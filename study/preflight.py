@@ -88,7 +88,7 @@ def measured_trials(config: StudyConfig, models: dict[str, str]) -> dict[str, An
 
     from search_spaces import coverage_points, define_by_run, unflatten
     from study.plan import largest, plan_experiments
-    from trainables.trial import TrialConfig
+    from trainables.trial_config import TrialConfig
 
     trials = {}
     for experiment in plan_experiments(config):
@@ -333,8 +333,9 @@ def _main(argv: list[str] | None) -> None:
     out = Path(args.json).expanduser() if args.json else None
     if out is not None and not out.parent.is_dir():
         raise ValueError(f"--json {args.json}: folder {out.parent} does not exist")
-    from study.plan import prepare_inputs
+    from study.plan import plan_experiments, prepare_inputs
 
+    plan_experiments(config)  # every trial setting checked before the data, torch or a model loads
     prepared = prepare_inputs(config)
     name = device_name()
     if name.startswith("CPU"):

@@ -95,8 +95,8 @@ PRETRAIN_SEED = 1_000_003  # problems of their own, not the study's train / dev 
 
 def pretrain_tiny_base(base: Path, config: StudyConfig) -> Path:
     """The tiny T5 after pretraining on generated texts (see `trainables.training.pretrain`), cached."""
-    from trainables.training.loop import TrainConfig
     from trainables.training.pretrain import pretrain
+    from trainables.training.train_config import TrainConfig
 
     settings = dict(config.pretrain)
     texts, pairs = pretraining_corpus(config, problems=settings.pop("problems"))

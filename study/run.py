@@ -48,9 +48,12 @@ def _run(argv: list[str] | None) -> None:
 
         print_study(config)
         return
+    from study.plan import plan_experiments
+
+    experiments = plan_experiments(config)  # every trial setting checked, without torch or Ray
     from study.tuner import run_study  # Ray, torch and the trainables are imported only now
 
-    run_study(config)
+    run_study(config, experiments)
 
 
 def main(argv: list[str] | None = None) -> None:

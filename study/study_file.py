@@ -3,8 +3,11 @@ config tree with its value and where the value came from (default, preset <name>
 
     python -m study.run --study-file results/slm-tiny/study.yaml --name again   # flags still override
 
-The file holds the study's keys and the trials' settings given over the search spaces (the preset's, a
-settings file's, the flags'); a trial key it leaves out is the search space's or its dataclass's default.
+The file holds the study's keys, the trials' settings given over the search spaces (the preset's, a
+settings file's, the flags'), then every other trial setting of each of its methods as the code gives it
+(`from: default`: the search space's range or choices, else the trial dataclasses' value), so the file
+alone shows the whole space. Read back, a default entry the code still gives is the code's; one edited
+(or one the code no longer gives) is the file's value.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ def _plain(value: Any) -> Any:
 
 
 def study_tree(config: StudyConfig) -> dict[str, dict[str, Any]]:
-    """Key -> `{value, from}` for every study key, then every trial setting the study gives."""
-    from study.plan import study_overrides
+    """Key -> `{value, from}` for every study key, every trial setting the study gives, then every other
+    trial setting of its methods (`from: default`)."""
+    from study.plan import default_overrides, study_overrides
 
     tree: dict[str, dict[str, Any]] = {}
     if config.plugins:
@@ -43,7 +47,7 @@ def study_tree(config: StudyConfig) -> dict[str, dict[str, Any]]:
                 tree[full] = {"value": _plain(value), "from": config.origins.get(full, "default")}
             continue
         tree[key] = {"value": _plain(getattr(config, f.name)), "from": config.origins.get(key, "default")}
-    for override in study_overrides(config):
+    for override in (*study_overrides(config), *default_overrides(config)):
         tree[override.name] = {"value": _plain(override.spec()), "from": override.origin}
     return tree
 
@@ -68,11 +72,8 @@ def study_yaml(config: StudyConfig) -> str:
 def print_study(config: StudyConfig) -> None:
     """`--print-config`: every trial setting checked (an unknown key or bad value is one line), then the
     resolved tree printed."""
-    import optuna
-
     from study.plan import plan_experiments
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan_experiments(config)
     print(study_yaml(config), end="")
 

@@ -80,7 +80,7 @@ def one_trial(config: StudyConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict:
     config, args = parse_settings(argv, build_parser(), defaults={"preset": "tiny"}, bare_names=True)
-    from trainables.trial import TrialConfig
+    from trainables.trial_config import TrialConfig
 
     trial_dict = one_trial(config)
     TrialConfig.from_dict(trial_dict)  # the settings are checked before any data or model is loaded

@@ -1,8 +1,8 @@
 """The search: one Ray Tune experiment per (method, GSM8K config), each a seeded Optuna TPE study with ASHA.
 
-`run_study(config)` goes top to bottom:
-1. plan each experiment (fixed base config, `--space` overrides, coverage points) and build one sampled
-   config per branch into a `TrialConfig`, so a bad override fails before anything loads;
+`run_study(config, experiments)` goes top to bottom, after `study.run` has planned the experiments
+(`study.plan.plan_experiments`: a bad setting fails there, before Ray or torch is imported):
+1. check a resumed study against the one it continues;
 2. check where the Optuna studies (`study.tracking`: SQLite `<study>/optuna.db` or --optuna-storage) and
    MLflow runs go, then prepare the data and base models once in the driver (a bad URL, a missing model or
    dataset stops here, before Ray);
@@ -30,7 +30,7 @@ from search_spaces import conditional_keys, define_by_run, space_keys
 from study.config import StudyConfig
 from study.dashboard import access_lines, check_reachable, connect, forget_cluster, note_study
 from study.optuna_store import StoredOptunaSearch, settle, storage_failure_in
-from study.plan import Experiment, concurrency, plan_experiments, prepare_inputs, trial_resources
+from study.plan import Experiment, concurrency, prepare_inputs, trial_resources
 from study.prepare import DEFAULT_CACHE
 from study.results import ExperimentSummary, print_summary, read_text, summarize, write_json
 from study.results_storage import is_local, restore_tuner, whole_file_system
@@ -259,8 +259,9 @@ def _check_resume(config: StudyConfig, experiments: Sequence[Experiment]) -> set
     return existing
 
 
-def run_study(config: StudyConfig) -> list[ExperimentSummary]:
-    """Run every experiment of `config`; returns their summaries (also printed and stored as JSON)."""
+def run_study(config: StudyConfig, experiments: list[Experiment]) -> list[ExperimentSummary]:
+    """Run the planned `experiments` of `config` (`study.plan.plan_experiments`); returns their summaries
+    (also printed and stored as JSON)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, with the columns chosen above
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -270,7 +271,6 @@ def run_study(config: StudyConfig) -> list[ExperimentSummary]:
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     if config.address:
         check_reachable(config.address)  # before loading anything: a typo in --address is a 1-second error
-    experiments = plan_experiments(config)
     existing = _check_resume(config, experiments)
     location = optuna_location(config)
     check_tracking(config, location)  # a bad --optuna-storage or --mlflow stops here, before Ray

@@ -35,7 +35,8 @@ from trainables.data.records import DataError
 from trainables.scoring.metrics import rouge1
 from trainables.training.models import ModelError, build_tiny_t5, load_model
 from trainables.training.reporting import LocalReporter
-from trainables.trial import TrialConfig, run_trial
+from trainables.trial_config import TrialConfig
+from trainables.trial import run_trial
 
 out = Path(sys.argv[1])
 absent = sys.argv[2].split(",")

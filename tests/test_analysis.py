@@ -495,7 +495,7 @@ def test_the_search_order_comes_from_rays_experiment_state_when_there_is_one(tmp
 
 @pytest.mark.slow
 def test_the_loaders_defaults_are_the_training_loops():
-    from trainables.training.loop import TrainConfig
+    from trainables.training.train_config import TrainConfig
 
     defaults = TrainConfig()
     assert (defaults.prompt_style, defaults.epochs, defaults.evals_per_epoch) == (

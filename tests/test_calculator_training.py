@@ -7,9 +7,11 @@ import torch
 
 from trainables.data.load import DataConfig, load_math_splits
 from trainables.data.prompts import format_example
-from trainables.scoring.evaluation import EvalSettings, evaluate_split
-from trainables.training.loop import TrainConfig, fit
+from trainables.scoring.eval_settings import EvalSettings
+from trainables.scoring.evaluation import evaluate_split
+from trainables.training.loop import fit
 from trainables.training.models import build_tiny_t5, load_model, load_tokenizer
+from trainables.training.train_config import TrainConfig
 
 
 @pytest.mark.slow

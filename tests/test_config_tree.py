@@ -16,7 +16,7 @@ from study.cli import read_settings_file
 from study.config import StudyConfig
 from study.plan import plan_experiments, study_overrides
 from study.run import parse_config
-from study.study_file import study_tree, write_study_file
+from study.study_file import print_study, study_tree, write_study_file
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -96,6 +96,35 @@ def test_a_study_file_reruns_the_study_with_flags_still_overriding(tmp_path):
     reseeded = parse_config(["--study-file", path, "--name", "again", "--seed", "4"])
     assert study_tree(reseeded)["search/seed"] == {"value": 4, "from": "flag"}
     assert sampled(reseeded) != sampled(first)
+
+
+def test_the_study_file_is_the_whole_space_and_an_edited_default_is_the_run(tmp_path, capsys):
+    first = parse_config(
+        ["--method", "lora", "--method", "stacked", "--preset", "paper", "--storage", str(tmp_path), "--name", "p"]
+    )  # fmt: skip
+    path = write_study_file(first)
+    saved = yaml.safe_load(open(path).read())
+    # every trial setting of every method: the space's range or choices, the dataclasses' fixed values
+    assert saved["lora:strategy/r"] == {"value": [4, 8, 16, 32], "from": "default"}
+    assert saved["lora:train/lr"] == {"value": {"low": 1e-4, "high": 3e-3, "log": True}, "from": "default"}
+    assert saved["stacked:strategy/f_space"] == {"value": ["weight", "activation"], "from": "default"}
+    assert saved["stacked:train/grad_accum"] == {"value": 1, "from": "default"}
+    assert saved["lora:train/eval/similarity_model"]["from"] == "default"
+    assert "lora:train/seed" not in saved and "stacked:strategy/r" not in saved
+    print_study(first)
+    assert capsys.readouterr().out == open(path).read()  # --print-config prints the file
+    again = parse_config(["--study-file", path, "--name", "again"])
+    trial_settings = lambda config: {k: v for k, v in study_tree(config).items() if ":" in k}  # noqa: E731
+    assert trial_settings(again) == trial_settings(first)  # the same values, the defaults still the code's
+    assert sampled(again) == sampled(first)
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(open(path).read().replace("[4, 8, 16, 32], from: default", "[64], from: default"))
+    config = parse_config(["--study-file", str(edited)])
+    assert study_tree(config)["lora:strategy/r"] == {"value": [64], "from": f"file {edited}"}
+    assert {row["strategy/r"] for row in sampled(config)["lora-main"]} == {64}
+    flagged = parse_config(["--study-file", str(edited), "--set", "strategy/r=[2]"])
+    assert study_tree(flagged)["strategy/r"] == {"value": [2], "from": "flag"}  # a flag still overrides
+    assert "lora:strategy/r" not in study_tree(flagged)
 
 
 def test_a_study_file_with_fewer_methods_drops_the_others_settings(tmp_path):

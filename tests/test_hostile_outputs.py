@@ -13,7 +13,8 @@ import pytest
 from study.evaluate import main
 from trainables.data.arithmetic import MAX_NUMBER_CHARS, format_answer, unclosed_annotation_start
 from trainables.data.records import parse_gsm8k_answer
-from trainables.scoring.evaluation import EvalSettings, extract_all
+from trainables.scoring.eval_settings import EvalSettings
+from trainables.scoring.evaluation import extract_all
 from trainables.scoring.metrics import extract_answer, find_numbers
 
 HUGE = "9" * 4000 + "e999"

@@ -16,9 +16,11 @@ from trainables.data.generator import generate_problems
 from trainables.data.prompts import format_example
 from trainables.methods import get_strategy
 from trainables.methods.registry import StrategyContext
-from trainables.scoring.evaluation import EvalSettings, evaluate_split
-from trainables.training.loop import TrainConfig, fit
+from trainables.scoring.eval_settings import EvalSettings
+from trainables.scoring.evaluation import evaluate_split
+from trainables.training.loop import fit
 from trainables.training.models import cached_tiny_t5, load_model, load_tokenizer
+from trainables.training.train_config import TrainConfig
 
 MIN_DISTINCT = 10
 """Distinct extracted answers the test predictions must take (the split has about 20 distinct answers)."""

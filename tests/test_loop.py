@@ -10,9 +10,10 @@ import torch
 from trainables.data.prompts import format_example
 from trainables.methods import StrategyContext, get_strategy
 from trainables.scoring.collapse import answer_spread
-from trainables.training.loop import TrainConfig, TrainingDiverged, batch_order, fit, train_and_evaluate
+from trainables.training.loop import TrainingDiverged, batch_order, fit, train_and_evaluate
 from trainables.training.models import load_model, load_tokenizer
 from trainables.training.reporting import LocalReporter
+from trainables.training.train_config import TrainConfig
 
 FAST_EVAL = {"batch_size": 8, "max_new_tokens": 24, "metrics": ("accuracy", "perplexity", "rouge1")}
 

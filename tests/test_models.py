@@ -327,7 +327,7 @@ def test_pretraining_is_built_once_and_keyed_by_its_whole_train_config(
     import shutil
 
     from trainables.training import pretrain as pretraining
-    from trainables.training.loop import TrainConfig
+    from trainables.training.train_config import TrainConfig
 
     base = Path(shutil.copytree(micro_t5_dir, tmp_path / "base"))
     texts = micro_texts[:32]

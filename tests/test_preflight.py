@@ -91,7 +91,7 @@ def test_a_batch_too_large_for_its_share_trains_in_smaller_micro_batches(monkeyp
     import study.preflight as preflight
     from study.config import StudyConfig
     from study.costs import cpu_share
-    from trainables.training.loop import TrainConfig
+    from trainables.training.train_config import TrainConfig
 
     probe = {
         "phase": "trial", "batch_size": 32, "micro_batch_size": 32, "steps_measured": 1,

@@ -31,7 +31,7 @@ from study.config import StudyConfig
 from study.plan import base_trial
 from trainables.methods import STRATEGIES, method_names
 from trainables.training.setting_types import flatten
-from trainables.trial import TrialConfig
+from trainables.trial_config import TrialConfig
 
 METHODS = method_names()
 

@@ -12,8 +12,8 @@ from trainables.data.records import CodeRecord
 from trainables.methods import StrategyContext, get_strategy
 from trainables.methods.stacked import stage1_key
 from trainables.methods.stacked_lora import StackedLoraLinear
-from trainables.training.loop import TrainConfig
 from trainables.training.models import load_model, load_tokenizer
+from trainables.training.train_config import TrainConfig
 from trainables.trial import stage_fitter
 
 

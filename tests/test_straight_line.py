@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from trainables.data.generator import generate_problems
-from trainables.scoring.evaluation import EvalSettings, extract_all
+from trainables.scoring.eval_settings import EvalSettings
+from trainables.scoring.evaluation import extract_all
 from trainables.scoring.sandbox import run_programs
 from trainables.scoring.straight_line import straight_line_output
 

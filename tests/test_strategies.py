@@ -9,8 +9,8 @@ from trainables.data.batching import collate, encode_pairs
 from trainables.data.prompts import format_example
 from trainables.data.records import CodeRecord
 from trainables.methods import STRATEGIES, StrategyContext, get_strategy
-from trainables.training.loop import TrainConfig
 from trainables.training.models import load_model, load_tokenizer
+from trainables.training.train_config import TrainConfig
 from trainables.trial import stage_fitter
 
 

@@ -11,7 +11,7 @@ import pytest
 from search_spaces.overrides import spec_to_override
 from study.cli import Layers
 from study.train import one_trial
-from trainables.trial import TrialConfig
+from trainables.trial_config import TrialConfig
 
 
 def _trial(method: str, preset: str = "tiny", **settings):

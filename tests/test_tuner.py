@@ -345,7 +345,7 @@ def test_tiny_study_end_to_end(every_method_study, micro_t5_dir):
         assert (experiment / trial / "generations_test.jsonl").is_file()
         assert json.loads((experiment / trial / "placement.json").read_text())["node_id"]
     best = json.loads((experiment / "best_config.json").read_text())
-    from trainables.trial import TrialConfig
+    from trainables.trial_config import TrialConfig
 
     assert TrialConfig.from_dict(best["config"]).method == "lora_cot"
     best_configs = json.loads((study / "best_configs.json").read_text())

@@ -27,7 +27,8 @@ from trainables.scoring.update_rank import (
     update_rank_metrics,
 )
 from trainables.training.reporting import LocalReporter
-from trainables.trial import TrialConfig, run_trial, update_rank_measure
+from trainables.trial import run_trial, update_rank_measure
+from trainables.trial_config import TrialConfig
 
 
 def test_numerical_rank_counts_singular_values_above_the_relative_tolerance():

@@ -22,10 +22,11 @@ from trainables.data.batching import collate, encode_pairs, token_budget_batches
 from trainables.data.prompts import format_example, usable
 from trainables.methods import StrategyContext, get_strategy
 from trainables.scoring.metrics import perplexity
-from trainables.training.loop import TrainConfig, eval_settings, fit, seed_everything
+from trainables.training.loop import eval_settings, fit, seed_everything
 from trainables.training.memory import PeakMemory, TrialMemory, free_memory
 from trainables.training.models import load_model, load_tokenizer, pick_device
-from trainables.trial import TrialConfig
+from trainables.training.train_config import TrainConfig
+from trainables.trial_config import TrialConfig
 
 
 @dataclass

@@ -8,66 +8,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from trainables.data.load import CONFIGS as DATA_CONFIGS
 from trainables.data.records import CodeRecord
 from trainables.methods import StrategyContext, get_strategy, load_plugins
-from trainables.scoring.evaluation import EvalSettings
 from trainables.scoring.update_rank import FILE_NAME, update_rank_metrics, write_update_ranks
-from trainables.training.loop import TrainConfig, fit, seed_everything, train_and_evaluate
+from trainables.training.loop import fit, seed_everything, train_and_evaluate
 from trainables.training.memory import TrialMemory, free_memory
 from trainables.training.models import load_model, load_tokenizer, pick_device
 from trainables.training.reporting import RayReporter, Reporter
-from trainables.training.setting_types import check_number_fields
-
-
-@dataclass
-class TrialConfig:
-    """Everything one trial needs to know, built from the (nested) Ray Tune config dict."""
-
-    method: str
-    """A registered strategy name."""
-    model: str
-    """Hub name or local path of the base T5."""
-    data_config: str
-    """GSM8K config: main or socratic."""
-    strategy: Any
-    """The strategy's own config dataclass."""
-    train: TrainConfig
-    """The shared loop's settings."""
-
-    def __post_init__(self) -> None:
-        if self.data_config not in DATA_CONFIGS:
-            raise ValueError(f"data_config must be one of {DATA_CONFIGS}, got {self.data_config!r}")
-
-    @classmethod
-    def from_dict(cls, config: Mapping[str, Any]) -> TrialConfig:
-        """Build from `{"method", "model", "data_config", "strategy": {...}, "train": {..., "eval": {...}}}`."""
-        unknown = sorted(set(config) - {"method", "model", "data_config", "strategy", "train"})
-        if unknown:
-            raise ValueError(f"unknown trial setting(s): {', '.join(unknown)}")
-        strategy = get_strategy(config["method"])
-        train = dict(config.get("train", {}))
-        train.setdefault("prompt_style", strategy.default_prompt_style)
-        check_number_fields("strategy", strategy.config_cls, config.get("strategy", {}))
-        check_number_fields("train", TrainConfig, train)
-        if isinstance(train.get("eval"), Mapping):
-            check_number_fields("train/eval", EvalSettings, train["eval"])
-        try:
-            return cls(
-                method=strategy.name,
-                model=str(config["model"]),
-                data_config=config.get("data_config", "main"),
-                strategy=strategy.make_config(dict(config.get("strategy", {}))),
-                train=TrainConfig(**train),
-            )
-        except TypeError as error:  # a value of the wrong type, e.g. a word where a number belongs
-            raise ValueError(f"bad setting for method {strategy.name!r}: {error}") from None
+from trainables.training.train_config import TrainConfig
+from trainables.trial_config import TrialConfig
 
 
 def stage_fitter(

@@ -49,7 +49,7 @@ from trainables.training.cache import build_once, settings_key, texts_digest  # 
 if TYPE_CHECKING:  # torch, PEFT and the adapter's modules load when a trial applies the method
     import torch
 
-    from trainables.training.loop import TrainConfig
+    from trainables.training.train_config import TrainConfig
 
 VARIANTS = ("stacked", "linear", "merged_then_lora", "single_lora")
 """The `baseline` setting's values: the method (first), then its comparison variants. "Baseline" alone means

@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from trainables.training.cache import build_once, settings_key, texts_digest
-from trainables.training.loop import TrainConfig, fit
+from trainables.training.loop import fit
 from trainables.training.models import load_model, load_tokenizer
+from trainables.training.train_config import TrainConfig
 
 PRETRAIN_FORMAT = 1  # bump when what a cached pretrained base means changes
 
