@@ -208,17 +208,27 @@ class _ProgressReporter(tune.ProgressReporter):
             self._common.report(trials, done, *sys_info)
 
 
-def _progress_reporter(config: StudyConfig, experiment: Experiment) -> _ProgressReporter:
+def progress_columns(experiment: Experiment) -> dict[str, str]:
+    """The table's parameter columns: the usual ones `experiment`'s space has, then every key the study's
+    own settings search (`--set strategy/variant=[lora,dora]`), so what the user varies is on screen."""
     keys = space_keys(experiment.method, experiment.base)
+    shown = [k for k in PROGRESS_PARAMS if k in keys]
+    shown += [o.key for o in experiment.overrides if o.kind != "fixed" and o.key not in shown]
+    return {k: k.split("/")[-1] for k in shown}
+
+
+def _progress_reporter(config: StudyConfig, experiment: Experiment) -> _ProgressReporter:
+    columns = progress_columns(experiment)
     return _ProgressReporter(
-        conditional=conditional_keys(experiment.method),
+        # a searched key of the user's may live on one branch only; the fallback table must not need it
+        conditional=conditional_keys(experiment.method) | (columns.keys() - set(PROGRESS_PARAMS)),
         metric_columns={
             "training_iteration": "iter",
             config.metric: config.metric,
             "dev/distinct_answers": "dev answers",  # 1-5 distinct answers: a collapsed model, visible live
             "test/accuracy": "test acc",
         },
-        parameter_columns={k: k.split("/")[-1] for k in PROGRESS_PARAMS if k in keys},
+        parameter_columns=columns,
         sort_by_metric=True,
         max_report_frequency=30,
         max_progress_rows=12,

@@ -55,3 +55,21 @@ def test_ours_keeps_the_conditional_column_while_the_best_trial_has_it(trials, c
         "Current best trial: t0 with dev/accuracy=0.9 and parameters={'strategy/r2': 8, 'strategy/f': 'relu'}"
         in (capsys.readouterr().out)
     )
+
+
+def test_the_table_shows_every_key_the_study_searches_and_not_the_ones_it_fixes():
+    from search_spaces.overrides import parse_override
+    from study.plan import Experiment
+    from study.tuner import progress_columns
+
+    overrides = tuple(
+        parse_override(text, methods=["lora"])
+        for text in ("strategy/variant=[lora,dora]", "strategy/dropout=0.0..0.2", "strategy/alpha=16")
+    )
+    experiment = Experiment(
+        "lora", "main", base={}, overrides=overrides, points=[], trials=2, max_iterations=1
+    )
+    columns = progress_columns(experiment)
+    assert columns["strategy/variant"] == "variant" and columns["strategy/dropout"] == "dropout"
+    assert "strategy/alpha" not in columns  # fixed: the same in every row
+    assert columns["train/lr"] == "lr"  # the usual columns stay
