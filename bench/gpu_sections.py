@@ -170,7 +170,9 @@ def projection(result: dict, results: dict) -> None:
             "s_per_epoch_full_train": GSM8K_TRAIN / speed,
             "trial_train_s": cost.epochs * cost.train_s_per_epoch,
             "trial_eval_s": cost.trial_s - cost.epochs * cost.train_s_per_epoch,
-            "gpu_hours_50_trials": study_hours({method: cost}, trials=SEARCH_TRIALS, concurrency={method: 1}),
+            "gpu_hours_50_trials": study_hours(
+                {method: cost}, experiments=[(method, SEARCH_TRIALS)], concurrency={method: 1}
+            ),
         }
         if method == "stacked":  # stage 1 trains once per distinct stage-1 setting, not once per trial
             row["stage1_s"] = stage1_epochs * MBPP_TASKS / speed

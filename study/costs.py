@@ -7,6 +7,7 @@ projection, so the two can never disagree on what a trial costs.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 GPU_SHARES = (0.125, 0.25, 0.5, 1.0)
@@ -38,12 +39,13 @@ class TrialCost:
 
 
 def study_hours(
-    costs: dict[str, TrialCost], *, trials: int, concurrency: dict[str, int], configs: int = 1
+    costs: dict[str, TrialCost], *, experiments: Sequence[tuple[str, int]], concurrency: dict[str, int]
 ) -> float:
-    """Hours of every experiment in turn (each method x config, `trials` trials, `concurrency` at once), no
+    """Hours of every experiment in turn, each a (method, trials) pair run `concurrency[method]` at once, no
     early stopping counted (ASHA makes a search cheaper)."""
     seconds = sum(
-        configs * math.ceil(trials / max(1, concurrency[m])) * cost.trial_s for m, cost in costs.items()
+        math.ceil(trials / max(1, concurrency[method])) * costs[method].trial_s
+        for method, trials in experiments
     )
     return seconds / 3600
 

@@ -178,13 +178,17 @@ def _report(config: StudyConfig, method: str, probes: list[dict], trial) -> Meth
 
 
 def study_total_hours(config: StudyConfig, reports: Sequence[MethodReport]) -> float | None:
-    """Hours of the whole study: every experiment's trials at the concurrency its share allows, plus each
-    first stage once (every trial shares one stage 1 per setting)."""
+    """Hours of the whole study: every experiment's trials (as many as the plan runs: `--trials`, or more
+    where a method's coverage points need more) at the concurrency its share allows, plus each first stage
+    once (every trial shares one stage 1 per setting)."""
     if any(r.trial_hours is None for r in reports):
         return None
     costs = {r.method: TrialCost(**{k: r.cost[k] for k in TrialCost.__dataclass_fields__}) for r in reports}
     concurrency = {r.method: _share(config, r.method)[0].concurrent for r in reports}
-    trials = study_hours(costs, trials=config.trials, concurrency=concurrency, configs=len(config.configs))
+    from study.plan import plan_experiments
+
+    planned = [(e.method, e.trials) for e in plan_experiments(config)]
+    trials = study_hours(costs, experiments=planned, concurrency=concurrency)
     return trials + sum(r.stage1_hours or 0.0 for r in reports)
 
 
@@ -214,9 +218,13 @@ def render_table(config: StudyConfig, reports: Sequence[MethodReport], *, device
         "(every sequence generated to max_new_tokens); no early stopping is counted.",
     ]
     if total is not None:
+        from study.plan import plan_experiments
+
+        planned = plan_experiments(config)
+        each = ", ".join(f"{e.name} {e.trials}" for e in planned)
         lines.append(
-            f"Whole study: {config.trials} trials x {len(config.methods)} method(s) x {len(config.configs)} "
-            f"config(s), at the concurrency each share allows, plus each first stage once: {total:.1f} hours."
+            f"Whole study: {sum(e.trials for e in planned)} trials ({each}), at the concurrency each share "
+            f"allows, plus each first stage once: {total:.1f} hours."
         )
     return "\n".join(lines)
 

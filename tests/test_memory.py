@@ -176,3 +176,41 @@ def test_a_micro_batch_cap_is_gradient_accumulation_the_same_effective_batch(mic
     last = capped[-1]
     assert (last["train/micro_batch_size"], last["train/grad_accum"], last["oom_retries"]) == (4, 4, 0)
     assert eval_settings(_config(batch_size=16, max_micro_batch=4)).batch_tokens == 4 * (64 + 48)
+
+
+def test_the_memory_record_is_never_half_there_while_ray_uploads_the_trial_folder(tmp_path):
+    # Ray uploads a trial's folder (pyarrow's copy_files) at each checkpoint and at the trial's end; a file
+    # that is listed and then renamed away fails that upload, and Ray fails the worker's next trial with it
+    # (the paper-shape rehearsal lost a lora_cot trial so). The record is staged outside the folder.
+    import threading
+
+    from pyarrow import fs
+
+    trial_dir = tmp_path / "working_dirs" / "trial_1"
+    trial_dir.mkdir(parents=True)
+    (trial_dir / "progress.csv").write_text("x\n" * 1000)
+    memory = TrialMemory(trial_dir, staging_dir=trial_dir.parent, log=lambda message: None)
+    done = threading.Event()
+
+    def save_again_and_again():
+        while not done.is_set():
+            memory.begin()
+            memory.end()
+
+    writer = threading.Thread(target=save_again_and_again)
+    writer.start()
+    failures = 0
+    try:
+        for copy in range(1000):
+            destination = tmp_path / "storage" / str(copy)
+            destination.mkdir(parents=True)  # as Ray makes it
+            try:
+                fs.copy_files(str(trial_dir), str(destination))
+            except FileNotFoundError:
+                failures += 1
+    finally:
+        done.set()
+        writer.join()
+    assert failures == 0
+    assert sorted(p.name for p in trial_dir.iterdir()) == ["memory.json", "progress.csv"]
+    assert json.loads((trial_dir / "memory.json").read_text())["running"] is False

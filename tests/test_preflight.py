@@ -3,6 +3,7 @@ JSON, and a study that cannot fit refused before anything starts or is written."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -27,7 +28,32 @@ def test_preflight_prints_the_table_and_writes_the_same_as_json(micro_t5_dir, tm
     assert stacked["trial_hours"] == pytest.approx(stacked["cost"]["trial_s"] / 3600)
     assert record["study_hours"] > stacked["trial_hours"]  # 50 trials, and stage 1 once
     assert "| stacked | stage 1 | 8 (8) |" in table and "| stacked | trial | 8 (8) |" in table
-    assert "Whole study: 50 trials x 1 method(s)" in table
+    assert "Whole study: 50 trials (stacked-main 50)" in table
+
+
+def test_the_whole_studys_hours_count_the_trials_the_plan_adds_for_coverage(monkeypatch):
+    # --trials 1 of lora_cot still runs one trial per prompt style; the total once counted one
+    from study import preflight
+    from study.costs import TrialCost
+    from study.run import parse_config
+
+    config = parse_config(
+        ["--method", "lora_cot", "--preset", "tiny", "--trials", "1", "--max-concurrent", "1"]
+    )
+    cost = TrialCost(train_s_per_epoch=3600.0, epochs=1, eval_s_dev=0.0, evals=0, eval_s_test=0.0)
+    report = preflight.MethodReport(
+        method="lora_cot",
+        probes=[],
+        share="",
+        share_mb=1.0,
+        peak_mb=1.0,
+        fits=True,
+        recommend="",
+        trial_hours=1.0,
+        cost=dataclasses.asdict(cost),
+    )
+    styles = ["breakdown", "no_breakdown", "code", "answer_only"]
+    assert preflight.study_total_hours(config, [report]) == pytest.approx(len(styles))
 
 
 def test_preflight_refuses_a_json_path_in_a_missing_folder(tmp_path, capsys):

@@ -125,7 +125,7 @@ def run_trial(
         raise ValueError(f"no data loaded for config {trial.data_config!r} (have {', '.join(splits)})")
     seed_everything(trial.train.seed)
     strategy = get_strategy(trial.method)
-    memory = TrialMemory(reporter.trial_dir(), log=log)
+    memory = TrialMemory(reporter.trial_dir(), staging_dir=reporter.staging_dir(), log=log)
     memory.begin()  # a retry after this trial's worker died starts at half its micro-batch
     device = pick_device()
     model = load_model(trial.model, device=device, **strategy.load_kwargs(trial.strategy))

@@ -90,8 +90,10 @@ class TrialMemory:
     stage, a preflight) the record lives in memory only.
     """
 
-    def __init__(self, trial_dir: Path | None = None, *, log=print) -> None:
+    def __init__(self, trial_dir: Path | None = None, *, staging_dir: Path | None = None, log=print) -> None:
         self.path = None if trial_dir is None else Path(trial_dir) / "memory.json"
+        self.staging_dir = staging_dir
+        """Where the record is written before it is renamed in (`Reporter.staging_dir`); None: its folder."""
         self.log = log
         self.halvings = 0
         """Halvings of the training micro-batch in force."""
@@ -178,7 +180,7 @@ class TrialMemory:
             "running": running,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        staging = self.path.with_suffix(".tmp")
+        staging = (self.staging_dir or self.path.parent) / f".{self.path.parent.name}-{self.path.name}.tmp"
         staging.write_text(json.dumps(record))
         staging.replace(self.path)
 

@@ -28,6 +28,10 @@ class Reporter(Protocol):
     def trial_dir(self) -> Path:
         """The folder where the trial's artifacts (generations) go."""
 
+    def staging_dir(self) -> Path:
+        """Where a file is written whole before it is renamed into `trial_dir`: on its filesystem, outside
+        what is uploaded (Ray's upload fails on a file listed and then renamed away)."""
+
 
 class RayReporter:
     """Reports through `ray.tune.report`; checkpoints go through Ray Tune's checkpoint API."""
@@ -53,6 +57,9 @@ class RayReporter:
 
     def trial_dir(self) -> Path:
         return ray_trial_dir()
+
+    def staging_dir(self) -> Path:
+        return ray_trial_dir().parent  # Ray's own folder of trial working directories, never uploaded
 
 
 def ray_trial_dir() -> Path:
@@ -119,6 +126,9 @@ class LocalReporter:
 
     def trial_dir(self) -> Path:
         return self.out_dir
+
+    def staging_dir(self) -> Path:
+        return self.out_dir  # nothing uploads it
 
 
 def _json_safe(metrics: dict) -> dict:
