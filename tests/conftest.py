@@ -126,9 +126,10 @@ def finished_lora_study(tmp_path_factory: pytest.TempPathFactory, micro_t5_dir: 
 @pytest.fixture(scope="session")
 def every_method_study(tmp_path_factory: pytest.TempPathFactory, micro_t5_dir: Path) -> tuple[Path, str]:
     """(study folder, study.run's output) of a finished tiny study of every method (`test_tuner.EVERY_METHOD`),
-    run once per session for the end-to-end tests that only read it."""
+    run once per session for the end-to-end tests that only read it; the one test study with the memory
+    check (every method measured before Ray starts)."""
     from test_tuner import EVERY_METHOD, finish, start_study
 
     root = tmp_path_factory.mktemp("every-method-study")
-    output = finish(start_study(EVERY_METHOD, tmp_path=root, model=micro_t5_dir))
+    output = finish(start_study(EVERY_METHOD, tmp_path=root, model=micro_t5_dir, memory_check=True))
     return root / "out" / "e2e", output

@@ -353,10 +353,9 @@ def test_perplexity_without_target_tokens_is_an_error(tiny_t5):
         perplexity(tiny_t5, [_batch([[5, 1]], [[-100, -100]])])
 
 
-# --- ROUGE-1 (rouge_score) and similarity (MiniLM): each loads a library for seconds -----
+# --- ROUGE-1 (counted as rouge_score counts) and similarity (MiniLM: loads a library for seconds) -----
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("predictions", "references", "expected"),
     [
@@ -393,15 +392,33 @@ def test_rouge1_is_rouge_scores_mean_with_the_stemmer_too():
         ("café_au lait", "cafe au LAIT"),  # non-ASCII letters and `_` split words, as in rouge_score
         ("", "a b"),
         ("!!!", "..."),
+        (JANET, JANET.replace("18", "19")),
     ],
 )
-def test_rouge1_without_evaluate_matches_rouge_score(prediction, reference):
-    """The fallback for machines without `rouge_score` gives its number (here to 1e-12)."""
+def test_rouge1_without_a_stemmer_matches_rouge_score(prediction, reference):
+    """The count `rouge1` makes without a stemmer (no nltk import) gives `rouge_score`'s number (to 1e-12)."""
     rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
     from trainables.scoring.metrics import _rouge1_fmeasure
 
     expected = rouge_scorer.RougeScorer(["rouge1"]).score(reference, prediction)["rouge1"].fmeasure
     assert _rouge1_fmeasure(prediction, reference) == pytest.approx(expected, abs=1e-12)
+
+
+def test_rouge1_without_a_stemmer_imports_neither_rouge_score_nor_nltk():
+    """`rouge_score` imports the whole of nltk (scipy.stats, sklearn): 5-6 s in every trial worker."""
+    import subprocess
+    import sys
+
+    script = "import sys; from trainables.scoring.metrics import rouge1; rouge1(['a b'], ['a']); "
+    script += "print(sorted(m for m in ('rouge_score', 'nltk', 'scipy') if m in sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]
 
 
 @pytest.mark.slow

@@ -253,13 +253,17 @@ def test_results_go_to_a_folder_or_a_uri(tmp_path):
 # --- end to end: tiny studies under Ray on the CPU (slow) -------------------------------------------------
 
 REPO = Path(__file__).resolve().parents[1]
-MICRO = (
+MICRO_SIZES = (
     "--preset", "tiny", "--train-size", "48", "--dev-size", "8", "--test-size", "8", "--num-cpus", "2",
     "--no-dashboard", "--space", "train/eval/metrics=accuracy,perplexity",
     "--space", "train/eval/max_new_tokens=16",
     "--space", "train/eval/calculator=false", "--space", "train/batch_size=16",
 )  # fmt: skip
 """The smallest settings a study runs with: ~50 training records, short generations, two CPUs."""
+MICRO = (*MICRO_SIZES, "--no-preflight")
+"""`MICRO_SIZES` without the memory check: it measures a step of each method in the driver before Ray
+starts (6-40 s a study here). The every-method study keeps it (`start_study(..., memory_check=True)`), so a
+study still runs it end to end once, for every method; tests/test_preflight.py checks what it decides."""
 LORA_STUDY = ["--method", "lora", "--trials", "1", "--name", "lora", "--space", "train/epochs=1"]
 LORA_STUDY += ["--scheduler", "none"]
 """One LoRA trial of one epoch: the study `finished_lora_study` (conftest.py) runs once for the tests that
@@ -288,7 +292,7 @@ def study_env(tmp_path: Path) -> dict:
     }
 
 
-def start_study(args, *, tmp_path: Path, model: Path, cwd: Path = REPO):
+def start_study(args, *, tmp_path: Path, model: Path, cwd: Path = REPO, memory_check: bool = False):
     import subprocess
 
     return subprocess.Popen(
@@ -296,7 +300,7 @@ def start_study(args, *, tmp_path: Path, model: Path, cwd: Path = REPO):
             sys.executable,
             "-m",
             "study.run",
-            *MICRO,
+            *(MICRO_SIZES if memory_check else MICRO),
             "--model",
             str(model),
             "--storage",
@@ -358,6 +362,8 @@ def test_tiny_study_end_to_end(every_method_study, micro_t5_dir):
     ]
     assert any(line.startswith("chance: always ") for line in table)  # the same test problems
     assert "| Trial name" in output and "prompt_style" in output  # Ray's progress table with the groups
+    checked = [line.split()[2] for line in output.splitlines() if line.startswith("memory check: ")]
+    assert checked == list(method_names()), output[:3000]  # the one test study that runs the memory check
     import yaml
 
     from study.run import parse_config
@@ -365,8 +371,6 @@ def test_tiny_study_end_to_end(every_method_study, micro_t5_dir):
     saved = yaml.safe_load((study / "study.yaml").read_text())  # the resolved tree, the file that reruns it
     assert saved["train/epochs"] == {"value": 1, "from": "flag"} and saved["search/trials"]["value"] == 1
     rerun = parse_config(["--study-file", str(study / "study.yaml"), "--name", "again"])
-    from trainables.methods import method_names
-
     assert (rerun.methods, rerun.trials, rerun.model) == (tuple(method_names()), 1, str(micro_t5_dir))
 
 
