@@ -31,18 +31,28 @@ def test_preflight_prints_the_table_and_writes_the_same_as_json(micro_t5_dir, tm
     assert "Whole study: 50 trials (stacked-main 50)" in table
 
 
-def test_the_whole_studys_hours_count_the_trials_the_plan_adds_for_coverage(monkeypatch):
-    # --trials 1 of lora_cot still runs one trial per prompt style; the total once counted one
+@pytest.mark.parametrize(
+    ("method", "trials", "stage1_hours", "hours"),
+    [
+        ("lora_cot", 1, None, 4 * 1.0),  # --trials 1 still runs one trial per prompt style; once counted 1
+        # each stacked trial trains its own stage 1 (its key holds the sampled batch size and warmup): the
+        # total once counted one stage 1 for all
+        ("stacked", 2, 0.5, 2 * (1.0 + 0.5)),
+    ],
+)
+def test_the_whole_studys_hours_count_every_planned_trial_and_its_stage_1(
+    method, trials, stage1_hours, hours
+):
     from study import preflight
     from study.costs import TrialCost
     from study.run import parse_config
 
     config = parse_config(
-        ["--method", "lora_cot", "--preset", "tiny", "--trials", "1", "--max-concurrent", "1"]
+        ["--method", method, "--preset", "tiny", "--trials", str(trials), "--max-concurrent", "1"]
     )
     cost = TrialCost(train_s_per_epoch=3600.0, epochs=1, eval_s_dev=0.0, evals=0, eval_s_test=0.0)
     report = preflight.MethodReport(
-        method="lora_cot",
+        method=method,
         probes=[],
         share="",
         share_mb=1.0,
@@ -50,10 +60,10 @@ def test_the_whole_studys_hours_count_the_trials_the_plan_adds_for_coverage(monk
         fits=True,
         recommend="",
         trial_hours=1.0,
+        stage1_hours=stage1_hours,
         cost=dataclasses.asdict(cost),
     )
-    styles = ["breakdown", "no_breakdown", "code", "answer_only"]
-    assert preflight.study_total_hours(config, [report]) == pytest.approx(len(styles))
+    assert preflight.study_total_hours(config, [report]) == pytest.approx(hours)
 
 
 def test_preflight_refuses_a_json_path_in_a_missing_folder(tmp_path, capsys):
@@ -113,28 +123,3 @@ def test_a_batch_too_large_for_its_share_trains_in_smaller_micro_batches(monkeyp
     probe["train_base_mb"] = 950.0  # the model alone nearly fills the share: no micro-batch fits
     with pytest.raises(ValueError, match="1 method"):
         preflight.check_memory(StudyConfig(methods=("lora",), preset="tiny"), None, log=lines.append)
-
-
-def test_each_stacked_trial_is_counted_with_its_own_stage_1():
-    # a stage 1's cache key holds the trial's sampled batch size and warmup: trials rarely share one
-    from study import preflight
-    from study.costs import TrialCost
-    from study.run import parse_config
-
-    config = parse_config(
-        ["--method", "stacked", "--preset", "tiny", "--trials", "2", "--max-concurrent", "1"]
-    )
-    cost = TrialCost(train_s_per_epoch=3600.0, epochs=1, eval_s_dev=0.0, evals=0, eval_s_test=0.0)
-    report = preflight.MethodReport(
-        method="stacked",
-        probes=[],
-        share="",
-        share_mb=1.0,
-        peak_mb=1.0,
-        fits=True,
-        recommend="",
-        trial_hours=1.0,
-        stage1_hours=0.5,
-        cost=dataclasses.asdict(cost),
-    )
-    assert preflight.study_total_hours(config, [report]) == pytest.approx(2 * (1.0 + 0.5))
