@@ -108,6 +108,19 @@ def test_qlora_loads_the_base_in_8bit(micro_t5_dir, micro_splits, tmp_path):
     assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in model.modules())
 
 
+@pytest.mark.parametrize("variant", ["lora", "dora"])
+def test_qlora_evaluates_after_a_training_step_on_a_cpu(variant, micro_t5_dir, micro_splits, tmp_path):
+    # DoRA on an 8-bit base on a CPU once lost the weight's scale after its first forward (PEFT re-wraps
+    # the int8 weight there), and the next forward failed in bitsandbytes: the rehearsal lost a trial so
+    model, tokenizer = _prepared("qlora", micro_t5_dir, micro_splits, tmp_path, variant=variant)
+    batch = _batch(tokenizer, micro_splits.train[:4])
+    model.train()
+    model(**batch).loss.backward()
+    with torch.no_grad():
+        loss = model.eval()(**batch).loss
+    assert torch.isfinite(loss)
+
+
 @pytest.mark.parametrize(
     ("name", "settings", "message"),
     [

@@ -59,7 +59,27 @@ def apply_qlora(
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
-    return get_peft_model(model, peft_lora_config(config))
+    model = get_peft_model(model, peft_lora_config(config))
+    if config.variant == "dora":
+        _keep_8bit_scales(model)
+    return model
+
+
+def _keep_8bit_scales(model: torch.nn.Module) -> None:
+    """Work around DoRA on an 8-bit base on a CPU (PEFT 0.21, bitsandbytes 0.50): DoRA dequantises the base
+    weight in every forward, and on a CPU PEFT then re-wraps it (`dequantize_module_weight`'s
+    `module.weight.to(device)`), which hands it back bitsandbytes' `CB` without its `SCB`. The layer's next
+    forward takes that pair as a fresh quantisation and drops its scale (`state.SCB = None`), so it fails.
+    The frozen int8 weight is already in the layer's state; dropping the stray `CB` keeps the state whole."""
+    import bitsandbytes as bnb
+
+    def keep_scale(layer, args):
+        if layer.weight.CB is not None and layer.weight.SCB is None and layer.state.SCB is not None:
+            layer.weight.CB = None
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear8bitLt):
+            module.register_forward_pre_hook(keep_scale)
 
 
 register_strategy(
