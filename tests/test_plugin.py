@@ -161,7 +161,10 @@ def test_a_plugin_method_runs_through_study_confirm_and_report(
 
     run("study.confirm", str(study), "--seeds", "2", "--num-cpus", "2", "--no-dashboard")
     manifest = json.loads((study / "confirm" / "confirm.json").read_text())
-    assert [g for g in manifest["groups"] if g.startswith("method/")] == ["method/main/lora", "method/main/ia3"]
+    assert [g for g in manifest["groups"] if g.startswith("method/")] == [
+        "method/main/lora",
+        "method/main/ia3",
+    ]
 
     run("analysis.report", str(study), "--plugin", "ia3_method", "--out", str(tmp_path / "report"))
     report = tmp_path / "report"
@@ -184,7 +187,9 @@ def test_a_method_carries_its_own_base_model_and_needs_no_preset_edit(monkeypatc
 
     lora = get_strategy("lora")
     fields = {"config_cls": lora.config_cls, "apply": lora.apply, "display_name": "X", "colour": "#000000"}
-    monkeypatch.setitem(STRATEGIES, "big", type(lora)(name="big", base_models={"t5-small": "t5-3b"}, **fields))
+    monkeypatch.setitem(
+        STRATEGIES, "big", type(lora)(name="big", base_models={"t5-small": "t5-3b"}, **fields)
+    )
     paper = StudyConfig(methods=("lora", "qlora", "big"), preset="paper")
     assert base_model_names(paper) == {"lora": "t5-small", "qlora": "t5-base", "big": "t5-3b"}
     tiny = StudyConfig(methods=("lora", "qlora", "big"), preset="tiny")
@@ -197,7 +202,11 @@ def test_a_plugin_method_gets_the_preset_s_loop_settings(plugin):
     load_plugins(["ia3_method"])
     [experiment] = plan_experiments(StudyConfig(methods=("ia3",), preset="tiny"))
     fixed = {o.key: o.value for o in experiment.overrides if o.kind == "fixed"}
-    assert (fixed["train/epochs"], fixed["train/prompt_style"], fixed["train/eval/max_new_tokens"]) == (4, "code", 80)
+    assert (fixed["train/epochs"], fixed["train/prompt_style"], fixed["train/eval/max_new_tokens"]) == (
+        4,
+        "code",
+        80,
+    )
     assert experiment.max_iterations == 4
 
 
