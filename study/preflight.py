@@ -81,17 +81,17 @@ def _share(config: StudyConfig, method: str) -> tuple[Share, int]:
     return cpu_share(ram_mb=psutil.virtual_memory().total / 2**20, concurrent=concurrent), slots
 
 
-def measured_trials(config: StudyConfig, models: dict[str, str]) -> dict[str, Any]:
+def measured_trials(config: StudyConfig, experiments: Sequence, models: dict[str, str]) -> dict[str, Any]:
     """Method -> the `TrialConfig` to measure: the largest batch and the most epochs the search can sample,
     and of the prompt styles it covers, the one with the longest texts."""
     import optuna
 
     from search_spaces import coverage_points, define_by_run, unflatten
-    from study.plan import largest, plan_experiments
+    from study.plan import largest
     from trainables.trial_config import TrialConfig
 
     trials = {}
-    for experiment in plan_experiments(config):
+    for experiment in experiments:
         if experiment.method in trials:
             continue  # the configs of a method share its shapes; the longest texts of all are measured
         base, overrides = {**experiment.base, "model": models[experiment.method]}, experiment.overrides
@@ -114,16 +114,18 @@ _STYLE_LENGTH = {"breakdown": 3, "no_breakdown": 2, "code": 1, "answer_only": 0}
 def run_preflight(
     config: StudyConfig,
     prepared,
+    experiments: Sequence,
     *,
     steps: int = DEFAULT_STEPS,
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
 ) -> list[MethodReport]:
-    """Measure every method of `config` on this machine's device; a `MethodReport` each."""
+    """Measure every method of `config` (its planned `experiments`) on this machine's device; a
+    `MethodReport` each."""
     from trainables.probe import probe_trial
 
     reports = []
     splits = list(prepared.splits.values())
-    for method, trial in measured_trials(config, prepared.models).items():
+    for method, trial in measured_trials(config, experiments, prepared.models).items():
         log(f"preflight: measuring {method} (batch {trial.train.batch_size}, {steps} step(s))")
         probes = probe_trial(trial, splits=splits, code_records=prepared.code_records, steps=steps, log=log)
         reports.append(_report(config, method, [dataclasses.asdict(p) for p in probes], trial))
@@ -177,24 +179,26 @@ def _report(config: StudyConfig, method: str, probes: list[dict], trial) -> Meth
     return report
 
 
-def study_total_hours(config: StudyConfig, reports: Sequence[MethodReport]) -> float | None:
+def study_total_hours(
+    config: StudyConfig, reports: Sequence[MethodReport], experiments: Sequence
+) -> float | None:
     """Hours of the whole study: every experiment's trials (as many as the plan runs: `--trials`, or more
     where a method's coverage points need more) at the concurrency its share allows, each trial of a
     two-stage method with its own first stage: an upper bound, since trials share a cached stage 1 only
     where its settings coincide, and its key holds the trial's sampled batch size and warmup."""
     if any(r.trial_hours is None for r in reports):
         return None
-    from study.plan import plan_experiments
-
     costs = {r.method: TrialCost(**{k: r.cost[k] for k in TrialCost.__dataclass_fields__}) for r in reports}
     concurrency = {r.method: _share(config, r.method)[0].concurrent for r in reports}
     stage1 = {r.method: r.stage1_hours or 0.0 for r in reports}
-    planned = [(e.method, e.trials) for e in plan_experiments(config)]
+    planned = [(e.method, e.trials) for e in experiments]
     trials = study_hours(costs, experiments=planned, concurrency=concurrency)
     return trials + sum(math.ceil(n / max(1, concurrency[m])) * stage1[m] for m, n in planned)
 
 
-def render_table(config: StudyConfig, reports: Sequence[MethodReport], *, device: str) -> str:
+def render_table(
+    config: StudyConfig, reports: Sequence[MethodReport], experiments: Sequence, *, device: str
+) -> str:
     """The preflight table (Markdown), its notes and the study's total."""
     header = (
         "| method | phase | batch (micro) | train peak MiB | eval peak MiB | s / step | s / eval batch | "
@@ -212,7 +216,7 @@ def render_table(config: StudyConfig, reports: Sequence[MethodReport], *, device
                 f"{_num(r.trial_hours, '.2f') if main else ''} | "
                 f"{_num(p['steps_per_epoch'] * p['epochs'] * p['s_per_step'] / 3600, '.2f') if not main else ''} |"
             )
-    total = study_total_hours(config, reports)
+    total = study_total_hours(config, reports, experiments)
     lines += [
         "",
         f"Device: {device}. Measured: {'; '.join(f'{r.method}: {r.measured}' for r in reports)}. Hours are "
@@ -220,12 +224,9 @@ def render_table(config: StudyConfig, reports: Sequence[MethodReport], *, device
         "(every sequence generated to max_new_tokens); no early stopping is counted.",
     ]
     if total is not None:
-        from study.plan import plan_experiments
-
-        planned = plan_experiments(config)
-        each = ", ".join(f"{e.name} {e.trials}" for e in planned)
+        each = ", ".join(f"{e.name} {e.trials}" for e in experiments)
         lines.append(
-            f"Whole study: {sum(e.trials for e in planned)} trials ({each}), at the concurrency each share "
+            f"Whole study: {sum(e.trials for e in experiments)} trials ({each}), at the concurrency each share "
             f"allows, each with its own first stage (trials rarely share one): {total:.1f} hours."
         )
     return "\n".join(lines)
@@ -254,7 +255,7 @@ def _num(value: float | None, spec: str) -> str:
 
 
 def check_memory(
-    config: StudyConfig, prepared, *, log: Callable[[str], None] | None = None
+    config: StudyConfig, prepared, experiments: Sequence, *, log: Callable[[str], None] | None = None
 ) -> dict[str, int]:
     """`study.run`'s check: one step and one evaluation batch per method. A method whose largest batch
     would not fit its share trains in smaller micro-batches with more accumulation (the same experiment);
@@ -270,8 +271,8 @@ def check_memory(
         log(
             f"memory check on the {name}: one step of each method (minutes at the paper's shapes; --no-preflight skips)"
         )
-    reports = run_preflight(config, prepared, steps=1, log=log)
-    log(render_table(config, reports, device=name))
+    reports = run_preflight(config, prepared, experiments, steps=1, log=log)
+    log(render_table(config, reports, experiments, device=name))
     caps = {}
     for r in reports:
         first = f"; stage 1 first in each trial: up to {r.stage1_hours:.2f} h" if r.stage1_hours else ""
@@ -335,19 +336,19 @@ def _main(argv: list[str] | None) -> None:
         raise ValueError(f"--json {args.json}: folder {out.parent} does not exist")
     from study.plan import plan_experiments, prepare_inputs
 
-    plan_experiments(config)  # every trial setting checked before the data, torch or a model loads
+    experiments = plan_experiments(config)  # every trial setting checked before data, torch or a model load
     prepared = prepare_inputs(config)
     name = device_name()
     if name.startswith("CPU"):
         print("preflight: no GPU, measuring on the CPU (slowly; the figures are this CPU's)", file=sys.stderr)
-    reports = run_preflight(config, prepared, steps=args.steps)
-    print(render_table(config, reports, device=name))
+    reports = run_preflight(config, prepared, experiments, steps=args.steps)
+    print(render_table(config, reports, experiments, device=name))
     if out is not None:
         record = {
             "device": name,
             "command": " ".join(["python -m study.preflight", *(argv if argv is not None else sys.argv[1:])]),
             "methods": [dataclasses.asdict(r) for r in reports],
-            "study_hours": study_total_hours(config, reports),
+            "study_hours": study_total_hours(config, reports, experiments),
         }
         staging = out.with_name(f".{out.name}.tmp")
         staging.write_text(json.dumps(record, indent=2) + "\n")

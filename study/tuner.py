@@ -326,7 +326,7 @@ def _memory_check(config: StudyConfig, prepared, experiments: Sequence[Experimen
         return
     from study.preflight import check_memory
 
-    caps = check_memory(config, prepared)
+    caps = check_memory(config, prepared, experiments)
     for experiment in experiments:
         if experiment.method in caps:
             experiment.base["train/max_micro_batch"] = caps[experiment.method]

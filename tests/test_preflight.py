@@ -45,6 +45,7 @@ def test_the_whole_studys_hours_count_every_planned_trial_and_its_stage_1(
 ):
     from study import preflight
     from study.costs import TrialCost
+    from study.plan import plan_experiments
     from study.run import parse_config
 
     config = parse_config(
@@ -63,7 +64,7 @@ def test_the_whole_studys_hours_count_every_planned_trial_and_its_stage_1(
         stage1_hours=stage1_hours,
         cost=dataclasses.asdict(cost),
     )
-    assert preflight.study_total_hours(config, [report]) == pytest.approx(hours)
+    assert preflight.study_total_hours(config, [report], plan_experiments(config)) == pytest.approx(hours)
 
 
 def test_preflight_refuses_a_json_path_in_a_missing_folder(tmp_path, capsys):
@@ -101,6 +102,7 @@ def test_a_batch_too_large_for_its_share_trains_in_smaller_micro_batches(monkeyp
     import study.preflight as preflight
     from study.config import StudyConfig
     from study.costs import cpu_share
+    from study.plan import plan_experiments
     from trainables.training.train_config import TrainConfig
 
     probe = {
@@ -111,10 +113,14 @@ def test_a_batch_too_large_for_its_share_trains_in_smaller_micro_batches(monkeyp
     # 1,000 MiB each for two trials: the batch of 32 needs 1,800; 16 would need 1,000, 8 needs 600
     monkeypatch.setattr(preflight, "_share", lambda config, method: (cpu_share(ram_mb=2000, concurrent=2), 2))
     trial = types.SimpleNamespace(train=TrainConfig())
-    report = lambda config, prepared, steps, log: [preflight._report(config, "lora", [dict(probe)], trial)]  # noqa: E731
+
+    def report(config, prepared, experiments, steps, log):
+        return [preflight._report(config, "lora", [dict(probe)], trial)]
+
     monkeypatch.setattr(preflight, "run_preflight", report)
     lines: list[str] = []
-    caps = preflight.check_memory(StudyConfig(methods=("lora",), preset="tiny"), None, log=lines.append)
+    lora = StudyConfig(methods=("lora",), preset="tiny")
+    caps = preflight.check_memory(lora, None, plan_experiments(lora), log=lines.append)
     assert caps == {"lora": 8}
     table = next(line for line in lines if line.startswith("| method"))
     assert "| lora | trial | 32 (32) | 1,800 | 900 |" in table and "**no**: micro-batch 8" in table
@@ -122,4 +128,4 @@ def test_a_batch_too_large_for_its_share_trains_in_smaller_micro_batches(monkeyp
 
     probe["train_base_mb"] = 950.0  # the model alone nearly fills the share: no micro-batch fits
     with pytest.raises(ValueError, match="1 method"):
-        preflight.check_memory(StudyConfig(methods=("lora",), preset="tiny"), None, log=lines.append)
+        preflight.check_memory(lora, None, plan_experiments(lora), log=lines.append)
