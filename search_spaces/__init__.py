@@ -144,6 +144,14 @@ def space_keys(method: str, base: dict[str, Any]) -> set[str]:
     return set(space_domains(method, base))
 
 
+def searched_keys(method: str, base: dict[str, Any], overrides: Sequence[Override] = ()) -> set[str]:
+    """The keys whose value differs between trials of `method` under `overrides`: those its space samples
+    that no override fixes, and those the overrides search themselves."""
+    fixed = {o.key for o in overrides if o.kind == "fixed"}
+    sampled = {k for k, domain in space_domains(method, base).items() if domain.kind != "fixed"}
+    return (sampled - fixed) | {o.key for o in overrides if o.kind != "fixed"}
+
+
 def space_upper(method: str, key: str, base: dict[str, Any]) -> Any:
     """The high end of the range (or the largest of the numbers) `method`'s space samples `key` from
     (`train/epochs`: the most epochs a trial can run, ASHA's horizon); None where it samples no number."""

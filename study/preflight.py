@@ -179,21 +179,41 @@ def _report(config: StudyConfig, method: str, probes: list[dict], trial) -> Meth
     return report
 
 
+def first_stages_shared(experiments: Sequence) -> dict[str, bool]:
+    """Method -> whether its trials share one first stage: none of its experiments searches a setting the
+    first stage is made from (`Strategy.first_stage_settings`), so it trains once, and its trials wait for it.
+    Only methods with a first stage are keys."""
+    from search_spaces import searched_keys
+    from trainables.methods import get_strategy
+
+    shared: dict[str, bool] = {}
+    for e in experiments:
+        settings = set(get_strategy(e.method).first_stage_settings)
+        if settings:
+            searched = searched_keys(e.method, e.base, e.overrides) & settings
+            shared[e.method] = shared.get(e.method, True) and not searched
+    return shared
+
+
 def study_total_hours(
     config: StudyConfig, reports: Sequence[MethodReport], experiments: Sequence
 ) -> float | None:
     """Hours of the whole study: every experiment's trials (as many as the plan runs: `--trials`, or more
-    where a method's coverage points need more) at the concurrency its share allows, each trial of a
-    two-stage method with its own first stage: an upper bound, since trials share a cached stage 1 only
-    where its settings coincide, and its key holds the trial's sampled batch size and warmup."""
+    where a method's coverage points need more) at the concurrency its share allows, and each method's first
+    stage: once where its trials share it (`first_stages_shared`), else before every wave of trials (an
+    upper bound: trials that sample the same first-stage settings share it)."""
     if any(r.trial_hours is None for r in reports):
         return None
     costs = {r.method: TrialCost(**{k: r.cost[k] for k in TrialCost.__dataclass_fields__}) for r in reports}
     concurrency = {r.method: _share(config, r.method)[0].concurrent for r in reports}
     stage1 = {r.method: r.stage1_hours or 0.0 for r in reports}
     planned = [(e.method, e.trials) for e in experiments]
-    trials = study_hours(costs, experiments=planned, concurrency=concurrency)
-    return trials + sum(math.ceil(n / max(1, concurrency[m])) * stage1[m] for m, n in planned)
+    shared = first_stages_shared(experiments)
+    first = sum(stage1[m] for m, one in shared.items() if one)
+    first += sum(
+        math.ceil(n / max(1, concurrency[m])) * stage1[m] for m, n in planned if not shared.get(m, True)
+    )
+    return study_hours(costs, experiments=planned, concurrency=concurrency) + first
 
 
 def render_table(
@@ -225,9 +245,14 @@ def render_table(
     ]
     if total is not None:
         each = ", ".join(f"{e.name} {e.trials}" for e in experiments)
+        first = "".join(
+            f"; {m}'s stage 1 "
+            + ("once, shared by its trials" if one else "before each wave (it is searched)")
+            for m, one in first_stages_shared(experiments).items()
+        )
         lines.append(
             f"Whole study: {sum(e.trials for e in experiments)} trials ({each}), at the concurrency each share "
-            f"allows, each with its own first stage (trials rarely share one): {total:.1f} hours."
+            f"allows{first}: {total:.1f} hours."
         )
     return "\n".join(lines)
 
@@ -275,7 +300,7 @@ def check_memory(
     log(render_table(config, reports, experiments, device=name))
     caps = {}
     for r in reports:
-        first = f"; stage 1 first in each trial: up to {r.stage1_hours:.2f} h" if r.stage1_hours else ""
+        first = f"; its stage 1 first: up to {r.stage1_hours:.2f} h" if r.stage1_hours else ""
         verdict = "fits" if r.fits else "does NOT fit"
         log(
             f"memory check: {r.method} peaks at {r.peak_mb:,.0f} MiB, {verdict} {r.share} ({r.share_mb:,.0f} MiB){first}"

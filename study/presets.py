@@ -82,6 +82,7 @@ TINY = (
     "stacked:strategy/alpha1=16",
     "stacked:strategy/stage1_lr=1e-2",
     "stacked:strategy/stage1_epochs=1",
+    "stacked:strategy/stage1_batch_size=32",  # the batch every tiny trial trains with
 )
 """The tiny preset, measured in BENCHMARKS.md."""
 

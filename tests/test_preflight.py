@@ -26,22 +26,31 @@ def test_preflight_prints_the_table_and_writes_the_same_as_json(micro_t5_dir, tm
     assert stacked["peak_mb"] >= max(trial["train_peak_mb"], trial["eval_peak_mb"]) > 0
     assert stacked["fits"] is True and stacked["recommend"].startswith("--max-concurrent ")
     assert stacked["trial_hours"] == pytest.approx(stacked["cost"]["trial_s"] / 3600)
-    assert record["study_hours"] > stacked["trial_hours"]  # 50 trials, each with its stage 1
-    assert "| stacked | stage 1 | 8 (8) |" in table and "| stacked | trial | 8 (8) |" in table
+    assert record["study_hours"] > stacked["trial_hours"]  # 50 trials after their stage 1
+    # stage 1 trains at its own batch (the tiny preset's stacked:strategy/stage1_batch_size), not the trial's
+    assert "| stacked | stage 1 | 32 (32) |" in table and "| stacked | trial | 8 (8) |" in table
     assert "Whole study: 50 trials (stacked-main 50)" in table
+    assert "stacked's stage 1 once, shared by its trials" in table
 
 
 @pytest.mark.parametrize(
-    ("method", "trials", "stage1_hours", "hours"),
+    ("method", "trials", "stage1_hours", "searched", "hours"),
     [
-        ("lora_cot", 1, None, 4 * 1.0),  # --trials 1 still runs one trial per prompt style; once counted 1
-        # each stacked trial trains its own stage 1 (its key holds the sampled batch size and warmup): the
-        # total once counted one stage 1 for all
-        ("stacked", 2, 0.5, 2 * (1.0 + 0.5)),
+        (
+            "lora_cot",
+            1,
+            None,
+            [],
+            4 * 1.0,
+        ),  # --trials 1 still runs one trial per prompt style; once counted 1
+        # the trials share one stage 1 (issue #20: once, each trial trained its own)
+        ("stacked", 2, 0.5, [], 2 * 1.0 + 0.5),
+        # a searched stage-1 setting: a stage 1 before each wave of trials (an upper bound)
+        ("stacked", 2, 0.5, ["--set", "strategy/r1=[4,8]"], 2 * (1.0 + 0.5)),
     ],
 )
 def test_the_whole_studys_hours_count_every_planned_trial_and_its_stage_1(
-    method, trials, stage1_hours, hours
+    method, trials, stage1_hours, searched, hours
 ):
     from study import preflight
     from study.costs import TrialCost
@@ -49,7 +58,7 @@ def test_the_whole_studys_hours_count_every_planned_trial_and_its_stage_1(
     from study.run import parse_config
 
     config = parse_config(
-        ["--method", method, "--preset", "tiny", "--trials", str(trials), "--max-concurrent", "1"]
+        ["--method", method, "--preset", "tiny", "--trials", str(trials), "--max-concurrent", "1", *searched]
     )
     cost = TrialCost(train_s_per_epoch=3600.0, epochs=1, eval_s_dev=0.0, evals=0, eval_s_test=0.0)
     report = preflight.MethodReport(

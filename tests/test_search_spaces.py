@@ -89,8 +89,19 @@ def test_learning_rate_is_sampled_on_a_log_scale():
 def test_stacked_f_exists_only_on_the_stacked_branch():
     stacked = ask("stacked", point={"strategy/baseline": "stacked", "strategy/f": "tanh"})
     single = ask("stacked", point={"strategy/baseline": "single_lora"})
-    assert stacked["strategy/f"] == "tanh" and "strategy/f_space" in stacked and "strategy/r1" in stacked
-    assert "strategy/f" not in single and "strategy/stage1_lr" not in single and "strategy/r2" in single
+    assert stacked["strategy/f"] == "tanh" and "strategy/f_space" in stacked
+    assert "strategy/f" not in single and "strategy/r2" in single
+
+
+def test_stacked_trials_leave_stage1_to_the_study():
+    # every trial stacks on the study's one stage 1: none of the settings it is made from is sampled
+    from search_spaces import searched_keys
+    from trainables.methods import get_strategy
+
+    settings = set(get_strategy("stacked").first_stage_settings)
+    assert not searched_keys("stacked", {}) & settings
+    searched = searched_keys("stacked", {}, [Override("strategy/r1", "choices", choices=(8, 16))])
+    assert searched & settings == {"strategy/r1"}
 
 
 def test_coverage_has_each_f_then_each_baseline_and_each_style_and_variant():

@@ -89,7 +89,8 @@ def test_cache_key_ignores_stage2_settings_only(context_factory):
     strategy = get_strategy("stacked")
     context = context_factory()
     key = stage1_key(strategy.make_config({"f": "relu"}), context)
-    assert key == stage1_key(strategy.make_config({"f": "silu", "r2": 16, "alpha2": 4}), context)
+    stage2 = {"f": "silu", "r2": 16, "alpha2": 4, "dropout": 0.1, "variant": "rslora"}
+    assert key == stage1_key(strategy.make_config(stage2), context)
     assert key != stage1_key(strategy.make_config({"r1": 4}), context)
     assert key != stage1_key(strategy.make_config({"stage1_epochs": 2}), context)
 
@@ -149,19 +150,62 @@ def _stage1_weights(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_A1" in n or "lora_B1" in n}
 
 
-def test_trials_differing_only_in_warmup_get_their_own_stage1(micro_t5_dir, context_factory):
-    # Stage 1 trains with the trial's whole TrainConfig, and the search varies train/warmup_ratio per trial.
+def test_trials_differing_in_what_the_search_samples_share_one_stage1(micro_t5_dir, context_factory):
+    # Issue #20: stage 1 used the trial's batch size, warmup and dropout, which the search samples per
+    # trial, so each stacked trial of the paper-shape rehearsal trained its own stage 1 (over 30 min each).
     weights = []
-    for warmup in (0.0, 0.5):
+    for batch_size, warmup, dropout in ((16, 0.0, 0.0), (8, 0.1, 0.1)):
         context = context_factory()
-        context.train = dataclasses.replace(context.train, warmup_ratio=warmup)
-        weights.append(_stage1_weights(_apply(micro_t5_dir, context, f="relu")))
-    assert len(context_factory.fits) == 2
-    assert any(not torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
+        context.train = dataclasses.replace(context.train, batch_size=batch_size, warmup_ratio=warmup)
+        weights.append(_stage1_weights(_apply(micro_t5_dir, context, f="relu", dropout=dropout)))
+    assert len(context_factory.fits) == 1
+    assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
 
 
-# A changed value for every TrainConfig field; stage 1 replaces lr, epochs, evals_per_epoch and prompt_style
-# with its own, and never evaluates, so only those five leave its key as it is.
+def test_stage1_trains_with_its_own_settings(micro_t5_dir, context_factory):
+    trained = []
+    context = context_factory(cache_dir=None)
+    fit = context.fit
+    context.fit = lambda model, pairs, train: (
+        trained.append((train, _dropouts(model))) or fit(model, pairs, train)
+    )
+    model = _apply(
+        micro_t5_dir,
+        context,
+        dropout=0.1,
+        stage1_dropout=0.05,
+        stage1_batch_size=4,
+        stage1_warmup_ratio=0.2,
+        stage1_lr=2e-3,
+    )
+    ((train, dropouts),) = trained
+    assert (train.batch_size, train.warmup_ratio, train.lr, train.grad_accum) == (4, 0.2, 2e-3, 1)
+    assert dropouts == {0.05}
+    assert _dropouts(model) == {0.1}  # stage 2 trains with the trial's dropout
+
+
+def _dropouts(model) -> set[float]:
+    return {m.config.dropout for m in model.modules() if isinstance(m, StackedLoraLinear)}
+
+
+def test_stage1_settings_are_the_keys_that_change_its_cache_key(context_factory):
+    from trainables.methods.stacked import stage1_settings
+
+    strategy = get_strategy("stacked")
+    assert strategy.first_stage_settings == stage1_settings()
+    changes = {"r1": 4, "alpha1": 8, "target_modules": "q", "stage1_lr": 3e-3, "stage1_epochs": 2}
+    changes |= {"stage1_batch_size": 8, "stage1_warmup_ratio": 0.2, "stage1_dropout": 0.1, "base_bits": 8}
+    assert {f"strategy/{name}" for name in changes} == {
+        k for k in stage1_settings() if k.startswith("strategy/")
+    }
+    context = context_factory()
+    key = stage1_key(strategy.make_config({}), context)
+    for name, value in changes.items():
+        assert stage1_key(strategy.make_config({name: value}), context) != key, name
+
+
+# A changed value for every TrainConfig field; stage 1 replaces the optimisation settings with its own
+# (`_stage1_own_train`), and never evaluates, so only those leave its key as it is.
 TRAIN_CHANGES = {
     "lr": 1e-2,
     "epochs": 5,
@@ -179,7 +223,16 @@ TRAIN_CHANGES = {
     "seed": 1,
     "eval": {"max_new_tokens": 7},
 }
-NOT_STAGE1 = {"lr", "epochs", "evals_per_epoch", "prompt_style", "eval"}
+NOT_STAGE1 = {
+    "lr",
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "warmup_ratio",
+    "evals_per_epoch",
+    "prompt_style",
+    "eval",
+}
 
 
 @pytest.mark.parametrize("field", sorted(TRAIN_CHANGES))

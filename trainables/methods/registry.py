@@ -137,6 +137,11 @@ class Strategy:
     """Setting -> the loop setting it never exceeds unless given under its own key (stacked LoRA:
     `{"strategy/stage1_epochs": "train/epochs"}`, so `--set train/epochs=1` cuts stage 1 too); the
     study applies it to a preset's value (`study.plan.study_overrides`)."""
+    first_stage_settings: tuple[str, ...] = ()
+    """The trial settings of a method's first stage (stacked LoRA's stage 1), trained once and shared by the
+    trials that agree on them: a study that searches none of them trains one first stage, not one per trial
+    (`study.preflight` projects it so). Empty: no first stage.
+    """
     search_space: str = ""
     """Dotted path of the module holding the method's search space (`space`, optional `COVERAGE` and
     `CONDITIONAL`); empty means `search_spaces.<name>`. The study imports it, trainables never does."""

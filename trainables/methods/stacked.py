@@ -1,12 +1,15 @@
 """Stacked LoRA, the study's own method: W = W0 + s1 B1 A1 + f(s2 B2 A2), trained in two stages.
 
 Stage 1 trains A1 B1 on a coding dataset; stage 2 freezes it and trains A2 B2 on GSM8K through f. Stage 1
-depends only on its own settings, so it is trained once and shared by every trial with the same ones: a
-content-addressed cache (`trainables.training.cache`) in a local folder of each node
-(`~/.cache/slm-math-study/stage1` for the study), guarded by a file lock so concurrent trials on a node
-neither train it twice nor read a half-written adapter. Its key hashes every setting stage 1 trains with
-(the trial's whole TrainConfig included), so it is correct to share across studies, and on a cluster each
-node trains a given stage 1 at most once.
+owns its settings (`r1`, `alpha1`, `target_modules`, and the `stage1_*` fields: learning rate, epochs,
+batch size, warmup, dropout), which the search space leaves fixed, so a study trains one A1 B1 and every
+trial stacks on it, as in the study reproduced. Nothing a trial samples for stage 2 (its batch size,
+warmup, dropout) reaches stage 1. It is trained once and shared through a content-addressed cache
+(`trainables.training.cache`) in a local folder of each node (`~/.cache/slm-math-study/stage1` for the
+study), guarded by a file lock so concurrent trials on a node neither train it twice nor read a
+half-written adapter. Its key hashes every setting stage 1 trains with, so it is correct to share across
+studies, and on a cluster each node trains a given stage 1 at most once; a study that searches a stage-1
+setting (`--set stacked:strategy/r1=[8,16]`) trains one per value.
 
 The `baseline` setting (spelled so for compatibility; the report says "variant") swaps in the comparison
 variants: `linear` (f = identity), `merged_then_lora`
@@ -76,6 +79,12 @@ class StackedStrategyConfig(StackedLoraConfig):
     stage1_epochs: int = 1
     """Epochs of stage 1 over the coding dataset; a preset's value is at most the study's `train/epochs`
     (the record's `bounded_by`) unless the user sets this key."""
+    stage1_batch_size: int = 16
+    """Examples per optimiser step of stage 1 (stage 2's is the trial's `train/batch_size`)."""
+    stage1_warmup_ratio: float = 0.06
+    """Fraction of stage 1's optimiser steps spent warming its learning rate up."""
+    stage1_dropout: float = 0.0
+    """Dropout on A1's input while stage 1 trains (`dropout` is stage 2's)."""
     baseline: str = "stacked"
     """stacked (the method), linear, merged_then_lora or single_lora (the comparison baselines)."""
     base_bits: int = 0
@@ -105,7 +114,11 @@ class StackedStrategyConfig(StackedLoraConfig):
             raise ValueError(f"stage1_lr must be > 0, got {self.stage1_lr}")
         if self.stage1_epochs < 1:
             raise ValueError(f"stage1_epochs must be >= 1, got {self.stage1_epochs}")
-        self.adapter_config()  # the baseline's overrides must make a valid adapter too
+        if self.stage1_batch_size < 1:
+            raise ValueError(f"stage1_batch_size must be >= 1, got {self.stage1_batch_size}")
+        if not 0.0 <= self.stage1_warmup_ratio < 1.0:
+            raise ValueError(f"stage1_warmup_ratio must be in [0, 1), got {self.stage1_warmup_ratio}")
+        self.stage1_adapter_config()  # the baseline's overrides and stage 1's dropout must make valid adapters
 
     def adapter_config(self) -> StackedLoraConfig:
         """The adapter this trial trains, with the baseline's overrides applied."""
@@ -120,12 +133,17 @@ class StackedStrategyConfig(StackedLoraConfig):
         values = {k: v for k, v in dataclasses.asdict(self).items() if k in fields}
         return StackedLoraConfig(**{**values, **overrides})
 
+    def stage1_adapter_config(self) -> StackedLoraConfig:
+        """The adapter as stage 1 trains it: `adapter_config()` with stage 1's own dropout."""
+        return dataclasses.replace(self.adapter_config(), dropout=self.stage1_dropout)
+
 
 STAGE2_FIELDS = ("r2", "alpha2", "f", "omega", "f_space", "init_scale", "stage1_merge", "use_rslora")
 """Adapter fields stage 1 never reads: stage 2 builds A2 B2 from them after stage 1 has trained."""
 NOT_STAGE1 = {
-    # a baseline acts through `adapter_config()`, hashed whole; the variant is stage 2's scale or optimiser
-    "strategy": (*STAGE2_FIELDS, "baseline", "variant", "loraplus_lr_ratio"),
+    # a baseline acts through the adapter, hashed whole; the variant is stage 2's scale or optimiser, and
+    # `dropout` stage 2's (stage 1 trains with `stage1_dropout`, in the hashed adapter)
+    "strategy": (*STAGE2_FIELDS, "baseline", "variant", "loraplus_lr_ratio", "dropout"),
     "adapter": STAGE2_FIELDS,
     "train": ("eval",),  # `fit` never evaluates; the other fields are stage 1's own TrainConfig
 }
@@ -142,7 +160,7 @@ def stage1_key(config: StackedStrategyConfig, context: StrategyContext) -> str:
         "model": context.model_name,
         "pairs": texts_digest(text for pair in _stage1_pairs(context) for text in pair),
         "strategy": config,
-        "adapter": config.adapter_config(),
+        "adapter": config.stage1_adapter_config(),
         "train": _stage1_train(config, context),
     }
     ignore = [f"{part}.{name}" for part, names in NOT_STAGE1.items() for name in names]
@@ -155,21 +173,43 @@ def _stage1_pairs(context: StrategyContext) -> list[tuple[str, str]]:
     return [code_task_example(r) for r in context.code_records]
 
 
+def _stage1_own_train(config: StackedStrategyConfig) -> dict[str, Any]:
+    """The TrainConfig fields stage 1 sets itself rather than taking the trial's."""
+    return {
+        "lr": config.stage1_lr,
+        "epochs": config.stage1_epochs,
+        "batch_size": config.stage1_batch_size,
+        "grad_accum": 1,
+        "warmup_ratio": config.stage1_warmup_ratio,
+        "evals_per_epoch": 1,
+        "prompt_style": "code",
+    }
+
+
 def _stage1_train(config: StackedStrategyConfig, context: StrategyContext) -> TrainConfig:
-    """The trial's TrainConfig with stage 1's learning rate and epochs: what stage 1 trains with."""
-    return dataclasses.replace(
-        context.train,
-        lr=config.stage1_lr,
-        epochs=config.stage1_epochs,
-        evals_per_epoch=1,
-        prompt_style="code",
-    )
+    """What stage 1 trains with: its own optimisation settings, and from the trial's TrainConfig only what a
+    study fixes for all its trials (token limits, clipping, weight decay, seed, the memory check's
+    micro-batch cap)."""
+    return dataclasses.replace(context.train, **_stage1_own_train(config))
+
+
+def stage1_settings() -> tuple[str, ...]:
+    """The trial settings stage 1 is made from (besides the base and the coding data): trials that agree on
+    them share one stage 1, so a study that searches none of them trains one (`study.preflight`)."""
+    from trainables.training.train_config import TrainConfig  # torch-free
+
+    strategy = [
+        f.name for f in dataclasses.fields(StackedStrategyConfig) if f.name not in NOT_STAGE1["strategy"]
+    ]
+    taken = {*_stage1_own_train(StackedStrategyConfig()), *NOT_STAGE1["train"]}
+    train = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in taken]
+    return tuple(f"strategy/{name}" for name in strategy) + tuple(f"train/{name}" for name in train)
 
 
 def _train_stage1(model: torch.nn.Module, config: StackedStrategyConfig, context: StrategyContext) -> None:
     from trainables.methods.stacked_lora import apply_stacked_lora
 
-    apply_stacked_lora(model, config.adapter_config())
+    apply_stacked_lora(model, config.stage1_adapter_config())
     pairs = _stage1_pairs(context)
     context.log(f"stacked LoRA stage 1: training A1 B1 on {len(pairs)} coding tasks")
     context.fit(model, pairs, _stage1_train(config, context))
@@ -286,6 +326,7 @@ GROUPS = Grouping(
 register_strategy(
     name="stacked",
     bounded_by={"strategy/stage1_epochs": "train/epochs"},  # issue #20: a rehearsal cuts stage 1 too
+    first_stage_settings=stage1_settings(),
     config_cls=StackedStrategyConfig,
     apply=apply_stacked,
     display_name="Stacked LoRA",
