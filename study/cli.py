@@ -11,6 +11,11 @@ settings file's (`--set-file`), then the flags; each value remembers which (`Stu
 help and checks come from the same fields: the help is the field's, the check its `__post_init__`. No
 library is used for this: jsonargparse (litgpt's) is not installed here, and the tree's trial half is a
 search space (ranges and choices per key, method prefixes), which a dataclass-to-flags library cannot say.
+
+`--plugin MODULE` is read first: a plugin is an importable module that calls
+`trainables.methods.register_strategy(...)` (docs/adding-a-method.md), imported before the full parser is
+built, so that `--method` accepts its methods and `--help` lists them. A study passes the same modules to
+every trial, which imports them again in its Ray worker.
 """
 
 from __future__ import annotations
@@ -26,8 +31,31 @@ from search_spaces.overrides import STUDY_SECTIONS, Override, parse_override, sp
 from search_spaces.safe_yaml import load_yaml_file
 from study.config import PRETRAIN_KEY, StudyConfig, study_field, study_fields, study_value
 from study.errors import OneLineParser
-from study.plugins import add_plugin_argument, preload_plugins
 from trainables.methods import load_plugins, method_names
+
+PLUGIN_HELP = (
+    "import MODULE (on PYTHONPATH) before reading the other flags; it registers more methods "
+    "(repeatable; see docs/adding-a-method.md)"
+)
+
+
+def add_plugin_argument(parser: argparse.ArgumentParser) -> None:
+    """The `--plugin` flag, for `--help` and for the full parse."""
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=PLUGIN_HELP)
+
+
+def preload_plugins(argv: Sequence[str] | None) -> tuple[str, ...]:
+    """Import the `--plugin` modules of `argv` (None: `sys.argv`); returns their names.
+
+    Raises:
+        ValueError: for a module that cannot be imported.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    add_plugin_argument(parser)
+    known, _ = parser.parse_known_args(argv)
+    load_plugins(known.plugin)
+    return tuple(known.plugin)
+
 
 SECTION_TITLES = {
     "search": "what to study and how it is searched",
@@ -280,8 +308,7 @@ def qualify(name: str, *, bare_names: bool = False) -> str:
 def _known_keys() -> list[str]:
     """Every key of the tree (the trial dataclasses' fields too): what a bare name is looked up in."""
     from trainables.methods import get_strategy
-    from trainables.scoring.eval_settings import EvalSettings
-    from trainables.training.train_config import TrainConfig
+    from trainables.training.train_config import EvalSettings, TrainConfig
 
     keys = [k for k in study_fields() if k != PRETRAIN_KEY]
     keys += [f"train/{f.name}" for f in dataclasses.fields(TrainConfig) if f.name != "eval"]
