@@ -16,6 +16,7 @@ for the built-in methods, any importable module for a plugin), imported when fir
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 from collections.abc import Callable, Mapping, Sequence
@@ -142,6 +143,14 @@ def space_domains(method: str, base: dict[str, Any]) -> dict[str, Override]:
 def space_keys(method: str, base: dict[str, Any]) -> set[str]:
     """Every key `method`'s space samples on some branch."""
     return set(space_domains(method, base))
+
+
+def setting_keys(method: str, base: dict[str, Any]) -> set[str]:
+    """The `strategy/...` keys a trial of `method` has, with those its space samples: where an unprefixed
+    `--set strategy/...` (or a preset's) goes (`route`). A setting the space leaves alone is still the
+    method's (stacked LoRA's `target_modules`, which its stage 1 owns)."""
+    fields = {f"strategy/{f.name}" for f in dataclasses.fields(get_strategy(method).config_cls)}
+    return space_keys(method, base) | fields
 
 
 def searched_keys(method: str, base: dict[str, Any], overrides: Sequence[Override] = ()) -> set[str]:

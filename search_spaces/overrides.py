@@ -217,8 +217,9 @@ def route(
     overrides: Iterable[Override], keys_by_method: Mapping[str, set[str]]
 ) -> dict[str, tuple[Override, ...]]:
     """Which overrides each method gets: a prefixed one its method; an unprefixed `train/...` one every
-    method; an unprefixed `strategy/...` one every method whose space samples the key, or every method when
-    none does (a key a method lacks is rejected later).
+    method; an unprefixed `strategy/...` one every method that has the key (`keys_by_method`: those its
+    space samples and its config's fields, `search_spaces.setting_keys`), or every method when none does (a
+    key a method lacks is rejected later).
 
     Raises:
         ValueError: for a prefix naming a method that is not in this study, or one key overridden twice.

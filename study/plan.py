@@ -15,7 +15,14 @@ from typing import Any
 
 import optuna
 
-from search_spaces import coverage_points, define_by_run, space_domains, space_keys, space_upper, unflatten
+from search_spaces import (
+    coverage_points,
+    define_by_run,
+    setting_keys,
+    space_domains,
+    space_upper,
+    unflatten,
+)
 from search_spaces.overrides import Override, route
 from study.config import StudyConfig, experiment_name
 from study.dashboard import ClusterInfo
@@ -94,7 +101,7 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
         for m, c in config.experiments()
     }
     routed = route(
-        study_overrides(config), {m: space_keys(m, bases[(m, config.configs[0])]) for m in config.methods}
+        study_overrides(config), {m: setting_keys(m, bases[(m, config.configs[0])]) for m in config.methods}
     )
     experiments = []
     for (method, data_config), base in bases.items():
@@ -134,7 +141,7 @@ def base_trial(config: StudyConfig, *, method: str, model: str, data_config: str
 def study_overrides(config: StudyConfig) -> tuple[Override, ...]:
     """The trials' settings of this study: the preset's (those that apply to its methods), the user's over
     them, with the search metric among those dev evaluations compute."""
-    keys = {m: space_keys(m, {"train/seed": config.seed}) for m in config.methods}
+    keys = {m: setting_keys(m, {"train/seed": config.seed}) for m in config.methods}
     overrides = with_preset_space(config.preset_overrides, config.overrides, keys=keys)
     return with_bounds(with_dev_metric(overrides, config.metric), methods=config.methods)
 
@@ -146,7 +153,7 @@ def default_overrides(config: StudyConfig) -> tuple[Override, ...]:
     from trainables.trial_config import default_settings
 
     domains = {m: space_domains(m, {"train/seed": config.seed}) for m in config.methods}
-    given = route(study_overrides(config), {m: set(keys) for m, keys in domains.items()})
+    given = route(study_overrides(config), {m: setting_keys(m, {"train/seed": config.seed}) for m in domains})
     defaults = []
     for method in config.methods:
         fixed = {
@@ -196,9 +203,10 @@ def with_dev_metric(overrides: Sequence[Override], metric: str) -> tuple[Overrid
 def with_preset_space(
     preset: Sequence[Override], overrides: Sequence[Override], *, keys: Mapping[str, set[str]]
 ) -> tuple[Override, ...]:
-    """The preset's settings, then the user's, for the methods of `keys` (method -> the keys its space
-    samples). A preset's setting is a default, so it is dropped where it does not apply: one for a method
-    not in the study, or an unprefixed `strategy/...` one for a key no method of the study samples. A
+    """The preset's settings, then the user's, for the methods of `keys` (method -> the `strategy/...` keys
+    it has, `search_spaces.setting_keys`). A preset's setting is a default, so it is dropped where it does
+    not apply: one for a method not in the study, or an unprefixed `strategy/...` one for a key no method of
+    the study has. A
     user's setting of the same key and method (or of the same key for every method) replaces the preset's."""
     sampled = set().union(*keys.values()) if keys else set()
 

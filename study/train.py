@@ -54,14 +54,14 @@ def one_trial(config: StudyConfig) -> dict[str, Any]:
     Raises:
         ValueError: for a searched value given by the user, or a method or config beyond the first.
     """
-    from search_spaces import space_keys
+    from search_spaces import setting_keys
     from search_spaces.overrides import route
     from study.plan import base_trial, study_overrides
 
     if len(config.methods) != 1 or len(config.configs) != 1:
         raise ValueError("study.train runs one configuration: give one --method and one --config")
     [method], [data_config] = config.methods, config.configs
-    settings = route(study_overrides(config), {method: space_keys(method, {})})[method]
+    settings = route(study_overrides(config), {method: setting_keys(method, {})})[method]
     trial = base_trial(config, method=method, model="?", data_config=data_config)
     for o in settings:
         if o.kind != "fixed":

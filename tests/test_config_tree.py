@@ -179,6 +179,20 @@ def test_the_study_s_epochs_cut_stacked_stage_1_unless_it_is_set_itself():
     assert stage1("--set", "train/epochs=1", "--set", "stacked:strategy/stage1_epochs=2") == 2
 
 
+def test_an_unprefixed_strategy_setting_reaches_every_method_that_has_it_sampled_or_not():
+    """Stacked LoRA's space leaves `target_modules` to the study (its stage 1 owns it): a preset's or a
+    user's `strategy/target_modules` must still reach it, not only the methods whose space samples it."""
+
+    def targets(*args: str) -> dict[str, str]:
+        experiments = plan_experiments(parse_config(["--method", "all", "--preset", "tiny", *args]))
+        return {
+            e.method: o.value for e in experiments for o in e.overrides if o.key == "strategy/target_modules"
+        }
+
+    assert targets() == dict.fromkeys(("lora", "lora_cot", "qlora", "stacked"), "q,k,v,o,wi,wo")
+    assert targets("--set", "strategy/target_modules=q,v")["stacked"] == "q,v"
+
+
 def test_print_config_prints_the_tree_on_every_command(tmp_path, capsys):
     from study import confirm, run, train
 
