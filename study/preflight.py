@@ -34,9 +34,12 @@ from study.costs import (
     recommend,
     study_hours,
 )
-from study.errors import run_cli
+from study.errors import interruptible, run_cli
 
 DEFAULT_STEPS = 3
+STALL_HOOK_ENV = "SLM_TESTING_CHECK_STALL_S"
+"""Testing hook: before measuring each method the check holds the main thread this many seconds in one
+native call that Python cannot interrupt, as a backward pass at the paper's shapes on a CPU does."""
 
 
 @dataclass
@@ -125,11 +128,31 @@ def run_preflight(
 
     reports = []
     splits = list(prepared.splits.values())
-    for method, trial in measured_trials(config, experiments, prepared.models).items():
-        log(f"preflight: measuring {method} (batch {trial.train.batch_size}, {steps} step(s))")
-        probes = probe_trial(trial, splits=splits, code_records=prepared.code_records, steps=steps, log=log)
-        reports.append(_report(config, method, [dataclasses.asdict(p) for p in probes], trial))
+    with interruptible():  # Ctrl-C within a second, even inside a minute-long backward pass
+        for method, trial in measured_trials(config, experiments, prepared.models).items():
+            log(f"preflight: measuring {method} (batch {trial.train.batch_size}, {steps} step(s))")
+            _testing_stall()
+            probes = probe_trial(
+                trial, splits=splits, code_records=prepared.code_records, steps=steps, log=log
+            )
+            reports.append(_report(config, method, [dataclasses.asdict(p) for p in probes], trial))
     return reports
+
+
+def _testing_stall() -> None:
+    """`SLM_TESTING_CHECK_STALL_S`: wait in torch's native code, with the GIL released and deaf to signals."""
+    seconds = os.environ.get(STALL_HOOK_ENV)
+    if not seconds:
+        return
+    import threading
+
+    import torch
+
+    done = torch.futures.Future()
+    timer = threading.Timer(float(seconds), done.set_result, args=(None,))
+    timer.daemon = True
+    timer.start()
+    done.wait()
 
 
 def _report(config: StudyConfig, method: str, probes: list[dict], trial) -> MethodReport:

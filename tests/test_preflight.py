@@ -114,7 +114,7 @@ def test_a_batch_too_large_for_its_share_trains_in_smaller_micro_batches(monkeyp
     monkeypatch.setattr(preflight, "_share", lambda config, method: (cpu_share(ram_mb=2000, concurrent=2), 2))
     trial = types.SimpleNamespace(train=TrainConfig())
 
-    def report(config, prepared, experiments, steps, log):
+    def report(config, prepared, experiments, steps, log, trials=None):
         return [preflight._report(config, "lora", [dict(probe)], trial)]
 
     monkeypatch.setattr(preflight, "run_preflight", report)
@@ -129,3 +129,59 @@ def test_a_batch_too_large_for_its_share_trains_in_smaller_micro_batches(monkeyp
     probe["train_base_mb"] = 950.0  # the model alone nearly fills the share: no micro-batch fits
     with pytest.raises(ValueError, match="1 method"):
         preflight.check_memory(lora, None, plan_experiments(lora), log=lines.append)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("started", ["from a terminal", "in the background (SIGINT ignored)"])
+def test_ctrl_c_inside_the_memory_checks_native_code_ends_the_study_at_once(started, micro_t5_dir, tmp_path):
+    """A backward pass at the paper's shapes holds Python for a minute (the hook stands in for it); a study
+    run with `&` from a script inherits SIGINT ignored until Ray Tune's own handler."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_tuner import MICRO_SIZES, REPO, end_process_group, study_env
+
+    from study.preflight import STALL_HOOK_ENV
+
+    args = [sys.executable, "-m", "study.run", *MICRO_SIZES, "--method", "lora", "--trials", "1"]
+    args += ["--model", str(micro_t5_dir), "--storage", str(tmp_path / "out")]
+    log = tmp_path / "study.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            args,
+            cwd=REPO,
+            env={**study_env(tmp_path), STALL_HOOK_ENV: "120", "PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a terminal's foreground job has
+            preexec_fn=_ignore_sigint if "ignored" in started else None,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while "preflight: measuring lora" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        time.sleep(1.0)  # inside the stall
+        sent = time.monotonic()
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the study still ran 30 s after Ctrl-C")
+        waited = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            end_process_group(process)
+    assert (process.returncode, log.read_text().splitlines()[-1]) == (130, "interrupted")
+    assert waited < 10, f"{waited:.1f} s after Ctrl-C"
+    assert not (tmp_path / "out").exists()  # nothing written, no Ray started
+
+
+def _ignore_sigint() -> None:
+    """What a shell without job control does to the commands it starts with `&`."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
