@@ -47,8 +47,9 @@ def interruptible(*, grace_s: float = 1.0) -> Iterator[None]:
     """Ctrl-C ends the command within `grace_s` seconds inside this block, even while the main thread is in
     one long native call.
 
-    Python raises KeyboardInterrupt only between bytecodes, and one call into torch (a backward pass at the
-    paper's shapes on a CPU: 20-110 s, measured 22 s at batch 16) holds it back that long. The signal's
+    Python raises KeyboardInterrupt only between bytecodes, and one call into torch holds it back that long:
+    a backward pass (22 s measured for a T5-small-shaped batch of 16 on this 2-core CPU; the rehearsal's
+    steps at batch 32 took 55-165 s, most of it backward). The signal's
     byte on a wakeup fd wakes a thread, which lets KeyboardInterrupt end the block if it does within
     `grace_s`, and otherwise prints `interrupted` and ends the process with 130 there and then: no `finally`
     runs, so only a block that writes nothing may be wrapped (the memory check measures, it saves nothing).
