@@ -19,7 +19,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,14 @@ from study.costs import (
     recommend,
     study_hours,
 )
-from study.errors import run_cli
+from study.errors import interruptible, run_cli
 
 DEFAULT_STEPS = 3
+CHECK_STEPS = 1
+"""`study.run`'s check takes one step per method: the peak, not the time, is what it decides by."""
+STALL_HOOK_ENV = "SLM_TESTING_CHECK_STALL_S"
+"""Testing hook: before measuring each method the check holds the main thread this many seconds in one
+native call that Python cannot interrupt, as a backward pass at the paper's shapes on a CPU does."""
 
 
 @dataclass
@@ -118,18 +123,40 @@ def run_preflight(
     *,
     steps: int = DEFAULT_STEPS,
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+    trials: Mapping[str, Any] | None = None,
 ) -> list[MethodReport]:
     """Measure every method of `config` (its planned `experiments`) on this machine's device; a
-    `MethodReport` each."""
+    `MethodReport` each. `trials`: method -> the trial to measure (default: `measured_trials`)."""
     from trainables.probe import probe_trial
 
     reports = []
     splits = list(prepared.splits.values())
-    for method, trial in measured_trials(config, experiments, prepared.models).items():
-        log(f"preflight: measuring {method} (batch {trial.train.batch_size}, {steps} step(s))")
-        probes = probe_trial(trial, splits=splits, code_records=prepared.code_records, steps=steps, log=log)
-        reports.append(_report(config, method, [dataclasses.asdict(p) for p in probes], trial))
+    trials = trials or measured_trials(config, experiments, prepared.models)
+    with interruptible():  # Ctrl-C within a second, even inside a minute-long backward pass
+        for method, trial in trials.items():
+            log(f"preflight: measuring {method} (batch {trial.train.batch_size}, {steps} step(s))")
+            _testing_stall()
+            probes = probe_trial(
+                trial, splits=splits, code_records=prepared.code_records, steps=steps, log=log
+            )
+            reports.append(_report(config, method, [dataclasses.asdict(p) for p in probes], trial))
     return reports
+
+
+def _testing_stall() -> None:
+    """`SLM_TESTING_CHECK_STALL_S`: wait in torch's native code, with the GIL released and deaf to signals."""
+    seconds = os.environ.get(STALL_HOOK_ENV)
+    if not seconds:
+        return
+    import threading
+
+    import torch
+
+    done = torch.futures.Future()
+    timer = threading.Timer(float(seconds), done.set_result, args=(None,))
+    timer.daemon = True
+    timer.start()
+    done.wait()
 
 
 def _report(config: StudyConfig, method: str, probes: list[dict], trial) -> MethodReport:
@@ -280,23 +307,27 @@ def _num(value: float | None, spec: str) -> str:
 
 
 def check_memory(
-    config: StudyConfig, prepared, experiments: Sequence, *, log: Callable[[str], None] | None = None
+    config: StudyConfig,
+    prepared,
+    experiments: Sequence,
+    *,
+    log: Callable[[str], None] | None = None,
+    saved: str | None = None,
 ) -> dict[str, int]:
     """`study.run`'s check: one step and one evaluation batch per method. A method whose largest batch
     would not fit its share trains in smaller micro-batches with more accumulation (the same experiment);
     one that would not fit even at a micro-batch of 1 gets a line naming the share that would, and the
     study does not start. Returns method -> the micro-batch cap its trials take (`train/max_micro_batch`).
 
+    `saved`: where the study keeps the check (`study.saved_check`): written after a check that passed, and
+    with `--resume` its measurements reused when what they measured is unchanged.
+
     Raises:
         ValueError: when any method cannot fit.
     """
     log = log or (lambda message: print(message, file=sys.stderr))
     name = device_name()
-    if name.startswith("CPU"):
-        log(
-            f"memory check on the {name}: one step of each method (minutes at the paper's shapes; --no-preflight skips)"
-        )
-    reports = run_preflight(config, prepared, experiments, steps=1, log=log)
+    reports, keys = _checked(config, prepared, experiments, saved=saved, device=name, log=log)
     log(render_table(config, reports, experiments, device=name))
     caps = {}
     for r in reports:
@@ -325,7 +356,36 @@ def check_memory(
             f"{len(refused)} method(s) cannot fit their memory share (above); pass the flags that fit, or "
             "--no-preflight to start anyway"
         )
+    if saved is not None and keys is not None:
+        from study.saved_check import save_check
+
+        save_check(saved, keys, reports)
     return caps
+
+
+def _checked(
+    config: StudyConfig, prepared, experiments: Sequence, *, saved: str | None, device: str, log
+) -> tuple[list[MethodReport], dict[str, Any] | None]:
+    """The check's reports: with --resume the first run's measurements at `saved` under this run's memory
+    share, when they measured what this run would; else measured here. With the keys to save them under
+    (None when reused, or when the study keeps no record)."""
+    trials = keys = None
+    if saved is not None:
+        from study.saved_check import measured_keys, saved_probes
+
+        trials = measured_trials(config, experiments, prepared.models)
+        keys = measured_keys(prepared, trials, device=device, steps=CHECK_STEPS)
+        if config.resume:
+            probes, why = saved_probes(saved, keys)
+            if probes is not None:
+                log(f"memory check: reusing the first run's ({saved})")
+                return [_report(config, m, probes[m], trial) for m, trial in trials.items()], None
+            log(f"memory check: measuring again: {why} ({saved})")
+    if device.startswith("CPU"):
+        log(
+            f"memory check on the {device}: one step of each method (minutes at the paper's shapes; --no-preflight skips)"
+        )
+    return run_preflight(config, prepared, experiments, steps=CHECK_STEPS, log=log, trials=trials), keys
 
 
 def _build_parser():

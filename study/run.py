@@ -13,6 +13,7 @@ the end. See docs/running.md and docs/configuration.md.
 from __future__ import annotations
 
 import argparse
+import signal
 
 from study.cli import parse_settings, study_parser
 from study.config import StudyConfig
@@ -42,6 +43,10 @@ def parse_study_args(
 
 
 def _run(argv: list[str] | None) -> None:
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started in the background by a shell (`study.run ... &`): Ray Tune answers SIGINT during the
+        # trials all the same, so the whole study does, the memory check and the data's loading included.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config, args = parse_study_args(argv)
     if args.print_config:
         from study.study_file import print_study

@@ -314,8 +314,9 @@ def run_study(config: StudyConfig, experiments: list[Experiment]) -> list[Experi
 
 
 def _memory_check(config: StudyConfig, prepared, experiments: Sequence[Experiment]) -> None:
-    """Each method's trial measured for one step before any starts: one whose largest batch would not fit
-    trains in smaller micro-batches (the same experiment); one that cannot fit at all stops the study."""
+    """Each method's trial measured for one step before any starts (or, with --resume, the first run's
+    measurements reused): one whose largest batch would not fit trains in smaller micro-batches (the same
+    experiment); one that cannot fit at all stops the study."""
     if not config.preflight:
         return
     if config.address:  # trials run on the cluster's nodes, whose devices this machine cannot measure
@@ -325,8 +326,9 @@ def _memory_check(config: StudyConfig, prepared, experiments: Sequence[Experimen
         )
         return
     from study.preflight import check_memory
+    from study.saved_check import record_path
 
-    caps = check_memory(config, prepared, experiments)
+    caps = check_memory(config, prepared, experiments, saved=record_path(config.study_path))
     for experiment in experiments:
         if experiment.method in caps:
             experiment.base["train/max_micro_batch"] = caps[experiment.method]

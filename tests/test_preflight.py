@@ -123,7 +123,7 @@ def test_a_batch_too_large_for_its_share_trains_in_smaller_micro_batches(monkeyp
     monkeypatch.setattr(preflight, "_share", lambda config, method: (cpu_share(ram_mb=2000, concurrent=2), 2))
     trial = types.SimpleNamespace(train=TrainConfig())
 
-    def report(config, prepared, experiments, steps, log):
+    def report(config, prepared, experiments, steps, log, trials=None):
         return [preflight._report(config, "lora", [dict(probe)], trial)]
 
     monkeypatch.setattr(preflight, "run_preflight", report)
@@ -138,3 +138,157 @@ def test_a_batch_too_large_for_its_share_trains_in_smaller_micro_batches(monkeyp
     probe["train_base_mb"] = 950.0  # the model alone nearly fills the share: no micro-batch fits
     with pytest.raises(ValueError, match="1 method"):
         preflight.check_memory(lora, None, plan_experiments(lora), log=lines.append)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("started", ["from a terminal", "in the background (SIGINT ignored)"])
+def test_ctrl_c_inside_the_memory_checks_native_code_ends_the_study_at_once(started, micro_t5_dir, tmp_path):
+    """A backward pass at the paper's shapes holds Python for a minute (the hook stands in for it); a study
+    run with `&` from a script inherits SIGINT ignored until Ray Tune's own handler."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_tuner import MICRO_SIZES, REPO, end_process_group, study_env
+
+    from study.preflight import STALL_HOOK_ENV
+
+    args = [sys.executable, "-m", "study.run", *MICRO_SIZES, "--method", "lora", "--trials", "1"]
+    args += ["--model", str(micro_t5_dir), "--storage", str(tmp_path / "out")]
+    log = tmp_path / "study.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            args,
+            cwd=REPO,
+            env={**study_env(tmp_path), STALL_HOOK_ENV: "120", "PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a terminal's foreground job has
+            preexec_fn=_ignore_sigint if "ignored" in started else None,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while "preflight: measuring lora" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        time.sleep(1.0)  # inside the stall
+        sent = time.monotonic()
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the study still ran 30 s after Ctrl-C")
+        waited = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            end_process_group(process)
+    assert (process.returncode, log.read_text().splitlines()[-1]) == (130, "interrupted")
+    assert waited < 10, f"{waited:.1f} s after Ctrl-C"
+    assert not (tmp_path / "out").exists()  # nothing written, no Ray started
+
+
+def _ignore_sigint() -> None:
+    """What a shell without job control does to the commands it starts with `&`."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# --- a resumed study reuses the first run's check ---------------------------------------------------------
+
+
+@pytest.fixture
+def checked_study(micro_t5_dir, tmp_path, monkeypatch):
+    """`check(resume)`: study.run's memory check of a LoRA study in `tmp_path/out/s`, each probe a fake that
+    peaks at 1,800 MiB in a 1,000 MiB share (so its trials get a micro-batch cap) and is counted; returns the
+    experiments' trial settings after it, its stderr lines and the probes taken so far."""
+    import study.preflight as preflight
+    import trainables.probe
+    from study.costs import cpu_share
+    from study.plan import plan_experiments, prepare_inputs
+    from study.run import parse_config
+    from study.tuner import _memory_check
+    from trainables.probe import Probe
+
+    probed: list[str] = []
+
+    def probe_trial(trial, **_):
+        probed.append(trial.method)
+        batch = trial.train.batch_size
+        return [Probe("trial", batch, batch, 1, 1800.0, 200.0, 1.0, 6, 1, 900.0, 1.0, 1, 1)]
+
+    monkeypatch.setattr(trainables.probe, "probe_trial", probe_trial)
+    monkeypatch.setattr(preflight, "_share", lambda config, method: (cpu_share(ram_mb=2000, concurrent=2), 2))
+    args = ["--method", "lora", *SMALL, "--model", str(micro_t5_dir), "--storage", str(tmp_path / "out")]
+
+    def check(*, resume: bool, change=lambda prepared: None, capsys):
+        config = parse_config([*args, "--name", "s", *(["--resume"] if resume else [])])
+        experiments = plan_experiments(config)  # planned afresh, as a resumed study.run plans them
+        prepared = prepare_inputs(config)
+        change(prepared)
+        for experiment in experiments:
+            experiment.base["model"] = prepared.models[experiment.method]
+        capsys.readouterr()
+        _memory_check(config, prepared, experiments)
+        return [e.base for e in experiments], capsys.readouterr().err.splitlines(), list(probed)
+
+    return check, tmp_path / "out" / "s" / "memory_check.json"
+
+
+def test_a_resumed_study_reuses_the_first_runs_check_and_gets_the_same_trial_settings(checked_study, capsys):
+    check, record = checked_study
+    first, _, probed = check(resume=False, capsys=capsys)
+    assert probed == ["lora"] and record.is_file()
+    assert first[0]["train/max_micro_batch"] < 8  # the cap the check set, in every trial's settings
+
+    resumed, err, probed = check(resume=True, capsys=capsys)
+    assert probed == ["lora"]  # nothing measured again
+    assert f"memory check: reusing the first run's ({record})" in err
+    assert resumed == first
+    assert any(
+        line.startswith("memory check: lora's trials train in micro-batches of at most") for line in err
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ("device", "the device (CPU ({cores} cores) -> NVIDIA H100 80GB HBM3) changed since the first run's"),
+        ("data", "the data changed since the first run's"),
+        ("model", "lora's measured trial changed since the first run's"),
+        ("unreadable", "the first run's record is unreadable (JSONDecodeError: "),
+        ("absent", "the first run left no record of it"),
+    ],
+)
+def test_a_resumed_study_measures_again_when_what_the_check_measured_changed(
+    checked_study, capsys, monkeypatch, change, why
+):
+    import os
+
+    import study.preflight as preflight
+
+    check, record = checked_study
+    first, _, _ = check(resume=False, capsys=capsys)
+    if change == "device":
+        monkeypatch.setattr(preflight, "device_name", lambda: "NVIDIA H100 80GB HBM3")
+    elif change == "unreadable":
+        record.write_text("{")
+    elif change == "absent":
+        record.unlink()
+
+    def changed(prepared):
+        if change == "data":  # the data file changed under the same settings
+            prepared.splits["main"].train.pop()
+        elif change == "model":  # another base model at the same settings (the tiny preset's, rebuilt)
+            prepared.models["lora"] += "-rebuilt"
+
+    resumed, err, probed = check(resume=True, change=changed, capsys=capsys)
+    assert probed == ["lora", "lora"]
+    (line,) = [line for line in err if line.startswith("memory check: measuring again: ")]
+    assert line.startswith(f"memory check: measuring again: {why.format(cores=os.cpu_count())}")
+    assert line.endswith(f" ({record})")
+    assert [{**b, "model": None} for b in resumed] == [{**b, "model": None} for b in first]  # the same peaks
+    _, err, probed = check(resume=True, change=changed, capsys=capsys)  # the record now holds that check
+    assert f"memory check: reusing the first run's ({record})" in err and len(probed) == 2
