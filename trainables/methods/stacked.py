@@ -244,6 +244,7 @@ def apply_stacked(
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
     from trainables.methods.stacked_lora import start_stage2
+    from trainables.training.loop import random_state_kept
 
     if config.base_bits:
         # fp32 norms and input gradients for a quantised base, as for QLoRA
@@ -259,7 +260,8 @@ def apply_stacked(
             use_rslora=config.use_rslora,
         )
         return get_peft_model(model, lora)
-    model = _stage1_from_cache(model, config, context)
+    with random_state_kept():  # stage 2 starts from one random state, whether stage 1 trained here or loaded
+        model = _stage1_from_cache(model, config, context)
     return start_stage2(model, config.adapter_config())
 
 

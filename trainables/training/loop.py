@@ -9,12 +9,13 @@ written next to the trial's results.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def random_state_kept() -> Iterator[None]:
+    """Run a block without moving the random number generators `seed_everything` seeds: what follows draws
+    the same numbers whatever the block did (stacked LoRA's stage 1, trained here or loaded from a cache)."""
+    python, numpy = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng():  # torch's CPU generator, and CUDA's where it is in use
+            yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
 
 
 LENGTH_GROUP = 50
