@@ -25,7 +25,26 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(1)
 
 
+SHARED_STUDIES = ("every_method_study", "finished_lora_study")
+"""Session fixtures that each run a whole study (minutes): under pytest-xdist a session fixture runs once per
+worker, so the tests that use one are one `xdist_group` (one worker, `--dist loadgroup`) and it runs once."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group the users of each shared study on one xdist worker; in a worker, start the `slow` tests first;
+    skip tests marked `gpu` when there is no CUDA device."""
+    for item in items:
+        for name in SHARED_STUDIES:
+            if name in item.fixturenames:
+                item.add_marker(pytest.mark.xdist_group(name))
+    if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts alike, so collections agree
+        # Longest first: the minutes-long studies are handed out while the other worker still has seconds-long
+        # tests to take, instead of one worker running the last study while the other idles.
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order kept
+    _skip_gpu_tests(items)
+
+
+def _skip_gpu_tests(items: list[pytest.Item]) -> None:
     """Skip tests marked `gpu` when there is no CUDA device (torch is imported only if one is marked)."""
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
