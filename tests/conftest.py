@@ -30,6 +30,7 @@ SHARED_STUDIES = ("every_method_study", "finished_lora_study")
 worker, so the tests that use one are one `xdist_group` (one worker, `--dist loadgroup`) and it runs once."""
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Group the users of each shared study on one xdist worker; in a worker, start the `slow` tests first;
     skip tests marked `gpu` when there is no CUDA device."""
