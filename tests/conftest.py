@@ -27,7 +27,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 SHARED_STUDIES = ("every_method_study", "finished_lora_study")
 """Session fixtures that each run a whole study (minutes): under pytest-xdist a session fixture runs once per
-worker, so the tests that use one are one `xdist_group` (one worker, `--dist loadgroup`) and it runs once."""
+worker, so the tests that use one are one `xdist_group` (one worker, `--dist loadgroup`) and it runs once.
+(pytest-xdist 3.8 under pytest 9.2 does not act on the group yet: BENCHMARKS.md, Session 7.)"""
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks into the test ids
