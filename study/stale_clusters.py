@@ -41,7 +41,11 @@ def record(session_dir: str) -> None:
     try:
         RECORDS.mkdir(parents=True, exist_ok=True)
         entry = {"pid": os.getpid(), "start": _start_time(os.getpid()), "session_dir": session_dir}
-        (RECORDS / f"{os.getpid()}.json").write_text(json.dumps(entry))
+        staged = RECORDS / f"{os.getpid()}.json.tmp"
+        staged.write_text(json.dumps(entry))
+        # whole or absent: a study starting meanwhile (two test workers, two shells) drops a record it
+        # cannot read, and this cluster would then go uncleaned after a SIGKILL
+        staged.replace(RECORDS / f"{os.getpid()}.json")
     except OSError:
         pass  # without a record only the clean-up after a SIGKILL is lost
 

@@ -25,7 +25,43 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(1)
 
 
+SHARED_STUDIES = ("every_method_study", "finished_lora_study")
+"""Session fixtures that each run a whole study (minutes): under pytest-xdist a session fixture runs once per
+worker, so the tests that use one are one `xdist_group` (one worker, `--dist loadgroup`) and it runs once."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group the users of each shared study on one xdist worker; in a worker, start the `slow` tests first;
+    skip tests marked `gpu` when there is no CUDA device."""
+    for item in items:
+        for name in SHARED_STUDIES:
+            if name in item.fixturenames:
+                item.add_marker(pytest.mark.xdist_group(name))
+    if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts alike, so collections agree
+        # Longest first: the minutes-long studies are handed out while the other worker still has seconds-long
+        # tests to take, instead of one worker running the last study while the other idles.
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order kept
+    if getattr(config.option, "loadgroup", False):
+        _group_ids(items)
+    _skip_gpu_tests(items)
+
+
+def _group_ids(items: list[pytest.Item]) -> None:
+    """Give each grouped test the id xdist's scheduler groups by (`<id>@<group>`). xdist 3.8 writes it to
+    `item._nodeid`, which pytest 9.2's `nodeid` (`str(item._id)`) no longer reads: without this, no group."""
+    try:
+        from _pytest.nodeid import NodeId  # pytest >= 9.2; before it, xdist's own renaming works
+    except ImportError:
+        return
+    for item in items:
+        marks = item.iter_markers("xdist_group")
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks})
+        if names and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
+
+
+def _skip_gpu_tests(items: list[pytest.Item]) -> None:
     """Skip tests marked `gpu` when there is no CUDA device (torch is imported only if one is marked)."""
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:

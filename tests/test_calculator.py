@@ -67,6 +67,17 @@ def train_sentencepiece(directory: Path, lines: list[str]) -> Path:
     return directory
 
 
+def fastest(call, repeats: int = 3) -> float:
+    """The fastest of `repeats` timed calls: the code's own time, which a test run sharing the CPU with
+    another (pytest-xdist's other worker, a study's Ray workers) only ever lengthens."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    return min(seconds)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     # on the shared 2-core box, torch's second thread waits on busy cores: tiny generations take seconds
@@ -205,9 +216,10 @@ def test_safe_eval_computes_exactly(expr, value):
     ],
 )
 def test_safe_eval_rejects_quickly(expr):
-    start = time.perf_counter()
-    assert safe_eval(expr) is None
-    assert time.perf_counter() - start < 0.01
+    def reject() -> None:
+        assert safe_eval(expr) is None  # safe_eval keeps no cache: each call does the whole work
+
+    assert fastest(reject) < 0.01
 
 
 def test_safe_eval_bounds_intermediate_results():
@@ -403,12 +415,16 @@ def test_marker_outside_vocabulary_is_refused_and_others_work(tmp_path):
     ],
 )
 def test_hostile_expressions_are_left_alone_quickly(tiny_tok, prefix):
-    processor = CalculatorLogitsProcessor(tiny_tok)
     ids = torch.tensor([[0] + tiny_tok.encode(prefix, add_special_tokens=False)])
     scores = torch.randn(1, len(tiny_tok))
-    start = time.perf_counter()
-    assert torch.equal(processor(ids, scores.clone()), scores)
-    assert time.perf_counter() - start < 0.02
+    seconds = []
+    for _ in range(3):  # a fresh processor each time: nothing it caches carries over to the next run
+        processor, copy = CalculatorLogitsProcessor(tiny_tok), scores.clone()
+        start = time.perf_counter()
+        left = processor(ids, copy)
+        seconds.append(time.perf_counter() - start)
+        assert torch.equal(left, scores)
+    assert min(seconds) < 0.02  # the fastest of three: another process on the CPU only lengthens a run
 
 
 def rows(tok, *texts: str) -> torch.Tensor:

@@ -80,6 +80,14 @@ def test_the_cluster_of_a_live_driver_is_left_alone(records, tmp_path):
         agent.wait()
 
 
+def test_a_record_is_written_whole_and_another_start_leaves_a_live_drivers_record(records):
+    stale_clusters.record("/tmp/ray/session_of_this_driver")  # as a study's driver does after ray.init
+    assert [p.name for p in records.iterdir()] == [f"{os.getpid()}.json"]  # nothing half-written beside it
+    assert stale_clusters.end_stale(grace=0.5) == []  # another study starting now (an xdist worker's)
+    assert json.loads((records / f"{os.getpid()}.json").read_text())["session_dir"].endswith("this_driver")
+    stale_clusters.forget()
+
+
 def test_an_unreadable_record_is_dropped(records):
     records.mkdir()
     (records / "1.json").write_text("{not json")
