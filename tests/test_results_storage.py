@@ -142,7 +142,9 @@ def test_a_study_whose_storage_refuses_writes_stops_with_one_line_and_the_resume
     store.mkdir()
     study = [sys.executable, "-m", "study.run", *MICRO, "--model", str(micro_t5_dir), "--storage", str(store)]
     study += ["--method", "lora", "--trials", "1", "--name", "full", "--scheduler", "none"]
-    study += ["--space", "train/epochs=3", "--space", "train/prompt_style=answer_only"]
+    # six epochs leave the trial seconds of reports after its first checkpoint; with three, one full-suite run
+    # finished cleanly (exit 0) before the watcher, polling every 0.2 s, had damaged the storage
+    study += ["--space", "train/epochs=6", "--space", "train/prompt_style=answer_only"]
     study += ["--optuna-storage", f"sqlite:///{tmp_path}/optuna.db"]
     env = {**study_env(tmp_path), "STORE": str(store), "LOGS": str(tmp_path), "DAMAGE": damage}
     run = subprocess.run(
