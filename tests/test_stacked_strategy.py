@@ -129,6 +129,12 @@ def test_single_lora_baseline_has_the_combined_rank_and_no_stage1(micro_t5_dir, 
     assert context_factory.fits == []
 
 
+@pytest.mark.parametrize("name", ["stage1_batch_size", "stage1_warmup_ratio", "stage1_dropout"])
+def test_a_bad_stage1_setting_is_named(name):
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        get_strategy("stacked").make_config({name: 2 if name != "stage1_batch_size" else 0})
+
+
 def test_bad_baseline_is_named():
     with pytest.raises(ValueError, match="unknown stacked baseline 'cola'"):
         get_strategy("stacked").make_config({"baseline": "cola"})

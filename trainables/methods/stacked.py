@@ -118,6 +118,8 @@ class StackedStrategyConfig(StackedLoraConfig):
             raise ValueError(f"stage1_batch_size must be >= 1, got {self.stage1_batch_size}")
         if not 0.0 <= self.stage1_warmup_ratio < 1.0:
             raise ValueError(f"stage1_warmup_ratio must be in [0, 1), got {self.stage1_warmup_ratio}")
+        if not 0.0 <= self.stage1_dropout < 1.0:  # checked here, or the adapter would name `dropout`
+            raise ValueError(f"stage1_dropout must be in [0, 1), got {self.stage1_dropout}")
         self.stage1_adapter_config()  # the baseline's overrides and stage 1's dropout must make valid adapters
 
     def adapter_config(self) -> StackedLoraConfig:
