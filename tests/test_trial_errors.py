@@ -19,13 +19,18 @@ def test_a_diverging_and_a_crashing_trial_fail_alone_with_their_cause(
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     dashboard._reload_ray_config()
 
+    # Three trials, one per case: the model and the lr are tied, since a missing model fails before any lr
+    # matters (a full grid's fourth trial, missing x 1e30, checked nothing and cost a worker's start).
     good, missing = str(micro_t5_dir), str(tmp_path / "no-such-model")
+    diverging = tmp_path / "diverging-model"  # the same micro T5 under a name of its own
+    diverging.symlink_to(micro_t5_dir, target_is_directory=True)
+    lr = {good: 3e-3, str(diverging): 1e30, missing: 3e-3}  # 1e30: the weights blow up, the loss is not finite
     param_space = {
         "method": "full",
-        "model": tune.grid_search([good, missing]),
+        "model": tune.grid_search(list(lr)),
         "data_config": "main",
         "train": {
-            "lr": tune.grid_search([3e-3, 1e30]),  # 1e30: the weights blow up, the loss is no longer finite
+            "lr": tune.sample_from(lambda spec: lr[spec.config.model]),
             "epochs": 1,
             "batch_size": 16,
             "warmup_ratio": 0.0,
@@ -43,6 +48,7 @@ def test_a_diverging_and_a_crashing_trial_fail_alone_with_their_cause(
     finally:
         ray.shutdown()
     results = {(r.config["model"], r.config["train"]["lr"]): r for r in grid}
+    assert len(results) == 3
     assert results[good, 3e-3].error is None and "test/accuracy" in results[good, 3e-3].metrics
-    assert "loss became" in str(results[good, 1e30].error)
+    assert "loss became" in str(results[str(diverging), 1e30].error)
     assert "could not be loaded" in str(results[missing, 3e-3].error)
