@@ -103,16 +103,18 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 
 
 @pytest.mark.slow
-def test_one_configuration_runs_and_prints_its_metrics(micro_t5_dir, tmp_path):
+def test_one_configuration_runs_and_prints_its_metrics(micro_t5_dir, tmp_path, capfd):
+    """In this process (`main`, as `python -m study.train` calls it): a subprocess would import torch,
+    transformers and PEFT again (~10 s of CPU) for the same trial; the exit codes are tested above."""
+    from study.train import main
+
     args = ["--method", "stacked", "--preset", "tiny", "--model", str(micro_t5_dir), "--out", str(tmp_path)]
     args += ["--set", "f=relu", "--set", "epochs=1", "--set", "max_new_tokens=8", "--set", "metrics=accuracy"]
     args += ["--train-size", "48", "--dev-size", "8", "--test-size", "8"]
-    result = subprocess.run(
-        [sys.executable, "-m", "study.train", *args], capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    final = json.loads(result.stdout)
-    assert final["test/n"] == 8 and 0 <= final["test/accuracy"] <= 1
-    assert "stacked LoRA stage 1" in result.stderr
+    returned = main(args)
+    out, err = capfd.readouterr()  # the file descriptors: all the command printed, not only sys.stdout
+    final = json.loads(out)  # stdout is the metrics alone
+    assert final == returned and final["test/n"] == 8 and 0 <= final["test/accuracy"] <= 1
+    assert "stacked LoRA stage 1" in err
     assert (tmp_path / "generations_test.jsonl").read_text().count("\n") == 8
-    assert "chance on the same 8 test problems: always " in result.stderr
+    assert "chance on the same 8 test problems: always " in err

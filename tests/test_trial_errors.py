@@ -24,7 +24,8 @@ def test_a_diverging_and_a_crashing_trial_fail_alone_with_their_cause(
     good, missing = str(micro_t5_dir), str(tmp_path / "no-such-model")
     diverging = tmp_path / "diverging-model"  # the same micro T5 under a name of its own
     diverging.symlink_to(micro_t5_dir, target_is_directory=True)
-    lr = {good: 3e-3, str(diverging): 1e30, missing: 3e-3}  # 1e30: the weights blow up, the loss is not finite
+    # 1e30: the weights blow up, the loss is no longer finite
+    lr = {good: 3e-3, str(diverging): 1e30, missing: 3e-3}
     param_space = {
         "method": "full",
         "model": tune.grid_search(list(lr)),
