@@ -86,9 +86,7 @@ class Plan:
 
 
 _PAPER = preset_values("paper")
-_BATCH = (
-    16  # the middle of the searched batch sizes (search_spaces.common.BATCH_SIZES), TrainConfig's default
-)
+_BATCH = 16  # the middle of the searched batch sizes (search_spaces.BATCH_SIZES), TrainConfig's default
 # The paper preset's batch, token limits, evaluation batch and generation length, 60 steps per timed epoch
 GPU_PLAN = Plan(
     small=T5_SMALL,

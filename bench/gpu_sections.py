@@ -121,7 +121,7 @@ def projection(result: dict, results: dict) -> None:
     evaluation time is an upper bound: every sequence is generated to max_new_tokens. ASHA stops most
     trials early, so a search costs less than 50 whole trials.
     """
-    from search_spaces.common import EPOCHS
+    from search_spaces import EPOCHS
     from study.config import StudyConfig
     from study.costs import TrialCost, study_hours
     from trainables.data.load import DataConfig

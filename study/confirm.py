@@ -123,7 +123,7 @@ def plan(confirm: ConfirmConfig, config: StudyConfig) -> dict[str, Any]:
     from analysis.groups import compared_groups, slug
     from analysis.load import load_results
     from trainables.comparison import families as all_families
-    from trainables.trial_config import TrialConfig
+    from trainables.trial_config import TrialConfig, flat_trial
 
     known = all_families()  # the study's plugins are loaded by now (`study_config`)
     unknown = [f for f in confirm.families if f not in known]
@@ -142,9 +142,9 @@ def plan(confirm: ConfirmConfig, config: StudyConfig) -> dict[str, Any]:
         row = item.trial
         name = slug(row["trial"])
         if name not in experiments:
-            params = json.loads(read_text(f"{row['trial_dir']}/params.json"))
+            params = flat_trial(json.loads(read_text(f"{row['trial_dir']}/params.json")))
             for seed in seeds:
-                TrialConfig.from_dict({**params, "train": {**params.get("train", {}), "seed": seed}})
+                TrialConfig.from_dict({**params, "train/seed": seed})
             experiments[name] = {"trial": row["trial"], "method": params["method"], "params": params}
         search = {k: row.get(k) for k in ("test/accuracy", "test/n", config.metric)}
         groups[item.group.id] = {

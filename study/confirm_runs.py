@@ -133,7 +133,7 @@ def run_experiments(confirm: ConfirmConfig, config: StudyConfig, manifest: dict[
                     f"{name}: base model {space['model']} is now {prepared.models[method]}", file=sys.stderr
                 )
             space["model"] = prepared.models[method]
-            space["train"]["seed"] = tune.grid_search(manifest["seeds"])
+            space["train/seed"] = tune.grid_search(manifest["seeds"])
             max_concurrent = min(concurrency(config, resources[method], cluster), len(manifest["seeds"]))
             print(f"\n== confirm {experiment['trial']}: {len(manifest['seeds'])} seeds", file=sys.stderr)
             tuner = build_confirm_tuner(

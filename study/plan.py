@@ -21,14 +21,12 @@ from search_spaces import (
     setting_keys,
     space_domains,
     space_upper,
-    unflatten,
 )
 from search_spaces.overrides import Override, route
 from study.config import StudyConfig, experiment_name
 from study.dashboard import ClusterInfo
 from study.prepare import Prepared, prepare
 from trainables.methods import get_strategy
-from trainables.training.setting_types import flatten
 
 
 @dataclass
@@ -57,15 +55,6 @@ def upper_value(overrides: Sequence[Override], key: str, default: int) -> int:
         if o.key == key:
             return int(o.value if o.kind == "fixed" else max(o.choices) if o.kind == "choices" else o.high)
     return int(default)
-
-
-def _plain(flat: dict[str, Any]) -> dict[str, Any]:
-    """Tuples of names become `"a,b"` strings (which the config dataclasses accept), so that every value in
-    Ray's results, CSV and TensorBoard files is a plain scalar."""
-    return {
-        k: ",".join(v) if isinstance(v, tuple) and all(isinstance(x, str) for x in v) else v
-        for k, v in flat.items()
-    }
 
 
 def _pinned_variants(overrides: tuple[Override, ...]):
@@ -97,8 +86,7 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # its studies are checks: "study created" is noise
     bases = {
-        (m, c): _plain(flatten(base_trial(config, method=m, model="<model>", data_config=c)))
-        for m, c in config.experiments()
+        (m, c): base_trial(config, method=m, model="<model>", data_config=c) for m, c in config.experiments()
     }
     routed = route(
         study_overrides(config), {m: setting_keys(m, bases[(m, config.configs[0])]) for m in config.methods}
@@ -114,7 +102,7 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
                     study.enqueue_trial(point)
                 flat = define_by_run(method, base, variant)(study.ask())
                 try:
-                    TrialConfig.from_dict(unflatten(flat))
+                    TrialConfig.from_dict(flat)
                 except (ValueError, TypeError) as err:
                     raise ValueError(f"method {method}: {err}") from None
         epochs = largest(method, "train/epochs", base, overrides)
@@ -134,8 +122,8 @@ def largest(method: str, key: str, base: dict[str, Any], overrides: Sequence[Ove
 
 
 def base_trial(config: StudyConfig, *, method: str, model: str, data_config: str) -> dict[str, Any]:
-    """The part of a trial's config no setting gives: its method, base model, data config and seed."""
-    return {"method": method, "model": model, "data_config": data_config, "train": {"seed": config.seed}}
+    """The part of a trial's flat config no setting gives: its method, base model, data config and seed."""
+    return {"method": method, "model": model, "data_config": data_config, "train/seed": config.seed}
 
 
 def study_overrides(config: StudyConfig) -> tuple[Override, ...]:

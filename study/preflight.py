@@ -91,7 +91,7 @@ def measured_trials(config: StudyConfig, experiments: Sequence, models: dict[str
     and of the prompt styles it covers, the one with the longest texts."""
     import optuna
 
-    from search_spaces import coverage_points, define_by_run, unflatten
+    from search_spaces import coverage_points, define_by_run
     from study.plan import largest
     from trainables.trial_config import TrialConfig
 
@@ -108,7 +108,7 @@ def measured_trials(config: StudyConfig, experiments: Sequence, models: dict[str
         flat = define_by_run(experiment.method, base, overrides)(study.ask())
         flat["train/batch_size"] = batch
         flat["train/epochs"] = largest(experiment.method, "train/epochs", base, overrides)
-        trials[experiment.method] = TrialConfig.from_dict(unflatten(flat))
+        trials[experiment.method] = TrialConfig.from_dict(flat)
     return trials
 
 

@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def one_trial(config: StudyConfig) -> dict[str, Any]:
-    """The trial config of the study's one method and config: the preset's fixed trial settings, then the
-    user's (which must be fixed: one configuration).
+    """The flat trial config of the study's one method and config: the preset's fixed trial settings, then
+    the user's (which must be fixed: one configuration).
 
     Raises:
         ValueError: for a searched value given by the user, or a method or config beyond the first.
@@ -70,11 +70,7 @@ def one_trial(config: StudyConfig) -> dict[str, Any]:
                     f"--set {o.describe()}: study.train runs one configuration; give {o.key} one value"
                 )
             continue  # a range the preset searches: the dataclass default stays
-        *groups, name = o.key.split("/")
-        node = trial
-        for group in groups:
-            node = node.setdefault(group, {})
-        node[name] = o.value
+        trial[o.key] = o.value
     return trial
 
 

@@ -89,11 +89,11 @@ def test_confirm_end_to_end_on_a_tiny_study(tmp_path, finished_lora_study):
     assert len({group["experiment"] for group in manifest["groups"].values()}) == 1
     experiment = study / "confirm" / manifest["groups"]["method/main/lora"]["experiment"]
     runs = trial_results(experiment)
-    assert sorted(rows[-1]["config"]["train"]["seed"] for rows in runs.values()) == [1, 2]
+    assert sorted(rows[-1]["config"]["train/seed"] for rows in runs.values()) == [1, 2]
     source = json.loads(next((study / "lora-main").glob("trial_*/params.json")).read_text())
     for trial, rows in runs.items():
         config = rows[-1]["config"]
-        assert {**config, "train": {**config["train"], "seed": 0}} == source  # the best trial, another seed
+        assert {**config, "train/seed": 0} == source  # the best trial, another seed
         assert "test/accuracy" in rows[-1] and rows[-1]["test/n"] == 8  # the whole (tiny) test split
         assert (experiment / trial / "generations_test.jsonl").is_file()
     from ray.tune import ExperimentAnalysis

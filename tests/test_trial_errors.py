@@ -24,14 +24,14 @@ def test_a_diverging_and_a_crashing_trial_fail_alone_with_their_cause(
         "method": "full",
         "model": tune.grid_search([good, missing]),
         "data_config": "main",
-        "train": {
-            "lr": tune.grid_search([3e-3, 1e30]),  # 1e30: the weights blow up, the loss is no longer finite
-            "epochs": 1,
-            "batch_size": 16,
-            "warmup_ratio": 0.0,
-            "max_grad_norm": 0.0,
-            "eval": {"max_new_tokens": 8, "metrics": "accuracy", "calculator": "off"},
-        },
+        "train/lr": tune.grid_search([3e-3, 1e30]),  # 1e30: the weights blow up, the loss is no longer finite
+        "train/epochs": 1,
+        "train/batch_size": 16,
+        "train/warmup_ratio": 0.0,
+        "train/max_grad_norm": 0.0,
+        "train/eval/max_new_tokens": 8,
+        "train/eval/metrics": "accuracy",
+        "train/eval/calculator": "off",
     }
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -42,7 +42,7 @@ def test_a_diverging_and_a_crashing_trial_fail_alone_with_their_cause(
         ).fit()
     finally:
         ray.shutdown()
-    results = {(r.config["model"], r.config["train"]["lr"]): r for r in grid}
+    results = {(r.config["model"], r.config["train/lr"]): r for r in grid}
     assert results[good, 3e-3].error is None and "test/accuracy" in results[good, 3e-3].metrics
     assert "loss became" in str(results[good, 1e30].error)
     assert "could not be loaded" in str(results[missing, 3e-3].error)

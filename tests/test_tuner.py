@@ -24,7 +24,6 @@ from study.results import format_table, read_text, summarize, write_json, write_
 from study.tuner import _check_resume, _study_record
 from trainables import trial as _trial  # noqa: F401  (torch imported at collection: tests time their own work)
 from trainables.methods import method_names
-from trainables.training.setting_types import flatten
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CPU_ONLY = ClusterInfo(address="127.0.0.1:1", dashboard_url=None, started_here=True, resources={"CPU": 2.0})
@@ -32,7 +31,7 @@ CPU_ONLY = ClusterInfo(address="127.0.0.1:1", dashboard_url=None, started_here=T
 
 def searcher(cls=OptunaSearch):
     config = StudyConfig(methods=("lora",), preset="tiny")
-    base = flatten(base_trial(config, method="lora", model="m", data_config="main"))
+    base = base_trial(config, method="lora", model="m", data_config="main")
     return cls(space=define_by_run("lora", base), metric="dev/accuracy", mode="max", seed=0)
 
 
@@ -226,13 +225,13 @@ def test_summary_picks_the_best_finished_trial_and_counts_the_rest():
     done = {"test/accuracy": 0.3, "test/accuracy_low": 0.2, "test/accuracy_high": 0.4}
     grid = [
         result("a", {"dev/accuracy": 0.9}),  # stopped early: best dev, but no test metrics
-        result("b", {"dev/accuracy": 0.5, **done}, config={"strategy": {"f": "relu"}}),
+        result("b", {"dev/accuracy": 0.5, **done}, config={"strategy": {"f": "relu"}}),  # restored: nested
         result("c", {"dev/accuracy": 0.4, **done}),
         result("d", {}, error=RuntimeError("boom")),
     ]
     summary = summarize(grid, method="stacked", data_config="main", metric="dev/accuracy", mode="max")
     assert (summary.finished, summary.stopped, summary.failed) == (2, 1, 1)
-    assert summary.best["trial_id"] == "b"
+    assert summary.best["trial_id"] == "b" and summary.best["config"] == {"strategy/f": "relu"}
     assert summary.groups == {"stacked": "f=relu", "stacked_variants": "lora"}  # plain LoRA in stage 2
     low = summarize(grid, method="stacked", data_config="main", metric="dev/accuracy", mode="min")
     assert low.best["trial_id"] == "c"
@@ -341,7 +340,7 @@ def test_tiny_study_end_to_end(every_method_study, micro_t5_dir):
     study, output = every_method_study
     experiment = study / "lora_cot-main"
     results = trial_results(experiment)
-    styles = sorted(rows[-1]["config"]["train"]["prompt_style"] for rows in results.values())
+    styles = sorted(rows[-1]["config"]["train/prompt_style"] for rows in results.values())
     assert styles == ["answer_only", "breakdown", "code", "no_breakdown"]  # --trials 1 raised to cover 4
     for trial, rows in results.items():
         assert "test/accuracy" in rows[-1] and "dev/accuracy" in rows[-1]
@@ -495,7 +494,7 @@ def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micr
     stopped = {t.removeprefix("trial_") for t, rows in results.items() if "test/accuracy" not in rows[-1]}
     assert len(results) == 8 and 1 <= len(stopped) < 8, statuses(experiment)
     assert all(len(results[f"trial_{t}"]) == 1 for t in stopped)  # stopped at the first rung
-    fs = {rows[-1]["config"]["strategy"]["f"] for rows in results.values()}
+    fs = {rows[-1]["config"]["strategy/f"] for rows in results.values()}
     assert fs == {"identity", "relu", "leaky_relu", "gelu", "tanh", "silu"}  # every f covered
     expected = ["stacked", "main", str(8 - len(stopped)), str(len(stopped)), "0"]
     table = output[output.index("best trial of each experiment") :].splitlines()
@@ -514,7 +513,7 @@ def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micr
         assert trial.state == (TrialState.PRUNED if trial_id in stopped else TrialState.COMPLETE)
         assert trial.value == rows[-1]["dev/perplexity"]
         assert trial.intermediate_values == {r["training_iteration"]: r["dev/perplexity"] for r in rows}
-        assert trial.params["strategy/f"] == rows[-1]["config"]["strategy"]["f"]
+        assert trial.params["strategy/f"] == rows[-1]["config"]["strategy/f"]
         assert Path(trial.user_attrs["ray_trial_dir"]) == experiment / f"trial_{trial_id}"
         if trial_id not in stopped:
             assert trial.user_attrs["test/accuracy"] == rows[-1]["test/accuracy"]
@@ -533,7 +532,7 @@ def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micr
     client = mlflow.tracking.MlflowClient(tracking)
     for trial_id, run in runs.items():
         rows = results[f"trial_{trial_id}"]
-        assert run.data.params["strategy/f"] == rows[-1]["config"]["strategy"]["f"]
+        assert run.data.params["strategy/f"] == rows[-1]["config"]["strategy/f"]
         history = client.get_metric_history(run.info.run_id, "dev/perplexity")
         assert [(m.step, m.value) for m in history] == [
             (r["training_iteration"], r["dev/perplexity"]) for r in rows
