@@ -28,7 +28,7 @@ def sampled(config: StudyConfig, n: int = 4) -> dict[str, list[dict]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = optuna.samplers.TPESampler(
-                seed=config.seed, multivariate=True, group=True, constant_liar=True
+                seed=config.search.seed, multivariate=True, group=True, constant_liar=True
             )
         study = optuna.create_study(sampler=sampler, direction="maximize")
         for point in experiment.points:
@@ -87,7 +87,7 @@ def test_a_study_file_reruns_the_study_with_flags_still_overriding(tmp_path):
     path = write_study_file(first)
     assert path == f"{tmp_path}/first/study.yaml" and not list((tmp_path / "first").glob(".*.tmp"))
     again = parse_config(["--study-file", path, "--name", "again"])
-    assert again.name == "again" and again.study_path == f"{tmp_path}/again"
+    assert again.storage.name == "again" and again.study_path == f"{tmp_path}/again"
     values = lambda config: {k: v["value"] for k, v in study_tree(config).items() if k != "storage/name"}  # noqa: E731
     assert values(again) == values(first)
     assert study_tree(again)["stacked:strategy/f"]["from"] == f"file {path}"
@@ -133,7 +133,7 @@ def test_a_study_file_with_fewer_methods_drops_the_others_settings(tmp_path):
     )
     path = write_study_file(config)
     lora = parse_config(["--study-file", path, "--method", "lora"])
-    assert lora.methods == ("lora",) and "stacked:strategy/f" not in study_tree(lora)
+    assert lora.search.methods == ("lora",) and "stacked:strategy/f" not in study_tree(lora)
     [experiment] = plan_experiments(lora)
     assert {o.key for o in experiment.overrides} >= {"train/epochs", "strategy/r"}
 

@@ -27,7 +27,7 @@ from search_spaces.overrides import (
     spec_to_override,
 )
 from study.cli import read_settings_file
-from study.config import StudyConfig
+from study.config import SearchSettings, StudyConfig
 from study.plan import base_trial
 from trainables.methods import STRATEGIES, method_names
 from trainables.training.setting_types import flatten
@@ -39,7 +39,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def base_for(method: str) -> dict:
-    config = StudyConfig(methods=(method,), preset="tiny", seed=3)
+    config = StudyConfig(preset="tiny", search=SearchSettings(methods=(method,), seed=3))
     return flatten(base_trial(config, method=method, model="some/model", data_config="main"))
 
 
