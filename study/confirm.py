@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from study.cli import add_setting_flags, given_flags
-from study.config import StudyConfig, record_values
+from study.config import StudyConfig
 from study.config_tree import field_value, leaves, section, setting, tree_values
 from study.errors import OneLineParser, run_cli
 from study.results import read_text
+from study.study_record import record_values
 
 CONFIRM_DIR = "confirm"
 MANIFEST = "confirm.json"

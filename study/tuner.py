@@ -26,7 +26,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
 from search_spaces import conditional_keys, define_by_run, space_keys
-from study.config import StudyConfig, study_record
+from study.config import StudyConfig
 from study.dashboard import access_lines, check_reachable, connect, forget_cluster, note_study
 from study.optuna_store import StoredOptunaSearch, settle, storage_failure_in
 from study.plan import Experiment, concurrency, prepare_inputs, trial_resources
@@ -36,6 +36,7 @@ from study.results_storage import is_local, restore_tuner, whole_file_system
 from study.storage_watch import StorageWatch
 from study.stored_experiment import check_saved_state, has_saved_state
 from study.study_file import write_study_file
+from study.study_record import study_record
 from study.tracking import (
     OptunaLocation,
     check_tracking,
@@ -254,7 +255,7 @@ def _check_resume(config: StudyConfig, experiments: Sequence[Experiment]) -> set
     if config.storage.resume and saved is None:
         raise ValueError(f"nothing to resume: no study at {config.study_path}")
     if saved is not None:
-        before, now = json.loads(saved), _study_record(config)
+        before, now = json.loads(saved), study_record(config)
         changed = [k for k in RESUME_CHECKED if before.get(k) != now[k]]
         if changed:
             diff = ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in changed)
@@ -298,7 +299,7 @@ def run_study(config: StudyConfig, experiments: list[Experiment]) -> list[Experi
         print("\n".join(access_lines(cluster)), file=sys.stderr)
         resources = {m: trial_resources(config, m, cluster) for m in config.search.methods}
         if not existing:
-            write_json(f"{config.study_path}/study.json", _study_record(config))
+            write_json(f"{config.study_path}/study.json", study_record(config))
             write_study_file(config)  # the resolved config tree: the file that reruns this study
         trainable = tune.with_parameters(
             study_trainable,
@@ -400,11 +401,3 @@ def _run_experiment(
 
 def _objective(config: StudyConfig) -> dict[str, str]:
     return {"metric": config.search.metric, "mode": config.search.mode}
-
-
-def _study_record(config: StudyConfig) -> dict[str, Any]:
-    record = study_record(config)
-    # what the report says its numbers ran on: embedded (generated problems), local (GSM8K files) or hub
-    source = config.data.data_config().get("source", "auto")
-    record["data_source"] = "hub" if source == "auto" else source
-    return record

@@ -70,5 +70,5 @@ def test_pairs_are_seeded():
 
 
 def _difficulty():
-    data = StudyConfig(preset="tiny", search=SearchSettings(methods=("lora",))).data_settings()
+    data = StudyConfig(preset="tiny", search=SearchSettings(methods=("lora",))).data.data_config()
     return {k: data[k] for k in ("min_steps", "max_steps", "max_operand")}

@@ -28,7 +28,8 @@ from study.config import (
 from study.dashboard import ClusterInfo
 from study.plan import base_trial, concurrency, plan_experiments, prepare_inputs, trial_resources
 from study.results import format_table, read_text, summarize, write_json, write_text
-from study.tuner import _check_resume, _study_record
+from study.study_record import study_record
+from study.tuner import _check_resume
 from trainables import trial as _trial  # noqa: F401  (torch imported at collection: tests time their own work)
 from trainables.methods import method_names
 from trainables.training.setting_types import flatten
@@ -241,7 +242,7 @@ def test_an_existing_study_needs_resume_and_the_same_settings(tmp_path):
     (tmp_path / "s" / "lora-main").mkdir(parents=True)
     # a whole tuner.pkl, as Ray writes it (an empty one is damaged state)
     (tmp_path / "s" / "lora-main" / "tuner.pkl").write_bytes(pickle.dumps({"_tune_config": None}))
-    write_json(f"{tmp_path}/s/study.json", _study_record(config))
+    write_json(f"{tmp_path}/s/study.json", study_record(config))
     with pytest.raises(ValueError, match="already holds lora-main: pass --resume"):
         _check_resume(config, [experiment])
     resume = StudyConfig(
