@@ -1,5 +1,6 @@
-"""The command line, generated from the config tree: a flag per `StudyConfig` field that names one, and the
-one override syntax (`--set KEY=SPEC`, `--set-file`, `--study-file`) for every key.
+"""The command line, generated from the config tree: a flag per setting of `StudyConfig`'s tree that names
+one (its dest is the setting's key, `study.config_tree`), and the one override syntax (`--set KEY=SPEC`,
+`--set-file`, `--study-file`) for every key.
 
     --trials 8  ==  --set search/trials=8          a study key: one value
     --set train/lr=1e-4..1e-3                      a trial key: a fixed value, a range or [choices]
@@ -8,8 +9,8 @@ one override syntax (`--set KEY=SPEC`, `--set-file`, `--study-file`) for every k
 Values are layered: a field's default, then the preset's, then a study file's (`--study-file`), then a
 settings file's (`--set-file`), then the flags; each value remembers which (`StudyConfig.origins`,
 `Override.origin`), and `study.study_file` writes the result as the file that reruns the study. Flags,
-help and checks come from the same fields: the help is the field's, the check its `__post_init__`. No
-library is used for this: jsonargparse (litgpt's) is not installed here, and the tree's trial half is a
+help and checks come from the same fields: the help is the field's, the check its section's
+`__post_init__`. No library is used for this: jsonargparse (litgpt's) is not installed here, and the tree's trial half is a
 search space (ranges and choices per key, method prefixes), which a dataclass-to-flags library cannot say.
 
 `--plugin MODULE` is read first: a plugin is an importable module that calls

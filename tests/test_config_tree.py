@@ -246,12 +246,9 @@ def test_every_key_is_its_leaf_s_path_and_keys_and_flags_are_unchanged():
     assert {key: leaf.flag for key, leaf in fields.items()} == KEYS_AND_FLAGS
     for key, leaf in fields.items():
         assert key == (f"{leaf.section}/{leaf.name}" if leaf.section else leaf.name)  # written once: the path
-    assert set(leaves(ConfirmConfig)) == {
-        "confirm/results",
-        "confirm/seeds",
-        "confirm/families",
-        "storage/resume",
-    } | {f"resources/{name}" for name in ("address", "num_cpus", "max_concurrent", "dashboard")}
+    confirm = {"confirm/results", "confirm/seeds", "confirm/families", "storage/resume"}
+    confirm |= {f"resources/{name}" for name in ("address", "num_cpus", "max_concurrent", "dashboard")}
+    assert set(leaves(ConfirmConfig)) == confirm
 
 
 def test_each_flag_sets_its_key_in_the_generated_parser():
@@ -271,11 +268,8 @@ def test_a_study_file_written_before_the_tree_reruns_unchanged(tmp_path, capsys)
     path.parent.mkdir()
     path.write_text(text)
     config = parse_config(["--study-file", str(path)])
-    assert (config.search.methods, config.search.trials, config.data.train_size) == (
-        ("lora", "stacked"),
-        3,
-        2000,
-    )
+    given = (config.search.methods, config.search.trials, config.data.train_size)
+    assert given == (("lora", "stacked"), 3, 2000)
     assert (config.model.name, config.scheduler.name, config.storage.root) == ("tiny", "none", str(tmp_path))
     print_study(config)
     printed = capsys.readouterr().out
@@ -285,18 +279,8 @@ def test_a_study_file_written_before_the_tree_reruns_unchanged(tmp_path, capsys)
 
 
 def test_study_json_keeps_the_flat_names_studies_were_recorded_with(tmp_path):
-    config = parse_config(
-        [
-            "--method",
-            "lora",
-            "--data-dir",
-            str(tmp_path),
-            "--optuna-storage",
-            "sqlite:///o.db",
-            "--model",
-            "m",
-        ]
-    )
+    flags = ["--method", "lora", "--data-dir", str(tmp_path), "--optuna-storage", "sqlite:///o.db"]
+    config = parse_config([*flags, "--model", "m"])
     record = study_record(config)
     assert set(record) == {
         "methods", "configs", "trials", "preset", "model", "tiny_size", "pretrain", "data_dir", "data_source",
@@ -305,10 +289,7 @@ def test_study_json_keeps_the_flat_names_studies_were_recorded_with(tmp_path):
         "max_failures", "address", "num_cpus", "dashboard", "preflight", "storage", "name", "optuna_storage",
         "mlflow", "resume", "seed", "metric", "mode", "overrides", "preset_overrides", "plugins", "origins",
     }  # fmt: skip
-    assert (record["data_dir"], record["optuna_storage"], record["model"]) == (
-        str(tmp_path),
-        "sqlite:///o.db",
-        "m",
-    )
+    recorded = (record["data_dir"], record["optuna_storage"], record["model"])
+    assert recorded == (str(tmp_path), "sqlite:///o.db", "m")
     assert (record["data_source"], record["scheduler"], record["name"]) == ("local", "asha", "slm-paper")
     assert record_values(json.loads(json.dumps(record)))["data/dir"] == str(tmp_path)  # read back by key
