@@ -25,12 +25,10 @@ import argparse
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from search_spaces.overrides import STUDY_SECTIONS, Override, parse_override, spec_to_override
-from search_spaces.safe_yaml import load_yaml_file
-from study.config import StudyConfig, study_field, study_fields, study_value
+from study.config import StudyConfig, read_settings_file, study_field, study_fields, study_value
 from study.config_tree import PRETRAIN_KEY, Leaf, leaves
 from study.errors import OneLineParser
 from trainables.methods import load_plugins, method_names
@@ -182,32 +180,6 @@ def add_override_flags(parser: argparse.ArgumentParser, *, study_file: bool = Tr
         "--print-config", action="store_true", help="print the resolved config tree as YAML and exit"
     )
     add_plugin_argument(group)
-
-
-def read_settings_file(path: str | Path, *, annotated: bool = False) -> list[tuple[str, Any, str | None]]:
-    """(name, spec, recorded origin) of every entry of a settings file (`key: spec`, `method: {key: spec}`)
-    or of a study file (`key: {value: spec, from: origin}`)."""
-    flag = "--study-file" if annotated else "--set-file"
-    data = load_yaml_file(Path(path), source=f"{flag} {path}") or {}
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{flag} {path}: expected a mapping of key: spec, got {type(data).__name__}")
-    methods = method_names()
-    entries = []
-    for name, spec in data.items():
-        name = str(name)
-        if name in methods and isinstance(spec, Mapping) and not annotated:
-            entries += [(f"{name}:{k}", v, None) for k, v in spec.items()]
-        elif annotated:
-            if not (isinstance(spec, Mapping) and set(spec) == {"value", "from"}):
-                raise ValueError(
-                    f"{flag} {path}: {name} should be {{value: ..., from: ...}}, got {spec!r}"[:200]
-                )
-            entries.append((name, spec["value"], str(spec["from"])))
-        elif "/" in name or study_field(name) is not None:
-            entries.append((name, spec, None))
-        else:
-            raise ValueError(f"{flag} {path}: {name!r} is neither a method ({', '.join(methods)}) nor a key")
-    return entries
 
 
 def _trial_override(name: str, spec: Any, *, origin: str) -> Override:

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from search_spaces.overrides import Override
+from search_spaces.overrides import Override, is_search_spec, read_scalar, spec_to_override
+from search_spaces.safe_yaml import load_yaml_file
 from study.config_tree import PRETRAIN_KEY, Leaf, field_value, leaves, section, setting, tree_values
-from study.presets import PRESET_NAMES, preset_settings
 from trainables.data.load import CODE_DATASETS
 from trainables.data.load import CONFIGS as DATA_CONFIGS
 from trainables.data.load import SOURCES as DATA_SOURCES
@@ -46,6 +46,14 @@ _ADDRESS = re.compile(r"auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}")
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 """Study names and addresses are `fullmatch`ed: `$` would let a final newline through (`abc\\n`)."""
+
+
+PRESET_DIR = Path(__file__).parent / "presets"
+"""The presets: `<name>.yaml` settings files in the one override syntax (the `--set-file` form), nothing
+else. A preset sets values in the config tree as `--set` would, under the values a settings file or a flag
+gives; a key it leaves out keeps its one default (the search space's range, the config dataclass's field).
+A new preset is a new file."""
+PRESET_NAMES = tuple(sorted(path.stem for path in PRESET_DIR.glob("*.yaml")))
 
 
 def check_whole(flag: str, value: Any) -> None:
@@ -297,7 +305,7 @@ class StudyConfig:
     overrides: tuple[Override, ...] = field(default_factory=tuple)
     """The trials' settings from a settings file and the command line (`--set`), over the preset's."""
     preset_overrides: tuple[Override, ...] | None = None
-    """The trials' settings under the user's: None reads the preset's (`study.presets`); a study file gives
+    """The trials' settings under the user's: None reads the preset's (`PRESET_DIR`); a study file gives
     the ones it saved."""
     plugins: tuple[str, ...] = ()
     """Modules that register more methods (`--plugin`); imported here and again in every trial's worker."""
@@ -329,17 +337,16 @@ class StudyConfig:
     def _apply_preset(self) -> None:
         """The preset's values, under those given (a flag, a file, or a value other than the default);
         records where each value came from. A section given a value is built again, so its checks run."""
-        from search_spaces.overrides import parse_override
-
         origin = f"preset {self.preset_name}"
         trial_settings = []
         changes: dict[str, dict[str, Any]] = {}
         pretrain = dict(self.model.pretrain)
-        for text in preset_settings(self.preset_name):
-            key, _, spec = text.partition("=")
+        for key, spec, _ in preset_settings(self.preset_name):
             leaf = study_field(key)
             if leaf is None:
-                trial_settings.append(dataclasses.replace(parse_override(text, methods=None), origin=origin))
+                method, _, name = key.rpartition(":")
+                override = spec_to_override(name, spec, method=method or None)
+                trial_settings.append(dataclasses.replace(override, origin=origin))
                 continue
             value = study_value(key, spec)
             if key.startswith(f"{PRETRAIN_KEY}/"):
@@ -397,3 +404,53 @@ def study_field(key: str) -> Leaf | None:
 def study_value(key: str, raw: Any) -> Any:
     """A study key's value as its field's type (`config_tree.field_value`)."""
     return field_value(study_field(key).field, key, raw)
+
+
+def read_settings_file(
+    path: str | Path, *, annotated: bool = False, source: str | None = None
+) -> list[tuple[str, Any, str | None]]:
+    """(name, spec, recorded origin) of every entry of a settings file (`key: spec`, `method: {key: spec}`,
+    `method:key: spec`: a preset is one) or of a study file (`key: {value: spec, from: origin}`); `source`
+    names the file in errors (default: the flag that reads it)."""
+    where = source or f"{'--study-file' if annotated else '--set-file'} {path}"
+    data = load_yaml_file(Path(path), source=where) or {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: expected a mapping of key: spec, got {type(data).__name__}")
+    methods = method_names()
+    entries = []
+    for name, spec in data.items():
+        name = str(name)
+        if name in methods and isinstance(spec, Mapping) and not annotated:
+            entries += [(f"{name}:{k}", v, None) for k, v in spec.items()]
+        elif annotated:
+            if not (isinstance(spec, Mapping) and set(spec) == {"value", "from"}):
+                raise ValueError(f"{where}: {name} should be {{value: ..., from: ...}}, got {spec!r}"[:200])
+            entries.append((name, spec["value"], str(spec["from"])))
+        elif "/" in name or study_field(name) is not None:
+            entries.append((name, spec, None))
+        else:
+            raise ValueError(f"{where}: {name!r} is neither a method ({', '.join(methods)}) nor a key")
+    return entries
+
+
+def preset_settings(name: str) -> list[tuple[str, Any, str | None]]:
+    """(name, spec, None) of every setting of the preset called `name`, in its file's order.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if name not in PRESET_NAMES:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESET_NAMES)}")
+    return read_settings_file(PRESET_DIR / f"{name}.yaml", source=f"preset {name}")
+
+
+def preset_values(name: str, *, under: str = "") -> dict[str, Any]:
+    """Key -> the fixed value the preset called `name` gives it, for the keys under `under` (`data/`:
+    `{"train_size": 2000, ...}`) or every key; searched values and a method's own settings are left out."""
+    values = {}
+    for key, spec, _ in preset_settings(name):
+        searched = isinstance(spec, (list, dict)) or (isinstance(spec, str) and is_search_spec(spec))
+        if key.startswith(under) and ":" not in key and not searched:
+            text = spec if isinstance(spec, str) else str(spec)
+            values[key.removeprefix(under)] = read_scalar(text, source=f"preset {name} {key}")
+    return values

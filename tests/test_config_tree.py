@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from search_spaces import define_by_run
-from study.cli import read_settings_file
-from study.config import StudyConfig, study_fields
+from study.config import StudyConfig, read_settings_file, study_fields
 from study.confirm import ConfirmConfig
 from study.plan import plan_experiments, study_overrides
 from study.run import build_parser, parse_config
@@ -293,3 +292,19 @@ def test_study_json_keeps_the_flat_names_studies_were_recorded_with(tmp_path):
     assert recorded == (str(tmp_path), "sqlite:///o.db", "m")
     assert (record["data_source"], record["scheduler"], record["name"]) == ("local", "asha", "slm-paper")
     assert record_values(json.loads(json.dumps(record)))["data/dir"] == str(tmp_path)  # read back by key
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "paper"])
+def test_a_preset_is_a_settings_file_and_the_same_file_given_as_one_sets_the_same_tree(name):
+    """A preset is data: its file given as `--set-file` over the paper preset resolves to the same tree,
+    value for value (only where each value came from differs)."""
+    from study.config import PRESET_DIR
+
+    common = ["--method", "all", "--name", "s"]
+    preset = study_tree(parse_config([*common, "--preset", name]))
+    as_file = study_tree(
+        parse_config([*common, "--preset", "paper", "--set-file", str(PRESET_DIR / f"{name}.yaml")])
+    )
+    del preset["preset"], as_file["preset"]
+    assert {k: v["value"] for k, v in as_file.items()} == {k: v["value"] for k, v in preset.items()}
+    assert any(v["from"] == f"preset {name}" for v in preset.values())

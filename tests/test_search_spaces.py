@@ -26,8 +26,7 @@ from search_spaces.overrides import (
     route,
     spec_to_override,
 )
-from study.cli import read_settings_file
-from study.config import SearchSettings, StudyConfig
+from study.config import SearchSettings, StudyConfig, read_settings_file
 from study.plan import base_trial
 from trainables.methods import STRATEGIES, method_names
 from trainables.training.setting_types import flatten
