@@ -26,7 +26,7 @@ from bench.bench_loop import (
     time_generation,
     time_training,
 )
-from study.presets import preset_values
+from study.config import preset_values
 from trainables.data.load import DataConfig, load_math_splits
 from trainables.data.prompts import format_example
 from trainables.training.loop import fit

@@ -26,7 +26,7 @@ QUICK = {"train_size": 16, "dev_size": 4, "test_size": 4, "epochs": 1, "batch_si
 
 def tiny_settings(model_dir: Path, *, quick: bool) -> dict:
     """The tiny preset's data, loop and evaluation settings (cut down in quick mode), for the workers."""
-    from study.presets import preset_values
+    from study.config import preset_values
 
     data = {
         k: v for k, v in preset_values("tiny", under="data/").items() if k not in ("source", "code_dataset")

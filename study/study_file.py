@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from search_spaces.overrides import STUDY_SECTIONS
-from study.config import PRETRAIN_KEY, StudyConfig, study_field, study_fields
+from study.config import StudyConfig, study_field, study_fields
+from study.config_tree import PRETRAIN_KEY
 
 FILE_NAME = "study.yaml"
 
@@ -40,13 +41,13 @@ def study_tree(config: StudyConfig) -> dict[str, dict[str, Any]]:
     if config.plugins:
         tree["plugins"] = {"value": list(config.plugins), "from": "flag"}
     order = {section: i for i, section in enumerate(STUDY_SECTIONS)}
-    for key, f in sorted(study_fields().items(), key=lambda item: order[item[0].split("/")[0]]):
+    for key, leaf in sorted(study_fields().items(), key=lambda item: order[item[0].split("/")[0]]):
         if key == PRETRAIN_KEY:
-            for name, value in config.pretrain.items():
+            for name, value in config.model.pretrain.items():
                 full = f"{PRETRAIN_KEY}/{name}"
                 tree[full] = {"value": _plain(value), "from": config.origins.get(full, "default")}
             continue
-        tree[key] = {"value": _plain(getattr(config, f.name)), "from": config.origins.get(key, "default")}
+        tree[key] = {"value": _plain(leaf.get(config)), "from": config.origins.get(key, "default")}
     for override in (*study_overrides(config), *default_overrides(config)):
         tree[override.name] = {"value": _plain(override.spec()), "from": override.origin}
     return tree
@@ -55,7 +56,7 @@ def study_tree(config: StudyConfig) -> dict[str, dict[str, Any]]:
 def study_yaml(config: StudyConfig) -> str:
     """The resolved tree as YAML, with a header saying how to rerun it."""
     header = (
-        f"# The resolved config tree of study {config.name}: key -> value and where it came from.\n"
+        f"# The resolved config tree of study {config.storage.name}: key -> value and where it came from.\n"
         f"# Rerun: python -m study.run --study-file {FILE_NAME} --name NEW (flags still override)\n"
     )
     lines, section = [], None

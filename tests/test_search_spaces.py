@@ -25,8 +25,7 @@ from search_spaces.overrides import (
     route,
     spec_to_override,
 )
-from study.cli import read_settings_file
-from study.config import StudyConfig
+from study.config import SearchSettings, StudyConfig, read_settings_file
 from study.plan import base_trial
 from trainables.methods import STRATEGIES, method_names
 from trainables.trial_config import TrialConfig, flat_trial
@@ -37,7 +36,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def base_for(method: str) -> dict:
-    config = StudyConfig(methods=(method,), preset="tiny", seed=3)
+    config = StudyConfig(preset="tiny", search=SearchSettings(methods=(method,), seed=3))
     return base_trial(config, method=method, model="some/model", data_config="main")
 
 
