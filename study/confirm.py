@@ -32,7 +32,7 @@ from study.config import StudyConfig
 from study.config_tree import field_value, leaves, section, setting, tree_values
 from study.errors import OneLineParser, run_cli
 from study.results import read_text
-from study.study_record import record_values
+from study.study_file import record_values
 
 CONFIRM_DIR = "confirm"
 MANIFEST = "confirm.json"

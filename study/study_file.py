@@ -8,10 +8,16 @@ settings file's, the flags'), then every other trial setting of each of its meth
 (`from: default`: the search space's range or choices, else the trial dataclasses' value), so the file
 alone shows the whole space. Read back, a default entry the code still gives is the code's; one edited
 (or one the code no longer gives) is the file's value.
+
+`study.json` is the same settings as one flat record, what `--resume` compares with the settings given
+again, `study.confirm` rebuilds the study's config from, and `analysis` reads the data source and the Optuna
+storage from. Its names are the ones studies were recorded with before the config became a tree (`trials`,
+`data_dir`, `optuna_storage`), so that those studies still resume, confirm and report.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -86,3 +92,45 @@ def write_study_file(config: StudyConfig) -> str:
     path = f"{config.study_path}/{FILE_NAME}"
     write_text(path, study_yaml(config))
     return path
+
+
+RECORD_NAMES = {
+    "model/name": "model",
+    "data/dir": "data_dir",
+    "data/source": "data_source",
+    "scheduler/name": "scheduler",
+    "storage/root": "storage",
+    "storage/optuna": "optuna_storage",
+}
+"""`study.json`'s name of a key whose last part is not its name there: the record stays flat, as studies
+written before the tree have it, so that they still resume, confirm and report (every other key's name there
+is its last part)."""
+
+
+def record_name(key: str) -> str:
+    """The name of a study key in `study.json` (`search/trials` -> `trials`, `data/dir` -> `data_dir`)."""
+    return RECORD_NAMES.get(key, key.rsplit("/", 1)[-1])
+
+
+def study_record(config: StudyConfig) -> dict[str, Any]:
+    """`study.json`: every study key's value under its record name, the trial settings as text, the
+    plugins, each value's origin, and the data the numbers ran on (embedded, local or hub: what the report
+    names; `data_source` is where the data was to come from, resolved)."""
+    record = {record_name(key): _copy(leaf.get(config)) for key, leaf in study_fields().items()}
+    record["overrides"] = [o.describe() for o in config.overrides]
+    record["preset_overrides"] = [o.describe() for o in config.preset_overrides]
+    record["plugins"] = list(config.plugins)
+    record["origins"] = dict(config.origins)
+    source = config.data.data_config().get("source", "auto")
+    record["data_source"] = "hub" if source == "auto" else source
+    return record
+
+
+def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Key -> value of the study keys a `study.json` record holds (lists read back as tuples)."""
+    names = {record_name(key): key for key in study_fields()}
+    return {names[k]: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in names}
+
+
+def _copy(value: Any) -> Any:
+    return dict(value) if isinstance(value, dict) else value

@@ -35,8 +35,7 @@ from study.results import ExperimentSummary, print_summary, read_text, summarize
 from study.results_storage import is_local, restore_tuner, whole_file_system
 from study.storage_watch import StorageWatch
 from study.stored_experiment import check_saved_state, has_saved_state
-from study.study_file import write_study_file
-from study.study_record import study_record
+from study.study_file import study_record, write_study_file
 from study.tracking import (
     OptunaLocation,
     check_tracking,

@@ -17,8 +17,7 @@ from study.config import StudyConfig, read_settings_file, study_fields
 from study.confirm import ConfirmConfig
 from study.plan import plan_experiments, study_overrides
 from study.run import build_parser, parse_config
-from study.study_file import print_study, study_tree, write_study_file
-from study.study_record import record_values, study_record
+from study.study_file import print_study, record_values, study_record, study_tree, write_study_file
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FIXTURES = Path(__file__).parent / "fixtures"

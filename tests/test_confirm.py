@@ -13,7 +13,7 @@ from test_tuner import REPO, study_env, trial_results
 
 from study.config import DataSettings, ModelSettings, SearchSettings, StudyConfig
 from study.confirm import ConfirmConfig, ConfirmResources, main, seeds_for, study_config
-from study.study_record import study_record
+from study.study_file import study_record
 
 
 def _study(tmp_path: Path, **settings) -> Path:

@@ -28,7 +28,7 @@ from study.config import (
 from study.dashboard import ClusterInfo
 from study.plan import base_trial, concurrency, plan_experiments, prepare_inputs, trial_resources
 from study.results import format_table, read_text, summarize, write_json, write_text
-from study.study_record import study_record
+from study.study_file import study_record
 from study.tuner import _check_resume
 from trainables import trial as _trial  # noqa: F401  (torch imported at collection: tests time their own work)
 from trainables.methods import method_names
