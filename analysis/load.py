@@ -24,7 +24,8 @@ from typing import Any
 import pandas as pd
 
 from analysis.provenance import add_provenance
-from trainables.training.setting_types import flatten, is_number
+from trainables.training.setting_types import is_number
+from trainables.trial_config import flat_trial
 
 UNREADABLE = "unreadable"
 STATUSES = ("finished", "early_stopped", "error", "incomplete", UNREADABLE)
@@ -200,8 +201,9 @@ def _load_trial(
         raise UnreadableTrial(f"params.json is {_kind(params)}, not a JSON object")
     reports = _read_reports(store, posixpath.join(folder, "result.json")) if "result.json" in names else []
     last = reports[-1] if reports else {}
-    train = _mapping(params, "train")
-    _mapping(params, "strategy")  # a method's settings, read through `config/strategy/...` below
+    for group in ("train", "strategy"):
+        _mapping(params, group)  # a group of an old nested config is an object (a flat one has none)
+    settings = flat_trial(params)
     row: dict[str, Any] = {
         "trial": label,
         "trial_id": _text(last, "trial_id", "result.json: ") or posixpath.basename(folder),
@@ -209,14 +211,14 @@ def _load_trial(
         "trial_dir": store.address(folder),
         "method": _text(params, "method", "params.json: "),
         "config": _text(params, "data_config", "params.json: ") or "main",
-        "prompt_style": _text(train, "prompt_style", "params.json: train/") or DEFAULT_PROMPT_STYLE,
+        "prompt_style": _text(settings, "train/prompt_style", "params.json: ") or DEFAULT_PROMPT_STYLE,
     }
     # every setting as a `config/...` column: what groups a trial (`analysis.groups`) and what a search varied
-    row.update({f"config/{key}": value for key, value in flatten(params, join_lists=True).items()})
+    row.update({f"config/{key}": _cell(value) for key, value in settings.items()})
     row.update({key: value for key, value in last.items() if key not in row and key != "config"})
-    epochs = _whole(train, "epochs", DEFAULT_EPOCHS)
+    epochs = _whole(settings, "train/epochs", DEFAULT_EPOCHS)
     row["iterations"] = int(last.get("training_iteration", 0))
-    row["max_iterations"] = epochs * _whole(train, "evals_per_epoch", DEFAULT_EVALS_PER_EPOCH)
+    row["max_iterations"] = epochs * _whole(settings, "train/evals_per_epoch", DEFAULT_EVALS_PER_EPOCH)
     total = last.get("time_total_s")
     row["time_total_s"] = math.nan if total is None else float(total)
     row["hours"] = row["time_total_s"] / 3600
@@ -269,14 +271,19 @@ def _text(values: Mapping, key: str, where: str) -> str | None:
     return value
 
 
-def _whole(train: Mapping, key: str, default: int) -> int:
-    """`train[key]`, a whole number >= 1 (the default when absent)."""
-    if key not in train:
+def _whole(settings: Mapping, key: str, default: int) -> int:
+    """`settings[key]`, a whole number >= 1 (the default when absent)."""
+    if key not in settings:
         return default
-    value = train[key]
+    value = settings[key]
     if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        raise UnreadableTrial(f"params.json: train/{key} is {_shown(value)}, not a whole number >= 1")
+        raise UnreadableTrial(f"params.json: {key} is {_shown(value)}, not a whole number >= 1")
     return value
+
+
+def _cell(value: Any) -> Any:
+    """A setting as a table cell: a list (`target_modules`) as comma-joined text, so that it hashes."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
 
 
 def _shown(value: Any) -> str:

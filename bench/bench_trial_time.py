@@ -82,7 +82,7 @@ def main() -> None:
     for text in args.overrides:
         key, _, spec = text.partition("=")
         layers.add(key, spec, origin="flag")
-    config = layers.config(plugins=(), defaults={"methods": (args.method,), "preset": args.preset})
+    config = layers.config(plugins=(), defaults={"search/methods": (args.method,), "preset": args.preset})
     trial_dict = one_trial(config)
     start = time.perf_counter()
     prepared = prepare(config, cache_dir=args.cache)

@@ -32,7 +32,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from search_spaces.overrides import spec_to_override  # noqa: E402
-from study.config import StudyConfig  # noqa: E402
+from study.config import DataSettings, ResourceSettings, SearchSettings, StorageSettings, StudyConfig  # noqa: E402
 
 TINY = {
     "train/epochs": 1,
@@ -91,16 +91,11 @@ def run_once(*, trials: int, concurrent: int, reuse: bool, storage: str) -> dict
     from study.tuner import build_tuner, study_trainable
 
     config = StudyConfig(
-        methods=("lora",),
         preset="tiny",
-        trials=trials,
-        train_size=48,
-        dev_size=8,
-        test_size=8,
-        num_cpus=concurrent,
-        dashboard=False,
-        storage=storage,
-        name=f"bench-reuse-{reuse}",
+        search=SearchSettings(methods=("lora",), trials=trials),
+        data=DataSettings(train_size=48, dev_size=8, test_size=8),
+        resources=ResourceSettings(num_cpus=concurrent, dashboard=False),
+        storage=StorageSettings(root=storage, name=f"bench-reuse-{reuse}"),
         overrides=tuple(spec_to_override(k, v) for k, v in TINY.items()),
     )
     (experiment,) = plan_experiments(config)

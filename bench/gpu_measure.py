@@ -26,7 +26,7 @@ from bench.bench_loop import (
     time_generation,
     time_training,
 )
-from study.presets import preset_values
+from study.config import preset_values
 from trainables.data.load import DataConfig, load_math_splits
 from trainables.data.prompts import format_example
 from trainables.training.loop import fit
@@ -86,9 +86,7 @@ class Plan:
 
 
 _PAPER = preset_values("paper")
-_BATCH = (
-    16  # the middle of the searched batch sizes (search_spaces.common.BATCH_SIZES), TrainConfig's default
-)
+_BATCH = 16  # the middle of the searched batch sizes (search_spaces.BATCH_SIZES), TrainConfig's default
 # The paper preset's batch, token limits, evaluation batch and generation length, 60 steps per timed epoch
 GPU_PLAN = Plan(
     small=T5_SMALL,

@@ -121,14 +121,14 @@ def projection(result: dict, results: dict) -> None:
     evaluation time is an upper bound: every sequence is generated to max_new_tokens. ASHA stops most
     trials early, so a search costs less than 50 whole trials.
     """
-    from search_spaces.common import EPOCHS
-    from study.config import StudyConfig
+    from search_spaces import EPOCHS
+    from study.config import SearchSettings, StudyConfig
     from study.costs import TrialCost, study_hours
     from trainables.data.load import DataConfig
 
     # the paper study: its most epochs, DataConfig's dev split (the paper preset keeps both defaults)
     epochs, dev = EPOCHS[1], DataConfig().dev_size
-    paper = StudyConfig(methods=("stacked",), preset="paper").preset_overrides
+    paper = StudyConfig(preset="paper", search=SearchSettings(methods=("stacked",))).preset_overrides
     [stage1_epochs] = [o.value for o in paper if o.key == "strategy/stage1_epochs"]
     generation = results.get("generation", {})
     if "batched_examples_per_s" not in generation or "methods" not in results.get("loop", {}):

@@ -27,18 +27,22 @@ QUICK = {"train_size": 16, "dev_size": 4, "test_size": 4, "epochs": 1, "batch_si
 
 def tiny_settings(model_dir: Path, *, quick: bool) -> dict:
     """The tiny preset's data, loop and evaluation settings (cut down in quick mode), for the workers."""
-    from study.presets import preset_values
+    from study.config import preset_values
 
     data = {
         k: v for k, v in preset_values("tiny", under="data/").items() if k not in ("source", "code_dataset")
     }
-    train = {k: v for k, v in preset_values("tiny", under="train/").items() if not k.startswith("eval/")}
-    evaluation = preset_values("tiny", under="train/eval/")
-    train["eval"] = {**evaluation, "metrics": METRICS, "test_metrics": METRICS}
+    train = {f"train/{k}": v for k, v in preset_values("tiny", under="train/").items()}  # flat trial keys
+    train |= {"train/eval/metrics": METRICS, "train/eval/test_metrics": METRICS}
     if quick:
         data.update({k: QUICK[k] for k in ("train_size", "dev_size", "test_size")})
-        train.update(epochs=QUICK["epochs"], batch_size=QUICK["batch_size"])
-        train["eval"].update(batch_size=QUICK["batch_size"], max_new_tokens=QUICK["max_new_tokens"])
+        train.update({f"train/{k}": QUICK[k] for k in ("epochs", "batch_size")})
+        train.update(
+            {
+                "train/eval/batch_size": QUICK["batch_size"],
+                "train/eval/max_new_tokens": QUICK["max_new_tokens"],
+            }
+        )
     return {"model": str(model_dir), "data": data, "train": train}
 
 
@@ -55,7 +59,7 @@ def worker(workdir: Path, index: int) -> None:
         torch.set_num_threads(1)  # four trials on a few cores must not each claim all of them
     settings = json.loads((workdir / "settings.json").read_text())
     splits = load_math_splits(DataConfig(source="embedded", **settings["data"]))
-    trial = TrialConfig.from_dict({"method": "lora", "model": settings["model"], "train": settings["train"]})
+    trial = TrialConfig.from_dict({"method": "lora", "model": settings["model"], **settings["train"]})
     (workdir / f"ready-{index}").touch()
     while not (workdir / "go").exists():
         time.sleep(0.02)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from search_spaces.common import train_params
+from search_spaces import train_params
 
 LR = (1e-5, 1e-3)
 """Every weight moves, so steps an order of magnitude below LoRA's."""

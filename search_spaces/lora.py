@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from search_spaces.common import (
+from search_spaces import (
     VARIANT_CONDITIONAL,
     lora_params,
     train_params,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from search_spaces.common import (
+from search_spaces import (
     LORA_ALPHAS,
     LORA_RANKS,
     VARIANT_CONDITIONAL,

@@ -1,5 +1,6 @@
-"""The command line, generated from the config tree: a flag per `StudyConfig` field that names one, and the
-one override syntax (`--set KEY=SPEC`, `--set-file`, `--study-file`) for every key.
+"""The command line, generated from the config tree: a flag per setting of `StudyConfig`'s tree that names
+one (its dest is the setting's key, `study.config_tree`), and the one override syntax (`--set KEY=SPEC`,
+`--set-file`, `--study-file`) for every key.
 
     --trials 8  ==  --set search/trials=8          a study key: one value
     --set train/lr=1e-4..1e-3                      a trial key: a fixed value, a range or [choices]
@@ -8,8 +9,8 @@ one override syntax (`--set KEY=SPEC`, `--set-file`, `--study-file`) for every k
 Values are layered: a field's default, then the preset's, then a study file's (`--study-file`), then a
 settings file's (`--set-file`), then the flags; each value remembers which (`StudyConfig.origins`,
 `Override.origin`), and `study.study_file` writes the result as the file that reruns the study. Flags,
-help and checks come from the same fields: the help is the field's, the check its `__post_init__`. No
-library is used for this: jsonargparse (litgpt's) is not installed here, and the tree's trial half is a
+help and checks come from the same fields: the help is the field's, the check its section's
+`__post_init__`. No library is used for this: jsonargparse (litgpt's) is not installed here, and the tree's trial half is a
 search space (ranges and choices per key, method prefixes), which a dataclass-to-flags library cannot say.
 
 `--plugin MODULE` is read first: a plugin is an importable module that calls
@@ -24,12 +25,11 @@ import argparse
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from search_spaces.overrides import STUDY_SECTIONS, Override, parse_override, spec_to_override
-from search_spaces.safe_yaml import load_yaml_file
-from study.config import PRETRAIN_KEY, StudyConfig, study_field, study_fields, study_value
+from study.config import StudyConfig, read_settings_file, study_field, study_fields, study_value
+from study.config_tree import PRETRAIN_KEY, Leaf, leaves
 from study.errors import OneLineParser
 from trainables.methods import load_plugins, method_names
 
@@ -82,13 +82,13 @@ def _number(text: str, *, zero_ok: bool) -> float:
     return value
 
 
-def _flag_type(f: dataclasses.Field) -> Any:
+def _flag_type(leaf: Leaf) -> Any:
     """How a flag's text becomes the field's type (argparse reports a failure in one line)."""
-    kind = str(f.type)
+    kind = str(leaf.field.type)
     if kind.startswith("int"):
         return int
     if kind.startswith("float"):
-        return lambda text: _number(text, zero_ok=f.metadata["key"] == "resources/gpus_per_trial")
+        return lambda text: _number(text, zero_ok=leaf.key == "resources/gpus_per_trial")
     return str
 
 
@@ -99,41 +99,51 @@ def add_setting_flags(
     names: Iterable[str] | None = None,
     defaults: Mapping[str, Any] | None = None,
 ) -> None:
-    """One flag per field of `cls` that names one (all, or those in `names`), grouped by section; a flag not
-    given stays out of the namespace, so the layers under it keep their values."""
+    """One flag per setting of the config class `cls` that names one (all, or those whose keys are in
+    `names`), grouped by section; its dest is its key (`args["data/train_size"]`, read with `vars`). A flag
+    not given stays out of the namespace, so the layers under it keep their values; `defaults` are a
+    command's own, by key."""
     wanted = set(names) if names is not None else None
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for f in dataclasses.fields(cls):
-        meta = f.metadata
-        if meta.get("flag") is None or "key" not in meta or (wanted is not None and f.name not in wanted):
+    for key, leaf in leaves(cls).items():
+        meta = leaf.field.metadata
+        if leaf.flag is None or (wanted is not None and key not in wanted):
             continue
-        default = (defaults or {}).get(f.name, f.default)
-        section = meta["key"].split("/")[0]
+        default = (defaults or {}).get(key, leaf.field.default)
+        section = key.split("/")[0]
         group = groups.get(section) or parser.add_argument_group(SECTION_TITLES.get(section, section))
         groups[section] = group
-        flag = meta["flag"] or f"--{f.name.replace('_', '-')}"
         choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
         shown = f" ({', '.join(map(str, choices))})" if choices else ""
-        key = f"[{meta['key']}]"
-        if str(f.type) == "bool":
-            flag = flag if default is False else f"--no-{flag.removeprefix('--')}"
+        if str(leaf.field.type) == "bool":
+            flag = leaf.flag if default is False else f"--no-{leaf.flag.removeprefix('--')}"
             action = "store_true" if default is False else "store_false"
             text = meta["help"] if default is False else f"turn off: {meta['help']}"
             group.add_argument(
-                flag, dest=f.name, action=action, default=argparse.SUPPRESS, help=f"{text} {key}"
+                flag, dest=key, action=action, default=argparse.SUPPRESS, help=f"{text} [{key}]"
             )
             continue
         fixed = "" if default in (None, (), dataclasses.MISSING) else f" (default {_shown(default)})"
-        repeated = str(f.type).startswith("tuple")
+        repeated = str(leaf.field.type).startswith("tuple")
         group.add_argument(
-            flag,
-            dest=f.name,
+            leaf.flag,
+            dest=key,
             action="append" if repeated else "store",
-            type=_flag_type(f),
+            type=_flag_type(leaf),
             default=argparse.SUPPRESS,
-            metavar=meta["metavar"] or f.name.upper(),
-            help=f"{meta['help']}{shown}{fixed}{' (repeatable)' if repeated else ''} {key}",
+            metavar=meta["metavar"] or leaf.flag.removeprefix("--").replace("-", "_").upper(),
+            help=f"{meta['help']}{shown}{fixed}{' (repeatable)' if repeated else ''} [{key}]",
         )
+
+
+def given_flags(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """Key -> value of the settings of `cls` given as flags (a repeated flag's values as a tuple)."""
+    given = vars(args)
+    return {
+        key: tuple(given[key]) if isinstance(given[key], list) else given[key]
+        for key, leaf in leaves(cls).items()
+        if leaf.flag is not None and key in given
+    }
 
 
 def _shown(value: Any) -> str:
@@ -172,32 +182,6 @@ def add_override_flags(parser: argparse.ArgumentParser, *, study_file: bool = Tr
     add_plugin_argument(group)
 
 
-def read_settings_file(path: str | Path, *, annotated: bool = False) -> list[tuple[str, Any, str | None]]:
-    """(name, spec, recorded origin) of every entry of a settings file (`key: spec`, `method: {key: spec}`)
-    or of a study file (`key: {value: spec, from: origin}`)."""
-    flag = "--study-file" if annotated else "--set-file"
-    data = load_yaml_file(Path(path), source=f"{flag} {path}") or {}
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{flag} {path}: expected a mapping of key: spec, got {type(data).__name__}")
-    methods = method_names()
-    entries = []
-    for name, spec in data.items():
-        name = str(name)
-        if name in methods and isinstance(spec, Mapping) and not annotated:
-            entries += [(f"{name}:{k}", v, None) for k, v in spec.items()]
-        elif annotated:
-            if not (isinstance(spec, Mapping) and set(spec) == {"value", "from"}):
-                raise ValueError(
-                    f"{flag} {path}: {name} should be {{value: ..., from: ...}}, got {spec!r}"[:200]
-                )
-            entries.append((name, spec["value"], str(spec["from"])))
-        elif "/" in name or study_field(name) is not None:
-            entries.append((name, spec, None))
-        else:
-            raise ValueError(f"{flag} {path}: {name!r} is neither a method ({', '.join(methods)}) nor a key")
-    return entries
-
-
 def _trial_override(name: str, spec: Any, *, origin: str) -> Override:
     method, colon, key = name.rpartition(":")
     if colon and method not in method_names():
@@ -206,7 +190,7 @@ def _trial_override(name: str, spec: Any, *, origin: str) -> Override:
 
 
 class Layers:
-    """The values given over the defaults, one layer at a time: study keys by field name, trial keys as
+    """The values given over the defaults, one layer at a time: study keys by key, trial keys as
     overrides (a later layer replaces an earlier one's value for the same key and method)."""
 
     def __init__(self, *, bare_names: bool = False) -> None:
@@ -247,19 +231,20 @@ class Layers:
         if key.startswith(f"{PRETRAIN_KEY}/"):
             self.pretrain[key.removeprefix(f"{PRETRAIN_KEY}/")] = value
         else:
-            self.study[target.name] = value
+            self.study[key] = value
         self.origins[key] = origin
 
     def config(self, *, plugins: tuple[str, ...], defaults: Mapping[str, Any]) -> StudyConfig:
-        """The `StudyConfig` of these layers over a command's `defaults` (its `__post_init__` adds the
-        preset's and checks it all)."""
-        values = {**defaults, **self.study, "plugins": plugins}
+        """The `StudyConfig` of these layers over a command's `defaults` (by key; its `__post_init__` adds
+        the preset's and checks it all)."""
+        values = {**defaults, **self.study}
         if self.pretrain:
-            values["pretrain"] = self.pretrain
+            values[PRETRAIN_KEY] = self.pretrain
 
         def build(edited: tuple[Override, ...] = ()) -> StudyConfig:
-            return StudyConfig(
-                **values,
+            return StudyConfig.from_keys(
+                values,
+                plugins=plugins,
                 overrides=(*self.trial.values(), *edited),
                 preset_overrides=tuple(self.preset_trial) if self.preset_trial is not None else None,
                 origins=dict(self.origins),
@@ -281,7 +266,7 @@ class Layers:
         return tuple(
             o
             for o in self.file_defaults
-            if o.method in config.methods
+            if o.method in config.search.methods
             and not given & {(o.key, o.method), (o.key, None)}
             and code.get((o.key, o.method)) != o
         )
@@ -325,7 +310,7 @@ def parse_settings(
     bare_names: bool = False,
 ) -> tuple[StudyConfig, argparse.Namespace]:
     """Command-line arguments -> a validated `StudyConfig` and the namespace (for a command's own flags);
-    `defaults` are a command's own field defaults (study.train's preset is tiny).
+    `defaults` are a command's own defaults, by key (study.train's preset is tiny).
 
     Raises:
         ValueError: one line naming the key, for an unknown key or a bad value.
@@ -352,14 +337,11 @@ def parse_settings(
         if not sep:
             parse_override(text, methods=method_names())  # the one message for a missing '='
         layers.add(head.strip(), spec, origin="flag")
-    for f in dataclasses.fields(StudyConfig):
-        if f.name in vars(args) and f.metadata.get("flag") is not None and "key" in f.metadata:
-            if layers.origins.get(f.metadata["key"]) == "flag":
-                raise ValueError(f"{f.metadata['key']} is given twice (a flag and --set)")
-            layers.study[f.name] = getattr(args, f.name)
-            layers.origins[f.metadata["key"]] = "flag"
-    for name, value in layers.study.items():
-        layers.study[name] = tuple(value) if isinstance(value, list) else value  # a repeated flag
+    for key, value in given_flags(args, StudyConfig).items():
+        if layers.origins.get(key) == "flag":
+            raise ValueError(f"{key} is given twice (a flag and --set)")
+        layers.study[key] = value
+        layers.origins[key] = "flag"
     return layers.config(plugins=plugins, defaults=defaults or {}), args
 
 

@@ -25,12 +25,14 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from study.cli import add_setting_flags
-from study.config import StudyConfig, field_value, setting
+from study.cli import add_setting_flags, given_flags
+from study.config import StudyConfig
+from study.config_tree import field_value, leaves, section, setting, tree_values
 from study.errors import OneLineParser, run_cli
 from study.results import read_text
+from study.study_file import record_values
 
 CONFIRM_DIR = "confirm"
 MANIFEST = "confirm.json"
@@ -38,30 +40,45 @@ MANIFEST = "confirm.json"
 
 
 @dataclass
+class ConfirmResources:
+    """`resources/...` of a confirmation: its cluster, where it differs from the study's."""
+
+    address: str | None = setting(help="join this Ray cluster instead of the study's")
+    num_cpus: int | None = setting(help="CPUs of the local Ray cluster (default: the study's)")
+    max_concurrent: int | None = setting(help="runs at once per experiment (default: what fits)")
+    dashboard: bool = setting(True, help="start the Ray dashboard with a local cluster")
+
+    def __post_init__(self) -> None:
+        for name in ("num_cpus", "max_concurrent"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+@dataclass
+class ConfirmStorage:
+    """`storage/...` of a confirmation (its results are the study's folder)."""
+
+    resume: bool = setting(False, help="continue interrupted confirmation runs")
+
+
+@dataclass
 class ConfirmConfig:
     """One confirmation: which study, how many seeds, and the cluster settings that may differ from its own
     (each a key of the one override syntax: `--seeds 5` is `--set confirm/seeds=5`)."""
 
-    results: str = setting(key="confirm/results", flag=None, help="the study's folder, <storage>/<name>")
-    seeds: int = setting(5, key="confirm/seeds", help="fresh training seeds per group (at least 2)")
+    KEY_PREFIX: ClassVar[str] = "confirm/"
+    """A setting of the confirmation itself is `confirm/<name>`."""
+
+    results: str = setting(flag=None, help="the study's folder, <storage>/<name>")
+    seeds: int = setting(5, help="fresh training seeds per group (at least 2)")
     families: tuple[str, ...] = setting(
-        (), key="confirm/families", flag="--family", metavar="FAMILY",
+        (), flag="--family", metavar="FAMILY",
         help="confirm only these families of groups: method (methods per config), or one a method declares "
         "(cot: prompt styles; stacked: f and variants; a plugin's own); default: all",
     )  # fmt: skip
-    resume: bool = setting(False, key="storage/resume", help="continue interrupted confirmation runs")
-    address: str | None = setting(
-        key="resources/address", help="join this Ray cluster instead of the study's"
-    )
-    num_cpus: int | None = setting(
-        key="resources/num_cpus", help="CPUs of the local Ray cluster (default: the study's)"
-    )
-    max_concurrent: int | None = setting(
-        key="resources/max_concurrent", help="runs at once per experiment (default: what fits)"
-    )
-    dashboard: bool = setting(
-        True, key="resources/dashboard", help="start the Ray dashboard with a local cluster"
-    )
+    resources: ConfirmResources = section(ConfirmResources)
+    storage: ConfirmStorage = section(ConfirmStorage)
 
     def __post_init__(self) -> None:
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 2:
@@ -69,10 +86,6 @@ class ConfirmConfig:
                 f"--seeds must be a whole number >= 2 (one run has no spread), got {self.seeds!r}"
             )
         self.families = tuple(dict.fromkeys(self.families))
-        for name in ("num_cpus", "max_concurrent"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
         self.results = self.results.rstrip("/")
         if "://" not in self.results:
             path = os.path.abspath(os.path.expanduser(self.results))
@@ -92,26 +105,25 @@ class ConfirmConfig:
 
 
 def study_config(confirm: ConfirmConfig) -> StudyConfig:
-    """The study's settings from its `study.json`, with its storage and name taken from where it is now."""
+    """The study's settings from its `study.json`, with its storage and name taken from where it is now and
+    the confirmation's cluster settings over its own."""
     record = json.loads(read_text(f"{confirm.results}/study.json"))
-    fields = {f.name for f in dataclasses.fields(StudyConfig)}
-    fields -= {"overrides", "preset_overrides", "origins", "resume", "storage", "name"}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in fields}
+    values = record_values(record)
+    for key in ("storage/resume", "storage/root", "storage/name"):
+        values.pop(key, None)
     storage, _, name = confirm.results.rpartition("/")
-    config = StudyConfig(**{**values, "storage": storage or "/", "name": name})
-    changes = {
-        "address": confirm.address,
-        "num_cpus": confirm.num_cpus,
-        "max_concurrent": confirm.max_concurrent,
+    values |= {"storage/root": storage or "/", "storage/name": name}
+    cluster = {
+        key: leaf.get(confirm) for key, leaf in leaves(ConfirmConfig).items() if leaf.section == "resources"
     }
-    config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
-    config.dashboard = confirm.dashboard
-    return config
+    values |= cluster  # the same keys in both trees: the confirmation's cluster over the study's
+    values = {key: value for key, value in values.items() if value is not None}
+    return StudyConfig.from_keys(values, plugins=tuple(record.get("plugins") or ()))
 
 
 def seeds_for(config: StudyConfig, n: int) -> list[int]:
     """N training seeds none of the search's trials used (they all trained with the study's seed)."""
-    return [config.seed + 1 + i for i in range(n)]
+    return [config.search.seed + 1 + i for i in range(n)]
 
 
 def plan(confirm: ConfirmConfig, config: StudyConfig) -> dict[str, Any]:
@@ -123,7 +135,7 @@ def plan(confirm: ConfirmConfig, config: StudyConfig) -> dict[str, Any]:
     from analysis.groups import compared_groups, slug
     from analysis.load import load_results
     from trainables.comparison import families as all_families
-    from trainables.trial_config import TrialConfig
+    from trainables.trial_config import TrialConfig, flat_trial
 
     known = all_families()  # the study's plugins are loaded by now (`study_config`)
     unknown = [f for f in confirm.families if f not in known]
@@ -131,7 +143,7 @@ def plan(confirm: ConfirmConfig, config: StudyConfig) -> dict[str, Any]:
         raise ValueError(f"--family must be one of {', '.join(known)}, got {unknown[0]!r}")
     wanted = confirm.families or known
     trials = load_results([confirm.results]).trials
-    chosen = compared_groups(trials, metric=config.metric, mode=config.mode)
+    chosen = compared_groups(trials, metric=config.search.metric, mode=config.search.mode)
     chosen = [c for c in chosen if c.group.family in wanted]
     if not chosen:
         families = ", ".join(wanted)
@@ -142,11 +154,11 @@ def plan(confirm: ConfirmConfig, config: StudyConfig) -> dict[str, Any]:
         row = item.trial
         name = slug(row["trial"])
         if name not in experiments:
-            params = json.loads(read_text(f"{row['trial_dir']}/params.json"))
+            params = flat_trial(json.loads(read_text(f"{row['trial_dir']}/params.json")))
             for seed in seeds:
-                TrialConfig.from_dict({**params, "train": {**params.get("train", {}), "seed": seed}})
+                TrialConfig.from_dict({**params, "train/seed": seed})
             experiments[name] = {"trial": row["trial"], "method": params["method"], "params": params}
-        search = {k: row.get(k) for k in ("test/accuracy", "test/n", config.metric)}
+        search = {k: row.get(k) for k in ("test/accuracy", "test/n", config.search.metric)}
         groups[item.group.id] = {
             **dataclasses.asdict(item.group),
             "experiment": name,
@@ -157,9 +169,9 @@ def plan(confirm: ConfirmConfig, config: StudyConfig) -> dict[str, Any]:
     return {
         "study": confirm.results,
         "seeds": seeds,
-        "split_seed": config.seed,
-        "metric": config.metric,
-        "mode": config.mode,
+        "split_seed": config.search.seed,
+        "metric": config.search.metric,
+        "mode": config.search.mode,
         "groups": groups,
         "experiments": experiments,
     }
@@ -169,10 +181,10 @@ def check_existing(confirm: ConfirmConfig, manifest: dict[str, Any]) -> dict[str
     """The saved manifest when resuming; refuses to overwrite, or to resume with other seeds or groups."""
     saved_text = read_text(f"{confirm.root}/{MANIFEST}")
     if saved_text is None:
-        if confirm.resume:
+        if confirm.storage.resume:
             raise ValueError(f"nothing to resume: no confirmation runs in {confirm.root}")
         return None
-    if not confirm.resume:
+    if not confirm.storage.resume:
         raise ValueError(f"{confirm.root} already holds confirmation runs: pass --resume to continue them")
     saved = _saved_manifest(f"{confirm.root}/{MANIFEST}", saved_text)
     if saved["seeds"] != manifest["seeds"]:
@@ -211,15 +223,18 @@ def run_confirm(confirm: ConfirmConfig) -> dict[str, Any]:
     from study.dashboard import check_reachable
 
     config = study_config(confirm)
-    if config.address:
-        check_reachable(config.address)
+    if config.resources.address:
+        check_reachable(config.resources.address)
     manifest = plan(confirm, config)
     check_existing(confirm, manifest)
     methods = tuple(dict.fromkeys(e["method"] for e in manifest["experiments"].values()))
     configs = tuple(
         dict.fromkeys(e["params"].get("data_config", "main") for e in manifest["experiments"].values())
     )
-    config = dataclasses.replace(config, methods=methods, configs=configs)
+    search = dataclasses.replace(config.search, methods=methods)
+    config = dataclasses.replace(
+        config, search=search, data=dataclasses.replace(config.data, configs=configs)
+    )
     from study.confirm_runs import run_experiments  # Ray, torch and the trainables are imported only now
 
     return run_experiments(confirm, config, manifest)
@@ -249,21 +264,17 @@ CONFIRM_SET_HELP = "a setting in the one override syntax: confirm/seeds=3, resou
 def parse_confirm(argv: list[str] | None) -> tuple[ConfirmConfig, argparse.Namespace]:
     """Command-line arguments -> a `ConfirmConfig` (flags over `--set`, both over the defaults)."""
     args = build_parser().parse_args(argv)
-    fields = {f.metadata["key"]: f for f in dataclasses.fields(ConfirmConfig) if "key" in f.metadata}
+    fields = leaves(ConfirmConfig)
     values: dict[str, Any] = {}
     for text in args.settings:
         key, sep, raw = text.partition("=")
-        if not sep or key.strip() not in fields:
+        key = key.strip()
+        if not sep or key not in fields or key == "confirm/results":
             known = ", ".join(k for k in fields if k != "confirm/results")
-            raise ValueError(
-                f"--set {key.strip() if sep else text}: not a confirmation setting; known: {known}"
-            )
-        values[fields[key.strip()].name] = field_value(fields[key.strip()], key.strip(), raw)
-    for f in dataclasses.fields(ConfirmConfig):
-        if f.name in vars(args) and f.name != "results":
-            values[f.name] = getattr(args, f.name)
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}  # a repeated flag
-    return ConfirmConfig(results=args.results, **values), args
+            raise ValueError(f"--set {key if sep else text}: not a confirmation setting; known: {known}")
+        values[key] = field_value(fields[key].field, key, raw)
+    values |= given_flags(args, ConfirmConfig)
+    return ConfirmConfig(**tree_values(ConfirmConfig, {**values, "confirm/results": args.results})), args
 
 
 def _run(argv: list[str] | None) -> None:
@@ -271,7 +282,7 @@ def _run(argv: list[str] | None) -> None:
     if args.print_config:
         from study.study_file import study_yaml
 
-        lines = [f"confirm/{f.name}: {getattr(confirm, f.name)!r}" for f in dataclasses.fields(confirm)]
+        lines = [f"{key}: {leaf.get(confirm)!r}" for key, leaf in leaves(ConfirmConfig).items()]
         print("# The confirmation's settings, then the resolved tree of the study it confirms.")
         print("\n".join(f"# {line}" for line in lines))
         print(study_yaml(study_config(confirm)), end="")

@@ -34,7 +34,7 @@ def prepare_confirm_inputs(config: StudyConfig) -> tuple[Prepared, list[str]]:
     changes nothing else; the check below makes sure. The embedded generator makes its test problems first
     and keeps the others apart from them, so there the study's own test split is kept.
     """
-    embedded = config.data_settings().get("source") == "embedded"
+    embedded = config.data.data_config().get("source") == "embedded"
     study = prepare_inputs(config)
     if embedded:
         return study, [
@@ -77,7 +77,7 @@ def build_confirm_tuner(
             storage_path=root,
             storage_filesystem=whole_file_system(root),  # a full disk cuts no file
             callbacks=[StorageWatch(path)] if is_local(path) else None,  # a refused write: one line, exit 2
-            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            failure_config=tune.FailureConfig(max_failures=config.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the latest, for resuming
             sync_config=tune.SyncConfig(sync_artifacts=True),  # generations_test.jsonl, placement.json
             progress_reporter=tune.CLIReporter(
@@ -112,10 +112,14 @@ def run_experiments(confirm: ConfirmConfig, config: StudyConfig, manifest: dict[
     for note in prepared.notes + notes:
         print(note, file=sys.stderr)
     manifest["test_splits"] = notes
-    cluster = connect(address=config.address, num_cpus=config.num_cpus, dashboard=config.dashboard)
+    cluster = connect(
+        address=config.resources.address,
+        num_cpus=config.resources.num_cpus,
+        dashboard=config.resources.dashboard,
+    )
     try:
         print("\n".join(access_lines(cluster)), file=sys.stderr)
-        resources = {m: trial_resources(config, m, cluster) for m in config.methods}
+        resources = {m: trial_resources(config, m, cluster) for m in config.search.methods}
         write_json(f"{confirm.root}/{MANIFEST}", manifest)
         trainable = tune.with_parameters(
             study_trainable,
@@ -133,7 +137,7 @@ def run_experiments(confirm: ConfirmConfig, config: StudyConfig, manifest: dict[
                     f"{name}: base model {space['model']} is now {prepared.models[method]}", file=sys.stderr
                 )
             space["model"] = prepared.models[method]
-            space["train"]["seed"] = tune.grid_search(manifest["seeds"])
+            space["train/seed"] = tune.grid_search(manifest["seeds"])
             max_concurrent = min(concurrency(config, resources[method], cluster), len(manifest["seeds"]))
             print(f"\n== confirm {experiment['trial']}: {len(manifest['seeds'])} seeds", file=sys.stderr)
             tuner = build_confirm_tuner(

@@ -44,6 +44,7 @@ from study.config import JOURNAL_SUFFIXES
 from study.errors import StorageWriteError, storage_write_error
 from study.results import COMPLETION_KEY
 from trainables.training.setting_types import is_number
+from trainables.trial_config import flat_trial
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 
@@ -200,6 +201,9 @@ class StoredOptunaSearch(OptunaSearch):
 
     @_stored
     def suggest(self, trial_id: str) -> dict | None:
+        """The trial's flat config, as the search space returned it: Ray's `OptunaSearch.suggest` nests it
+        on "/" (`unflatten_dict`), and the trainable and the results take the flat dict, so it is undone here.
+        """
         if trial_id not in self._ot_trials and self._orphans:
             # Asked for after the snapshot the driver was restored from: that Optuna trial is this one.
             orphan = self._orphans.pop(0)
@@ -209,7 +213,7 @@ class StoredOptunaSearch(OptunaSearch):
         trial = self._ot_trials[trial_id]
         trial.set_user_attr("ray_trial_id", trial_id)
         trial.set_user_attr("ray_trial_dir", f"{self._experiment_path}/trial_{trial_id}")
-        return config
+        return None if config is None else flat_trial(config)
 
     def _remove_folder_of(self, orphan: int) -> None:
         """Remove the folder of the Ray trial an orphan Optuna trial ran as before the driver was killed: Ray's

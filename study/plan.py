@@ -21,14 +21,12 @@ from search_spaces import (
     setting_keys,
     space_domains,
     space_upper,
-    unflatten,
 )
 from search_spaces.overrides import Override, route
 from study.config import StudyConfig, experiment_name
 from study.dashboard import ClusterInfo
 from study.prepare import Prepared, prepare
 from trainables.methods import get_strategy
-from trainables.training.setting_types import flatten
 
 
 @dataclass
@@ -57,15 +55,6 @@ def upper_value(overrides: Sequence[Override], key: str, default: int) -> int:
         if o.key == key:
             return int(o.value if o.kind == "fixed" else max(o.choices) if o.kind == "choices" else o.high)
     return int(default)
-
-
-def _plain(flat: dict[str, Any]) -> dict[str, Any]:
-    """Tuples of names become `"a,b"` strings (which the config dataclasses accept), so that every value in
-    Ray's results, CSV and TensorBoard files is a plain scalar."""
-    return {
-        k: ",".join(v) if isinstance(v, tuple) and all(isinstance(x, str) for x in v) else v
-        for k, v in flat.items()
-    }
 
 
 def _pinned_variants(overrides: tuple[Override, ...]):
@@ -97,29 +86,29 @@ def plan_experiments(config: StudyConfig) -> list[Experiment]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # its studies are checks: "study created" is noise
     bases = {
-        (m, c): _plain(flatten(base_trial(config, method=m, model="<model>", data_config=c)))
-        for m, c in config.experiments()
+        (m, c): base_trial(config, method=m, model="<model>", data_config=c) for m, c in config.experiments()
     }
     routed = route(
-        study_overrides(config), {m: setting_keys(m, bases[(m, config.configs[0])]) for m in config.methods}
+        study_overrides(config),
+        {m: setting_keys(m, bases[(m, config.data.configs[0])]) for m in config.search.methods},
     )
     experiments = []
     for (method, data_config), base in bases.items():
         overrides = routed[method]
         points = coverage_points(method, overrides)
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=config.seed))
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=config.search.seed))
         for variant in _pinned_variants(overrides):
             for point in [{}, *_every_branch(method, overrides)]:
                 if point:
                     study.enqueue_trial(point)
                 flat = define_by_run(method, base, variant)(study.ask())
                 try:
-                    TrialConfig.from_dict(unflatten(flat))
+                    TrialConfig.from_dict(flat)
                 except (ValueError, TypeError) as err:
                     raise ValueError(f"method {method}: {err}") from None
         epochs = largest(method, "train/epochs", base, overrides)
         evals = largest(method, "train/evals_per_epoch", base, overrides)
-        trials = max(config.trials, len(points))
+        trials = max(config.search.trials, len(points))
         experiments.append(Experiment(method, data_config, base, overrides, points, trials, epochs * evals))
     return experiments
 
@@ -134,16 +123,16 @@ def largest(method: str, key: str, base: dict[str, Any], overrides: Sequence[Ove
 
 
 def base_trial(config: StudyConfig, *, method: str, model: str, data_config: str) -> dict[str, Any]:
-    """The part of a trial's config no setting gives: its method, base model, data config and seed."""
-    return {"method": method, "model": model, "data_config": data_config, "train": {"seed": config.seed}}
+    """The part of a trial's flat config no setting gives: its method, base model, data config and seed."""
+    return {"method": method, "model": model, "data_config": data_config, "train/seed": config.search.seed}
 
 
 def study_overrides(config: StudyConfig) -> tuple[Override, ...]:
     """The trials' settings of this study: the preset's (those that apply to its methods), the user's over
     them, with the search metric among those dev evaluations compute."""
-    keys = {m: setting_keys(m, {"train/seed": config.seed}) for m in config.methods}
+    keys = {m: setting_keys(m, {"train/seed": config.search.seed}) for m in config.search.methods}
     overrides = with_preset_space(config.preset_overrides, config.overrides, keys=keys)
-    return with_bounds(with_dev_metric(overrides, config.metric), methods=config.methods)
+    return with_bounds(with_dev_metric(overrides, config.search.metric), methods=config.search.methods)
 
 
 def default_overrides(config: StudyConfig) -> tuple[Override, ...]:
@@ -152,10 +141,12 @@ def default_overrides(config: StudyConfig) -> tuple[Override, ...]:
     `study_overrides`, the whole space of the study (what `study.yaml` writes)."""
     from trainables.trial_config import default_settings
 
-    domains = {m: space_domains(m, {"train/seed": config.seed}) for m in config.methods}
-    given = route(study_overrides(config), {m: setting_keys(m, {"train/seed": config.seed}) for m in domains})
+    domains = {m: space_domains(m, {"train/seed": config.search.seed}) for m in config.search.methods}
+    given = route(
+        study_overrides(config), {m: setting_keys(m, {"train/seed": config.search.seed}) for m in domains}
+    )
     defaults = []
-    for method in config.methods:
+    for method in config.search.methods:
         fixed = {
             k: Override(k, "fixed", value=v)
             for k, v in default_settings(method).items()
@@ -251,14 +242,14 @@ def trial_resources(config: StudyConfig, method: str, cluster: ClusterInfo) -> d
     """
     strategy = get_strategy(method)
     cluster_gpus = cluster.resources.get("GPU", 0)
-    gpus = config.gpus_per_trial
+    gpus = config.resources.gpus_per_trial
     if gpus is None:
         gpus = strategy.gpu_share if cluster_gpus > 0 else 0.0
     if gpus > 0 and cluster_gpus == 0 and cluster.started_here:
         raise ValueError(f"--gpus-per-trial {gpus:g} but this machine has no GPU Ray can use")
     if strategy.quantized_base and gpus == 0:
         _check_cpu_quantization(method)
-    return {"cpu": config.cpus_per_trial or 1.0, "gpu": gpus}
+    return {"cpu": config.resources.cpus_per_trial or 1.0, "gpu": gpus}
 
 
 def _check_cpu_quantization(method: str) -> None:
@@ -279,8 +270,8 @@ def _check_cpu_quantization(method: str) -> None:
 
 def concurrency(config: StudyConfig, resources: Mapping[str, float], cluster: ClusterInfo) -> int:
     """`--max-concurrent`, or as many trials as the cluster's CPUs (and GPUs) hold at once."""
-    if config.max_concurrent:
-        return config.max_concurrent
+    if config.resources.max_concurrent:
+        return config.resources.max_concurrent
     fit = cluster.resources.get("CPU", 1) / resources["cpu"]
     if resources["gpu"]:
         fit = min(fit, cluster.resources.get("GPU", 0) / resources["gpu"])

@@ -76,13 +76,13 @@ def _share(config: StudyConfig, method: str) -> tuple[Share, int]:
 
     from trainables.methods import get_strategy
 
-    cpus = config.num_cpus or os.cpu_count() or 1
-    slots = max(1, math.floor(cpus / (config.cpus_per_trial or 1.0) + 1e-9))
+    cpus = config.resources.num_cpus or os.cpu_count() or 1
+    slots = max(1, math.floor(cpus / (config.resources.cpus_per_trial or 1.0) + 1e-9))
     if torch.cuda.is_available():
-        fraction = config.gpus_per_trial or get_strategy(method).gpu_share
+        fraction = config.resources.gpus_per_trial or get_strategy(method).gpu_share
         total = torch.cuda.get_device_properties(0).total_memory / 2**20
         return gpu_share(gpu_mb=total, fraction=fraction), slots
-    concurrent = config.max_concurrent or slots
+    concurrent = config.resources.max_concurrent or slots
     return cpu_share(ram_mb=psutil.virtual_memory().total / 2**20, concurrent=concurrent), slots
 
 
@@ -91,7 +91,7 @@ def measured_trials(config: StudyConfig, experiments: Sequence, models: dict[str
     and of the prompt styles it covers, the one with the longest texts."""
     import optuna
 
-    from search_spaces import coverage_points, define_by_run, unflatten
+    from search_spaces import coverage_points, define_by_run
     from study.plan import largest
     from trainables.trial_config import TrialConfig
 
@@ -101,14 +101,14 @@ def measured_trials(config: StudyConfig, experiments: Sequence, models: dict[str
             continue  # the configs of a method share its shapes; the longest texts of all are measured
         base, overrides = {**experiment.base, "model": models[experiment.method]}, experiment.overrides
         batch = largest(experiment.method, "train/batch_size", base, overrides)
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=config.seed))
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=config.search.seed))
         points = coverage_points(experiment.method, overrides)
         if points:
             study.enqueue_trial(max(points, key=lambda p: _STYLE_LENGTH.get(p.get("train/prompt_style"), 0)))
         flat = define_by_run(experiment.method, base, overrides)(study.ask())
         flat["train/batch_size"] = batch
         flat["train/epochs"] = largest(experiment.method, "train/epochs", base, overrides)
-        trials[experiment.method] = TrialConfig.from_dict(unflatten(flat))
+        trials[experiment.method] = TrialConfig.from_dict(flat)
     return trials
 
 
@@ -375,7 +375,7 @@ def _checked(
 
         trials = measured_trials(config, experiments, prepared.models)
         keys = measured_keys(prepared, trials, device=device, steps=CHECK_STEPS)
-        if config.resume:
+        if config.storage.resume:
             probes, why = saved_probes(saved, keys)
             if probes is not None:
                 log(f"memory check: reusing the first run's ({saved})")

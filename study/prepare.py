@@ -38,8 +38,8 @@ def data_config_for(
     config: StudyConfig, *, data_config: str, data: Mapping[str, Any] | None = None
 ) -> DataConfig:
     """The DataConfig of one GSM8K config of a study (`data`: fields over the study's)."""
-    values = {**config.data_settings(), **(data or {})}
-    return DataConfig(data_dir=config.data_dir, config=data_config, seed=config.seed, **values)
+    values = {**config.data.data_config(), **(data or {})}
+    return DataConfig(data_dir=config.data.dir, config=data_config, seed=config.search.seed, **values)
 
 
 def prepare(
@@ -47,13 +47,17 @@ def prepare(
 ) -> Prepared:
     """Load the data for the study's configs and resolve each method's base model (building the tiny one if
     needed); `data` sets DataConfig fields over the study's."""
-    splits = {c: load_math_splits(data_config_for(config, data_config=c, data=data)) for c in config.configs}
+    splits = {
+        c: load_math_splits(data_config_for(config, data_config=c, data=data)) for c in config.data.configs
+    }
     notes = [s.description for s in splits.values()]
     code_records: list[CodeRecord] = []
-    if any(get_strategy(m).needs_code_data for m in config.methods):
+    if any(get_strategy(m).needs_code_data for m in config.search.methods):
         main = next(iter(splits.values()))
-        code_records = load_code_dataset(config.code_dataset, data_dir=config.data_dir, math_train=main.train)
-        notes.append(f"stage-1 coding dataset: {config.code_dataset} ({len(code_records)} tasks)")
+        code_records = load_code_dataset(
+            config.data.code_dataset, data_dir=config.data.dir, math_train=main.train
+        )
+        notes.append(f"stage-1 coding dataset: {config.data.code_dataset} ({len(code_records)} tasks)")
     names = base_model_names(config)
     # Each distinct base is resolved once: for `tiny` that builds (or finds) the model and its pretraining.
     resolved = {n: resolve_model(n, config, splits=splits, cache_dir=cache_dir) for n in set(names.values())}
@@ -68,9 +72,9 @@ def base_model_names(config: StudyConfig) -> dict[str, str]:
     Raises:
         ValueError: for a study without a model (no preset, no `--model`).
     """
-    if not config.model:
+    if not config.model.name:
         raise ValueError("no base model: give --model (or --set model/name=...) or a --preset")
-    return {m: get_strategy(m).base_model(config.model) for m in config.methods}
+    return {m: get_strategy(m).base_model(config.model.name) for m in config.search.methods}
 
 
 def resolve_model(name: str, config: StudyConfig, *, splits: Mapping[str, Splits], cache_dir: Path) -> str:
@@ -86,8 +90,8 @@ def resolve_model(name: str, config: StudyConfig, *, splits: Mapping[str, Splits
         for r in s.train
         for text in (r.question, r.answer_text, r.program or "")
     ]
-    base = cached_tiny_t5(cache_dir / "models", texts=texts, size=config.tiny_size, seed=0)
-    return str(pretrain_tiny_base(base, config)) if config.pretrain else str(base)
+    base = cached_tiny_t5(cache_dir / "models", texts=texts, size=config.model.tiny_size, seed=0)
+    return str(pretrain_tiny_base(base, config)) if config.model.pretrain else str(base)
 
 
 PRETRAIN_SEED = 1_000_003  # problems of their own, not the study's train / dev / test ones
@@ -98,7 +102,7 @@ def pretrain_tiny_base(base: Path, config: StudyConfig) -> Path:
     from trainables.training.pretrain import pretrain
     from trainables.training.train_config import TrainConfig
 
-    settings = dict(config.pretrain)
+    settings = dict(config.model.pretrain)
     texts, pairs = pretraining_corpus(config, problems=settings.pop("problems"))
     config = TrainConfig(prompt_style="breakdown", **settings)
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
@@ -115,6 +119,10 @@ def pretraining_corpus(config: StudyConfig, *, problems: int) -> tuple[list[str]
     records = generate_problems(
         problems,
         seed=PRETRAIN_SEED,
-        **{k: v for k, v in config.data_settings().items() if k in ("min_steps", "max_steps", "max_operand")},
+        **{
+            k: v
+            for k, v in config.data.data_config().items()
+            if k in ("min_steps", "max_steps", "max_operand")
+        },
     )
     return [r.question for r in records], pretraining_pairs(records, seed=PRETRAIN_SEED)

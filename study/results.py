@@ -25,7 +25,8 @@ from typing import Any, TextIO
 from trainables.comparison import chance_of as trial_chance
 from trainables.comparison import groups_of
 from trainables.scoring.baselines import LAST_NUMBER, MAJORITY
-from trainables.training.setting_types import flatten, is_number
+from trainables.training.setting_types import is_number
+from trainables.trial_config import flat_trial
 
 COMPLETION_KEY = "test/accuracy"
 """The trainable's last report, and only that one, carries the test metrics."""
@@ -83,13 +84,13 @@ def summarize(
             "metric": metric,
             "mode": mode,
             "value": float(best.metrics[metric]),
-            "config": best.config,
+            "config": flat_trial(best.config),  # a trial restored from an older study holds it nested
             "metrics": {k: v for k, v in metrics.items() if _number(v) is not None or isinstance(v, str)},
             "path": best.path,
             "checkpoint": best.checkpoint.path if best.checkpoint else None,
         }
         summary.best |= chance_of(summary.best)
-        groups = groups_of(method, flatten(best.config))
+        groups = groups_of(method, summary.best["config"])
         summary.groups = {family: group for family, group in groups.items() if family != "method"}
     return summary
 

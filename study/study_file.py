@@ -8,16 +8,23 @@ settings file's, the flags'), then every other trial setting of each of its meth
 (`from: default`: the search space's range or choices, else the trial dataclasses' value), so the file
 alone shows the whole space. Read back, a default entry the code still gives is the code's; one edited
 (or one the code no longer gives) is the file's value.
+
+`study.json` is the same settings as one flat record, what `--resume` compares with the settings given
+again, `study.confirm` rebuilds the study's config from, and `analysis` reads the data source and the Optuna
+storage from. Its names are the ones studies were recorded with before the config became a tree (`trials`,
+`data_dir`, `optuna_storage`), so that those studies still resume, confirm and report.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
 from search_spaces.overrides import STUDY_SECTIONS
-from study.config import PRETRAIN_KEY, StudyConfig, study_field, study_fields
+from study.config import StudyConfig, study_field, study_fields
+from study.config_tree import PRETRAIN_KEY
 
 FILE_NAME = "study.yaml"
 
@@ -40,13 +47,13 @@ def study_tree(config: StudyConfig) -> dict[str, dict[str, Any]]:
     if config.plugins:
         tree["plugins"] = {"value": list(config.plugins), "from": "flag"}
     order = {section: i for i, section in enumerate(STUDY_SECTIONS)}
-    for key, f in sorted(study_fields().items(), key=lambda item: order[item[0].split("/")[0]]):
+    for key, leaf in sorted(study_fields().items(), key=lambda item: order[item[0].split("/")[0]]):
         if key == PRETRAIN_KEY:
-            for name, value in config.pretrain.items():
+            for name, value in config.model.pretrain.items():
                 full = f"{PRETRAIN_KEY}/{name}"
                 tree[full] = {"value": _plain(value), "from": config.origins.get(full, "default")}
             continue
-        tree[key] = {"value": _plain(getattr(config, f.name)), "from": config.origins.get(key, "default")}
+        tree[key] = {"value": _plain(leaf.get(config)), "from": config.origins.get(key, "default")}
     for override in (*study_overrides(config), *default_overrides(config)):
         tree[override.name] = {"value": _plain(override.spec()), "from": override.origin}
     return tree
@@ -55,7 +62,7 @@ def study_tree(config: StudyConfig) -> dict[str, dict[str, Any]]:
 def study_yaml(config: StudyConfig) -> str:
     """The resolved tree as YAML, with a header saying how to rerun it."""
     header = (
-        f"# The resolved config tree of study {config.name}: key -> value and where it came from.\n"
+        f"# The resolved config tree of study {config.storage.name}: key -> value and where it came from.\n"
         f"# Rerun: python -m study.run --study-file {FILE_NAME} --name NEW (flags still override)\n"
     )
     lines, section = [], None
@@ -85,3 +92,45 @@ def write_study_file(config: StudyConfig) -> str:
     path = f"{config.study_path}/{FILE_NAME}"
     write_text(path, study_yaml(config))
     return path
+
+
+RECORD_NAMES = {
+    "model/name": "model",
+    "data/dir": "data_dir",
+    "data/source": "data_source",
+    "scheduler/name": "scheduler",
+    "storage/root": "storage",
+    "storage/optuna": "optuna_storage",
+}
+"""`study.json`'s name of a key whose last part is not its name there: the record stays flat, as studies
+written before the tree have it, so that they still resume, confirm and report (every other key's name there
+is its last part)."""
+
+
+def record_name(key: str) -> str:
+    """The name of a study key in `study.json` (`search/trials` -> `trials`, `data/dir` -> `data_dir`)."""
+    return RECORD_NAMES.get(key, key.rsplit("/", 1)[-1])
+
+
+def study_record(config: StudyConfig) -> dict[str, Any]:
+    """`study.json`: every study key's value under its record name, the trial settings as text, the
+    plugins, each value's origin, and the data the numbers ran on (embedded, local or hub: what the report
+    names; `data_source` is where the data was to come from, resolved)."""
+    record = {record_name(key): _copy(leaf.get(config)) for key, leaf in study_fields().items()}
+    record["overrides"] = [o.describe() for o in config.overrides]
+    record["preset_overrides"] = [o.describe() for o in config.preset_overrides]
+    record["plugins"] = list(config.plugins)
+    record["origins"] = dict(config.origins)
+    source = config.data.data_config().get("source", "auto")
+    record["data_source"] = "hub" if source == "auto" else source
+    return record
+
+
+def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Key -> value of the study keys a `study.json` record holds (lists read back as tuples)."""
+    names = {record_name(key): key for key in study_fields()}
+    return {names[k]: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in names}
+
+
+def _copy(value: Any) -> Any:
+    return dict(value) if isinstance(value, dict) else value

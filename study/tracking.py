@@ -64,15 +64,15 @@ class OptunaLocation:
 
 def optuna_location(config: StudyConfig) -> OptunaLocation:
     """The study's Optuna storage: --optuna-storage, or the SQLite default (see the module docstring)."""
-    if config.optuna_storage:
-        return OptunaLocation(url=config.optuna_storage, shared=True)
+    if config.storage.optuna:
+        return OptunaLocation(url=config.storage.optuna, shared=True)
     path = config.study_path
     if path.startswith("file://"):
         path = path.removeprefix("file://")
     if not _REMOTE.match(path):
         return OptunaLocation(url=f"sqlite:///{Path(path).resolve()}/optuna.db")
     key = hashlib.sha256(path.encode()).hexdigest()[:12]
-    local = DEFAULT_CACHE / "optuna" / f"{config.name}-{key}" / "optuna.db"
+    local = DEFAULT_CACHE / "optuna" / f"{config.storage.name}-{key}" / "optuna.db"
     return OptunaLocation(url=f"sqlite:///{local}", upload_to=f"{path.rstrip('/')}/optuna.db")
 
 
@@ -183,10 +183,10 @@ def check_tracking(config: StudyConfig, location: OptunaLocation) -> None:
     if location.shared:
         check_storage(location.url)  # the default SQLite file is the study's own: nothing to reach
     print(location.describe(), file=sys.stderr)
-    if config.mlflow:
-        check_mlflow(config.mlflow)
+    if config.storage.mlflow:
+        check_mlflow(config.storage.mlflow)
         print(
-            f"MLflow: {config.mlflow} (watch it: mlflow ui --backend-store-uri {config.mlflow})",
+            f"MLflow: {config.storage.mlflow} (watch it: mlflow ui --backend-store-uri {config.storage.mlflow})",
             file=sys.stderr,
         )
 

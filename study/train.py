@@ -23,8 +23,8 @@ from study.errors import OneLineParser, run_cli
 from study.outputs import check_output_folder
 from trainables.methods import get_strategy, method_names
 
-FLAGS = ("methods", "preset", "configs", "model", "data_dir", "code_dataset", "train_size", "dev_size")
-FLAGS += ("test_size", "seed")
+FLAGS = ("search/methods", "preset", "data/configs", "model/name", "data/dir", "data/code_dataset")
+FLAGS += ("data/train_size", "data/dev_size", "data/test_size", "search/seed")
 """The study's flags this command takes (it runs no search and no Ray)."""
 
 
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def one_trial(config: StudyConfig) -> dict[str, Any]:
-    """The trial config of the study's one method and config: the preset's fixed trial settings, then the
-    user's (which must be fixed: one configuration).
+    """The flat trial config of the study's one method and config: the preset's fixed trial settings, then
+    the user's (which must be fixed: one configuration).
 
     Raises:
         ValueError: for a searched value given by the user, or a method or config beyond the first.
@@ -58,9 +58,9 @@ def one_trial(config: StudyConfig) -> dict[str, Any]:
     from search_spaces.overrides import route
     from study.plan import base_trial, study_overrides
 
-    if len(config.methods) != 1 or len(config.configs) != 1:
+    if len(config.search.methods) != 1 or len(config.data.configs) != 1:
         raise ValueError("study.train runs one configuration: give one --method and one --config")
-    [method], [data_config] = config.methods, config.configs
+    [method], [data_config] = config.search.methods, config.data.configs
     settings = route(study_overrides(config), {method: setting_keys(method, {})})[method]
     trial = base_trial(config, method=method, model="?", data_config=data_config)
     for o in settings:
@@ -70,11 +70,7 @@ def one_trial(config: StudyConfig) -> dict[str, Any]:
                     f"--set {o.describe()}: study.train runs one configuration; give {o.key} one value"
                 )
             continue  # a range the preset searches: the dataclass default stays
-        *groups, name = o.key.split("/")
-        node = trial
-        for group in groups:
-            node = node.setdefault(group, {})
-        node[name] = o.value
+        trial[o.key] = o.value
     return trial
 
 
@@ -101,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     prepared = prepare(config)
     for note in prepared.notes:
         print(note, file=sys.stderr)
-    trial_dict["model"] = prepared.models[config.methods[0]]
+    trial_dict["model"] = prepared.models[config.search.methods[0]]
     trial = TrialConfig.from_dict(trial_dict)
     out = args.out or Path(tempfile.mkdtemp(prefix="slm-train-"))
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731

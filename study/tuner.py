@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket
@@ -36,7 +35,7 @@ from study.results import ExperimentSummary, print_summary, read_text, summarize
 from study.results_storage import is_local, restore_tuner, whole_file_system
 from study.storage_watch import StorageWatch
 from study.stored_experiment import check_saved_state, has_saved_state
-from study.study_file import write_study_file
+from study.study_file import study_record, write_study_file
 from study.tracking import (
     OptunaLocation,
     check_tracking,
@@ -93,13 +92,13 @@ def trial_dirname(trial: Any) -> str:
 
 def asha_scheduler(config: StudyConfig, experiment: Experiment) -> tune.schedulers.ASHAScheduler | None:
     """ASHA with the study's grace period and reduction factor on the trial's evaluations; None without."""
-    if config.scheduler != "asha":
+    if config.scheduler.name != "asha":
         return None
     return tune.schedulers.ASHAScheduler(
         time_attr="training_iteration",
         max_t=experiment.max_iterations,
-        grace_period=min(config.grace_period, experiment.max_iterations),
-        reduction_factor=config.reduction_factor,
+        grace_period=min(config.scheduler.grace_period, experiment.max_iterations),
+        reduction_factor=config.scheduler.reduction_factor,
     )
 
 
@@ -125,15 +124,15 @@ def build_tuner(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # `group` is experimental
         sampler = optuna.samplers.TPESampler(
-            seed=config.seed, multivariate=True, group=True, constant_liar=True
+            seed=config.search.seed, multivariate=True, group=True, constant_liar=True
         )
     searcher = StoredOptunaSearch(
         storage_url=(location or optuna_location(config)).url,
         study_name=experiment.name,
         experiment_path=path,
         space=define_by_run(experiment.method, experiment.base, experiment.overrides),
-        metric=config.metric,
-        mode=config.mode,
+        metric=config.search.metric,
+        mode=config.search.mode,
         sampler=sampler,
         points_to_evaluate=experiment.points or None,
     )
@@ -141,8 +140,8 @@ def build_tuner(
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            metric=config.metric,
-            mode=config.mode,
+            metric=config.search.metric,
+            mode=config.search.mode,
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
             scheduler=scheduler,
             num_samples=experiment.trials,
@@ -154,11 +153,13 @@ def build_tuner(
             name=experiment.name,
             storage_path=config.study_path,
             storage_filesystem=whole_file_system(config.study_path),  # a full disk cuts no file
-            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            failure_config=tune.FailureConfig(max_failures=config.resources.max_failures),
             # One kept checkpoint per trial (Ray also keeps the latest, for resuming); with num_to_keep=1
             # every reported checkpoint also forces an experiment snapshot, which is what --resume reads.
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=config.metric, checkpoint_score_order=config.mode
+                num_to_keep=1,
+                checkpoint_score_attribute=config.search.metric,
+                checkpoint_score_order=config.search.mode,
             ),
             sync_config=tune.SyncConfig(sync_artifacts=True),  # generations_test.jsonl, placement.json
             progress_reporter=_progress_reporter(config, experiment),
@@ -172,8 +173,10 @@ def build_tuner(
 def _callbacks(config: StudyConfig, path: str, experiment: Experiment) -> list[tune.Callback]:
     """MLflow's, with --mlflow; a watch on a local storage that stops the study once it refuses writes."""
     callbacks = [StorageWatch(path)] if is_local(path) else []
-    if config.mlflow:
-        callbacks.append(mlflow_callback(config.mlflow, study=config.name, experiment=experiment.name))
+    if config.storage.mlflow:
+        callbacks.append(
+            mlflow_callback(config.storage.mlflow, study=config.storage.name, experiment=experiment.name)
+        )
     return callbacks
 
 
@@ -224,7 +227,7 @@ def _progress_reporter(config: StudyConfig, experiment: Experiment) -> _Progress
         conditional=conditional_keys(experiment.method) | (columns.keys() - set(PROGRESS_PARAMS)),
         metric_columns={
             "training_iteration": "iter",
-            config.metric: config.metric,
+            config.search.metric: config.search.metric,
             "dev/distinct_answers": "dev answers",  # 1-5 distinct answers: a collapsed model, visible live
             "test/accuracy": "test acc",
         },
@@ -239,7 +242,7 @@ def _check_resume(config: StudyConfig, experiments: Sequence[Experiment]) -> set
     """Names of the experiments Ray can restore from storage; refuses a clash with or without --resume, and
     a damaged snapshot (`study.stored_experiment`). One started but never snapshotted starts over."""
     started = {e.name for e in experiments if tune.Tuner.can_restore(f"{config.study_path}/{e.name}")}
-    if started and not config.resume:
+    if started and not config.storage.resume:
         raise ValueError(
             f"{config.study_path} already holds {', '.join(sorted(started))}: pass --resume to continue, "
             "or --name for a new study"
@@ -248,10 +251,10 @@ def _check_resume(config: StudyConfig, experiments: Sequence[Experiment]) -> set
         check_saved_state(f"{config.study_path}/{name}")
     existing = {name for name in started if has_saved_state(f"{config.study_path}/{name}")}
     saved = read_text(f"{config.study_path}/study.json")
-    if config.resume and saved is None:
+    if config.storage.resume and saved is None:
         raise ValueError(f"nothing to resume: no study at {config.study_path}")
     if saved is not None:
-        before, now = json.loads(saved), _study_record(config)
+        before, now = json.loads(saved), study_record(config)
         changed = [k for k in RESUME_CHECKED if before.get(k) != now[k]]
         if changed:
             diff = ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in changed)
@@ -269,8 +272,10 @@ def run_study(config: StudyConfig, experiments: list[Experiment]) -> list[Experi
     # Ray fails the next trial ("Trainable runner reuse requires reset_config()"); Ray's 2 s is too short
     # on a busy machine. Workers of a local cluster inherit it from this process.
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
-    if config.address:
-        check_reachable(config.address)  # before loading anything: a typo in --address is a 1-second error
+    if config.resources.address:
+        check_reachable(
+            config.resources.address
+        )  # before loading anything: a typo in --address is a 1-second error
     existing = _check_resume(config, experiments)
     location = optuna_location(config)
     check_tracking(config, location)  # a bad --optuna-storage or --mlflow stops here, before Ray
@@ -282,14 +287,18 @@ def run_study(config: StudyConfig, experiments: list[Experiment]) -> list[Experi
     # The memory check comes before anything is written: a refused study leaves no trace.
     _memory_check(config, prepared, experiments)
     prepare_studies(location, [e.name for e in experiments], restored=existing, study_path=config.study_path)
-    cluster = connect(address=config.address, num_cpus=config.num_cpus, dashboard=config.dashboard)
+    cluster = connect(
+        address=config.resources.address,
+        num_cpus=config.resources.num_cpus,
+        dashboard=config.resources.dashboard,
+    )
     tolerate_worker_deaths()  # a worker killed for memory fails its trial, not the study
     note_study(optuna_url=location.url)
     try:
         print("\n".join(access_lines(cluster)), file=sys.stderr)
-        resources = {m: trial_resources(config, m, cluster) for m in config.methods}
+        resources = {m: trial_resources(config, m, cluster) for m in config.search.methods}
         if not existing:
-            write_json(f"{config.study_path}/study.json", _study_record(config))
+            write_json(f"{config.study_path}/study.json", study_record(config))
             write_study_file(config)  # the resolved config tree: the file that reruns this study
         trainable = tune.with_parameters(
             study_trainable,
@@ -307,9 +316,9 @@ def run_study(config: StudyConfig, experiments: list[Experiment]) -> list[Experi
         ray.shutdown()  # ends a cluster started here; only disconnects from a joined one
         forget_cluster()
     write_json(f"{config.study_path}/best_configs.json", [s.best for s in summaries if s.best])
-    objective = f"by {config.metric}, {config.mode}"
+    objective = f"by {config.search.metric}, {config.search.mode}"
     heading = f"\nbest trial of each experiment ({objective}), results in {config.study_path}:"
-    print_summary(summaries, metric=config.metric, heading=heading)  # warns of a best trial at chance
+    print_summary(summaries, metric=config.search.metric, heading=heading)  # warns of a best trial at chance
     return summaries
 
 
@@ -317,9 +326,11 @@ def _memory_check(config: StudyConfig, prepared, experiments: Sequence[Experimen
     """Each method's trial measured for one step before any starts (or, with --resume, the first run's
     measurements reused): one whose largest batch would not fit trains in smaller micro-batches (the same
     experiment); one that cannot fit at all stops the study."""
-    if not config.preflight:
+    if not config.resources.preflight:
         return
-    if config.address:  # trials run on the cluster's nodes, whose devices this machine cannot measure
+    if (
+        config.resources.address
+    ):  # trials run on the cluster's nodes, whose devices this machine cannot measure
         print(
             "memory check skipped with --address: run python -m study.preflight on a worker node",
             file=sys.stderr,
@@ -347,7 +358,9 @@ def _run_experiment(
     if experiment.points:
         groups = sorted({key.split("/")[-1] for point in experiment.points for key in point})
         raised = (
-            f" (--trials {config.trials} raised to cover them)" if experiment.trials > config.trials else ""
+            f" (--trials {config.search.trials} raised to cover them)"
+            if experiment.trials > config.search.trials
+            else ""
         )
         print(
             f"   the first {len(experiment.points)} cover every {' and '.join(groups)}{raised}",
@@ -363,7 +376,7 @@ def _run_experiment(
     )
     try:
         grid = tuner.fit()
-        settle(location.url, experiment.name, grid, metric=config.metric)
+        settle(location.url, experiment.name, grid, metric=config.search.metric)
     except Exception as error:
         failure = storage_failure_in(error)  # a full or read-only Optuna storage: one line, exit 2
         if failure is None:
@@ -373,7 +386,7 @@ def _run_experiment(
         upload(location)  # an object-store study's Optuna file goes with its results, interrupted or not
     if grid.num_terminated + grid.num_errors < experiment.trials:
         print(
-            f"{experiment.name} was interrupted; continue it with --resume --name {config.name}",
+            f"{experiment.name} was interrupted; continue it with --resume --name {config.storage.name}",
             file=sys.stderr,
         )
         raise KeyboardInterrupt
@@ -386,14 +399,4 @@ def _run_experiment(
 
 
 def _objective(config: StudyConfig) -> dict[str, str]:
-    return {"metric": config.metric, "mode": config.mode}
-
-
-def _study_record(config: StudyConfig) -> dict[str, Any]:
-    record = dataclasses.asdict(config)
-    record["overrides"] = [o.describe() for o in config.overrides]
-    record["preset_overrides"] = [o.describe() for o in config.preset_overrides]
-    # what the report says its numbers ran on: embedded (generated problems), local (GSM8K files) or hub
-    source = config.data_settings().get("source", "auto")
-    record["data_source"] = "hub" if source == "auto" else source
-    return record
+    return {"metric": config.search.metric, "mode": config.search.mode}

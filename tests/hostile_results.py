@@ -45,7 +45,7 @@ def write_odd_trial(experiment: Path, kind: str) -> Path:
     edits = {
         "train_list": lambda p: {**p, "train": [1, 2]},
         "strategy_string": lambda p: {**p, "strategy": "relu"},
-        "epochs_null": lambda p: {**p, "train": {**p["train"], "epochs": None}},
+        "epochs_null": lambda p: {**p, "train/epochs": None},
         "data_config_unhashable": lambda p: {**p, "data_config": ["main", "socratic"]},
         "method_unhashable": lambda p: {**p, "method": {"name": "lora"}},
     }

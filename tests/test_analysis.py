@@ -2,7 +2,7 @@
 
 The helpers below write trial folders the way Ray Tune 2.60 does (checked against a real `tune.Tuner` run):
 `params.json` indented with sorted keys, `result.json` with one JSON object per report holding Ray's own keys
-and the nested config, `progress.csv`, and for a crash `error.txt` / `error.pkl` with an empty `result.json`.
+and the (flat) config, `progress.csv`, and for a crash `error.txt` / `error.pkl` with an empty `result.json`.
 Other test modules import them.
 """
 
@@ -31,8 +31,8 @@ _COUNTER = {"n": 0}
 
 
 def trial_params(method: str, config: str = "main", **groups) -> dict:
-    """A nested trial config as `study` builds it; `train=` / `strategy=` entries update the defaults."""
-    train = {"lr": 1e-3, "epochs": 2, "batch_size": 16, "seed": 0, "eval": {"max_new_tokens": 64}}
+    """A flat trial config as `study` builds it; `train=` / `strategy=` entries update the defaults."""
+    train = {"lr": 1e-3, "epochs": 2, "batch_size": 16, "seed": 0, "eval/max_new_tokens": 64}
     train.update(groups.get("train", {}))
     strategy = {"r": 8, "alpha": 16, "target_modules": ["q", "v"]}
     strategy.update(groups.get("strategy", {}))
@@ -40,8 +40,8 @@ def trial_params(method: str, config: str = "main", **groups) -> dict:
         "method": method,
         "model": "t5-small",
         "data_config": config,
-        "strategy": strategy,
-        "train": train,
+        **{f"strategy/{key}": value for key, value in strategy.items()},
+        **{f"train/{key}": value for key, value in train.items()},
     }
 
 
@@ -85,10 +85,7 @@ def write_trial(
     """One trial folder in Ray Tune's on-disk format; `dev` holds the dev accuracy of each report."""
     _COUNTER["n"] += 1
     trial_id = f"a4339_{_COUNTER['n']:05d}"
-    folder = (
-        experiment
-        / f"math_trainable_{trial_id}_{_COUNTER['n']}_lr={params['train']['lr']:.4f}_2026-11-29_09-24-14"
-    )
+    folder = experiment / f"math_trainable_{trial_id}_{_COUNTER['n']}_2026-11-29_09-24-14"
     folder.mkdir(parents=True)
     (folder / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True))
     reports = []
@@ -248,6 +245,27 @@ def test_loader_reads_every_trial_with_its_settings_metrics_and_status(study):
     assert _row(results, s["stacked_gelu"])["config/strategy/f"] == "gelu"
     history = results.history[results.history["trial"] == best["trial"]]
     assert history["dev/accuracy"].tolist() == [0.2, 0.3] and history["training_iteration"].tolist() == [1, 2]
+
+
+def test_an_old_nested_params_json_reads_as_its_flat_form(tmp_path):
+    """Studies written before the trial config was flat hold it nested in `params.json`: same row."""
+    flat = trial_params("lora_cot", train={"prompt_style": "code", "epochs": 3, "evals_per_epoch": 2})
+    nested: dict = {}
+    for key, value in flat.items():
+        *groups, name = key.split("/")
+        node = nested
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[name] = value
+    assert nested["train"]["eval"] == {"max_new_tokens": 64}  # an old study's shape
+    rows = {}
+    for name, params in (("flat", flat), ("nested", nested)):
+        write_trial(tmp_path / name / "lora_cot-main", params, dev=[0.2, 0.3], test=test_metrics(0.3))
+        [rows[name]] = load_results([tmp_path / name]).trials.to_dict("records")
+    shown = ("prompt_style", "max_iterations", "config/train/lr", "config/strategy/target_modules")
+    assert [rows["nested"][k] for k in shown] == [rows["flat"][k] for k in shown] == ["code", 6, 1e-3, "q,v"]
+    config = {k for k in rows["flat"] if k.startswith("config/")}
+    assert {k for k in rows["nested"] if k.startswith("config/")} == config
 
 
 def test_a_retried_trial_that_finished_is_finished_and_an_interrupted_one_incomplete(tmp_path):

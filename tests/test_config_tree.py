@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 
 from search_spaces import define_by_run
-from study.cli import read_settings_file
-from study.config import StudyConfig
+from study.config import StudyConfig, read_settings_file, study_fields
+from study.confirm import ConfirmConfig
 from study.plan import plan_experiments, study_overrides
-from study.run import parse_config
-from study.study_file import print_study, study_tree, write_study_file
+from study.run import build_parser, parse_config
+from study.study_file import print_study, record_values, study_record, study_tree, write_study_file
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def sampled(config: StudyConfig, n: int = 4) -> dict[str, list[dict]]:
@@ -28,7 +30,7 @@ def sampled(config: StudyConfig, n: int = 4) -> dict[str, list[dict]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = optuna.samplers.TPESampler(
-                seed=config.seed, multivariate=True, group=True, constant_liar=True
+                seed=config.search.seed, multivariate=True, group=True, constant_liar=True
             )
         study = optuna.create_study(sampler=sampler, direction="maximize")
         for point in experiment.points:
@@ -87,7 +89,7 @@ def test_a_study_file_reruns_the_study_with_flags_still_overriding(tmp_path):
     path = write_study_file(first)
     assert path == f"{tmp_path}/first/study.yaml" and not list((tmp_path / "first").glob(".*.tmp"))
     again = parse_config(["--study-file", path, "--name", "again"])
-    assert again.name == "again" and again.study_path == f"{tmp_path}/again"
+    assert again.storage.name == "again" and again.study_path == f"{tmp_path}/again"
     values = lambda config: {k: v["value"] for k, v in study_tree(config).items() if k != "storage/name"}  # noqa: E731
     assert values(again) == values(first)
     assert study_tree(again)["stacked:strategy/f"]["from"] == f"file {path}"
@@ -133,7 +135,7 @@ def test_a_study_file_with_fewer_methods_drops_the_others_settings(tmp_path):
     )
     path = write_study_file(config)
     lora = parse_config(["--study-file", path, "--method", "lora"])
-    assert lora.methods == ("lora",) and "stacked:strategy/f" not in study_tree(lora)
+    assert lora.search.methods == ("lora",) and "stacked:strategy/f" not in study_tree(lora)
     [experiment] = plan_experiments(lora)
     assert {o.key for o in experiment.overrides} >= {"train/epochs", "strategy/r"}
 
@@ -212,3 +214,96 @@ def test_print_config_prints_the_tree_on_every_command(tmp_path, capsys):
     confirm.main([str(study), "--set", "confirm/seeds=3", "--print-config"])
     out = capsys.readouterr().out
     assert "# confirm/seeds: 3" in out and yaml.safe_load(out)["search/seed"]["value"] == 2
+
+
+KEYS_AND_FLAGS = {
+    "preset": "--preset",
+    "search/methods": "--method", "search/trials": "--trials", "search/seed": "--seed",
+    "search/metric": "--metric", "search/mode": "--mode",
+    "data/configs": "--config", "data/dir": "--data-dir", "data/source": None, "data/train_size": "--train-size",
+    "data/dev_size": "--dev-size", "data/test_size": "--test-size", "data/min_steps": None, "data/max_steps": None,
+    "data/max_operand": None, "data/code_dataset": "--code-dataset",
+    "model/name": "--model", "model/tiny_size": None, "model/pretrain": None,
+    "scheduler/name": "--scheduler", "scheduler/grace_period": "--grace-period",
+    "scheduler/reduction_factor": "--reduction-factor",
+    "resources/max_concurrent": "--max-concurrent", "resources/cpus_per_trial": "--cpus-per-trial",
+    "resources/gpus_per_trial": "--gpus-per-trial", "resources/max_failures": "--max-failures",
+    "resources/address": "--address", "resources/num_cpus": "--num-cpus", "resources/dashboard": "--dashboard",
+    "resources/preflight": "--preflight",
+    "storage/root": "--storage", "storage/name": "--name", "storage/optuna": "--optuna-storage",
+    "storage/mlflow": "--mlflow", "storage/resume": "--resume",
+}  # fmt: skip
+"""Every study key and its flag as they were before the tree (the release's `study.yaml` files, README commands
+and scripts use them): a renamed field cannot pass silently."""
+
+
+def test_every_key_is_its_leaf_s_path_and_keys_and_flags_are_unchanged():
+    from study.config_tree import leaves
+
+    fields = study_fields()
+    assert {key: leaf.flag for key, leaf in fields.items()} == KEYS_AND_FLAGS
+    for key, leaf in fields.items():
+        assert key == (f"{leaf.section}/{leaf.name}" if leaf.section else leaf.name)  # written once: the path
+    confirm = {"confirm/results", "confirm/seeds", "confirm/families", "storage/resume"}
+    confirm |= {f"resources/{name}" for name in ("address", "num_cpus", "max_concurrent", "dashboard")}
+    assert set(leaves(ConfirmConfig)) == confirm
+
+
+def test_each_flag_sets_its_key_in_the_generated_parser():
+    parser = build_parser()
+    flags = {flag: action.dest for action in parser._actions for flag in action.option_strings}
+    for key, flag in KEYS_AND_FLAGS.items():
+        if flag is None:
+            assert not any(dest == key for dest in flags.values()), key  # settable by key only
+            continue
+        shown = flag if flag in flags else f"--no-{flag.removeprefix('--')}"  # a setting on by default
+        assert flags[shown] == key
+
+
+def test_a_study_file_written_before_the_tree_reruns_unchanged(tmp_path, capsys):
+    text = (FIXTURES / "study_written_before_the_tree.yaml").read_text().replace("STORAGE", str(tmp_path))
+    path = tmp_path / "x" / "study.yaml"
+    path.parent.mkdir()
+    path.write_text(text)
+    config = parse_config(["--study-file", str(path)])
+    given = (config.search.methods, config.search.trials, config.data.train_size)
+    assert given == (("lora", "stacked"), 3, 2000)
+    assert (config.model.name, config.scheduler.name, config.storage.root) == ("tiny", "none", str(tmp_path))
+    print_study(config)
+    printed = capsys.readouterr().out
+    values = lambda text: {k: v["value"] for k, v in yaml.safe_load(text).items()}  # noqa: E731
+    assert values(printed) == values(text)  # the same tree, value for value
+    assert printed.splitlines()[:2] == text.splitlines()[:2]
+
+
+def test_study_json_keeps_the_flat_names_studies_were_recorded_with(tmp_path):
+    flags = ["--method", "lora", "--data-dir", str(tmp_path), "--optuna-storage", "sqlite:///o.db"]
+    config = parse_config([*flags, "--model", "m"])
+    record = study_record(config)
+    assert set(record) == {
+        "methods", "configs", "trials", "preset", "model", "tiny_size", "pretrain", "data_dir", "data_source",
+        "train_size", "dev_size", "test_size", "min_steps", "max_steps", "max_operand", "code_dataset",
+        "scheduler", "grace_period", "reduction_factor", "max_concurrent", "cpus_per_trial", "gpus_per_trial",
+        "max_failures", "address", "num_cpus", "dashboard", "preflight", "storage", "name", "optuna_storage",
+        "mlflow", "resume", "seed", "metric", "mode", "overrides", "preset_overrides", "plugins", "origins",
+    }  # fmt: skip
+    recorded = (record["data_dir"], record["optuna_storage"], record["model"])
+    assert recorded == (str(tmp_path), "sqlite:///o.db", "m")
+    assert (record["data_source"], record["scheduler"], record["name"]) == ("local", "asha", "slm-paper")
+    assert record_values(json.loads(json.dumps(record)))["data/dir"] == str(tmp_path)  # read back by key
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "paper"])
+def test_a_preset_is_a_settings_file_and_the_same_file_given_as_one_sets_the_same_tree(name):
+    """A preset is data: its file given as `--set-file` over the paper preset resolves to the same tree,
+    value for value (only where each value came from differs)."""
+    from study.config import PRESET_DIR
+
+    common = ["--method", "all", "--name", "s"]
+    preset = study_tree(parse_config([*common, "--preset", name]))
+    as_file = study_tree(
+        parse_config([*common, "--preset", "paper", "--set-file", str(PRESET_DIR / f"{name}.yaml")])
+    )
+    del preset["preset"], as_file["preset"]
+    assert {k: v["value"] for k, v in as_file.items()} == {k: v["value"] for k, v in preset.items()}
+    assert any(v["from"] == f"preset {name}" for v in preset.values())

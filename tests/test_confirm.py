@@ -11,18 +11,16 @@ from pathlib import Path
 import pytest
 from test_tuner import REPO, study_env, trial_results
 
-from study.config import StudyConfig
-from study.confirm import ConfirmConfig, main, seeds_for, study_config
+from study.config import DataSettings, ModelSettings, SearchSettings, StudyConfig
+from study.confirm import ConfirmConfig, ConfirmResources, main, seeds_for, study_config
+from study.study_file import study_record
 
 
 def _study(tmp_path: Path, **settings) -> Path:
     folder = tmp_path / "results" / "slm-tiny"
     folder.mkdir(parents=True)
-    config = StudyConfig(methods=("lora",), preset="tiny", storage=str(tmp_path / "elsewhere"), **settings)
-    record = {
-        k: v for k, v in config.__dict__.items() if k not in ("overrides", "preset_overrides", "origins")
-    }
-    record |= {"overrides": [], "preset_overrides": [o.describe() for o in config.preset_overrides]}
+    given = {"preset": "tiny", "search/methods": ("lora",), "storage/root": str(tmp_path / "elsewhere")}
+    record = study_record(StudyConfig.from_keys({**given, **settings}))
     (folder / "study.json").write_text(json.dumps(record))
     return folder
 
@@ -48,11 +46,18 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message, monke
 
 
 def test_the_study_settings_come_from_study_json_and_the_folder_it_is_in(tmp_path):
-    study = _study(tmp_path, seed=7, test_size=40, num_cpus=3, cpus_per_trial=0.5)
-    config = study_config(ConfirmConfig(results=str(study), num_cpus=2))
-    assert (config.preset, config.seed, config.test_size, config.cpus_per_trial) == ("tiny", 7, 40, 0.5)
+    settings = {
+        "search/seed": 7,
+        "data/test_size": 40,
+        "resources/num_cpus": 3,
+        "resources/cpus_per_trial": 0.5,
+    }
+    study = _study(tmp_path, **settings)
+    config = study_config(ConfirmConfig(results=str(study), resources=ConfirmResources(num_cpus=2)))
+    given = (config.preset, config.search.seed, config.data.test_size, config.resources.cpus_per_trial)
+    assert given == ("tiny", 7, 40, 0.5)
     assert config.study_path == str(study)  # where the study is now, not the storage it was run with
-    assert config.num_cpus == 2  # the command line wins over the study's cluster settings
+    assert config.resources.num_cpus == 2  # the command line wins over the study's cluster settings
     assert seeds_for(config, 3) == [8, 9, 10]  # fresh: the search trained every trial with seed 7
 
 
@@ -89,11 +94,11 @@ def test_confirm_end_to_end_on_a_tiny_study(tmp_path, finished_lora_study):
     assert len({group["experiment"] for group in manifest["groups"].values()}) == 1
     experiment = study / "confirm" / manifest["groups"]["method/main/lora"]["experiment"]
     runs = trial_results(experiment)
-    assert sorted(rows[-1]["config"]["train"]["seed"] for rows in runs.values()) == [1, 2]
+    assert sorted(rows[-1]["config"]["train/seed"] for rows in runs.values()) == [1, 2]
     source = json.loads(next((study / "lora-main").glob("trial_*/params.json")).read_text())
     for trial, rows in runs.items():
         config = rows[-1]["config"]
-        assert {**config, "train": {**config["train"], "seed": 0}} == source  # the best trial, another seed
+        assert {**config, "train/seed": 0} == source  # the best trial, another seed
         assert "test/accuracy" in rows[-1] and rows[-1]["test/n"] == 8  # the whole (tiny) test split
         assert (experiment / trial / "generations_test.jsonl").is_file()
     from ray.tune import ExperimentAnalysis
@@ -115,13 +120,10 @@ def test_gsm8k_runs_are_scored_on_the_whole_test_split_with_train_and_dev_unchan
     from study.plan import prepare_inputs
 
     config = StudyConfig(
-        methods=("lora",),
         preset="small",
-        data_dir=str(data_dir),
-        model=str(micro_t5_dir),
-        train_size=50,
-        dev_size=10,
-        test_size=20,
+        search=SearchSettings(methods=("lora",)),
+        data=DataSettings(dir=str(data_dir), train_size=50, dev_size=10, test_size=20),
+        model=ModelSettings(name=str(micro_t5_dir)),
     )
     study = prepare_inputs(config).splits["main"]
     prepared, notes = prepare_confirm_inputs(config)

@@ -104,10 +104,10 @@ def test_the_untrained_model_fails_the_same_check(tiny_setup):
 def tiny_preset_lora(tmp_path_factory):
     """The tiny preset's data and pretrained base (built in a fresh cache: about a minute), with the rank-4
     adapter on all six projections its search space fixes, untrained."""
-    from study.config import StudyConfig
+    from study.config import SearchSettings, StudyConfig
     from study.prepare import prepare
 
-    config = StudyConfig(methods=("lora",), preset="tiny")
+    config = StudyConfig(preset="tiny", search=SearchSettings(methods=("lora",)))
     prepared = prepare(config, cache_dir=tmp_path_factory.mktemp("c"))
     path, splits = prepared.models["lora"], prepared.splits["main"]
     model, tokenizer = load_model(path, device="cpu"), load_tokenizer(path)

@@ -80,8 +80,7 @@ def test_a_tiny_study_of_every_method_becomes_a_report_and_a_notebook(tmp_path, 
     finished: dict[tuple[str, str], list[tuple[float, Path]]] = {}
     for params in study.rglob("params.json"):
         config, last = json.loads(params.read_text()), _last_report(params.parent)
-        strategy = config.get("strategy", {})
-        if "test/accuracy" in last and strategy.get("baseline", "stacked") == "stacked":
+        if "test/accuracy" in last and config.get("strategy/baseline", "stacked") == "stacked":
             key = (config["method"], config["data_config"])
             finished.setdefault(key, []).append((last["dev/accuracy"], params.parent))
     assert {m for m, _ in finished} == {"lora", "lora_cot", "full", "qlora", "stacked"}

@@ -18,25 +18,30 @@ import pytest
 from optuna.trial import TrialState
 
 from search_spaces import define_by_run
-from study.config import StudyConfig
+from study.config import SearchSettings, StorageSettings, StudyConfig
 from study.optuna_store import StorageWriteError, StoredOptunaSearch, storage_failure_in, storage_writes
 from study.plan import base_trial
 from study.tracking import optuna_location, prepare_studies
-from trainables.training.setting_types import flatten
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 REPO = Path(__file__).resolve().parents[1]
 FINISHED = {"test/accuracy": 0.4, "test/accuracy_low": 0.3, "test/accuracy_high": 0.5, "test/n": 8}
 
 
+BASE = base_trial(
+    StudyConfig(preset="tiny", search=SearchSettings(methods=("lora",))),
+    method="lora",
+    model="m",
+    data_config="main",
+)
+
+
 def stored_searcher(tmp_path: Path) -> StoredOptunaSearch:
-    config = StudyConfig(methods=("lora",), preset="tiny")
-    base = flatten(base_trial(config, method="lora", model="m", data_config="main"))
     return StoredOptunaSearch(
         storage_url=f"sqlite:///{tmp_path}/optuna.db",
         study_name="lora-main",
         experiment_path=f"{tmp_path}/lora-main",
-        space=define_by_run("lora", base),
+        space=define_by_run("lora", BASE),
         metric="dev/accuracy",
         mode="max",
         seed=0,
@@ -81,9 +86,8 @@ def test_the_database_holds_pruned_complete_and_failed_trials_as_they_ended(tmp_
     assert finished.user_attrs["ray_trial_dir"] == f"{tmp_path}/lora-main/trial_finished"
     assert finished.user_attrs["generations_test"].endswith("trial_finished/generations_test.jsonl")
     assert "test/accuracy" not in stopped.user_attrs
-    for ray_id, trial in trials.items():  # the parameters Ray ran are the ones Optuna holds
-        assert configs[ray_id]["train"]["lr"] == trial.params["train/lr"]
-        assert configs[ray_id]["strategy"]["r"] == trial.params["strategy/r"]
+    for ray_id, trial in trials.items():  # Ray runs the flat config: the base and what Optuna sampled
+        assert configs[ray_id] == {**BASE, **trial.params}
 
 
 def test_resume_from_an_older_snapshot_leaves_each_trial_once_and_none_running(tmp_path):
@@ -162,12 +166,20 @@ def test_a_trial_ray_failed_without_telling_the_searcher_is_settled_as_failed(tm
 def test_a_fresh_experiment_does_not_continue_a_stale_study_but_a_shared_database_is_never_cleared(tmp_path):
     search = stored_searcher(tmp_path)
     search.suggest("left-over")  # a driver killed before Ray saved anything of the experiment
-    own = optuna_location(StudyConfig(methods=("lora",), storage=str(tmp_path.parent), name=tmp_path.name))
+    own = optuna_location(
+        StudyConfig(
+            search=SearchSettings(methods=("lora",)),
+            storage=StorageSettings(root=str(tmp_path.parent), name=tmp_path.name),
+        )
+    )
     assert own.url == f"sqlite:///{tmp_path}/optuna.db"
     prepare_studies(own, ["lora-main"], restored={"lora-main"})
     assert len(load(tmp_path).trials) == 1  # a restored experiment keeps its study
     shared = optuna_location(
-        StudyConfig(methods=("lora",), storage=str(tmp_path), optuna_storage=own.url, name="other")
+        StudyConfig(
+            search=SearchSettings(methods=("lora",)),
+            storage=StorageSettings(root=str(tmp_path), optuna=own.url, name="other"),
+        )
     )
     with pytest.raises(ValueError, match="already holds an Optuna study 'lora-main': pass --resume"):
         prepare_studies(shared, ["lora-main"], restored=set())
@@ -176,7 +188,12 @@ def test_a_fresh_experiment_does_not_continue_a_stale_study_but_a_shared_databas
 
 
 def test_an_object_store_study_keeps_its_database_beside_the_driver():
-    location = optuna_location(StudyConfig(methods=("lora",), storage="s3://bucket/studies", name="x"))
+    location = optuna_location(
+        StudyConfig(
+            search=SearchSettings(methods=("lora",)),
+            storage=StorageSettings(root="s3://bucket/studies", name="x"),
+        )
+    )
     assert location.upload_to == "s3://bucket/studies/x/optuna.db"
     assert location.url.startswith("sqlite:///") and "slm-math-study/optuna/x-" in location.url
     assert "uploaded to s3://bucket/studies/x/optuna.db" in location.describe()
@@ -185,14 +202,14 @@ def test_an_object_store_study_keeps_its_database_beside_the_driver():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"optuna_storage": "study.db"}, "--optuna-storage must be a database URL"),
-        ({"mlflow": "mlruns"}, "--mlflow must be a tracking URI starting file:, sqlite:"),
-        ({"mlflow": "ftp://host/x"}, "--mlflow must be a tracking URI"),
+        ({"storage/optuna": "study.db"}, "--optuna-storage must be a database URL"),
+        ({"storage/mlflow": "mlruns"}, "--mlflow must be a tracking URI starting file:, sqlite:"),
+        ({"storage/mlflow": "ftp://host/x"}, "--mlflow must be a tracking URI"),
     ],
 )
 def test_malformed_tracking_urls_are_refused_by_the_config(changes, message):
     with pytest.raises(ValueError, match=message):
-        StudyConfig(methods=("lora",), **changes)
+        StudyConfig.from_keys({"search/methods": ("lora",), **changes})
 
 
 def closed_port() -> int:

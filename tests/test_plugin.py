@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from search_spaces import space_keys
-from study.config import StudyConfig
+from study.config import ModelSettings, SearchSettings, StudyConfig
 from study.dashboard import ClusterInfo
 from study.plan import plan_experiments, trial_resources
 from study.run import parse_config
@@ -53,17 +53,17 @@ def test_the_doc_shows_a_method_and_its_space():
 def test_a_plugin_adds_a_method_to_every_list(plugin):
     assert "ia3" not in method_names()
     config = parse_config(["--plugin", "ia3_method", "--method", "all", "--preset", "tiny"])
-    assert config.methods == (*BUILT_IN, "ia3") and config.plugins == ("ia3_method",)
+    assert config.search.methods == (*BUILT_IN, "ia3") and config.plugins == ("ia3_method",)
     assert get_strategy("ia3").display_name == "IA3"
     # the study finds its space through the record, samples it and builds each trial config
-    [experiment] = plan_experiments(StudyConfig(methods=("ia3",), preset="tiny"))
+    [experiment] = plan_experiments(StudyConfig(preset="tiny", search=SearchSettings(methods=("ia3",))))
     assert experiment.name == "ia3-main" and experiment.points == []
     assert "strategy/target_modules" in space_keys("ia3", experiment.base)
 
 
 def test_a_plugin_method_gets_its_record_s_gpu_share(plugin):
     load_plugins(["ia3_method"])
-    config = StudyConfig(methods=("ia3",), preset="tiny")
+    config = StudyConfig(preset="tiny", search=SearchSettings(methods=("ia3",)))
     cluster = ClusterInfo(
         address="h:1", dashboard_url=None, started_here=False, resources={"CPU": 4, "GPU": 1}
     )
@@ -190,17 +190,19 @@ def test_a_method_carries_its_own_base_model_and_needs_no_preset_edit(monkeypatc
     monkeypatch.setitem(
         STRATEGIES, "big", type(lora)(name="big", base_models={"t5-small": "t5-3b"}, **fields)
     )
-    paper = StudyConfig(methods=("lora", "qlora", "big"), preset="paper")
+    paper = StudyConfig(preset="paper", search=SearchSettings(methods=("lora", "qlora", "big")))
     assert base_model_names(paper) == {"lora": "t5-small", "qlora": "t5-base", "big": "t5-3b"}
-    tiny = StudyConfig(methods=("lora", "qlora", "big"), preset="tiny")
+    tiny = StudyConfig(preset="tiny", search=SearchSettings(methods=("lora", "qlora", "big")))
     assert set(base_model_names(tiny).values()) == {"tiny"}  # a base the record does not list is its too
-    given = StudyConfig(methods=("qlora", "big"), preset="paper", model="t5-large")
+    given = StudyConfig(
+        preset="paper", search=SearchSettings(methods=("qlora", "big")), model=ModelSettings(name="t5-large")
+    )
     assert base_model_names(given) == {"qlora": "t5-large", "big": "t5-large"}
 
 
 def test_a_plugin_method_gets_the_preset_s_loop_settings(plugin):
     load_plugins(["ia3_method"])
-    [experiment] = plan_experiments(StudyConfig(methods=("ia3",), preset="tiny"))
+    [experiment] = plan_experiments(StudyConfig(preset="tiny", search=SearchSettings(methods=("ia3",))))
     fixed = {o.key: o.value for o in experiment.overrides if o.kind == "fixed"}
     assert (fixed["train/epochs"], fixed["train/prompt_style"], fixed["train/eval/max_new_tokens"]) == (
         4,

@@ -109,7 +109,7 @@ def test_a_batch_too_large_for_its_share_trains_in_smaller_micro_batches(monkeyp
     import types
 
     import study.preflight as preflight
-    from study.config import StudyConfig
+    from study.config import SearchSettings, StudyConfig
     from study.costs import cpu_share
     from study.plan import plan_experiments
     from trainables.training.train_config import TrainConfig
@@ -128,7 +128,7 @@ def test_a_batch_too_large_for_its_share_trains_in_smaller_micro_batches(monkeyp
 
     monkeypatch.setattr(preflight, "run_preflight", report)
     lines: list[str] = []
-    lora = StudyConfig(methods=("lora",), preset="tiny")
+    lora = StudyConfig(preset="tiny", search=SearchSettings(methods=("lora",)))
     caps = preflight.check_memory(lora, None, plan_experiments(lora), log=lines.append)
     assert caps == {"lora": 8}
     table = next(line for line in lines if line.startswith("| method"))

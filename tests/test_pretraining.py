@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from study.config import StudyConfig
+from study.config import SearchSettings, StudyConfig
 from study.prepare import pretraining_corpus
 from trainables.data.generator import generate_problems
 from trainables.data.pretraining import arithmetic, numbers, pretraining_pairs
@@ -42,7 +42,9 @@ def test_arithmetic_drills_are_exact_and_non_negative(seed):
 def test_no_pretraining_pair_maps_a_question_to_what_a_prompt_style_asks_for():
     """Every style's target for a question (answer, solution, paragraph, program) is what fine-tuning must
     teach; the pretraining may show the question only with its list of numbers."""
-    texts, pairs = pretraining_corpus(StudyConfig(methods=("lora",), preset="tiny"), problems=300)
+    texts, pairs = pretraining_corpus(
+        StudyConfig(preset="tiny", search=SearchSettings(methods=("lora",))), problems=300
+    )
     records = generate_problems(300, seed=1_000_003, **_difficulty())
     compared = {
         r.question: {format_example(r, style)[1] for style in PROMPT_STYLES if usable(r, style)}
@@ -68,5 +70,5 @@ def test_pairs_are_seeded():
 
 
 def _difficulty():
-    data = StudyConfig(methods=("lora",), preset="tiny").data_settings()
+    data = StudyConfig(preset="tiny", search=SearchSettings(methods=("lora",))).data.data_config()
     return {k: data[k] for k in ("min_steps", "max_steps", "max_operand")}

@@ -19,7 +19,10 @@ def trials(monkeypatch, tmp_path) -> list[Trial]:
     for name in ("local_experiment_path", "local_path", "path"):
         monkeypatch.setattr(Trial, name, property(lambda self: str(tmp_path)))
     made = []
-    configs = [{"strategy": {"f": "relu", "r2": 8}}, {"strategy": {"r2": 4, "baseline": "single_lora"}}]
+    configs = [
+        {"strategy/f": "relu", "strategy/r2": 8},
+        {"strategy/r2": 4, "strategy/baseline": "single_lora"},
+    ]
     for index, (config, accuracy) in enumerate(zip(configs, (0.1, 0.5), strict=True)):
         trial = Trial("math_trainable", config=config, trial_id=f"t{index}", stub=True)
         trial.run_metadata.last_result = {"dev/accuracy": accuracy, "training_iteration": 1, "config": config}

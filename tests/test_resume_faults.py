@@ -17,7 +17,7 @@ import pytest
 from test_optuna_store import FINISHED, stored_searcher
 from test_tuner import LORA_STUDY, MICRO, REPO, end_process_group, start_study, study_env
 
-from study.config import StudyConfig
+from study.config import SearchSettings, StorageSettings, StudyConfig
 from study.stored_experiment import check_saved_state
 from study.tracking import optuna_location, prepare_studies
 
@@ -63,7 +63,12 @@ def test_an_older_snapshot_is_not_what_ray_resumes_from(tmp_path):
 
 def test_a_deleted_experiment_state_never_drops_the_finished_trials(tmp_path):
     saved_experiment(tmp_path)
-    own = optuna_location(StudyConfig(methods=("lora",), storage=str(tmp_path.parent), name=tmp_path.name))
+    own = optuna_location(
+        StudyConfig(
+            search=SearchSettings(methods=("lora",)),
+            storage=StorageSettings(root=str(tmp_path.parent), name=tmp_path.name),
+        )
+    )
     with pytest.raises(ValueError, match=r"experiment_state-\*\.json\) is missing from .*1 finished trials"):
         prepare_studies(own, ["lora-main"], restored=set(), study_path=str(tmp_path))
     assert len(optuna.load_study(study_name="lora-main", storage=own.url).trials) == 1  # not deleted
@@ -72,7 +77,12 @@ def test_a_deleted_experiment_state_never_drops_the_finished_trials(tmp_path):
 def test_a_deleted_optuna_database_is_named_and_not_recreated(tmp_path):
     saved_experiment(tmp_path)
     (tmp_path / "optuna.db").unlink()
-    own = optuna_location(StudyConfig(methods=("lora",), storage=str(tmp_path.parent), name=tmp_path.name))
+    own = optuna_location(
+        StudyConfig(
+            search=SearchSettings(methods=("lora",)),
+            storage=StorageSettings(root=str(tmp_path.parent), name=tmp_path.name),
+        )
+    )
     with pytest.raises(
         ValueError, match=f"^cannot resume: the Optuna database {tmp_path}/optuna.db is missing"
     ):
@@ -82,7 +92,12 @@ def test_a_deleted_optuna_database_is_named_and_not_recreated(tmp_path):
 
 def test_a_database_without_the_experiments_study_is_named(tmp_path):
     saved_experiment(tmp_path)
-    own = optuna_location(StudyConfig(methods=("lora",), storage=str(tmp_path.parent), name=tmp_path.name))
+    own = optuna_location(
+        StudyConfig(
+            search=SearchSettings(methods=("lora",)),
+            storage=StorageSettings(root=str(tmp_path.parent), name=tmp_path.name),
+        )
+    )
     with pytest.raises(ValueError, match="holds no Optuna study 'lora_cot-main'"):
         prepare_studies(own, ["lora_cot-main"], restored={"lora_cot-main"}, study_path=str(tmp_path))
 

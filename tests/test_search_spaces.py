@@ -15,7 +15,6 @@ from search_spaces import (
     define_by_run,
     get_space,
     space_keys,
-    unflatten,
 )
 from search_spaces import lora_cot as lora_cot_space
 from search_spaces import stacked as stacked_space
@@ -26,12 +25,10 @@ from search_spaces.overrides import (
     route,
     spec_to_override,
 )
-from study.cli import read_settings_file
-from study.config import StudyConfig
+from study.config import SearchSettings, StudyConfig, read_settings_file
 from study.plan import base_trial
 from trainables.methods import STRATEGIES, method_names
-from trainables.training.setting_types import flatten
-from trainables.trial_config import TrialConfig
+from trainables.trial_config import TrialConfig, flat_trial
 
 METHODS = method_names()
 
@@ -39,8 +36,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def base_for(method: str) -> dict:
-    config = StudyConfig(methods=(method,), preset="tiny", seed=3)
-    return flatten(base_trial(config, method=method, model="some/model", data_config="main"))
+    config = StudyConfig(preset="tiny", search=SearchSettings(methods=(method,), seed=3))
+    return base_trial(config, method=method, model="some/model", data_config="main")
 
 
 def ask(method: str, overrides=(), point=None, seed=0) -> dict:
@@ -62,7 +59,7 @@ def test_every_space_and_branch_builds_a_trial_config(method):
         pytest.fail(f"strategy {method!r} is not registered in trainables.methods")
     for point in [None, *coverage_points(method)]:
         flat = ask(method, point=point)
-        trial = TrialConfig.from_dict(unflatten(flat))
+        trial = TrialConfig.from_dict(flat)
         assert trial.method == method and trial.model == "some/model" and trial.train.seed == 3
         for key, value in (point or {}).items():
             assert flat[key] == value
@@ -305,7 +302,44 @@ def test_a_big_value_is_shown_short_in_the_error():
     assert len(str(info.value)) < 200
 
 
-def test_flatten_and_unflatten_are_inverse():
-    nested = {"method": "lora", "train": {"lr": 1e-3, "eval": {"max_new_tokens": 8}}, "strategy": {"r": 4}}
-    assert flatten(nested)["train/eval/max_new_tokens"] == 8
-    assert unflatten(flatten(nested)) == nested
+def test_an_old_nested_config_and_its_flat_form_give_the_same_trial_config():
+    """Results and Ray experiment states written before the flat trial config hold it nested."""
+    nested = {
+        "method": "lora",
+        "model": "m",
+        "data_config": "socratic",
+        "train": {"lr": 1e-3, "seed": 3, "eval": {"max_new_tokens": 8, "metrics": "accuracy"}},
+        "strategy": {"r": 4, "target_modules": "q,v"},
+    }
+    flat = {
+        "method": "lora",
+        "model": "m",
+        "data_config": "socratic",
+        "train/lr": 1e-3,
+        "train/seed": 3,
+        "train/eval/max_new_tokens": 8,
+        "train/eval/metrics": "accuracy",
+        "strategy/r": 4,
+        "strategy/target_modules": "q,v",
+    }
+    assert flat_trial(nested) == flat and flat_trial(flat) == flat
+    trial = TrialConfig.from_dict(flat)
+    assert TrialConfig.from_dict(nested) == trial
+    assert (trial.train.lr, trial.train.eval.max_new_tokens, trial.strategy.r) == (1e-3, 8, 4)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"method": "lora", "model": "m", "optimizer/lr": 1}, "unknown trial setting(s): optimizer/lr"),
+        ({"method": "lora", "model": "m", "train/eval/x/y": 1}, "unknown trial setting(s): train/eval/x/y"),
+        ({"method": "lora", "model": "m", "train/lr": "fast"}, "train/lr must be a number, got 'fast'"),
+        ({"method": "lora", "model": "m", "train/eval/batch_size": 0.5}, "train/eval/batch_size must be a"),
+        ({"method": "lora", "model": "m", "strategy/rank": 4}, "unknown setting(s) rank for method 'lora'"),
+        ({"model": "m", "train/lr": 1e-3}, "a trial config needs method"),
+    ],
+)
+def test_a_bad_flat_setting_is_named_by_its_key(config, message):
+    with pytest.raises(ValueError) as error:
+        TrialConfig.from_dict(config)
+    assert message in str(error.value)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from study.config import StudyConfig
+from study.config import SearchSettings, StorageSettings, StudyConfig
 from study.run import build_parser, parse_config
 from trainables.methods import method_names
 
@@ -50,56 +50,70 @@ def test_flags_become_a_study_config(tmp_path):
             "--space", "stacked:strategy/f=[relu]", "--train-size", "64",
         ]
     )  # fmt: skip
-    assert config.methods == METHODS and config.configs == ("main", "socratic")
-    assert (config.trials, config.preset, config.scheduler, config.seed) == (8, "tiny", "none", 7)
-    assert (config.gpus_per_trial, config.cpus_per_trial, config.max_concurrent) == (0.25, 2.0, 3)
-    assert config.mode == "min"  # perplexity: lower is better
+    assert config.search.methods == METHODS and config.data.configs == ("main", "socratic")
+    assert (config.search.trials, config.preset, config.scheduler.name, config.search.seed) == (
+        8,
+        "tiny",
+        "none",
+        7,
+    )
+    assert (
+        config.resources.gpus_per_trial,
+        config.resources.cpus_per_trial,
+        config.resources.max_concurrent,
+    ) == (0.25, 2.0, 3)
+    assert config.search.mode == "min"  # perplexity: lower is better
     assert config.study_path == f"{tmp_path}/run1"
-    assert config.overrides[0].method == "stacked" and config.data_settings()["train_size"] == 64
+    assert config.overrides[0].method == "stacked" and config.data.data_config()["train_size"] == 64
     assert (config.origins["data/train_size"], config.origins["data/dev_size"]) == ("flag", "preset tiny")
     assert len(config.experiments()) == 2 * len(METHODS)
 
 
 def test_asha_flags_become_a_study_config():
     config = parse_config(["--method", "lora", "--grace-period", "2", "--reduction-factor", "3"])
-    assert (config.grace_period, config.reduction_factor) == (2, 3.0)
+    assert (config.scheduler.grace_period, config.scheduler.reduction_factor) == (2, 3.0)
     assert "--grace-period" in build_parser().format_help()
     default = parse_config(["--method", "lora"])
-    assert (default.grace_period, default.reduction_factor) == (1, 2.0)
+    assert (default.scheduler.grace_period, default.scheduler.reduction_factor) == (1, 2.0)
 
 
 def test_defaults_are_the_papers_setting():
-    config = StudyConfig(methods=("lora",))
-    assert (config.preset_name, config.name, config.metric, config.mode) == (
+    config = StudyConfig(search=SearchSettings(methods=("lora",)))
+    assert (config.preset_name, config.storage.name, config.search.metric, config.search.mode) == (
         "paper",
         "slm-paper",
         "dev/accuracy",
         "max",
     )
-    assert Path(config.storage).is_absolute()
-    assert StudyConfig(methods=("lora",), storage="s3://bucket/x").study_path == "s3://bucket/x/slm-paper"
+    assert Path(config.storage.root).is_absolute()
+    assert (
+        StudyConfig(
+            search=SearchSettings(methods=("lora",)), storage=StorageSettings(root="s3://bucket/x")
+        ).study_path
+        == "s3://bucket/x/slm-paper"
+    )
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"methods": ("sft",)}, "unknown method 'sft'"),
-        ({"trials": 0}, "--trials must be a whole number >= 1"),
-        ({"gpus_per_trial": 1.5}, "whole number of GPUs"),
-        ({"gpus_per_trial": -1.0}, "--gpus-per-trial must be >= 0"),
-        ({"metric": "test/accuracy"}, "leaks it"),
-        ({"metric": "dev/bleu"}, "--metric must be one of"),
-        ({"address": "not an address"}, "--address must be"),
-        ({"name": "a/b"}, "--name must be"),
-        ({"name": "abc\n"}, "--name must be"),
-        ({"address": "auto\n"}, "--address must be"),
+        ({"search/methods": ("sft",)}, "unknown method 'sft'"),
+        ({"search/trials": 0}, "--trials must be a whole number >= 1"),
+        ({"resources/gpus_per_trial": 1.5}, "whole number of GPUs"),
+        ({"resources/gpus_per_trial": -1.0}, "--gpus-per-trial must be >= 0"),
+        ({"search/metric": "test/accuracy"}, "leaks it"),
+        ({"search/metric": "dev/bleu"}, "--metric must be one of"),
+        ({"resources/address": "not an address"}, "--address must be"),
+        ({"storage/name": "a/b"}, "--name must be"),
+        ({"storage/name": "abc\n"}, "--name must be"),
+        ({"resources/address": "auto\n"}, "--address must be"),
         ({"preset": "huge"}, "unknown preset"),
-        ({"reduction_factor": 1.0}, "reduction_factor must be > 1"),
+        ({"scheduler/reduction_factor": 1.0}, "reduction_factor must be > 1"),
     ],
 )
 def test_bad_settings_raise_one_clear_error(changes, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-        StudyConfig(**{"methods": ("lora",), **changes})
+        StudyConfig.from_keys({"search/methods": ("lora",), **changes})
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ def _trial(method: str, preset: str = "tiny", **settings):
     layers = Layers(bare_names=True)
     for key, value in settings.items():
         layers.add(key, value, origin="flag")
-    config = layers.config(plugins=(), defaults={"methods": (method,), "preset": preset})
+    config = layers.config(plugins=(), defaults={"search/methods": (method,), "preset": preset})
     return TrialConfig.from_dict({**one_trial(config), "model": "m"})
 
 

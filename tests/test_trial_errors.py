@@ -30,14 +30,14 @@ def test_a_diverging_and_a_crashing_trial_fail_alone_with_their_cause(
         "method": "full",
         "model": tune.grid_search(list(lr)),
         "data_config": "main",
-        "train": {
-            "lr": tune.sample_from(lambda spec: lr[spec.config.model]),
-            "epochs": 1,
-            "batch_size": 16,
-            "warmup_ratio": 0.0,
-            "max_grad_norm": 0.0,
-            "eval": {"max_new_tokens": 8, "metrics": "accuracy", "calculator": "off"},
-        },
+        "train/lr": tune.sample_from(lambda spec: lr[spec.config.model]),
+        "train/epochs": 1,
+        "train/batch_size": 16,
+        "train/warmup_ratio": 0.0,
+        "train/max_grad_norm": 0.0,
+        "train/eval/max_new_tokens": 8,
+        "train/eval/metrics": "accuracy",
+        "train/eval/calculator": "off",
     }
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -48,7 +48,7 @@ def test_a_diverging_and_a_crashing_trial_fail_alone_with_their_cause(
         ).fit()
     finally:
         ray.shutdown()
-    results = {(r.config["model"], r.config["train"]["lr"]): r for r in grid}
+    results = {(r.config["model"], r.config["train/lr"]): r for r in grid}
     assert len(results) == 3
     assert results[good, 3e-3].error is None and "test/accuracy" in results[good, 3e-3].metrics
     assert "loss became" in str(results[str(diverging), 1e30].error)

@@ -17,22 +17,29 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import define_by_run
 from search_spaces.overrides import spec_to_override
-from study.config import StudyConfig
+from study.config import (
+    DataSettings,
+    ResourceSettings,
+    SchedulerSettings,
+    SearchSettings,
+    StorageSettings,
+    StudyConfig,
+)
 from study.dashboard import ClusterInfo
 from study.plan import base_trial, concurrency, plan_experiments, prepare_inputs, trial_resources
 from study.results import format_table, read_text, summarize, write_json, write_text
-from study.tuner import _check_resume, _study_record
+from study.study_file import study_record
+from study.tuner import _check_resume
 from trainables import trial as _trial  # noqa: F401  (torch imported at collection: tests time their own work)
 from trainables.methods import method_names
-from trainables.training.setting_types import flatten
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CPU_ONLY = ClusterInfo(address="127.0.0.1:1", dashboard_url=None, started_here=True, resources={"CPU": 2.0})
 
 
 def searcher(cls=OptunaSearch):
-    config = StudyConfig(methods=("lora",), preset="tiny")
-    base = flatten(base_trial(config, method="lora", model="m", data_config="main"))
+    config = StudyConfig(preset="tiny", search=SearchSettings(methods=("lora",)))
+    base = base_trial(config, method="lora", model="m", data_config="main")
     return cls(space=define_by_run("lora", base), metric="dev/accuracy", mode="max", seed=0)
 
 
@@ -51,9 +58,8 @@ def test_rays_own_searcher_would_call_a_stopped_trial_complete():
 
 def test_plan_raises_trials_to_cover_the_groups_and_sets_asha_max_t():
     config = StudyConfig(
-        methods=("lora", "lora_cot"),
         preset="tiny",
-        trials=2,
+        search=SearchSettings(methods=("lora", "lora_cot"), trials=2),
         overrides=(spec_to_override("train/epochs", "1..2"), spec_to_override("train/evals_per_epoch", 2)),
     )
     lora, cot = plan_experiments(config)
@@ -63,16 +69,20 @@ def test_plan_raises_trials_to_cover_the_groups_and_sets_asha_max_t():
 
 
 def test_the_readme_study_keeps_its_twelve_trials_and_a_variants_study_tries_each_variant():
-    readme = plan_experiments(StudyConfig(methods=method_names(), preset="tiny", trials=2))
+    readme = plan_experiments(
+        StudyConfig(preset="tiny", search=SearchSettings(methods=method_names(), trials=2))
+    )
     assert {e.name: e.trials for e in readme} == {
         "lora-main": 2, "lora_cot-main": 4, "full-main": 2, "qlora-main": 2, "stacked-main": 2,
     }  # fmt: skip
     variants = spec_to_override("strategy/variant", ["lora", "rslora", "dora", "pissa", "olora", "loraplus"])
-    (lora,) = plan_experiments(StudyConfig(methods=("lora",), preset="tiny", trials=2, overrides=(variants,)))
+    (lora,) = plan_experiments(
+        StudyConfig(preset="tiny", search=SearchSettings(methods=("lora",), trials=2), overrides=(variants,))
+    )
     assert lora.trials == 6 and [p["strategy/variant"] for p in lora.points] == list(variants.choices)
     sin = spec_to_override("strategy/f", ["identity", "sin"], method="stacked")
     (stacked,) = plan_experiments(
-        StudyConfig(methods=("stacked",), preset="tiny", trials=2, overrides=(sin,))
+        StudyConfig(preset="tiny", search=SearchSettings(methods=("stacked",), trials=2), overrides=(sin,))
     )
     assert [p["strategy/f"] for p in stacked.points] == ["identity", "sin"]
 
@@ -94,18 +104,32 @@ def test_asha_gets_the_studys_grace_period_and_reduction_factor():
 
 
 def test_plan_rejects_an_override_the_trial_config_rejects():
-    config = StudyConfig(methods=("lora",), preset="tiny", overrides=(spec_to_override("strategy/r", 0),))
+    config = StudyConfig(
+        preset="tiny",
+        search=SearchSettings(methods=("lora",)),
+        overrides=(spec_to_override("strategy/r", 0),),
+    )
     with pytest.raises(ValueError, match="method lora: LoRA rank r must be >= 1"):
         plan_experiments(config)
     bad_choice = spec_to_override("strategy/f", ["relu", "nope"], method="stacked")
     with pytest.raises(ValueError, match="method stacked: unknown stacked LoRA f 'nope'"):
-        plan_experiments(StudyConfig(methods=("lora", "stacked"), preset="tiny", overrides=(bad_choice,)))
+        plan_experiments(
+            StudyConfig(
+                preset="tiny", search=SearchSettings(methods=("lora", "stacked")), overrides=(bad_choice,)
+            )
+        )
     too_wide = spec_to_override("train/warmup_ratio", "0.0..1.5")
     # any value above 1 that a sampled (or pinned) trial meets first: LoRA's variant branches sample too
     with pytest.raises(ValueError, match=r"method lora: warmup_ratio must be in \[0, 1\), got 1\.\d*"):
         # small: no preset narrowing, so the first sampled trial is not the one that fails
-        plan_experiments(StudyConfig(methods=("lora",), preset="small", overrides=(too_wide,)))
-    config = StudyConfig(methods=("full",), preset="tiny", overrides=(spec_to_override("strategy/rank", 4),))
+        plan_experiments(
+            StudyConfig(preset="small", search=SearchSettings(methods=("lora",)), overrides=(too_wide,))
+        )
+    config = StudyConfig(
+        preset="tiny",
+        search=SearchSettings(methods=("full",)),
+        overrides=(spec_to_override("strategy/rank", 4),),
+    )
     with pytest.raises(ValueError, match="unknown setting.*rank.*'full'"):
         plan_experiments(config)
 
@@ -121,13 +145,19 @@ def test_plan_rejects_an_override_the_trial_config_rejects():
     ],
 )
 def test_plan_refuses_a_bad_value_on_any_branch_before_ray_starts(method, key, spec, message):
-    config = StudyConfig(methods=(method,), preset="tiny", overrides=(spec_to_override(key, spec),))
+    config = StudyConfig(
+        preset="tiny", search=SearchSettings(methods=(method,)), overrides=(spec_to_override(key, spec),)
+    )
     with pytest.raises(ValueError, match=message):
         plan_experiments(config)
 
 
 def test_missing_data_stops_before_ray_with_the_tiny_alternative(tmp_path):
-    config = StudyConfig(methods=("lora",), data_dir=str(tmp_path), storage=str(tmp_path / "out"))
+    config = StudyConfig(
+        search=SearchSettings(methods=("lora",)),
+        data=DataSettings(dir=str(tmp_path)),
+        storage=StorageSettings(root=str(tmp_path / "out")),
+    )
     with pytest.raises(ValueError, match=r"no GSM8K files in .*--preset tiny"):
         prepare_inputs(config)
     assert not ray.is_initialized()
@@ -135,12 +165,9 @@ def test_missing_data_stops_before_ray_with_the_tiny_alternative(tmp_path):
 
 def test_a_missing_model_names_itself_and_the_tiny_preset(data_dir, tmp_path):
     config = StudyConfig(
-        methods=("lora",),
-        data_dir=str(data_dir),
-        train_size=50,
-        dev_size=10,
-        test_size=10,
-        storage=str(tmp_path),
+        search=SearchSettings(methods=("lora",)),
+        data=DataSettings(dir=str(data_dir), train_size=50, dev_size=10, test_size=10),
+        storage=StorageSettings(root=str(tmp_path)),
     )
     with pytest.raises(ValueError, match=r"'t5-small' could not be loaded.*--preset tiny"):
         prepare_inputs(config)
@@ -151,7 +178,7 @@ def test_resources_follow_the_method_and_the_cluster():
     gpu_cluster = ClusterInfo(
         address="h:1", dashboard_url=None, started_here=False, resources={"CPU": 8, "GPU": 2}
     )
-    config = StudyConfig(methods=("lora",))
+    config = StudyConfig(search=SearchSettings(methods=("lora",)))
     assert trial_resources(config, "lora", CPU_ONLY) == {"cpu": 1.0, "gpu": 0.0}
     assert trial_resources(config, "lora", gpu_cluster) == {"cpu": 1.0, "gpu": 0.25}
     assert trial_resources(config, "full", gpu_cluster) == {"cpu": 1.0, "gpu": 0.5}
@@ -159,51 +186,91 @@ def test_resources_follow_the_method_and_the_cluster():
     assert concurrency(config, {"cpu": 1.0, "gpu": 0.5}, gpu_cluster) == 4
     assert concurrency(config, {"cpu": 1.0, "gpu": 0.0}, CPU_ONLY) == 2
     assert (
-        concurrency(StudyConfig(methods=("lora",), max_concurrent=1), {"cpu": 1.0, "gpu": 0.0}, CPU_ONLY) == 1
+        concurrency(
+            StudyConfig(
+                search=SearchSettings(methods=("lora",)), resources=ResourceSettings(max_concurrent=1)
+            ),
+            {"cpu": 1.0, "gpu": 0.0},
+            CPU_ONLY,
+        )
+        == 1
     )
     with pytest.raises(ValueError, match="--gpus-per-trial 0.5 but this machine has no GPU"):
-        trial_resources(StudyConfig(methods=("lora",), gpus_per_trial=0.5), "lora", CPU_ONLY)
+        trial_resources(
+            StudyConfig(
+                search=SearchSettings(methods=("lora",)), resources=ResourceSettings(gpus_per_trial=0.5)
+            ),
+            "lora",
+            CPU_ONLY,
+        )
     autoscaling = ClusterInfo(address="h:1", dashboard_url=None, started_here=False, resources={"CPU": 2})
     assert (
-        trial_resources(StudyConfig(methods=("lora",), gpus_per_trial=0.5), "lora", autoscaling)["gpu"] == 0.5
+        trial_resources(
+            StudyConfig(
+                search=SearchSettings(methods=("lora",)), resources=ResourceSettings(gpus_per_trial=0.5)
+            ),
+            "lora",
+            autoscaling,
+        )["gpu"]
+        == 0.5
     )
 
 
 def test_qlora_without_gpu_or_cpu_quantisation_is_refused(monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if bitsandbytes could not be imported
     with pytest.raises(ValueError, match="qlora needs a GPU"):
-        trial_resources(StudyConfig(methods=("qlora",)), "qlora", CPU_ONLY)
+        trial_resources(StudyConfig(search=SearchSettings(methods=("qlora",))), "qlora", CPU_ONLY)
 
 
 def test_an_existing_study_needs_resume_and_the_same_settings(tmp_path):
-    config = StudyConfig(methods=("lora",), preset="tiny", storage=str(tmp_path), name="s")
+    config = StudyConfig(
+        preset="tiny",
+        search=SearchSettings(methods=("lora",)),
+        storage=StorageSettings(root=str(tmp_path), name="s"),
+    )
     (experiment,) = plan_experiments(config)
     with pytest.raises(ValueError, match="nothing to resume"):
         _check_resume(
-            StudyConfig(methods=("lora",), preset="tiny", storage=str(tmp_path), name="s", resume=True), []
+            StudyConfig(
+                preset="tiny",
+                search=SearchSettings(methods=("lora",)),
+                storage=StorageSettings(root=str(tmp_path), name="s", resume=True),
+            ),
+            [],
         )
     (tmp_path / "s" / "lora-main").mkdir(parents=True)
     # a whole tuner.pkl, as Ray writes it (an empty one is damaged state)
     (tmp_path / "s" / "lora-main" / "tuner.pkl").write_bytes(pickle.dumps({"_tune_config": None}))
-    write_json(f"{tmp_path}/s/study.json", _study_record(config))
+    write_json(f"{tmp_path}/s/study.json", study_record(config))
     with pytest.raises(ValueError, match="already holds lora-main: pass --resume"):
         _check_resume(config, [experiment])
     resume = StudyConfig(
-        methods=("lora",), preset="tiny", storage=str(tmp_path), name="s", resume=True, seed=1
+        preset="tiny",
+        search=SearchSettings(methods=("lora",), seed=1),
+        storage=StorageSettings(root=str(tmp_path), name="s", resume=True),
     )
     with pytest.raises(ValueError, match="differ from the study's: seed: 0 -> 1"):
         _check_resume(resume, [experiment])
     more = StudyConfig(
-        methods=("lora",), preset="tiny", storage=str(tmp_path), name="s", resume=True, trials=9
+        preset="tiny",
+        search=SearchSettings(methods=("lora",), trials=9),
+        storage=StorageSettings(root=str(tmp_path), name="s", resume=True),
     )
     with pytest.raises(ValueError, match="trials: 50 -> 9"):
         _check_resume(more, [experiment])
     gentler = StudyConfig(
-        methods=("lora",), preset="tiny", storage=str(tmp_path), name="s", resume=True, grace_period=2
+        preset="tiny",
+        search=SearchSettings(methods=("lora",)),
+        scheduler=SchedulerSettings(grace_period=2),
+        storage=StorageSettings(root=str(tmp_path), name="s", resume=True),
     )
     with pytest.raises(ValueError, match="grace_period: 1 -> 2"):  # Ray restores the old scheduler
         _check_resume(gentler, [experiment])
-    same = StudyConfig(methods=("lora",), preset="tiny", storage=str(tmp_path), name="s", resume=True)
+    same = StudyConfig(
+        preset="tiny",
+        search=SearchSettings(methods=("lora",)),
+        storage=StorageSettings(root=str(tmp_path), name="s", resume=True),
+    )
     assert _check_resume(same, [experiment]) == set()  # started, never snapshotted by Ray: starts over
     state = {"trial_data": [], "runner_data": {}, "stats": {}}
     (tmp_path / "s" / "lora-main" / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
@@ -226,13 +293,13 @@ def test_summary_picks_the_best_finished_trial_and_counts_the_rest():
     done = {"test/accuracy": 0.3, "test/accuracy_low": 0.2, "test/accuracy_high": 0.4}
     grid = [
         result("a", {"dev/accuracy": 0.9}),  # stopped early: best dev, but no test metrics
-        result("b", {"dev/accuracy": 0.5, **done}, config={"strategy": {"f": "relu"}}),
+        result("b", {"dev/accuracy": 0.5, **done}, config={"strategy": {"f": "relu"}}),  # restored: nested
         result("c", {"dev/accuracy": 0.4, **done}),
         result("d", {}, error=RuntimeError("boom")),
     ]
     summary = summarize(grid, method="stacked", data_config="main", metric="dev/accuracy", mode="max")
     assert (summary.finished, summary.stopped, summary.failed) == (2, 1, 1)
-    assert summary.best["trial_id"] == "b"
+    assert summary.best["trial_id"] == "b" and summary.best["config"] == {"strategy/f": "relu"}
     assert summary.groups == {"stacked": "f=relu", "stacked_variants": "lora"}  # plain LoRA in stage 2
     low = summarize(grid, method="stacked", data_config="main", metric="dev/accuracy", mode="min")
     assert low.best["trial_id"] == "c"
@@ -341,7 +408,7 @@ def test_tiny_study_end_to_end(every_method_study, micro_t5_dir):
     study, output = every_method_study
     experiment = study / "lora_cot-main"
     results = trial_results(experiment)
-    styles = sorted(rows[-1]["config"]["train"]["prompt_style"] for rows in results.values())
+    styles = sorted(rows[-1]["config"]["train/prompt_style"] for rows in results.values())
     assert styles == ["answer_only", "breakdown", "code", "no_breakdown"]  # --trials 1 raised to cover 4
     for trial, rows in results.items():
         assert "test/accuracy" in rows[-1] and "dev/accuracy" in rows[-1]
@@ -371,7 +438,11 @@ def test_tiny_study_end_to_end(every_method_study, micro_t5_dir):
     saved = yaml.safe_load((study / "study.yaml").read_text())  # the resolved tree, the file that reruns it
     assert saved["train/epochs"] == {"value": 1, "from": "flag"} and saved["search/trials"]["value"] == 1
     rerun = parse_config(["--study-file", str(study / "study.yaml"), "--name", "again"])
-    assert (rerun.methods, rerun.trials, rerun.model) == (tuple(method_names()), 1, str(micro_t5_dir))
+    assert (rerun.search.methods, rerun.search.trials, rerun.model.name) == (
+        tuple(method_names()),
+        1,
+        str(micro_t5_dir),
+    )
 
 
 def statuses(experiment: Path) -> dict[str, str]:
@@ -495,7 +566,7 @@ def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micr
     stopped = {t.removeprefix("trial_") for t, rows in results.items() if "test/accuracy" not in rows[-1]}
     assert len(results) == 8 and 1 <= len(stopped) < 8, statuses(experiment)
     assert all(len(results[f"trial_{t}"]) == 1 for t in stopped)  # stopped at the first rung
-    fs = {rows[-1]["config"]["strategy"]["f"] for rows in results.values()}
+    fs = {rows[-1]["config"]["strategy/f"] for rows in results.values()}
     assert fs == {"identity", "relu", "leaky_relu", "gelu", "tanh", "silu"}  # every f covered
     expected = ["stacked", "main", str(8 - len(stopped)), str(len(stopped)), "0"]
     table = output[output.index("best trial of each experiment") :].splitlines()
@@ -514,7 +585,7 @@ def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micr
         assert trial.state == (TrialState.PRUNED if trial_id in stopped else TrialState.COMPLETE)
         assert trial.value == rows[-1]["dev/perplexity"]
         assert trial.intermediate_values == {r["training_iteration"]: r["dev/perplexity"] for r in rows}
-        assert trial.params["strategy/f"] == rows[-1]["config"]["strategy"]["f"]
+        assert trial.params["strategy/f"] == rows[-1]["config"]["strategy/f"]
         assert Path(trial.user_attrs["ray_trial_dir"]) == experiment / f"trial_{trial_id}"
         if trial_id not in stopped:
             assert trial.user_attrs["test/accuracy"] == rows[-1]["test/accuracy"]
@@ -533,7 +604,7 @@ def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micr
     client = mlflow.tracking.MlflowClient(tracking)
     for trial_id, run in runs.items():
         rows = results[f"trial_{trial_id}"]
-        assert run.data.params["strategy/f"] == rows[-1]["config"]["strategy"]["f"]
+        assert run.data.params["strategy/f"] == rows[-1]["config"]["strategy/f"]
         history = client.get_metric_history(run.info.run_id, "dev/perplexity")
         assert [(m.step, m.value) for m in history] == [
             (r["training_iteration"], r["dev/perplexity"]) for r in rows
@@ -551,19 +622,21 @@ def test_asha_study_as_optuna_mlflow_and_tensorboard_users_see_it(tmp_path, micr
 
 
 def test_the_tiny_presets_narrowing_applies_and_a_users_space_replaces_it():
-    (lora,) = plan_experiments(StudyConfig(methods=("lora",), preset="tiny"))
+    (lora,) = plan_experiments(StudyConfig(preset="tiny", search=SearchSettings(methods=("lora",))))
     by_key = {o.key: o for o in lora.overrides}
     assert by_key["strategy/r"].value == 4 and by_key["train/epochs"].value == 4
     assert (by_key["train/lr"].low, by_key["train/lr"].high) == (4e-3, 1e-2)  # not full fine-tuning's
     assert "strategy/r2" not in by_key  # stacked's key, and stacked is not in this study
     user = (spec_to_override("strategy/r", [16]), spec_to_override("train/lr", "1e-4..1e-3", method="lora"))
-    (lora,) = plan_experiments(StudyConfig(methods=("lora",), preset="tiny", overrides=user))
+    (lora,) = plan_experiments(
+        StudyConfig(preset="tiny", search=SearchSettings(methods=("lora",)), overrides=user)
+    )
     by_key = {o.key: o for o in lora.overrides}
     assert by_key["strategy/r"].choices == (16,) and (by_key["train/lr"].low, by_key["train/lr"].high) == (
         1e-4,
         1e-3,
     )
-    (small,) = plan_experiments(StudyConfig(methods=("lora",), preset="small"))
+    (small,) = plan_experiments(StudyConfig(preset="small", search=SearchSettings(methods=("lora",))))
     assert {o.key for o in small.overrides} == {
         "train/epochs", "train/max_input_tokens", "train/max_target_tokens", "train/eval/batch_size",
         "train/eval/max_new_tokens",
@@ -573,7 +646,9 @@ def test_the_tiny_presets_narrowing_applies_and_a_users_space_replaces_it():
 
 def test_a_dev_metric_the_preset_skips_on_dev_is_computed_when_the_search_needs_it():
     def dev_metrics(**settings) -> str:
-        (lora,) = plan_experiments(StudyConfig(methods=("lora",), preset="tiny", **settings))
+        (lora,) = plan_experiments(
+            StudyConfig(preset="tiny", search=SearchSettings(methods=("lora",), **settings))
+        )
         return {o.key: o.value for o in lora.overrides}["train/eval/metrics"]
 
     assert dev_metrics() == "accuracy"  # the tiny preset: accuracy alone on dev

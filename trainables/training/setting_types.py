@@ -1,5 +1,5 @@
 """Settings' values: a word where a number belongs, named by its key before any `__post_init__` compares it
-with a number; what counts as a number; nested settings as flat `a/b` keys.
+with a number; what counts as a number.
 
 Without the check, `--space train/lr=abc` or `study.train --set lr=abc` failed inside a dataclass's
 validation with "'>' not supported between 'str' and 'int'", naming neither the key nor what it should be.
@@ -48,19 +48,3 @@ def check_number_fields(prefix: str, cls: type, values: Mapping[str, Any]) -> No
 def is_number(value: Any) -> bool:
     """True for a finite int or float that is not a bool (a metric or setting that can be compared)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def flatten(nested: Mapping[str, Any], prefix: str = "", *, join_lists: bool = False) -> dict[str, Any]:
-    """`{"train": {"lr": 1e-3, "eval": {"n": 1}}}` -> `{"train/lr": 1e-3, "train/eval/n": 1}`.
-
-    `join_lists` writes lists as comma-joined text (hashable table cells, as results are read back).
-    """
-    flat: dict[str, Any] = {}
-    for key, value in nested.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}/", join_lists=join_lists))
-        elif join_lists and isinstance(value, (list, tuple)):
-            flat[f"{prefix}{key}"] = ",".join(map(str, value))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
