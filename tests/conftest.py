@@ -25,19 +25,35 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(1)
 
 
-SHARED_STUDIES = ("every_method_study", "finished_lora_study")
-"""Session fixtures that each run a whole study (minutes): under pytest-xdist a session fixture runs once per
-worker, so the tests that use one are one `xdist_group` (one worker, `--dist loadgroup`) and it runs once."""
+RAY_GROUP = "ray"
+"""Under pytest-xdist (`-n 2 --dist loadgroup`, the README's test command) every test of a module that starts
+Ray runs on one worker, one at a time, while the other worker takes the rest: two Ray clusters starting at
+once on two cores miss Ray's start-up deadlines (BENCHMARKS.md, Session 7), and the shared studies below,
+session fixtures, then run once (a session fixture runs once per worker)."""
+RAY_SIGNS = (
+    "start_study",
+    "study.run",
+    "study.confirm",
+    "ray.init",
+    "Tuner(",
+    "every_method_study",
+    "finished_lora_study",
+)
+"""What the source of a module that starts Ray contains: a study through `study.run` / `study.confirm` (or
+`test_tuner.start_study`), a cluster of its own, a Tuner, or one of the shared finished studies."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group the users of each shared study on one xdist worker; in a worker, start the `slow` tests first;
-    skip tests marked `gpu` when there is no CUDA device."""
+    """Put the tests of every module that starts Ray on one xdist worker; in a worker, start the `slow` tests
+    first; skip tests marked `gpu` when there is no CUDA device."""
+    starts_ray: dict[str, bool] = {}
     for item in items:
-        for name in SHARED_STUDIES:
-            if name in item.fixturenames:
-                item.add_marker(pytest.mark.xdist_group(name))
+        path = str(item.path)
+        if path not in starts_ray:
+            starts_ray[path] = any(sign in item.path.read_text() for sign in RAY_SIGNS)
+        if starts_ray[path]:
+            item.add_marker(pytest.mark.xdist_group(RAY_GROUP))
     if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts alike, so collections agree
         # Longest first: the minutes-long studies are handed out while the other worker still has seconds-long
         # tests to take, instead of one worker running the last study while the other idles.
