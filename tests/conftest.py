@@ -26,18 +26,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 RAY_GROUP = "ray"
-"""Under pytest-xdist (`-n 2 --dist loadgroup`, the README's test command) every test of a module that starts
-Ray runs on one worker, one at a time, while the other worker takes the rest: two Ray clusters starting at
-once on two cores miss Ray's start-up deadlines (BENCHMARKS.md, Session 7), and the shared studies below,
-session fixtures, then run once (a session fixture runs once per worker)."""
+"""Under pytest-xdist (`-n 2 --dist loadgroup`, the README's test command) the tests that start Ray run on one
+worker, one at a time, while the other worker takes the rest: two Ray clusters starting at once on two cores
+miss Ray's start-up deadlines (BENCHMARKS.md, Session 7), and the shared studies, session fixtures, then run
+once (a session fixture runs once per worker). A test that starts Ray is a `slow` test of a module that
+starts it (`RAY_SIGNS`; the module's other tests take seconds and start none), or a user of a shared study."""
+SHARED_STUDIES = ("every_method_study", "finished_lora_study")
+"""Session fixtures that each run a whole study (minutes)."""
 RAY_SIGNS = (
     "start_study",
     "study.run",
     "study.confirm",
     "ray.init",
     "Tuner(",
-    "every_method_study",
-    "finished_lora_study",
+    *SHARED_STUDIES,
 )
 """What the source of a module that starts Ray contains: a study through `study.run` / `study.confirm` (or
 `test_tuner.start_study`), a cluster of its own, a Tuner, or one of the shared finished studies."""
@@ -45,14 +47,15 @@ RAY_SIGNS = (
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put the tests of every module that starts Ray on one xdist worker; in a worker, start the `slow` tests
+    """Put the tests that start Ray on one xdist worker (`RAY_GROUP`); in a worker, start the `slow` tests
     first; skip tests marked `gpu` when there is no CUDA device."""
     starts_ray: dict[str, bool] = {}
     for item in items:
         path = str(item.path)
         if path not in starts_ray:
             starts_ray[path] = any(sign in item.path.read_text() for sign in RAY_SIGNS)
-        if starts_ray[path]:
+        shares_a_study = any(name in item.fixturenames for name in SHARED_STUDIES)
+        if shares_a_study or (starts_ray[path] and item.get_closest_marker("slow")):
             item.add_marker(pytest.mark.xdist_group(RAY_GROUP))
     if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts alike, so collections agree
         # Longest first: the minutes-long studies are handed out while the other worker still has seconds-long
