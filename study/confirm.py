@@ -116,7 +116,8 @@ def study_config(confirm: ConfirmConfig) -> StudyConfig:
     cluster = {
         key: leaf.get(confirm) for key, leaf in leaves(ConfirmConfig).items() if leaf.section == "resources"
     }
-    values |= cluster  # the same keys in both trees: the confirmation's cluster over the study's
+    # the same keys in both trees: the confirmation's cluster over the study's, where it gives one
+    values |= {key: value for key, value in cluster.items() if value is not None}
     values = {key: value for key, value in values.items() if value is not None}
     return StudyConfig.from_keys(values, plugins=tuple(record.get("plugins") or ()))
 
