@@ -451,6 +451,7 @@ def preset_values(name: str, *, under: str = "") -> dict[str, Any]:
     for key, spec, _ in preset_settings(name):
         searched = isinstance(spec, (list, dict)) or (isinstance(spec, str) and is_search_spec(spec))
         if key.startswith(under) and ":" not in key and not searched:
-            text = spec if isinstance(spec, str) else str(spec)
-            values[key.removeprefix(under)] = read_scalar(text, source=f"preset {name} {key}")
+            # YAML has typed the value already, except where a number has no dot (`3e-3`): read_scalar's job
+            value = read_scalar(spec, source=f"preset {name} {key}") if isinstance(spec, str) else spec
+            values[key.removeprefix(under)] = value
     return values

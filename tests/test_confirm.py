@@ -61,11 +61,11 @@ def test_the_study_settings_come_from_study_json_and_the_folder_it_is_in(tmp_pat
     assert seeds_for(config, 3) == [8, 9, 10]  # fresh: the search trained every trial with seed 7
 
 
-
 def test_a_cluster_setting_the_confirmation_leaves_out_is_the_study_s(tmp_path):
     study = _study(tmp_path, **{"resources/num_cpus": 3, "resources/address": "auto"})
     config = study_config(ConfirmConfig(results=str(study)))
     assert (config.resources.num_cpus, config.resources.address) == (3, "auto")
+
 
 @pytest.mark.slow
 def test_confirm_end_to_end_on_a_tiny_study(tmp_path, finished_lora_study):
